@@ -1,0 +1,595 @@
+//! Semantic rules over a configuration that serde has already accepted.
+//!
+//! Every rule adds a [`Problem`] rather than stopping, so that one run of
+//! `pithead validate` shows everything an electrician has to fix.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Config, DataType, Direction, LevelName, Transport};
+
+/// One broken rule, by key path; the loader turns it into a located
+/// [`super::Diagnostic`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `channel[2].level[1].threshold`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to put it right.
+    pub hint: Option<String>,
+}
+
+/// Placeholder ids in the shipped template; a box must not talk to the county
+/// under them.
+const PLACEHOLDER: &str = "change-me";
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>, hint: Option<&str>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+}
+
+/// Checks every cross-field rule; an empty list means the configuration can
+/// be used.
+pub fn check(cfg: &Config) -> Vec<Problem> {
+    let mut p = Problems::default();
+    station(cfg, &mut p);
+    storage(cfg, &mut p);
+    if let Err(e) = cfg.http.listen.parse::<SocketAddr>() {
+        p.add(
+            "http.listen",
+            format!("`{}` is not an address and port: {e}", cfg.http.listen),
+            Some("write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\""),
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
+        p.add(
+            "log.level",
+            format!("`{}` is not a log filter: {e}", cfg.log.level),
+            Some("use error, warn, info, debug or trace, optionally per module: \"info,pithead::acquisition=debug\""),
+        );
+    }
+    if let Some(f) = &cfg.roster.file {
+        readable(&mut p, "roster.file", f);
+    }
+    if cfg.roster.shift_length.is_zero() {
+        p.add(
+            "roster.shift_length",
+            "must be longer than zero",
+            Some("e.g. \"8h\""),
+        );
+    }
+    mqtt(cfg, &mut p);
+    if cfg.acquisition.raw_interval.is_zero() {
+        p.add(
+            "acquisition.raw_interval",
+            "must be longer than zero",
+            Some("e.g. \"10s\""),
+        );
+    }
+    buses(cfg, &mut p);
+    devices(cfg, &mut p);
+    channels(cfg, &mut p);
+    p.0
+}
+
+fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+const ID_HINT: &str = "use 1 to 64 letters, digits, '-' or '_' (no spaces, no '/')";
+
+fn station(cfg: &Config, p: &mut Problems) {
+    for (key, value) in [
+        ("station.county", &cfg.station.county),
+        ("station.id", &cfg.station.id),
+    ] {
+        if value == PLACEHOLDER {
+            p.add(
+                key,
+                "still has the placeholder value from the template",
+                Some("set it to the id the county union assigned to this station; the county files every message under it"),
+            );
+        } else if !is_id(value) {
+            p.add(key, format!("`{value}` is not a valid id"), Some(ID_HINT));
+        }
+    }
+    if cfg.station.name.trim().is_empty() {
+        p.add(
+            "station.name",
+            "must not be empty",
+            Some("the name miners see on the kiosk"),
+        );
+    }
+}
+
+fn storage(cfg: &Config, p: &mut Problems) {
+    let s = &cfg.storage;
+    if let Err(e) = writable_dir(&s.data_dir) {
+        p.add(
+            "storage.data_dir",
+            format!("{}: {e}", s.data_dir.display()),
+            Some("the daemon must be able to create and write this directory (systemd's StateDirectory makes /var/lib/pithead)"),
+        );
+    }
+    if s.raw_readings_days == 0 {
+        p.add(
+            "storage.raw_readings_days",
+            "must be at least 1",
+            Some("regulations ask for 92 days of methane data"),
+        );
+    }
+    if s.aggregates_days < s.raw_readings_days {
+        p.add(
+            "storage.aggregates_days",
+            "is shorter than raw_readings_days; summaries would vanish before the data they summarise",
+            Some("regulations ask for 2 years (731 days) of statistics"),
+        );
+    }
+    if s.outbox_cap_mb == 0 {
+        p.add(
+            "storage.outbox_cap_mb",
+            "must be at least 1",
+            Some("256 holds weeks of outage"),
+        );
+    }
+}
+
+/// The directory exists and takes a file, or can be created.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let mut probe = dir;
+    while !probe.exists() {
+        probe = probe.parent().ok_or("no existing parent directory")?;
+        if probe.as_os_str().is_empty() {
+            probe = Path::new(".");
+        }
+    }
+    if !probe.is_dir() {
+        return Err(format!("{} is not a directory", probe.display()));
+    }
+    tempfile::tempfile_in(probe)
+        .map(drop)
+        .map_err(|e| format!("cannot write in {}: {e}", probe.display()))
+}
+
+fn readable(p: &mut Problems, key: &str, file: &Path) {
+    if let Err(e) = std::fs::File::open(file) {
+        p.add(key, format!("cannot read {}: {e}", file.display()), None);
+    }
+}
+
+fn mqtt(cfg: &Config, p: &mut Problems) {
+    let m = &cfg.mqtt;
+    for (key, file) in [
+        ("mqtt.password_file", &m.password_file),
+        ("mqtt.ca_file", &m.ca_file),
+        ("mqtt.client_cert", &m.client_cert),
+        ("mqtt.client_key", &m.client_key),
+    ] {
+        if let (true, Some(f)) = (m.enabled, file) {
+            readable(p, key, f);
+        }
+    }
+    if m.client_cert.is_some() != m.client_key.is_some() {
+        p.add(
+            if m.client_cert.is_some() {
+                "mqtt.client_cert"
+            } else {
+                "mqtt.client_key"
+            },
+            "a client certificate needs its key, and a key its certificate",
+            Some("set both client_cert and client_key, or neither"),
+        );
+    }
+    if m.keep_alive < Duration::from_secs(5) {
+        p.add(
+            "mqtt.keep_alive",
+            "must be at least 5s",
+            Some("30s suits most uplinks"),
+        );
+    }
+    let url_ok = match m.url.split_once("://") {
+        Some(("mqtt" | "mqtts", rest)) => !rest.is_empty() && !rest.contains('/'),
+        _ => false,
+    };
+    if !url_ok {
+        p.add(
+            "mqtt.url",
+            format!("`{}` is not a broker address", m.url),
+            Some("write mqtt://host:1883 or mqtts://host:8883"),
+        );
+    }
+}
+
+/// Reports ids that occur more than once, at their second occurrence.
+fn unique<'a>(p: &mut Problems, what: &str, ids: impl Iterator<Item = &'a str>) {
+    let mut seen = HashSet::new();
+    for (i, id) in ids.enumerate() {
+        if !is_id(id) {
+            p.add(
+                format!("{what}[{i}].id"),
+                format!("`{id}` is not a valid id"),
+                Some(ID_HINT),
+            );
+        }
+        if !seen.insert(id) {
+            p.add(
+                format!("{what}[{i}].id"),
+                format!("{what} id `{id}` is used more than once"),
+                Some("every id must be unique"),
+            );
+        }
+    }
+}
+
+fn buses(cfg: &Config, p: &mut Problems) {
+    unique(p, "bus", cfg.buses.iter().map(|b| b.id.as_str()));
+    let mut endpoints = HashMap::new();
+    for (i, b) in cfg.buses.iter().enumerate() {
+        let k = |f: &str| format!("bus[{i}].{f}");
+        let endpoint = match b.transport {
+            Transport::Tcp => match &b.host {
+                None => {
+                    p.add(
+                        k("transport"),
+                        "a tcp bus needs `host`",
+                        Some("add host = \"192.168.1.20\""),
+                    );
+                    None
+                }
+                Some(h) => Some(format!("{h}:{}", b.port)),
+            },
+            Transport::Rtu => match &b.path {
+                None => {
+                    p.add(
+                        k("transport"),
+                        "an rtu bus needs `path`",
+                        Some("add path = \"/dev/ttyAMA0\""),
+                    );
+                    None
+                }
+                Some(path) => Some(path.display().to_string()),
+            },
+        };
+        if let Some(e) = endpoint
+            && let Some(first) = endpoints.insert(e.clone(), b.id.clone())
+        {
+            p.add(
+                k("id"),
+                format!("bus `{}` uses the same line as bus `{first}` ({e})", b.id),
+                Some("one line is one bus; put several devices on it instead"),
+            );
+        }
+        if b.transport == Transport::Rtu {
+            if !matches!(b.data_bits, 7 | 8) {
+                p.add(k("data_bits"), "must be 7 or 8", None);
+            }
+            if !matches!(b.stop_bits, 1 | 2) {
+                p.add(k("stop_bits"), "must be 1 or 2", None);
+            }
+            if b.baud == 0 {
+                p.add(
+                    k("baud"),
+                    "must be above zero",
+                    Some("9600 or 19200 are usual"),
+                );
+            }
+        }
+        if b.timeout < Duration::from_millis(10) {
+            p.add(
+                k("timeout"),
+                "must be at least 10ms",
+                Some("500ms suits most devices"),
+            );
+        }
+    }
+}
+
+fn devices(cfg: &Config, p: &mut Problems) {
+    unique(p, "device", cfg.devices.iter().map(|d| d.id.as_str()));
+    let mut units = HashMap::new();
+    for (i, d) in cfg.devices.iter().enumerate() {
+        let Some(bus) = cfg.buses.iter().find(|b| b.id == d.bus) else {
+            p.add(
+                format!("device[{i}].bus"),
+                format!("no bus has the id `{}`", d.bus),
+                Some("define it in a [[bus]] block"),
+            );
+            continue;
+        };
+        if bus.transport == Transport::Rtu && !(1..=247).contains(&d.unit) {
+            p.add(
+                format!("device[{i}].unit"),
+                "an RS-485 unit id must be 1 to 247",
+                None,
+            );
+        }
+        if let Some(first) = units.insert((d.bus.as_str(), d.unit), d.id.as_str()) {
+            p.add(
+                format!("device[{i}].unit"),
+                format!(
+                    "unit {} on bus `{}` is already device `{first}`",
+                    d.unit, d.bus
+                ),
+                Some("two devices on one line need different unit ids"),
+            );
+        }
+    }
+}
+
+/// First register, last register, channel id.
+type Taken<'a> = (u32, u32, &'a str);
+
+fn channels(cfg: &Config, p: &mut Problems) {
+    unique(p, "channel", cfg.channels.iter().map(|c| c.id.as_str()));
+    // (device, table) -> registers taken so far
+    let mut spans: HashMap<(&str, super::Table), Vec<Taken>> = HashMap::new();
+    for (i, c) in cfg.channels.iter().enumerate() {
+        let k = |f: &str| format!("channel[{i}].{f}");
+        if !cfg.devices.iter().any(|d| d.id == c.device) {
+            p.add(
+                k("device"),
+                format!("no device has the id `{}`", c.device),
+                Some("define it in a [[device]] block"),
+            );
+        }
+        if c.table.is_bits() && c.data_type != DataType::U16 {
+            p.add(
+                k("data_type"),
+                "coils and discrete inputs are single bits",
+                Some("remove data_type"),
+            );
+        }
+        let width = if c.table.is_bits() {
+            1
+        } else {
+            u32::from(c.data_type.registers())
+        };
+        let first = u32::from(c.address);
+        let last = first + width - 1;
+        if last > u32::from(u16::MAX) {
+            p.add(
+                k("address"),
+                "the value runs past the last register (65535)",
+                None,
+            );
+        }
+        let others = spans.entry((c.device.as_str(), c.table)).or_default();
+        if let Some((_, _, other)) = others.iter().find(|(a, b, _)| first <= *b && *a <= last) {
+            p.add(
+                k("address"),
+                format!(
+                    "registers {first}..={last} overlap channel `{other}` on the same device and table"
+                ),
+                Some("each register may feed one channel; check address and data_type (32-bit values take two registers)"),
+            );
+        }
+        others.push((first, last, c.id.as_str()));
+        if !c.scale.is_finite() || c.scale == 0.0 {
+            p.add(k("scale"), "must be a number other than zero", None);
+        }
+        if !c.offset.is_finite() {
+            p.add(k("offset"), "must be a finite number", None);
+        }
+        if let Some([lo, hi]) = c.range
+            && !(lo.is_finite() && hi.is_finite() && lo < hi)
+        {
+            p.add(
+                k("range"),
+                "must be [low, high] with low below high",
+                Some("e.g. range = [0.0, 4.0]"),
+            );
+        }
+        if c.poll < Duration::from_millis(100) {
+            p.add(
+                k("poll"),
+                "must be at least 100ms",
+                Some("regulations ask for 30s or faster; 1s is usual"),
+            );
+        }
+        levels(c, i, p);
+    }
+}
+
+fn levels(c: &super::Channel, i: usize, p: &mut Problems) {
+    let mut prev: Option<(LevelName, f64)> = None;
+    let mut direction = None;
+    for (j, l) in c.levels.iter().enumerate() {
+        let k = |f: &str| format!("channel[{i}].level[{j}].{f}");
+        let dir = l.direction.unwrap_or_else(|| c.kind.default_direction());
+        if let Some(d) = direction
+            && d != dir
+        {
+            p.add(
+                k("direction"),
+                "all levels of a channel must face the same way",
+                Some("make a second channel on the same register for the other side"),
+            );
+        }
+        direction = Some(dir);
+        if !l.threshold.is_finite() {
+            p.add(k("threshold"), "must be a number", None);
+        }
+        if !(l.deadband.is_finite() && l.deadband >= 0.0) {
+            p.add(k("deadband"), "must be zero or more", None);
+        }
+        if let Some([lo, hi]) = c.range
+            && !(lo..=hi).contains(&l.threshold)
+        {
+            p.add(
+                k("threshold"),
+                format!(
+                    "{} is outside the sensor range [{lo}, {hi}]; the level could never be reached",
+                    l.threshold
+                ),
+                None,
+            );
+        }
+        if let Some((prev_name, prev_threshold)) = prev {
+            if l.name <= prev_name {
+                p.add(
+                    k("name"),
+                    format!("`{:?}` comes after `{:?}`; list levels from mildest to most severe, each once", l.name, prev_name),
+                    Some("order: warning, alarm, power_cut"),
+                );
+            } else {
+                let wrong_way = match dir {
+                    Direction::Rising => l.threshold < prev_threshold,
+                    Direction::Falling => l.threshold > prev_threshold,
+                };
+                if wrong_way {
+                    let side = if dir == Direction::Rising {
+                        "below"
+                    } else {
+                        "above"
+                    };
+                    p.add(
+                        k("threshold"),
+                        format!(
+                            "{} level {} is {side} the milder {} level {prev_threshold}",
+                            snake(l.name),
+                            l.threshold,
+                            snake(prev_name)
+                        ),
+                        Some("a more severe level must be reached later: e.g. CH4 warning 1.0, power_cut 1.5"),
+                    );
+                }
+            }
+        }
+        prev = Some((l.name, l.threshold));
+    }
+}
+
+fn snake(n: LevelName) -> &'static str {
+    match n {
+        LevelName::Warning => "warning",
+        LevelName::Alarm => "alarm",
+        LevelName::PowerCut => "power_cut",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Diagnostic, load_str};
+
+    fn base(extra: &str) -> String {
+        let dir = std::env::temp_dir();
+        format!(
+            "[station]\ncounty = \"c1\"\nid = \"s1\"\nname = \"x\"\n[storage]\ndata_dir = \"{}\"\n\
+             [[bus]]\nid = \"line1\"\ntransport = \"rtu\"\npath = \"/dev/ttyAMA0\"\n\
+             [[device]]\nid = \"gas1\"\nbus = \"line1\"\nunit = 1\n{extra}",
+            dir.display()
+        )
+    }
+
+    fn problems(src: &str) -> Vec<Diagnostic> {
+        match load_str(src, Path::new("t.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics().to_vec(),
+        }
+    }
+
+    const CH4: &str = "[[channel]]\nid = \"ch4\"\ndevice = \"gas1\"\nkind = \"ch4\"\nunit = \"%\"\n\
+                       table = \"input\"\naddress = 0\nrange = [0.0, 4.0]\n";
+
+    #[test]
+    fn good_file_passes() {
+        let src = base(&format!(
+            "{CH4}[[channel.level]]\nname = \"warning\"\nthreshold = 1.0\n\
+             [[channel.level]]\nname = \"power_cut\"\nthreshold = 1.5\n"
+        ));
+        assert_eq!(problems(&src), vec![]);
+    }
+
+    #[test]
+    fn alarm_above_power_cut_is_refused() {
+        let src = base(&format!(
+            "{CH4}[[channel.level]]\nname = \"alarm\"\nthreshold = 2.0\n\
+             [[channel.level]]\nname = \"power_cut\"\nthreshold = 1.5\n"
+        ));
+        let d = problems(&src);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].key, "channel[0].level[1].threshold");
+        assert!(
+            d[0].message.contains("below the milder alarm level"),
+            "{}",
+            d[0].message
+        );
+        assert!(d[0].line > 0);
+    }
+
+    #[test]
+    fn falling_levels_order_the_other_way() {
+        let src = base(
+            "[[channel]]\nid = \"o2\"\ndevice = \"gas1\"\nkind = \"o2\"\nunit = \"%\"\ntable = \"input\"\n\
+             address = 0\n[[channel.level]]\nname = \"warning\"\nthreshold = 19.5\n\
+             [[channel.level]]\nname = \"alarm\"\nthreshold = 18.0\n",
+        );
+        assert_eq!(problems(&src), vec![]);
+    }
+
+    #[test]
+    fn overlapping_registers_and_duplicates_all_reported() {
+        let src = base(
+            "[[channel]]\nid = \"a\"\ndevice = \"gas1\"\nkind = \"ch4\"\nunit = \"%\"\ntable = \"holding\"\n\
+             address = 10\ndata_type = \"f32\"\n\
+             [[channel]]\nid = \"b\"\ndevice = \"gas1\"\nkind = \"co\"\nunit = \"ppm\"\ntable = \"holding\"\naddress = 11\n\
+             [[channel]]\nid = \"a\"\ndevice = \"nope\"\nkind = \"co\"\nunit = \"ppm\"\ntable = \"input\"\naddress = 11\n",
+        );
+        let d = problems(&src);
+        let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["channel[1].address", "channel[2].id", "channel[2].device"],
+            "{d:?}"
+        );
+        assert!(d[0].message.contains("overlap channel `a`"));
+    }
+
+    #[test]
+    fn listen_address_and_placeholder_ids() {
+        let src = base("[http]\nlisten = \"localhost\"\n").replace("\"c1\"", "\"change-me\"");
+        let d = problems(&src);
+        let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["station.county", "http.listen"], "{d:?}");
+        assert_eq!(d[1].line, 16);
+    }
+
+    #[test]
+    fn data_dir_that_is_a_file_is_refused() {
+        let f = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+        let src = base("").replace(
+            &format!("data_dir = \"{}\"", std::env::temp_dir().display()),
+            &format!("data_dir = \"{}/sub\"", f.path().display()),
+        );
+        let d = problems(&src);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].key, "storage.data_dir");
+        assert!(d[0].message.contains("is not a directory"));
+    }
+
+    #[test]
+    fn rtu_unit_zero_and_shared_line() {
+        let src = base(
+            "[[bus]]\nid = \"line2\"\ntransport = \"rtu\"\npath = \"/dev/ttyAMA0\"\n\
+             [[device]]\nid = \"gas2\"\nbus = \"line1\"\nunit = 0\n",
+        );
+        let keys: Vec<String> = problems(&src).into_iter().map(|d| d.key).collect();
+        assert_eq!(keys, ["bus[1].id", "device[1].unit"]);
+    }
+}

@@ -1,0 +1,590 @@
+//! The configuration file: one TOML document, read once at start.
+//!
+//! Three layers, kept apart on purpose:
+//! * the serde types in this file, strict (`deny_unknown_fields`) with the
+//!   defaults written next to each field;
+//! * [`load`], which parses the text keeping source positions, so that every
+//!   error names the file, line, column and key (see [`Diagnostic`]);
+//! * [`check`], the semantic rules that serde cannot express (duplicate ids,
+//!   overlapping registers, alarm order, paths that must be writable).
+
+mod check;
+mod diag;
+mod load;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use check::check;
+pub use diag::{ConfigError, Diagnostic};
+pub use load::{load_file, load_file_with, load_str, load_str_with};
+
+/// Where the daemon looks for its configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/pithead/pithead.toml";
+
+/// The commented configuration shipped with Pithead; `pithead configfile`
+/// prints it and the package installs it as `/etc/pithead/pithead.toml`.
+pub const TEMPLATE: &str = include_str!("../../../config/pithead.toml");
+
+/// The configuration of the demo: simulated devices on localhost.
+pub const DEMO: &str = include_str!("../../../config/demo.toml");
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// Who this station is; used in every message to the county.
+    pub station: Station,
+    /// Where data is kept and for how long.
+    pub storage: Storage,
+    /// The kiosk and console web server.
+    pub http: Http,
+    /// Log level and format.
+    pub log: Log,
+    /// Kiosk presentation.
+    pub kiosk: Kiosk,
+    /// The list of workers and shift rules.
+    pub roster: Roster,
+    /// The uplink to the county union's broker.
+    pub mqtt: Mqtt,
+    /// How sensors are polled.
+    pub acquisition: Acquisition,
+    /// Communication lines: one RS-485 port or one TCP endpoint each.
+    pub buses: Vec<Bus>,
+    /// Modbus devices (unit ids) on those lines.
+    pub devices: Vec<Device>,
+    /// Measured quantities, each read from one device register.
+    pub channels: Vec<Channel>,
+}
+
+/// Station identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Station {
+    /// County id as assigned by the county union (letters, digits, `-`, `_`).
+    pub county: String,
+    /// Station id, unique within the county (letters, digits, `-`, `_`).
+    pub id: String,
+    /// Name shown on the kiosk and console.
+    pub name: String,
+}
+
+/// Data directory and retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Directory holding the database and hazard photos. Must be writable.
+    pub data_dir: PathBuf,
+    /// Days raw readings are kept (regulations ask for at least 3 months).
+    pub raw_readings_days: u32,
+    /// Days per-minute aggregates are kept (regulations ask for 2 years).
+    pub aggregates_days: u32,
+    /// Upper bound, in MiB, of data waiting for the county. When reached the
+    /// oldest periodic summaries are dropped first, never alarms, check-ins or
+    /// hazard reports.
+    pub outbox_cap_mb: u32,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/pithead"),
+            raw_readings_days: 92,
+            aggregates_days: 731,
+            outbox_cap_mb: 256,
+        }
+    }
+}
+
+/// The web server for the kiosk, the console and the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Address and port to listen on, e.g. `127.0.0.1:8080` (kiosk only) or
+    /// `0.0.0.0:8080` (console reachable from the station LAN).
+    pub listen: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Filter in `RUST_LOG` syntax; the `RUST_LOG` variable overrides it.
+    pub level: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Kiosk presentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kiosk {
+    /// Language the kiosk starts in; miners can switch.
+    pub language: Language,
+}
+
+impl Default for Kiosk {
+    fn default() -> Self {
+        Self {
+            language: Language::ZhCn,
+        }
+    }
+}
+
+/// User-interface language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Language {
+    /// Simplified Chinese.
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    /// English.
+    #[serde(rename = "en")]
+    En,
+}
+
+/// Roster source and shift rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Roster {
+    /// CSV file (`badge,name,team,role`, UTF-8) imported at start, if set.
+    pub file: Option<PathBuf>,
+    /// Normal length of a shift underground.
+    #[serde(with = "humantime_serde")]
+    pub shift_length: Duration,
+    /// Extra time after the shift before a miner is reported overdue.
+    #[serde(with = "humantime_serde")]
+    pub overdue_grace: Duration,
+}
+
+impl Default for Roster {
+    fn default() -> Self {
+        Self {
+            file: None,
+            shift_length: Duration::from_secs(8 * 3600),
+            overdue_grace: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The uplink to the county union.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mqtt {
+    /// Off: everything for the county is kept in the outbox until enabled.
+    pub enabled: bool,
+    /// Broker address: `mqtt://host:1883` or `mqtts://host:8883`.
+    pub url: String,
+    /// User name given by the county, if any.
+    pub username: Option<String>,
+    /// File holding the password (kept out of this file on purpose).
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for `mqtts://`; system roots if unset.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that ask for one.
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    pub client_key: Option<PathBuf>,
+    /// How often the connection is checked when idle.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+}
+
+impl Default for Mqtt {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: "mqtts://county-broker.invalid:8883".to_owned(),
+            username: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            keep_alive: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Polling rules common to every bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Acquisition {
+    /// After start, readings are `warming_up` for this long (sensors and
+    /// devices settling); alarms other than faults wait for it.
+    #[serde(with = "humantime_serde")]
+    pub warm_up: Duration,
+    /// How often a raw reading of each channel is stored.
+    #[serde(with = "humantime_serde")]
+    pub raw_interval: Duration,
+    /// Read adjacent registers of a device in one request (max 125).
+    pub coalesce: bool,
+}
+
+impl Default for Acquisition {
+    fn default() -> Self {
+        Self {
+            warm_up: Duration::from_secs(30),
+            raw_interval: Duration::from_secs(10),
+            coalesce: true,
+        }
+    }
+}
+
+/// One communication line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bus {
+    /// Name used by devices to refer to this line.
+    pub id: String,
+    /// `tcp` (Ethernet, a gateway) or `rtu` (RS-485 serial).
+    pub transport: Transport,
+    /// TCP: host name or IP address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// TCP: port.
+    #[serde(default = "default_tcp_port")]
+    pub port: u16,
+    /// RTU: serial device, e.g. `/dev/ttyAMA0` or `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// RTU: bits per second.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// RTU: `none`, `even` or `odd`.
+    #[serde(default)]
+    pub parity: Parity,
+    /// RTU: data bits (7 or 8).
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// RTU: stop bits (1 or 2).
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// How long to wait for a reply.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further tries after a timeout before a device is counted as failed.
+    #[serde(default = "default_retries")]
+    pub retries: u8,
+    /// Quiet time between two frames on the line (RS-485 devices need it).
+    #[serde(default = "default_frame_gap", with = "humantime_serde")]
+    pub frame_gap: Duration,
+}
+
+fn default_tcp_port() -> u16 {
+    502
+}
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_retries() -> u8 {
+    1
+}
+fn default_frame_gap() -> Duration {
+    Duration::from_millis(5)
+}
+
+/// How a bus is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Modbus TCP.
+    Tcp,
+    /// Modbus RTU over a serial line.
+    Rtu,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    /// No parity bit.
+    #[default]
+    None,
+    /// Even parity.
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// One Modbus device (a unit id on a bus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Name used by channels to refer to this device.
+    pub id: String,
+    /// The bus it hangs on.
+    pub bus: String,
+    /// Modbus unit (slave) id, 1 to 247.
+    pub unit: u8,
+    /// Free text: make, model, where it is mounted.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One measured quantity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// Stable name, used in alarms, the API and messages to the county.
+    pub id: String,
+    /// The device it is read from.
+    pub device: String,
+    /// What is measured; decides default alarm direction and presentation.
+    pub kind: ChannelKind,
+    /// Engineering unit shown with the value, e.g. `%vol`, `ppm`, `m`.
+    pub unit: String,
+    /// Where the sensor is, shown to miners, e.g. `1201 回风巷`.
+    #[serde(default)]
+    pub location: String,
+    /// Modbus table: `holding`, `input`, `coil` or `discrete`.
+    pub table: Table,
+    /// Register (or coil) address, counting from 0 as on the wire.
+    pub address: u16,
+    /// How the register(s) encode the value.
+    #[serde(default)]
+    pub data_type: DataType,
+    /// Byte order inside each 16-bit register.
+    #[serde(default)]
+    pub byte_order: Order,
+    /// Order of the two registers of a 32-bit value.
+    #[serde(default)]
+    pub word_order: Order,
+    /// Engineering value = raw × scale + offset.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// Added after scaling.
+    #[serde(default)]
+    pub offset: f64,
+    /// Measuring range of the sensor `[low, high]`, in engineering units. A
+    /// value outside it is `out_of_range`, never a value.
+    pub range: Option<[f64; 2]>,
+    /// How often the channel is read.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll: Duration,
+    /// Alarm levels, from mildest to most severe.
+    #[serde(default, rename = "level")]
+    pub levels: Vec<Level>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// What a channel measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// Methane.
+    Ch4,
+    /// Carbon monoxide.
+    Co,
+    /// Oxygen (alarms on the falling side).
+    O2,
+    /// Carbon dioxide.
+    Co2,
+    /// Hydrogen sulphide.
+    H2s,
+    /// Nitrogen dioxide.
+    No2,
+    /// Sulphur dioxide.
+    So2,
+    /// Ammonia.
+    Nh3,
+    /// Water level in a sump or shaft.
+    WaterLevel,
+    /// Temperature.
+    Temperature,
+    /// Flow (water inflow, air).
+    Flow,
+    /// Anything else.
+    Generic,
+}
+
+impl ChannelKind {
+    /// The side on which this kind of channel is dangerous.
+    pub fn default_direction(self) -> Direction {
+        match self {
+            ChannelKind::O2 => Direction::Falling,
+            _ => Direction::Rising,
+        }
+    }
+}
+
+/// Modbus data table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    /// Holding registers (function 3).
+    Holding,
+    /// Input registers (function 4).
+    Input,
+    /// Coils (function 1).
+    Coil,
+    /// Discrete inputs (function 2).
+    Discrete,
+}
+
+impl Table {
+    /// Whether the table holds single bits rather than 16-bit registers.
+    pub fn is_bits(self) -> bool {
+        matches!(self, Table::Coil | Table::Discrete)
+    }
+}
+
+/// Encoding of a register value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// Unsigned 16-bit, one register.
+    #[default]
+    U16,
+    /// Signed 16-bit, one register.
+    I16,
+    /// Unsigned 32-bit, two registers.
+    U32,
+    /// Signed 32-bit, two registers.
+    I32,
+    /// IEEE-754 single precision, two registers.
+    F32,
+}
+
+impl DataType {
+    /// Registers the value occupies.
+    pub fn registers(self) -> u16 {
+        match self {
+            DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+        }
+    }
+}
+
+/// Byte or word order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Most significant first (the Modbus standard).
+    #[default]
+    Big,
+    /// Least significant first.
+    Little,
+}
+
+/// One alarm level of a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Level {
+    /// Which level this is.
+    pub name: LevelName,
+    /// Value at which the level becomes active.
+    pub threshold: f64,
+    /// `rising` (danger above, e.g. CH4) or `falling` (danger below, e.g. O2).
+    /// Defaults to the channel kind's dangerous side.
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    /// The value must move this far back past the threshold to restore.
+    #[serde(default)]
+    pub deadband: f64,
+    /// The condition must hold this long before the level is raised.
+    #[serde(default, with = "humantime_serde")]
+    pub on_delay: Duration,
+    /// The condition must be clear this long before the level restores.
+    #[serde(default, with = "humantime_serde")]
+    pub off_delay: Duration,
+    /// A latching level stays active until cleared and acknowledged.
+    /// Defaults to yes for `alarm` and `power_cut`, no for `warning`.
+    #[serde(default)]
+    pub latching: Option<bool>,
+}
+
+/// The name, and so the severity, of an alarm level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LevelName {
+    /// Yellow beacon; investigate.
+    Warning,
+    /// Red beacon and siren.
+    Alarm,
+    /// Red beacon, siren, and the power-cut relay drops.
+    PowerCut,
+}
+
+/// Side of the threshold that is dangerous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Danger at or above the threshold.
+    Rising,
+    /// Danger at or below the threshold.
+    Falling,
+}
+
+impl Config {
+    /// The channel with this id.
+    pub fn channel(&self, id: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+}
+
+impl Config {
+    /// Makes relative paths relative to `base` (the configuration file's
+    /// directory) rather than to wherever the daemon happens to be started.
+    fn resolve_relative_paths(&mut self, base: &std::path::Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.storage.data_dir);
+        for p in [
+            &mut self.roster.file,
+            &mut self.mqtt.password_file,
+            &mut self.mqtt.ca_file,
+            &mut self.mqtt.client_cert,
+            &mut self.mqtt.client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+    }
+}
