@@ -1,0 +1,449 @@
+//! The store: the only code that touches SQLite.
+//!
+//! * One writer thread owns the read-write connection and is fed jobs through
+//!   a bounded channel. It takes whatever jobs are queued (up to
+//!   [`MAX_BATCH`]) and runs them in one transaction, each inside its own
+//!   savepoint, so a failing job rolls back alone and a burst of check-ins
+//!   costs one `fsync`, not one each (group commit).
+//! * A batch that holds any [`Durability::Acknowledged`] job commits with
+//!   `synchronous=FULL`: when the caller's future resolves, the record is on
+//!   the disk and survives power loss. Bulk data (readings) commits with
+//!   `synchronous=NORMAL`, which in WAL mode is crash-safe but may lose the
+//!   last commits on power loss.
+//! * Readers use their own read-only connections from a small pool, on the
+//!   blocking thread pool, and never wait for the writer (WAL).
+//! * Nothing else in Pithead holds a `rusqlite::Connection`.
+
+pub mod events;
+pub mod outbox;
+pub mod retention;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "pithead.db";
+
+/// Most jobs committed in one transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// Jobs that may wait for the writer before callers are held back.
+const QUEUE: usize = 4096;
+
+/// How hard a write must be on the disk before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A record the box answers "ok" for to a person or the county (check-in,
+    /// hazard report, acknowledgement, alarm event): fsynced before the reply.
+    Acknowledged,
+    /// Bulk data (readings, aggregates): batched, crash-safe, may lose the
+    /// last second on power loss.
+    Bulk,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The database file could not be opened or created.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's reason.
+        source: rusqlite::Error,
+    },
+    /// The file is not a usable SQLite database.
+    #[error(
+        "database {path} is damaged or is not a Pithead database ({source}); \
+         stop pithead, move the file aside (keep it for investigation) and start again \
+         to begin a new one"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's reason.
+        source: rusqlite::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("database {path}: {source}")]
+    Migrate {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: schema::MigrateError,
+    },
+    /// The disk (or the database's size limit) is full. The record was not
+    /// saved; the daemon goes on and retries later writes.
+    #[error("the disk is full; the record was not saved")]
+    DiskFull,
+    /// The store was closed (shutdown).
+    #[error("the store is shutting down")]
+    Closed,
+    /// A record failed a rule of its own (bad input, unknown reference).
+    #[error("{0}")]
+    Rejected(String),
+    /// Any other SQLite failure.
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull,
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// A copy for fanning one commit failure out to every job of a batch.
+    fn for_batch(e: &rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull,
+            _ => StoreError::Rejected(format!("commit failed: {e}")),
+        }
+    }
+}
+
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A job's body: given the connection inside an open transaction (or the
+/// reason there is none), it runs and says whether it succeeded, and hands
+/// back what to do once the commit's outcome is known.
+type Run = Box<dyn FnOnce(Result<&Connection, StoreError>) -> (Outcome, Finish) + Send>;
+
+/// How a job's body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Failed,
+    DiskFull,
+}
+
+struct Job {
+    durability: Durability,
+    run: Run,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir`, brings its
+    /// schema up to date and starts the writer thread.
+    ///
+    /// Blocking: call it before the runtime is busy, or in `spawn_blocking`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = open_writer(&path)?;
+        schema::migrate(&mut conn, None).map_err(|source| StoreError::Migrate {
+            path: path.clone(),
+            source,
+        })?;
+        init_meta(&conn)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Rejected(format!("cannot start the store writer: {e}")))?;
+        Ok(Store {
+            jobs: tx,
+            inner: Arc::new(Inner {
+                path,
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` in a write transaction and resolves once it is committed with
+    /// the requested durability. If `f` fails, its changes are rolled back
+    /// and nothing else in the batch is affected.
+    pub async fn write<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let run: Run = Box::new(move |conn| {
+            let result = conn.and_then(f);
+            let ok = match &result {
+                Ok(_) => Outcome::Ok,
+                Err(StoreError::DiskFull) => Outcome::DiskFull,
+                Err(_) => Outcome::Failed,
+            };
+            let finish: Finish = Box::new(move |commit| {
+                let _ = reply.send(commit.and(result));
+            });
+            (ok, finish)
+        });
+        self.jobs
+            .send(Job { durability, run })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read-only connection on the blocking pool. Readers see
+    /// the last committed state and never block the writer.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.take_reader()?;
+            let result = f(&conn);
+            inner.put_reader(conn);
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops accepting jobs, lets the writer finish what is queued and waits
+    /// for it. Other clones of the handle get [`StoreError::Closed`].
+    pub async fn close(self) {
+        let Store { jobs, inner } = self;
+        drop(jobs);
+        let handle = inner.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+impl Inner {
+    fn take_reader(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.readers.lock().ok().and_then(|mut r| r.pop()) {
+            return Ok(c);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    }
+
+    fn put_reader(&self, conn: Connection) {
+        if let Ok(mut r) = self.readers.lock()
+            && r.len() < 4
+        {
+            r.push(conn);
+        }
+    }
+}
+
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let fail = |source: rusqlite::Error| match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_owned(),
+            source,
+        },
+        _ => StoreError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(fail)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+    // The first statement reads the header: a file that is not a database
+    // fails here, with the file named.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(fail)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Rejected(format!(
+            "database {}: cannot switch to WAL mode (got {mode}); is the file on a network share?",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(fail)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(fail)?;
+    // A quick look at the structure catches a file damaged at the page level
+    // before the daemon depends on it; the full check would take minutes on
+    // two years of data.
+    let ok: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(fail)?;
+    if ok != "ok" {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(ok),
+            ),
+        });
+    }
+    Ok(conn)
+}
+
+/// Values set once in the life of a database.
+fn init_meta(conn: &Connection) -> Result<(), StoreError> {
+    // The epoch changes only when the database is created anew: a receiver
+    // seeing a new epoch knows sequence numbers started again.
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?1), ('created_at', ?2)",
+        (uuid::Uuid::new_v4().to_string(), now_rfc3339()),
+    )?;
+    Ok(())
+}
+
+/// The current wall-clock time as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut synchronous_full = true;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = rx.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let full = batch
+            .iter()
+            .any(|j| j.durability == Durability::Acknowledged);
+        if full != synchronous_full {
+            let mode = if full { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => synchronous_full = full,
+                // Stay on FULL rather than risk an acknowledged record.
+                Err(e) => tracing::error!(error = %e, "cannot set synchronous mode"),
+            }
+        }
+        run_batch(&conn, &mut batch);
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
+    let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+    let mut open = false;
+    for job in batch.drain(..) {
+        if !open {
+            if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                tracing::error!(error = %e, "cannot begin a transaction");
+                let (_, finish) = (job.run)(Err(StoreError::for_batch(&e)));
+                finish(Ok(()));
+                continue;
+            }
+            open = true;
+        }
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let (outcome, finish) = (job.run)(Ok(conn));
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back by itself (it does so
+            // on a full disk or an I/O error): the jobs before this one in
+            // the batch are lost too and must not be answered "ok".
+            open = false;
+            let err = || match outcome {
+                Outcome::DiskFull => StoreError::DiskFull,
+                _ => StoreError::Rejected("the transaction was rolled back by the database".into()),
+            };
+            tracing::error!(
+                jobs = finishes.len() + 1,
+                ?outcome,
+                "transaction rolled back: batch not saved"
+            );
+            for f in finishes.drain(..) {
+                f(Err(err()));
+            }
+            finish(Ok(()));
+            continue;
+        }
+        if savepoint.is_ok() {
+            let end = if outcome == Outcome::Ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "savepoint failed");
+            }
+        }
+        finishes.push(finish);
+    }
+    if !open {
+        return;
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for finish in finishes {
+                finish(Ok(()));
+            }
+        }
+        Err(e) => {
+            if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
+                tracing::error!(jobs = finishes.len(), "disk full: batch not saved");
+            } else {
+                tracing::error!(error = %e, jobs = finishes.len(), "commit failed: batch not saved");
+            }
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            for finish in finishes {
+                finish(Err(StoreError::for_batch(&e)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

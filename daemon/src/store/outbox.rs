@@ -1,0 +1,119 @@
+//! Messages waiting for the county.
+//!
+//! A row is written in the same transaction as the record it carries, so a
+//! crash never leaves one without the other. Each row gets a globally unique
+//! message id (UUID v7, time-ordered) and the next sequence number of its
+//! lane, so the receiver can drop duplicates and see gaps.
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::StoreError;
+
+/// Priority lanes, most urgent first. A lane's backlog never holds back a
+/// more urgent lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// Alarm transitions and acknowledgements.
+    Alarm = 0,
+    /// Hazard reports and their lifecycle.
+    Hazard = 1,
+    /// Check-ins, check-outs and head-counts.
+    Checkin = 2,
+    /// Periodic summaries; the only lane ever dropped when the cap is hit.
+    Summary = 3,
+}
+
+impl Lane {
+    /// Every lane, most urgent first.
+    pub const ALL: [Lane; 4] = [Lane::Alarm, Lane::Hazard, Lane::Checkin, Lane::Summary];
+
+    /// The number stored in the `lane` column.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+}
+
+/// A row as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    /// Row id.
+    pub id: i64,
+    /// Globally unique message id.
+    pub msg_id: String,
+    /// Sequence number within the lane, from 1, without gaps.
+    pub seq: i64,
+}
+
+/// Adds a message to the outbox inside the caller's transaction.
+pub fn enqueue(
+    conn: &Connection,
+    lane: Lane,
+    kind: &str,
+    created_at: &str,
+    payload: &serde_json::Value,
+) -> Result<Enqueued, StoreError> {
+    let seq: i64 = conn.query_row(
+        "INSERT INTO lane_seq(lane, next) VALUES (?1, 2)
+         ON CONFLICT(lane) DO UPDATE SET next = next + 1
+         RETURNING next - 1",
+        [lane.code()],
+        |r| r.get(0),
+    )?;
+    let msg_id = uuid::Uuid::now_v7().to_string();
+    let body = payload.to_string();
+    conn.execute(
+        "INSERT INTO outbox(msg_id, lane, seq, kind, created_at, payload, bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        (
+            &msg_id,
+            lane.code(),
+            seq,
+            kind,
+            created_at,
+            &body,
+            i64::try_from(body.len() + msg_id.len() + kind.len()).unwrap_or(i64::MAX),
+        ),
+    )?;
+    Ok(Enqueued {
+        id: conn.last_insert_rowid(),
+        msg_id,
+        seq,
+    })
+}
+
+/// What is waiting, for the console and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Messages not yet acknowledged by the broker.
+    pub pending: i64,
+    /// Their size in bytes, as counted against the cap.
+    pub bytes: i64,
+    /// Summaries dropped to keep under the cap, ever.
+    pub dropped_summaries: i64,
+}
+
+/// The current backlog.
+pub fn backlog(conn: &Connection) -> Result<Backlog, StoreError> {
+    let (pending, bytes) = conn.query_row(
+        "SELECT count(*), coalesce(sum(bytes), 0) FROM outbox WHERE sent_at IS NULL",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let dropped_summaries = conn
+        .query_row(
+            "SELECT value FROM counters WHERE name = 'outbox.dropped_summaries'",
+            [],
+            |r| r.get(0),
+        )
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(0),
+            e => Err(e),
+        })?;
+    Ok(Backlog {
+        pending,
+        bytes,
+        dropped_summaries,
+    })
+}

@@ -1,0 +1,137 @@
+//! Keeping the database within its bounds: old readings and aggregates go
+//! after their retention period, acknowledged outbox rows after a week, and
+//! when the unsent outbox passes its cap the oldest summaries are dropped
+//! (and counted), never alarms, hazards or check-ins.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::outbox::Lane;
+use super::{Durability, Store, StoreError};
+use crate::config::Storage;
+
+/// How long acknowledged outbox rows are kept, for the console's history.
+const SENT_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Limits, from `[storage]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Raw readings older than this go.
+    pub raw_readings: Duration,
+    /// Aggregates older than this go.
+    pub aggregates: Duration,
+    /// Unsent outbox bytes above this drop the oldest summaries.
+    pub outbox_cap_bytes: i64,
+}
+
+impl From<&Storage> for Policy {
+    fn from(s: &Storage) -> Self {
+        let day = 24 * 3600;
+        Policy {
+            raw_readings: Duration::from_secs(u64::from(s.raw_readings_days) * day),
+            aggregates: Duration::from_secs(u64::from(s.aggregates_days) * day),
+            outbox_cap_bytes: i64::from(s.outbox_cap_mb) * 1024 * 1024,
+        }
+    }
+}
+
+/// What one pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// Raw readings removed.
+    pub readings: usize,
+    /// Aggregate rows removed.
+    pub aggregates: usize,
+    /// Acknowledged outbox rows removed.
+    pub sent: usize,
+    /// Unsent summaries dropped to keep under the cap.
+    pub dropped_summaries: usize,
+}
+
+fn ms_before(now: SystemTime, age: Duration) -> i64 {
+    let t = now.checked_sub(age).unwrap_or(UNIX_EPOCH);
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One pass, inside the caller's transaction.
+pub fn prune(conn: &Connection, policy: &Policy, now: SystemTime) -> Result<Pruned, StoreError> {
+    let mut out = Pruned {
+        readings: conn.execute(
+            "DELETE FROM readings WHERE at_ms < ?1",
+            [ms_before(now, policy.raw_readings)],
+        )?,
+        aggregates: conn.execute(
+            "DELETE FROM aggregates WHERE minute_ms < ?1",
+            [ms_before(now, policy.aggregates)],
+        )?,
+        ..Pruned::default()
+    };
+    let sent_before =
+        humantime::format_rfc3339_millis(now.checked_sub(SENT_KEEP).unwrap_or(UNIX_EPOCH))
+            .to_string();
+    out.sent = conn.execute(
+        "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
+        [sent_before],
+    )?;
+    loop {
+        let bytes: i64 = conn.query_row(
+            "SELECT coalesce(sum(bytes), 0) FROM outbox WHERE sent_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        if bytes <= policy.outbox_cap_bytes {
+            break;
+        }
+        let n = conn.execute(
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox WHERE sent_at IS NULL AND lane = ?1 ORDER BY id LIMIT 500)",
+            [Lane::Summary.code()],
+        )?;
+        if n == 0 {
+            // Only records that must never be dropped are left: keep them all.
+            tracing::warn!(
+                bytes,
+                cap = policy.outbox_cap_bytes,
+                "outbox over its cap with no summaries left to drop"
+            );
+            break;
+        }
+        out.dropped_summaries += n;
+    }
+    if out.dropped_summaries > 0 {
+        conn.execute(
+            "INSERT INTO counters(name, value) VALUES ('outbox.dropped_summaries', ?1)
+             ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            [i64::try_from(out.dropped_summaries).unwrap_or(i64::MAX)],
+        )?;
+        tracing::warn!(
+            dropped = out.dropped_summaries,
+            "outbox cap reached: oldest summaries dropped"
+        );
+    }
+    Ok(out)
+}
+
+/// Prunes once an hour (and once at start) until `shutdown`.
+pub async fn run(store: Store, policy: Policy, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store
+            .write(Durability::Bulk, move |c| {
+                prune(c, &policy, SystemTime::now())
+            })
+            .await
+        {
+            Ok(p) if p != Pruned::default() => tracing::info!(?p, "retention pass"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed; will try again"),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Versioned, forward-only schema migrations.
+//!
+//! The schema version is SQLite's `user_version`. Each entry of [`MIGRATIONS`]
+//! takes the database from version `i` to `i + 1` and runs in one transaction
+//! with the version bump, so a crash half-way leaves the old version intact.
+//! Never edit a released migration; add a new one.
+
+use rusqlite::Connection;
+
+/// Migration `i` moves the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // v1: the event log, the outbox and its per-lane sequence numbers.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Everything that happened and must be kept: alarm transitions,
+    -- acknowledgements, daemon starts, configuration changes.
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        at      TEXT    NOT NULL,          -- RFC 3339, UTC, wall clock
+        kind    TEXT    NOT NULL,          -- e.g. 'alarm.raised'
+        actor   TEXT,                      -- who, for human actions
+        subject TEXT,                      -- what, e.g. a channel id
+        detail  TEXT    NOT NULL DEFAULT '{}' -- JSON
+    );
+    CREATE INDEX events_at ON events(at);
+
+    -- Messages for the county, written in the same transaction as the
+    -- record they carry (transactional outbox).
+    CREATE TABLE outbox (
+        id         INTEGER PRIMARY KEY,
+        msg_id     TEXT    NOT NULL UNIQUE, -- globally unique, for de-duplication
+        lane       INTEGER NOT NULL,        -- priority lane, 0 is most urgent
+        seq        INTEGER NOT NULL,        -- per-lane sequence, gap detection
+        kind       TEXT    NOT NULL,        -- message kind, e.g. 'alarm'
+        created_at TEXT    NOT NULL,        -- RFC 3339, UTC
+        payload    TEXT    NOT NULL,        -- JSON body of the message
+        bytes      INTEGER NOT NULL,        -- size accounted against the cap
+        sent_at    TEXT,                    -- set when the broker acknowledged
+        UNIQUE (lane, seq)
+    );
+    CREATE INDEX outbox_pending ON outbox(lane, id) WHERE sent_at IS NULL;
+
+    CREATE TABLE lane_seq (
+        lane INTEGER PRIMARY KEY,
+        next INTEGER NOT NULL
+    );
+
+    -- Monotonic counters that must survive restarts (e.g. dropped summaries).
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+    // v2: sensor data.
+    r#"
+    -- Raw readings, stored at the configured rate. value is NULL exactly
+    -- when state is not 'ok': a reading the box does not have is never 0.
+    CREATE TABLE readings (
+        channel TEXT    NOT NULL,
+        at_ms   INTEGER NOT NULL,           -- Unix milliseconds, UTC
+        value   REAL,
+        state   TEXT    NOT NULL,
+        CHECK ((state = 'ok') = (value IS NOT NULL))
+    );
+    CREATE INDEX readings_channel_at ON readings(channel, at_ms);
+    CREATE INDEX readings_at ON readings(at_ms);
+
+    -- Per-channel, per-minute statistics for summaries and trend charts.
+    CREATE TABLE aggregates (
+        channel   TEXT    NOT NULL,
+        minute_ms INTEGER NOT NULL,         -- start of the minute, Unix ms
+        min       REAL,
+        max       REAL,
+        mean      REAL,
+        count     INTEGER NOT NULL,         -- good readings
+        faults    INTEGER NOT NULL,         -- readings in a special state
+        PRIMARY KEY (channel, minute_ms)
+    ) WITHOUT ROWID;
+    CREATE INDEX aggregates_minute ON aggregates(minute_ms);
+    "#,
+];
+
+/// The version a database has after every migration.
+pub fn latest() -> u32 {
+    u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX)
+}
+
+/// Why migrating failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The file is from a newer Pithead; running would risk it.
+    #[error(
+        "schema version {found} is newer than this build knows ({known}); install the newer Pithead again"
+    )]
+    TooNew {
+        /// Version in the file.
+        found: u32,
+        /// Newest this build knows.
+        known: u32,
+    },
+    /// SQLite refused.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Brings `conn` up to [`latest`], applying at most `upto` migrations in
+/// total (tests use it to build every older version). Returns the version
+/// the file had before.
+pub fn migrate(conn: &mut Connection, upto: Option<u32>) -> Result<u32, MigrateError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let target = upto.unwrap_or_else(latest).min(latest());
+    if found > latest() {
+        return Err(MigrateError::TooNew {
+            found,
+            known: latest(),
+        });
+    }
+    for v in found..target {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[v as usize])?;
+        tx.pragma_update(None, "user_version", v + 1)?;
+        tx.commit()?;
+        tracing::info!(from = v, to = v + 1, "migrated database schema");
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(conn: &Connection) -> Vec<String> {
+        let mut st = conn
+            .prepare("SELECT type || ' ' || name || ' ' || coalesce(sql, '') FROM sqlite_master ORDER BY name")
+            .unwrap_or_else(|e| panic!("{e}"));
+        st.query_map([], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn every_older_version_reaches_the_same_schema_as_a_fresh_file() -> Result<(), MigrateError> {
+        let mut fresh = Connection::open_in_memory()?;
+        assert_eq!(migrate(&mut fresh, None)?, 0);
+        let want = schema(&fresh);
+        for start in 0..=latest() {
+            let mut conn = Connection::open_in_memory()?;
+            migrate(&mut conn, Some(start))?;
+            let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            assert_eq!(v, start);
+            assert_eq!(migrate(&mut conn, None)?, start);
+            assert_eq!(schema(&conn), want, "from version {start}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn data_written_at_v1_survives_migration() -> Result<(), MigrateError> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn, Some(1))?;
+        conn.execute(
+            "INSERT INTO events(at, kind, detail) VALUES ('2026-01-01T00:00:00Z', 'daemon.started', '{}')",
+            [],
+        )?;
+        migrate(&mut conn, None)?;
+        let n: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        assert_eq!(n, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn newer_file_is_refused() -> Result<(), MigrateError> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "user_version", latest() + 1)?;
+        assert!(matches!(
+            migrate(&mut conn, None),
+            Err(MigrateError::TooNew { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn readings_never_store_a_value_with_a_fault() -> Result<(), MigrateError> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn, None)?;
+        let bad = conn.execute(
+            "INSERT INTO readings(channel, at_ms, value, state) VALUES ('c', 1, 0.0, 'comm_fault')",
+            [],
+        );
+        assert!(bad.is_err());
+        let bad = conn.execute(
+            "INSERT INTO readings(channel, at_ms, value, state) VALUES ('c', 1, NULL, 'ok')",
+            [],
+        );
+        assert!(bad.is_err());
+        Ok(())
+    }
+}

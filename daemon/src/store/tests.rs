@@ -1,0 +1,343 @@
+//! Store behaviour over a real SQLite file.
+
+use std::time::{Duration, SystemTime};
+
+use super::events::{self, NewEvent};
+use super::outbox::{self, Lane};
+use super::retention::{self, Policy};
+use super::*;
+
+fn event(kind: &str) -> NewEvent {
+    NewEvent {
+        kind: kind.into(),
+        actor: Some("张三".into()),
+        subject: Some("ch4-1".into()),
+        detail: serde_json::json!({ "value": 1.6 }),
+    }
+}
+
+/// An event and its outbox row, as every acknowledged record is written.
+fn record_with_outbox(c: &Connection, kind: &str) -> Result<(i64, outbox::Enqueued), StoreError> {
+    let at = now_rfc3339();
+    let id = events::insert(c, &at, &event(kind))?;
+    let o = outbox::enqueue(
+        c,
+        Lane::Alarm,
+        "alarm",
+        &at,
+        &serde_json::json!({ "event": id }),
+    )?;
+    Ok((id, o))
+}
+
+fn count(c: &Connection, sql: &str) -> Result<i64, StoreError> {
+    Ok(c.query_row(sql, [], |r| r.get(0))?)
+}
+
+#[tokio::test]
+async fn record_and_outbox_row_commit_together() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    let (id, o) = store
+        .write(Durability::Acknowledged, |c| {
+            record_with_outbox(c, "alarm.raised")
+        })
+        .await?;
+    assert_eq!(o.seq, 1);
+    let (events, rows) = store
+        .read(|c| {
+            Ok((
+                count(c, "SELECT count(*) FROM events")?,
+                count(c, "SELECT count(*) FROM outbox")?,
+            ))
+        })
+        .await?;
+    assert_eq!((events, rows), (1, 1));
+    let got = store.read(move |c| events::get(c, id)).await?;
+    assert_eq!(got.map(|e| e.actor), Some(Some("张三".to_owned())));
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_job_rolls_back_record_and_outbox_alone() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    // Queue three jobs at once so they share one batch; the middle one fails
+    // after writing both its record and its outbox row.
+    let a = store.write(Durability::Acknowledged, |c| record_with_outbox(c, "a"));
+    let b = store.write(Durability::Acknowledged, |c| {
+        record_with_outbox(c, "b")?;
+        Err::<(), _>(StoreError::Rejected("refused after writing".into()))
+    });
+    let c = store.write(Durability::Acknowledged, |c| record_with_outbox(c, "c"));
+    let (a, b, c) = tokio::join!(a, b, c);
+    assert!(a.is_ok() && c.is_ok());
+    assert!(matches!(b, Err(StoreError::Rejected(_))));
+    let kinds = store
+        .read(|c| {
+            Ok(events::recent(c, 10)?
+                .into_iter()
+                .map(|e| e.kind)
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    assert_eq!(kinds, ["c", "a"]);
+    let (rows, seqs) = store
+        .read(|c| {
+            let mut st = c.prepare("SELECT seq FROM outbox ORDER BY seq")?;
+            let seqs = st
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((seqs.len(), seqs))
+        })
+        .await?;
+    assert_eq!(rows, 2);
+    // The rolled-back job's sequence number was rolled back too: no gap.
+    assert_eq!(seqs, [1, 2]);
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sequence_numbers_are_per_lane() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    let seqs = store
+        .write(Durability::Bulk, |c| {
+            let at = now_rfc3339();
+            let j = serde_json::json!({});
+            Ok([
+                outbox::enqueue(c, Lane::Alarm, "alarm", &at, &j)?.seq,
+                outbox::enqueue(c, Lane::Summary, "summary", &at, &j)?.seq,
+                outbox::enqueue(c, Lane::Alarm, "alarm", &at, &j)?.seq,
+                outbox::enqueue(c, Lane::Summary, "summary", &at, &j)?.seq,
+            ])
+        })
+        .await?;
+    assert_eq!(seqs, [1, 1, 2, 2]);
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn full_disk_is_an_error_the_writer_survives() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    // Cap the file at its current size: the next page allocation fails with
+    // SQLITE_FULL, exactly as on a full disk.
+    store
+        .write(Durability::Bulk, |c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let _: i64 = c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })?;
+            Ok(())
+        })
+        .await?;
+    let big = "x".repeat(64 * 1024);
+    let r = store
+        .write(Durability::Acknowledged, move |c| {
+            let at = now_rfc3339();
+            for _ in 0..8 {
+                events::insert(
+                    c,
+                    &at,
+                    &NewEvent {
+                        detail: serde_json::json!(big),
+                        ..event("big")
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::DiskFull)), "{r:?}");
+    // A small record batched with a failing big one: whatever the answer,
+    // it must match what is on disk ("ok" means saved, an error means not).
+    let big = "x".repeat(512 * 1024);
+    let small = store.write(Durability::Acknowledged, |c| record_with_outbox(c, "small"));
+    let huge = store.write(Durability::Acknowledged, move |c| {
+        events::insert(
+            c,
+            &now_rfc3339(),
+            &NewEvent {
+                detail: serde_json::json!(big),
+                ..event("big")
+            },
+        )
+    });
+    let (small, huge) = tokio::join!(small, huge);
+    assert!(huge.is_err());
+    let saved = store
+        .read(|c| count(c, "SELECT count(*) FROM events WHERE kind = 'small'"))
+        .await?;
+    assert_eq!(
+        saved,
+        i64::from(small.is_ok()),
+        "answer {small:?} but {saved} rows on disk"
+    );
+    // Space returns: the same store takes writes again.
+    store
+        .write(Durability::Bulk, |c| {
+            let _: i64 = c.query_row("PRAGMA max_page_count = 1073741823", [], |r| r.get(0))?;
+            Ok(())
+        })
+        .await?;
+    store
+        .write(Durability::Acknowledged, |c| record_with_outbox(c, "after"))
+        .await?;
+    let n = store
+        .read(|c| count(c, "SELECT count(*) FROM events WHERE kind = 'big'"))
+        .await?;
+    assert_eq!(n, 0, "nothing of the failed record may remain");
+    store.close().await;
+    Ok(())
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_named_in_the_error() -> Result<(), std::io::Error> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join(DB_FILE);
+    std::fs::write(&path, vec![0x5a; 8192])?;
+    let err = Store::open(dir.path()).err();
+    let msg = err.as_ref().map(ToString::to_string).unwrap_or_default();
+    assert!(matches!(err, Some(StoreError::Corrupt { .. })), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("move the file aside"), "{msg}");
+    Ok(())
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_made_is_named() -> Result<(), std::io::Error> {
+    let file = tempfile::NamedTempFile::new()?;
+    let dir = file.path().join("data");
+    let err = Store::open(&dir).err();
+    let msg = err.as_ref().map(ToString::to_string).unwrap_or_default();
+    assert!(matches!(err, Some(StoreError::DataDir { .. })), "{msg}");
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_epoch_and_sequence() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    async fn epoch(s: &Store) -> Result<String, StoreError> {
+        s.read(|c| {
+            Ok(
+                c.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+    let store = Store::open(dir.path())?;
+    let first = epoch(&store).await?;
+    store
+        .write(Durability::Acknowledged, |c| record_with_outbox(c, "a"))
+        .await?;
+    store.close().await;
+    let store = Store::open(dir.path())?;
+    assert_eq!(epoch(&store).await?, first);
+    let (_, o) = store
+        .write(Durability::Acknowledged, |c| record_with_outbox(c, "b"))
+        .await?;
+    assert_eq!(o.seq, 2);
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn retention_drops_old_data_and_only_summaries_over_the_cap() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    let now = SystemTime::now();
+    let now_ms = i64::try_from(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(0);
+    let day_ms = 24 * 3600 * 1000;
+    let pruned = store
+        .write(Durability::Bulk, move |c| {
+            for age_days in [0, 5, 100] {
+                c.execute(
+                    "INSERT INTO readings(channel, at_ms, value, state) VALUES ('ch4', ?1, 0.3, 'ok')",
+                    [now_ms - age_days * day_ms],
+                )?;
+            }
+            let at = now_rfc3339();
+            let body = serde_json::json!({ "pad": "y".repeat(1000) });
+            for i in 0..30 {
+                let lane = if i % 3 == 0 { Lane::Alarm } else { Lane::Summary };
+                outbox::enqueue(c, lane, "x", &at, &body)?;
+            }
+            let policy = Policy {
+                raw_readings: Duration::from_secs(92 * 24 * 3600),
+                aggregates: Duration::from_secs(731 * 24 * 3600),
+                outbox_cap_bytes: 15_000,
+            };
+            retention::prune(c, &policy, now)
+        })
+        .await?;
+    assert_eq!(pruned.readings, 1);
+    assert_eq!(
+        pruned.dropped_summaries, 20,
+        "all summaries go before any alarm"
+    );
+    let backlog = store.read(outbox::backlog).await?;
+    assert_eq!(backlog.pending, 10);
+    assert_eq!(backlog.dropped_summaries, 20);
+    let alarms = store
+        .read(|c| count(c, "SELECT count(*) FROM outbox WHERE lane = 0"))
+        .await?;
+    assert_eq!(alarms, 10, "alarms are never dropped, even over the cap");
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn readers_do_not_wait_for_a_stalled_writer() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    store
+        .write(Durability::Acknowledged, |c| record_with_outbox(c, "a"))
+        .await?;
+    // The writer is held inside an open transaction until we let it go.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let stalled = store.clone();
+    let stall = tokio::spawn(async move {
+        stalled
+            .write(Durability::Bulk, move |c| {
+                events::insert(c, &now_rfc3339(), &event("slow"))?;
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .await
+    });
+    tokio::task::spawn_blocking(move || started_rx.recv())
+        .await
+        .map_err(|e| StoreError::Rejected(e.to_string()))?
+        .map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let n = store
+        .read(|c| count(c, "SELECT count(*) FROM events"))
+        .await?;
+    assert_eq!(n, 1, "the uncommitted event is invisible");
+    assert!(
+        !stall.is_finished(),
+        "the read completed while the writer was held"
+    );
+    let _ = release_tx.send(());
+    stall
+        .await
+        .map_err(|e| StoreError::Rejected(e.to_string()))??;
+    let n = store
+        .read(|c| count(c, "SELECT count(*) FROM events"))
+        .await?;
+    assert_eq!(n, 2);
+    store.close().await;
+    Ok(())
+}
