@@ -1,0 +1,95 @@
+//! Wiring: starts every task of the daemon and stops them on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::store::{self, Durability, Store, events};
+
+/// How long tasks get to finish after a shutdown request.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        county = %config.station.county,
+        station = %config.station.id,
+        data_dir = %config.storage.data_dir.display(),
+        "starting"
+    );
+    let data_dir = config.storage.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .context("store open task failed")??;
+    let started_detail = serde_json::json!({ "version": env!("CARGO_PKG_VERSION") });
+    if let Err(e) = store
+        .write(Durability::Bulk, move |c| {
+            events::insert(
+                c,
+                &store::now_rfc3339(),
+                &events::NewEvent {
+                    kind: "daemon.started".into(),
+                    actor: None,
+                    subject: None,
+                    detail: started_detail,
+                },
+            )
+        })
+        .await
+    {
+        // A full disk must not keep the alarms from running.
+        tracing::error!(error = %e, "cannot record the start event");
+    }
+
+    let tracker = TaskTracker::new();
+    tracker.spawn(store::retention::run(
+        store.clone(),
+        store::retention::Policy::from(&config.storage),
+        shutdown.clone(),
+    ));
+
+    let addr: SocketAddr = config
+        .http
+        .listen
+        .parse()
+        .with_context(|| format!("http.listen `{}` is not an address", config.http.listen))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let app = crate::web::router(crate::web::AppState {
+        config: Arc::clone(&config),
+        store: store.clone(),
+        started: Instant::now(),
+    });
+    let http_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "web server failed");
+        }
+    });
+    tracing::info!(http = %local, "serving");
+    crate::lifecycle::notify_ready(&format!("serving on {local}"));
+
+    shutdown.cancelled().await;
+    crate::lifecycle::notify_stopping();
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        tracing::warn!(limit = ?DRAIN, "tasks did not stop in time; stopping anyway");
+    }
+    if tokio::time::timeout(DRAIN, store.close()).await.is_err() {
+        tracing::warn!(limit = ?DRAIN, "store writer did not finish in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! Pithead: the daemon of a mine's shaft-head safety station.
+//!
+//! See `docs/ARCHITECTURE.md` for the map. In short: acquisition reads
+//! Modbus sensors, the alarm engine decides outputs, the store keeps records
+//! and the outbox, sync sends the outbox to the county, web serves the kiosk
+//! and console. `main` only parses the command line and calls [`cli::run`].
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod lifecycle;
+pub mod logging;
+pub mod store;
+pub mod web;

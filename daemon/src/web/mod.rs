@@ -1,0 +1,87 @@
+//! The web server: kiosk, console and API over the same services. It keeps
+//! no state of its own beyond sessions.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The configuration the daemon runs with.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Store,
+    /// When the daemon started (monotonic).
+    pub started: Instant,
+}
+
+/// The whole HTTP interface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    station: String,
+    uptime_s: u64,
+    database: &'static str,
+}
+
+async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    // The store answers a trivial read: the database is open and readable.
+    let db = s
+        .store
+        .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .await;
+    let body = Health {
+        status: if db.is_ok() { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        station: s.config.station.id.clone(),
+        uptime_s: s.started.elapsed().as_secs(),
+        database: if db.is_ok() { "ok" } else { "unreadable" },
+    };
+    let code = if db.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// An error answer: a reason in Chinese first, English second, never
+/// internals.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    /// Machine-readable code.
+    pub error: &'static str,
+    /// Reason in Simplified Chinese.
+    pub message_zh: String,
+    /// Reason in English.
+    pub message_en: String,
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(ApiError {
+            error: "not_found",
+            message_zh: "没有这个页面".into(),
+            message_en: "no such page".into(),
+        }),
+    )
+        .into_response()
+}

@@ -1,0 +1,165 @@
+//! Helpers for the end-to-end tests: find the real `pithead` binary, run it
+//! with a configuration in a scratch directory, talk to it over HTTP.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `pithead` binary built from this workspace (`target/<profile>/pithead`).
+///
+/// The test command (`tests/run-all`) builds it before the tests run; run
+/// `cargo build -p pithead` first when calling `cargo test` by hand.
+pub fn pithead_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    // target/<profile>/deps/<test> -> target/<profile>/pithead
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
+    let bin = dir.join("pithead");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p pithead` (tests/run-all does) before the end-to-end tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A minimal valid configuration for a station whose data lives in `data_dir`.
+pub fn minimal_config(data_dir: &Path, http: SocketAddr) -> String {
+    format!(
+        "[station]\ncounty = \"test-county\"\nid = \"test-station\"\nname = \"测试站\"\n\
+         [storage]\ndata_dir = \"{}\"\n[http]\nlisten = \"{http}\"\n",
+        data_dir.display()
+    )
+}
+
+/// The real daemon, running in the background; killed when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The child process.
+    pub child: Child,
+    /// Where its HTTP server listens.
+    pub http: SocketAddr,
+    /// Its standard error, captured to this file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `pithead run` with `config` written to `dir/pithead.toml`.
+    pub fn start(dir: &Path, config: &str, http: SocketAddr) -> Daemon {
+        Self::start_with_env(dir, config, http, &[])
+    }
+
+    /// As [`Daemon::start`], with extra environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        config: &str,
+        http: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let cfg = dir.join("pithead.toml");
+        std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("write config: {e}"));
+        let log = dir.join("stderr.log");
+        let stderr = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
+        let mut cmd = Command::new(pithead_bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn pithead: {e}"));
+        Daemon { child, http, log }
+    }
+
+    /// Waits until `/healthz` answers 200, or panics with the daemon's log.
+    pub fn wait_healthy(&mut self, within: Duration) {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pithead exited with {status}:\n{}", self.log_text());
+            }
+            if matches!(http_get(self.http, "/healthz"), Ok((200, _))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "pithead not healthy within {within:?}:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = i32::try_from(self.child.id()).unwrap_or(i32::MAX);
+        // SAFETY: kill(2) with a pid we own; no memory is touched.
+        #[expect(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// Waits for the process to exit, up to `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "pithead did not exit within {within:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the daemon wrote to standard error so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -1,0 +1,137 @@
+//! The daemon's lifecycle, as a real process.
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use pithead_e2e::{Daemon, free_port, http_get, minimal_config};
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+#[test]
+fn serves_health_notifies_systemd_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap_or_else(|e| panic!("{e}"));
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = addr();
+    let data = dir.path().join("data");
+    let mut d = Daemon::start_with_env(
+        dir.path(),
+        &minimal_config(&data, http),
+        http,
+        &[("NOTIFY_SOCKET", &sock_path.display().to_string())],
+    );
+    let mut buf = [0u8; 512];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no sd_notify message: {e}\n{}", d.log_text()));
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    // READY=1 is sent once serving: health answers at once.
+    let (status, body) = http_get(http, "/healthz").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["station"], "test-station");
+    assert_eq!(v["database"], "ok");
+    assert!(data.join("pithead.db").exists());
+
+    let (status, body) = http_get(http, "/no-such-page").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 404);
+    assert!(body.contains("没有这个页面"), "{body}");
+
+    d.signal(libc::SIGTERM);
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no STOPPING: {e}"));
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim_end(), "STOPPING=1");
+    let status = d.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status}\n{}", d.log_text());
+    let log = d.log_text();
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+
+    // The start was recorded, and the database is sound after the stop.
+    let db = rusqlite::Connection::open(data.join("pithead.db")).unwrap_or_else(|e| panic!("{e}"));
+    let started: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'daemon.started'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(started, 1);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = addr();
+    let cfg = format!(
+        "{}[log]\nformat = \"json\"\n",
+        minimal_config(&dir.path().join("data"), http)
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    d.signal(libc::SIGINT);
+    assert!(d.wait_exit(Duration::from_secs(15)).success());
+    let log = d.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_database_stops_the_start_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    let db = data.join("pithead.db");
+    std::fs::write(
+        &db,
+        b"this is not a database, it is a note left by someone".repeat(100),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let http = addr();
+    let mut d = Daemon::start(dir.path(), &minimal_config(&data, http), http);
+    let status = d.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(1));
+    let log = d.log_text();
+    assert!(
+        log.contains(&format!("database {} is damaged", db.display())),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let http = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let mut d = Daemon::start(
+        dir.path(),
+        &minimal_config(&dir.path().join("data"), http),
+        http,
+    );
+    let status = d.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        d.log_text()
+            .contains(&format!("cannot listen on {http} (http.listen)")),
+        "{}",
+        d.log_text()
+    );
+}
