@@ -55,6 +55,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     ));
 
+    let (acquisition, batches) = crate::acquisition::start(&config, &tracker, &shutdown);
+    tracker.spawn(crate::acquisition::recorder::run(
+        store.clone(),
+        batches,
+        acquisition.snapshot.clone(),
+        config.acquisition.raw_interval,
+        shutdown.clone(),
+    ));
+
     let addr: SocketAddr = config
         .http
         .listen
@@ -68,6 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config: Arc::clone(&config),
         store: store.clone(),
         started: Instant::now(),
+        acquisition,
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {

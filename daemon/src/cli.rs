@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{self, Config, ConfigError};
+use crate::simulator::model::Scenario;
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 78;
@@ -41,6 +44,29 @@ pub enum Command {
         /// Keep data here instead of a temporary directory.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// What the simulated station does: normal, methane-rise,
+        /// oxygen-drop, water-rise, sensor-unplugged, garbage-frames,
+        /// slow-device.
+        #[arg(long, default_value = "normal")]
+        scenario: Scenario,
+    },
+    /// Serve the demo station's simulated Modbus devices.
+    Simulate {
+        /// Modbus TCP address to serve on.
+        #[arg(long, default_value = "127.0.0.1:5020")]
+        listen: SocketAddr,
+        /// Address of the line-based control port (see docs/SIMULATOR.md).
+        #[arg(long)]
+        control: Option<SocketAddr>,
+        /// What the simulated station does (see `demo --help`).
+        #[arg(long, default_value = "normal")]
+        scenario: Scenario,
+        /// Also serve Modbus RTU on this serial device or pseudo-terminal.
+        #[arg(long)]
+        rtu: Option<String>,
+        /// Baud rate for `--rtu`.
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
     },
 }
 
@@ -67,10 +93,21 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Command::Run => match config::load_file(&cli.config) {
-            Ok(cfg) => daemon(cfg),
+            Ok(cfg) => daemon(cfg, |_| Ok(())),
             Err(e) => config_failure(&e),
         },
-        Command::Demo { http, data } => demo(http, data),
+        Command::Demo {
+            http,
+            data,
+            scenario,
+        } => demo(http, data, scenario),
+        Command::Simulate {
+            listen,
+            control,
+            scenario,
+            rtu,
+            baud,
+        } => simulate(listen, control, scenario, rtu, baud),
     }
 }
 
@@ -83,22 +120,29 @@ fn config_failure(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn daemon(cfg: Config) -> ExitCode {
-    crate::logging::init(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("pithead")
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+/// Runs the daemon; `extra` starts companions (the demo's simulator) on the
+/// same runtime, stopped by the same shutdown.
+fn daemon(cfg: Config, extra: impl FnOnce(&CancellationToken) -> std::io::Result<()>) -> ExitCode {
+    crate::logging::init(&cfg.log);
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let shutdown = crate::lifecycle::shutdown_on_signals()?;
+        extra(&shutdown)?;
         crate::app::run(cfg, shutdown).await
     });
     match result {
@@ -111,7 +155,7 @@ fn daemon(cfg: Config) -> ExitCode {
     }
 }
 
-fn demo(http: SocketAddr, data: Option<PathBuf>) -> ExitCode {
+fn demo(http: SocketAddr, data: Option<PathBuf>, scenario: Scenario) -> ExitCode {
     let temp;
     let data_dir = match data {
         Some(d) => d,
@@ -126,19 +170,102 @@ fn demo(http: SocketAddr, data: Option<PathBuf>) -> ExitCode {
             }
         },
     };
+    // The simulator takes free ports, so the demo runs beside anything.
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.set_nonblocking(true).map(|()| l))
+    };
+    let (modbus, control) = match (bind(), bind()) {
+        (Ok(m), Ok(c)) => (m, c),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cannot open a port for the simulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let modbus_port = modbus.local_addr().map_or(0, |a| a.port());
+    let control_addr = control.local_addr().ok();
     let cfg = config::load_str_with(config::DEMO, Path::new("<built-in demo config>"), |c| {
         c.storage.data_dir = data_dir.clone();
         c.http.listen = http.to_string();
-    });
-    match cfg {
-        Ok(cfg) => {
-            eprintln!(
-                "Pithead demo — health: http://{http}/healthz  data: {}\n\
-                 Press Ctrl-C to stop.",
-                data_dir.display()
-            );
-            daemon(cfg)
+        for b in &mut c.buses {
+            b.host = Some("127.0.0.1".into());
+            b.port = modbus_port;
         }
-        Err(e) => config_failure(&e),
+    });
+    let cfg = match cfg {
+        Ok(cfg) => cfg,
+        Err(e) => return config_failure(&e),
+    };
+    eprintln!(
+        "Pithead demo — station \"{}\", scenario {scenario:?}\n  \
+         live readings: http://{http}/api/v1/channels   metrics: http://{http}/metrics\n  \
+         simulator control: {} (see docs/SIMULATOR.md)   data: {}\n  Press Ctrl-C to stop.",
+        cfg.station.name,
+        control_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        data_dir.display()
+    );
+    daemon(cfg, move |shutdown| {
+        let sim = crate::simulator::Sim::new(scenario);
+        let modbus = tokio::net::TcpListener::from_std(modbus)?;
+        let control = tokio::net::TcpListener::from_std(control)?;
+        tokio::spawn(crate::simulator::control::serve(
+            sim.clone(),
+            control,
+            shutdown.clone(),
+        ));
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::simulator::serve_tcp(sim, modbus, s).await {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(())
+    })
+}
+
+fn simulate(
+    listen: SocketAddr,
+    control: Option<SocketAddr>,
+    scenario: Scenario,
+    rtu: Option<String>,
+    baud: u32,
+) -> ExitCode {
+    crate::logging::init(&config::Log::default());
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result: std::io::Result<()> = runtime.block_on(async {
+        let shutdown = crate::lifecycle::shutdown_on_signals()?;
+        let sim = crate::simulator::Sim::new(scenario);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| std::io::Error::other(format!("cannot listen on {listen}: {e}")))?;
+        if let Some(addr) = control {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::other(format!("cannot listen on {addr}: {e}")))?;
+            tokio::spawn(crate::simulator::control::serve(
+                sim.clone(),
+                l,
+                shutdown.clone(),
+            ));
+        }
+        if let Some(path) = rtu {
+            let (sim, s) = (sim.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::simulator::serve_rtu(sim, &path, baud, s).await {
+                    tracing::error!(error = %e, path, "RTU simulator stopped");
+                }
+            });
+        }
+        tracing::info!(modbus = %listen, control = ?control, ?scenario, "simulating");
+        crate::simulator::serve_tcp(sim, listener, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pithead simulate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -5,10 +5,12 @@
 //! and the outbox, sync sends the outbox to the county, web serves the kiosk
 //! and console. `main` only parses the command line and calls [`cli::run`].
 
+pub mod acquisition;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod lifecycle;
 pub mod logging;
+pub mod simulator;
 pub mod store;
 pub mod web;

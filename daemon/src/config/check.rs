@@ -80,6 +80,7 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
     buses(cfg, &mut p);
     devices(cfg, &mut p);
     channels(cfg, &mut p);
+    rtu_timing(cfg, &mut p);
     p.0
 }
 
@@ -332,6 +333,41 @@ fn devices(cfg: &Config, p: &mut Problems) {
 
 /// First register, last register, channel id.
 type Taken<'a> = (u32, u32, &'a str);
+
+/// On a serial line every device waits while a dead one times out: the
+/// worst case must fit in the fastest poll, or live devices turn stale.
+fn rtu_timing(cfg: &Config, p: &mut Problems) {
+    for (i, b) in cfg.buses.iter().enumerate() {
+        if b.transport != Transport::Rtu {
+            continue;
+        }
+        let fastest = cfg
+            .channels
+            .iter()
+            .filter(|c| {
+                cfg.devices
+                    .iter()
+                    .any(|d| d.id == c.device && d.bus == b.id)
+            })
+            .map(|c| c.poll)
+            .min();
+        let worst = b.timeout * (1 + u32::from(b.retries)) + b.frame_gap;
+        if let Some(poll) = fastest
+            && worst >= poll
+        {
+            p.add(
+                format!("bus[{i}].timeout"),
+                format!(
+                    "timeout × (1 + retries) + frame_gap = {} is not shorter than the fastest poll on this line ({}); \
+                     one dead device would make every other reading on the line stale",
+                    humantime::format_duration(worst),
+                    humantime::format_duration(poll)
+                ),
+                Some("shorten timeout, lower retries, or poll less often"),
+            );
+        }
+    }
+}
 
 fn channels(cfg: &Config, p: &mut Problems) {
     unique(p, "channel", cfg.channels.iter().map(|c| c.id.as_str()));
@@ -591,5 +627,19 @@ mod tests {
         );
         let keys: Vec<String> = problems(&src).into_iter().map(|d| d.key).collect();
         assert_eq!(keys, ["bus[1].id", "device[1].unit"]);
+    }
+
+    #[test]
+    fn a_dead_rtu_device_must_fit_in_the_fastest_poll() {
+        let src = base(&format!("{CH4}poll = \"500ms\"\n"));
+        let d = problems(&src);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].key, "bus[0].timeout");
+        assert!(
+            d[0].message
+                .contains("605ms is not shorter than the fastest poll on this line (500ms)"),
+            "{}",
+            d[0].message
+        );
     }
 }

@@ -310,7 +310,10 @@ fn default_stop_bits() -> u8 {
     1
 }
 fn default_timeout() -> Duration {
-    Duration::from_millis(500)
+    // Long enough for a 40-register reply at 9600 baud (about 90 ms on the
+    // wire) and a slow device; short enough that a dead device and its retry
+    // fit in a 1 s poll.
+    Duration::from_millis(300)
 }
 fn default_retries() -> u8 {
     1

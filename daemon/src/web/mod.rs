@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+mod api;
+
 use crate::config::Config;
 use crate::store::Store;
 
@@ -22,12 +24,16 @@ pub struct AppState {
     pub store: Store,
     /// When the daemon started (monotonic).
     pub started: Instant,
+    /// Latest readings and acquisition metrics.
+    pub acquisition: crate::acquisition::Handle,
 }
 
 /// The whole HTTP interface.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/channels", get(api::channels))
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,0 +1,237 @@
+//! Acquisition counters and poll-time histograms, rendered as Prometheus
+//! text. Atomics only: the bus tasks never wait on a lock to count.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the poll-duration buckets, in seconds.
+pub const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A Prometheus histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (b, le) in self.buckets.iter().zip(BUCKETS) {
+            if s <= le {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Why a request failed, for the error counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No answer in time.
+    Timeout,
+    /// The device answered with a Modbus exception.
+    Exception,
+    /// The answer did not fit the request (garbage, wrong id, short frame).
+    Protocol,
+    /// The connection or port failed or could not be opened.
+    Transport,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 4] = [
+        ErrorKind::Timeout,
+        ErrorKind::Exception,
+        ErrorKind::Protocol,
+        ErrorKind::Transport,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Exception => "exception",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Transport => "transport",
+        }
+    }
+}
+
+/// Counters of one bus.
+#[derive(Debug, Default)]
+pub struct BusMetrics {
+    /// Bus id.
+    pub bus: String,
+    /// Requests sent.
+    pub polls: Counter,
+    /// Failed requests, by [`ErrorKind`].
+    pub errors: [Counter; 4],
+    /// Connections (re)opened.
+    pub connects: Counter,
+    /// Time from request to answer (or failure).
+    pub duration: Histogram,
+}
+
+impl BusMetrics {
+    /// Counts one failure.
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+}
+
+/// All acquisition metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Per bus, in configuration order.
+    pub buses: Vec<BusMetrics>,
+    /// Poll results the recorder could not take in time (store too slow).
+    pub recorder_dropped: Counter,
+}
+
+impl Metrics {
+    /// Zeroed metrics for these buses.
+    pub fn new(buses: impl Iterator<Item = String>) -> Self {
+        Metrics {
+            buses: buses
+                .map(|bus| BusMetrics {
+                    bus,
+                    ..BusMetrics::default()
+                })
+                .collect(),
+            recorder_dropped: Counter::default(),
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP pithead_modbus_polls_total Modbus requests sent."
+        );
+        let _ = writeln!(out, "# TYPE pithead_modbus_polls_total counter");
+        for b in &self.buses {
+            let _ = writeln!(
+                out,
+                "pithead_modbus_polls_total{{bus=\"{}\"}} {}",
+                b.bus,
+                b.polls.get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pithead_modbus_errors_total Failed Modbus requests by kind."
+        );
+        let _ = writeln!(out, "# TYPE pithead_modbus_errors_total counter");
+        for b in &self.buses {
+            for k in ErrorKind::ALL {
+                let _ = writeln!(
+                    out,
+                    "pithead_modbus_errors_total{{bus=\"{}\",kind=\"{}\"}} {}",
+                    b.bus,
+                    k.as_str(),
+                    b.errors[k as usize].get()
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pithead_modbus_connects_total Connections or ports (re)opened."
+        );
+        let _ = writeln!(out, "# TYPE pithead_modbus_connects_total counter");
+        for b in &self.buses {
+            let _ = writeln!(
+                out,
+                "pithead_modbus_connects_total{{bus=\"{}\"}} {}",
+                b.bus,
+                b.connects.get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pithead_modbus_poll_duration_seconds Time from request to answer or failure."
+        );
+        let _ = writeln!(out, "# TYPE pithead_modbus_poll_duration_seconds histogram");
+        for b in &self.buses {
+            let h = &b.duration;
+            for (bucket, le) in h.buckets.iter().zip(BUCKETS) {
+                let _ = writeln!(
+                    out,
+                    "pithead_modbus_poll_duration_seconds_bucket{{bus=\"{}\",le=\"{le}\"}} {}",
+                    b.bus,
+                    bucket.load(Ordering::Relaxed)
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "pithead_modbus_poll_duration_seconds_bucket{{bus=\"{}\",le=\"+Inf\"}} {count}",
+                b.bus
+            );
+            let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "pithead_modbus_poll_duration_seconds_sum{{bus=\"{}\"}} {sum}",
+                b.bus
+            );
+            let _ = writeln!(
+                out,
+                "pithead_modbus_poll_duration_seconds_count{{bus=\"{}\"}} {count}",
+                b.bus
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pithead_recorder_dropped_total Poll results not stored because the store was behind."
+        );
+        let _ = writeln!(out, "# TYPE pithead_recorder_dropped_total counter");
+        let _ = writeln!(
+            out,
+            "pithead_recorder_dropped_total {}",
+            self.recorder_dropped.get()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::new(["rs485".to_owned()].into_iter());
+        m.buses[0].polls.inc();
+        m.buses[0].error(ErrorKind::Timeout);
+        m.buses[0].duration.observe(Duration::from_millis(3));
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(s.contains("pithead_modbus_polls_total{bus=\"rs485\"} 1\n"));
+        assert!(s.contains("pithead_modbus_errors_total{bus=\"rs485\",kind=\"timeout\"} 1\n"));
+        assert!(s.contains("pithead_modbus_errors_total{bus=\"rs485\",kind=\"exception\"} 0\n"));
+        assert!(s.contains("le=\"0.0025\"} 0\n"));
+        assert!(s.contains("le=\"0.005\"} 1\n"));
+        assert!(s.contains("le=\"+Inf\"} 1\n"));
+    }
+}

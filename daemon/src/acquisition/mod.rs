@@ -1,0 +1,320 @@
+//! Acquisition: reads Modbus devices and turns registers into readings.
+//!
+//! It knows Modbus and nothing else. One task per bus polls its devices
+//! (strictly one request at a time on a serial line), and publishes every
+//! channel's latest [`Reading`] into a `watch` [`Snapshot`] for the alarm
+//! engine and the web, and every poll result to the recorder for the store.
+//!
+//! A reading is a value with its unit, or a special [`State`]; a reading the
+//! box does not have is a state, never a zero and never the last value.
+
+pub mod decode;
+pub mod metrics;
+pub mod plan;
+mod poller;
+pub mod recorder;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use tracing::Instrument as _;
+
+use crate::config::{ChannelKind, Config, Transport};
+
+pub use metrics::Metrics;
+
+/// What a reading is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A value in engineering units.
+    Ok,
+    /// The device did not answer properly (timeout, exception, garbage,
+    /// connection lost): 断线.
+    CommFault,
+    /// The value is outside the sensor's range or not a number: 故障/超量程.
+    OutOfRange,
+    /// No fresh reading within two poll intervals.
+    Stale,
+    /// The box has just started; sensors and devices are settling.
+    WarmingUp,
+}
+
+impl State {
+    /// The name used in the API, the database and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::CommFault => "comm_fault",
+            State::OutOfRange => "out_of_range",
+            State::Stale => "stale",
+            State::WarmingUp => "warming_up",
+        }
+    }
+}
+
+/// The latest of one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The value; `Some` exactly when `state` is [`State::Ok`].
+    pub value: Option<f64>,
+    /// What the reading is.
+    pub state: State,
+    /// When it was taken (monotonic, for alarm timing and staleness).
+    pub at: Instant,
+    /// When it was taken (wall clock, for people and records).
+    pub wall: SystemTime,
+    /// Why there is no value, for people (e.g. "timeout", "exception 2").
+    pub detail: Option<Arc<str>>,
+}
+
+impl Reading {
+    /// A good value.
+    pub fn ok(value: f64, at: Instant, wall: SystemTime) -> Self {
+        Reading {
+            value: Some(value),
+            state: State::Ok,
+            at,
+            wall,
+            detail: None,
+        }
+    }
+
+    /// A special state, without a value.
+    pub fn fault(state: State, detail: impl Into<Arc<str>>, at: Instant, wall: SystemTime) -> Self {
+        Reading {
+            value: None,
+            state,
+            at,
+            wall,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+/// Fixed facts about a channel, shared by every snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelInfo {
+    /// Channel id.
+    pub id: String,
+    /// What it measures.
+    pub kind: ChannelKind,
+    /// Engineering unit.
+    pub unit: String,
+    /// Where the sensor is.
+    pub location: String,
+    /// Device id.
+    pub device: String,
+    /// Poll interval.
+    #[serde(skip)]
+    pub poll: Duration,
+}
+
+/// Health of one device, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceHealth {
+    /// Device id.
+    pub id: String,
+    /// Answered its last request.
+    pub online: bool,
+    /// Failed requests in a row.
+    pub consecutive_failures: u32,
+    /// The last failure, for people.
+    pub last_error: Option<String>,
+    /// When it last answered (wall clock).
+    pub last_ok: Option<SystemTime>,
+}
+
+/// Every channel's latest reading and every device's health.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Fixed facts, by channel index.
+    pub info: Arc<Vec<ChannelInfo>>,
+    /// Latest reading, by channel index.
+    pub readings: Vec<Reading>,
+    /// Device health, by device index.
+    pub devices: Vec<DeviceHealth>,
+}
+
+/// One poll's results for the recorder: (channel index, reading).
+pub type Batch = Vec<(usize, Reading)>;
+
+/// What acquisition hands to the rest of the daemon.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// Latest readings.
+    pub snapshot: watch::Receiver<Snapshot>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// How readings leave the bus tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct Sink {
+    snapshot: Arc<watch::Sender<Snapshot>>,
+    recorder: mpsc::Sender<Batch>,
+    metrics: Arc<Metrics>,
+    warm_until: Instant,
+}
+
+impl Sink {
+    /// Publishes a poll's readings and device health at once.
+    fn publish(&self, device: usize, health: &DeviceHealth, batch: Batch) {
+        let now = Instant::now();
+        let batch: Batch = batch
+            .into_iter()
+            .map(|(i, r)| {
+                // During warm-up nothing is a value yet; faults stay faults.
+                if r.state == State::Ok && now < self.warm_until {
+                    let wall = r.wall;
+                    (
+                        i,
+                        Reading::fault(State::WarmingUp, "warming up", r.at, wall),
+                    )
+                } else {
+                    (i, r)
+                }
+            })
+            .collect();
+        self.snapshot.send_modify(|s| {
+            for (i, r) in &batch {
+                if let Some(slot) = s.readings.get_mut(*i) {
+                    *slot = r.clone();
+                }
+            }
+            if let Some(d) = s.devices.get_mut(device) {
+                *d = health.clone();
+            }
+        });
+        if self.recorder.try_send(batch).is_err() {
+            self.metrics.recorder_dropped.inc();
+        }
+    }
+}
+
+/// Starts one task per bus plus the staleness sweeper; they stop on
+/// `shutdown`. Returns the handle and the receiver the recorder reads.
+pub fn start(
+    cfg: &Arc<Config>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> (Handle, mpsc::Receiver<Batch>) {
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    let info: Arc<Vec<ChannelInfo>> = Arc::new(
+        cfg.channels
+            .iter()
+            .map(|c| ChannelInfo {
+                id: c.id.clone(),
+                kind: c.kind,
+                unit: c.unit.clone(),
+                location: c.location.clone(),
+                device: c.device.clone(),
+                poll: c.poll,
+            })
+            .collect(),
+    );
+    let initial_state = if cfg.acquisition.warm_up.is_zero() {
+        State::Stale
+    } else {
+        State::WarmingUp
+    };
+    let snapshot = Snapshot {
+        info: Arc::clone(&info),
+        readings: cfg
+            .channels
+            .iter()
+            .map(|_| Reading::fault(initial_state, "no reading yet", now, wall))
+            .collect(),
+        devices: cfg
+            .devices
+            .iter()
+            .map(|d| DeviceHealth {
+                id: d.id.clone(),
+                online: false,
+                consecutive_failures: 0,
+                last_error: Some("not polled yet".into()),
+                last_ok: None,
+            })
+            .collect(),
+    };
+    let (tx, rx) = watch::channel(snapshot);
+    let tx = Arc::new(tx);
+    let metrics = Arc::new(Metrics::new(cfg.buses.iter().map(|b| b.id.clone())));
+    // Room for a few seconds of polls; beyond that the recorder is behind
+    // (stalled disk) and batches are dropped and counted, never waited for.
+    let (rec_tx, rec_rx) = mpsc::channel(1024);
+    let sink = Sink {
+        snapshot: Arc::clone(&tx),
+        recorder: rec_tx,
+        metrics: Arc::clone(&metrics),
+        warm_until: now + cfg.acquisition.warm_up,
+    };
+    for (bi, bus) in cfg.buses.iter().enumerate() {
+        let requests = plan::plan(cfg, &bus.id, cfg.acquisition.coalesce);
+        if requests.is_empty() {
+            tracing::warn!(bus = %bus.id, "bus has no channels; not polling it");
+            continue;
+        }
+        // A serial line has one master: one task asks every device in turn.
+        // Devices behind a TCP endpoint are independent: one task and one
+        // connection each, so a silent unit never holds up the others.
+        let groups: Vec<Vec<plan::Request>> = match bus.transport {
+            Transport::Rtu => vec![requests],
+            Transport::Tcp => {
+                let mut by_device: Vec<Vec<plan::Request>> = Vec::new();
+                for r in requests {
+                    match by_device.iter_mut().find(|g| g[0].device == r.device) {
+                        Some(g) => g.push(r),
+                        None => by_device.push(vec![r]),
+                    }
+                }
+                by_device
+            }
+        };
+        for group in groups {
+            let task = poller::BusPoller::new(Arc::clone(cfg), bi, group, sink.clone());
+            let span = tracing::info_span!("bus", id = %bus.id);
+            tracker.spawn(task.run(shutdown.clone()).instrument(span));
+        }
+    }
+    tracker.spawn(sweep_stale(tx, shutdown.clone()));
+    (
+        Handle {
+            snapshot: rx,
+            metrics,
+        },
+        rec_rx,
+    )
+}
+
+/// Marks readings stale that are older than two poll intervals. It runs
+/// apart from the bus tasks so that a hung bus still shows as stale.
+async fn sweep_stale(tx: Arc<watch::Sender<Snapshot>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        tx.send_if_modified(|s| {
+            let mut changed = false;
+            for (r, info) in s.readings.iter_mut().zip(s.info.iter()) {
+                let live = matches!(r.state, State::Ok | State::WarmingUp);
+                if live && now.duration_since(r.at) > info.poll * 2 {
+                    tracing::warn!(channel = %info.id, "reading is stale");
+                    *r = Reading::fault(State::Stale, "no fresh reading", r.at, r.wall);
+                    changed = true;
+                }
+            }
+            changed
+        });
+    }
+}

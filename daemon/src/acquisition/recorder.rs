@@ -1,0 +1,294 @@
+//! Stores readings: every channel's current reading at the raw rate, and
+//! per-channel per-minute aggregates of every poll result.
+//!
+//! It runs apart from the bus tasks and is fed through a bounded channel
+//! they never wait on: a slow or full disk slows the recorder, never the
+//! polling or the alarms.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Batch, Reading, Snapshot, State};
+use crate::store::{Durability, Store, StoreError};
+
+/// One channel-minute of statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aggregate {
+    /// Smallest good value.
+    pub min: f64,
+    /// Largest good value.
+    pub max: f64,
+    /// Sum of good values.
+    pub sum: f64,
+    /// Good readings.
+    pub count: u32,
+    /// Readings in a special state.
+    pub faults: u32,
+}
+
+impl Aggregate {
+    fn empty() -> Self {
+        Aggregate {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+            count: 0,
+            faults: 0,
+        }
+    }
+
+    fn add(&mut self, r: &Reading) {
+        match (r.state, r.value) {
+            (State::Ok, Some(v)) => {
+                self.min = self.min.min(v);
+                self.max = self.max.max(v);
+                self.sum += v;
+                self.count += 1;
+            }
+            _ => self.faults += 1,
+        }
+    }
+}
+
+/// Unix milliseconds of a wall-clock time.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn minute_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(60_000)
+}
+
+/// Per-minute accumulation, keyed by (minute start ms, channel index).
+#[derive(Debug, Default)]
+pub struct Minutes(BTreeMap<(i64, usize), Aggregate>);
+
+impl Minutes {
+    /// Adds one poll's readings.
+    pub fn add(&mut self, batch: &Batch) {
+        for (ci, r) in batch {
+            let m = minute_of(unix_ms(r.wall));
+            self.0
+                .entry((m, *ci))
+                .or_insert_with(Aggregate::empty)
+                .add(r);
+        }
+    }
+
+    /// Removes and returns the minutes that ended before `now` (all of them
+    /// with `all`).
+    pub fn take_finished(&mut self, now: SystemTime, all: bool) -> Vec<((i64, usize), Aggregate)> {
+        let current = minute_of(unix_ms(now));
+        let keep = if all {
+            BTreeMap::new()
+        } else {
+            self.0.split_off(&(current, 0))
+        };
+        std::mem::replace(&mut self.0, keep).into_iter().collect()
+    }
+}
+
+fn write_aggregates(
+    c: &Connection,
+    ids: &[String],
+    rows: &[((i64, usize), Aggregate)],
+) -> Result<(), StoreError> {
+    // A minute written partly before a restart is merged, not replaced.
+    let mut st = c.prepare_cached(
+        "INSERT INTO aggregates(channel, minute_ms, min, max, mean, count, faults)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(channel, minute_ms) DO UPDATE SET
+           min = CASE WHEN excluded.count = 0 THEN min WHEN count = 0 THEN excluded.min ELSE min(min, excluded.min) END,
+           max = CASE WHEN excluded.count = 0 THEN max WHEN count = 0 THEN excluded.max ELSE max(max, excluded.max) END,
+           mean = CASE WHEN count + excluded.count = 0 THEN NULL
+                  ELSE (coalesce(mean, 0) * count + coalesce(excluded.mean, 0) * excluded.count) / (count + excluded.count) END,
+           count = count + excluded.count,
+           faults = faults + excluded.faults",
+    )?;
+    for ((minute, ci), a) in rows {
+        let good = a.count > 0;
+        st.execute((
+            &ids[*ci],
+            minute,
+            good.then_some(a.min),
+            good.then_some(a.max),
+            good.then(|| a.sum / f64::from(a.count)),
+            a.count,
+            a.faults,
+        ))?;
+    }
+    Ok(())
+}
+
+fn write_raw(c: &Connection, ids: &[String], rows: &[(usize, Reading)]) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO readings(channel, at_ms, value, state) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (ci, r) in rows {
+        st.execute((&ids[*ci], unix_ms(r.wall), r.value, r.state.as_str()))?;
+    }
+    Ok(())
+}
+
+/// Runs until `shutdown`, then stores what it holds.
+pub async fn run(
+    store: Store,
+    mut batches: mpsc::Receiver<Batch>,
+    snapshot: watch::Receiver<Snapshot>,
+    raw_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let ids: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
+        snapshot
+            .borrow()
+            .info
+            .iter()
+            .map(|i| i.id.clone())
+            .collect(),
+    );
+    let mut minutes = Minutes::default();
+    let mut tick = tokio::time::interval(raw_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_raw_ms: Vec<i64> = vec![i64::MIN; ids.len()];
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(batch) = batches.recv() => minutes.add(&batch),
+            _ = tick.tick() => {
+                // Raw rows: each channel's current reading, once per reading.
+                let raw: Vec<(usize, Reading)> = snapshot
+                    .borrow()
+                    .readings
+                    .iter()
+                    .enumerate()
+                    .filter(|(ci, r)| unix_ms(r.wall) > last_raw_ms[*ci])
+                    .map(|(ci, r)| (ci, r.clone()))
+                    .collect();
+                for (ci, r) in &raw {
+                    last_raw_ms[*ci] = unix_ms(r.wall);
+                }
+                let aggs = minutes.take_finished(SystemTime::now(), false);
+                flush(&store, &ids, raw, aggs).await;
+            }
+        }
+    }
+    while let Ok(batch) = batches.try_recv() {
+        minutes.add(&batch);
+    }
+    flush(
+        &store,
+        &ids,
+        Vec::new(),
+        minutes.take_finished(SystemTime::now(), true),
+    )
+    .await;
+}
+
+async fn flush(
+    store: &Store,
+    ids: &std::sync::Arc<Vec<String>>,
+    raw: Vec<(usize, Reading)>,
+    aggs: Vec<((i64, usize), Aggregate)>,
+) {
+    if raw.is_empty() && aggs.is_empty() {
+        return;
+    }
+    let ids = std::sync::Arc::clone(ids);
+    let n = (raw.len(), aggs.len());
+    let r = store
+        .write(Durability::Bulk, move |c| {
+            write_raw(c, &ids, &raw)?;
+            write_aggregates(c, &ids, &aggs)
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, raw = n.0, aggregates = n.1, "readings not stored");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn minutes_split_and_count_faults() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000); // a minute boundary
+        let at = Instant::now();
+        let mut m = Minutes::default();
+        m.add(&vec![
+            (0, Reading::ok(1.0, at, t0)),
+            (1, Reading::ok(5.0, at, t0)),
+        ]);
+        m.add(&vec![(
+            0,
+            Reading::ok(3.0, at, t0 + Duration::from_secs(30)),
+        )]);
+        m.add(&vec![(
+            0,
+            Reading::fault(State::CommFault, "x", at, t0 + Duration::from_secs(59)),
+        )]);
+        m.add(&vec![(
+            0,
+            Reading::ok(9.0, at, t0 + Duration::from_secs(61)),
+        )]);
+        let done = m.take_finished(t0 + Duration::from_secs(70), false);
+        assert_eq!(done.len(), 2);
+        let ((minute, ch), a) = done[0];
+        assert_eq!((minute, ch), (1_800_000_000_000, 0));
+        assert_eq!(
+            (a.min, a.max, a.sum, a.count, a.faults),
+            (1.0, 3.0, 4.0, 2, 1)
+        );
+        assert_eq!(m.take_finished(t0 + Duration::from_secs(70), true).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn aggregates_merge_across_restarts() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        let ids = vec!["ch4".to_owned()];
+        let a = |min, max, sum, count, faults| Aggregate {
+            min,
+            max,
+            sum,
+            count,
+            faults,
+        };
+        let first = vec![((60_000, 0), a(1.0, 2.0, 3.0, 2, 0))];
+        let second = vec![((60_000, 0), a(0.5, 1.0, 1.0, 2, 1))];
+        let only_faults = vec![((60_000, 0), a(f64::INFINITY, f64::NEG_INFINITY, 0.0, 0, 3))];
+        for rows in [first, second, only_faults] {
+            let ids = ids.clone();
+            store
+                .write(Durability::Bulk, move |c| write_aggregates(c, &ids, &rows))
+                .await?;
+        }
+        let row = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT min, max, mean, count, faults FROM aggregates",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, f64>(0)?,
+                            r.get::<_, f64>(1)?,
+                            r.get::<_, f64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    },
+                )?)
+            })
+            .await?;
+        assert_eq!(row, (0.5, 2.0, 1.0, 4, 4));
+        store.close().await;
+        Ok(())
+    }
+}
