@@ -9,22 +9,31 @@ use std::time::{Duration, Instant};
 
 /// The `pithead` binary built from this workspace (`target/<profile>/pithead`).
 ///
-/// The test command (`tests/run-all`) builds it before the tests run; run
-/// `cargo build -p pithead` first when calling `cargo test` by hand.
+/// The first call in a test process builds it with `cargo build` (a no-op
+/// when it is current), so the end-to-end tests never run a stale binary.
 pub fn pithead_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    // target/<profile>/deps/<test> -> target/<profile>/pithead
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
-    let bin = dir.join("pithead");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p pithead` (tests/run-all does) before the end-to-end tests",
-        bin.display()
-    );
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+            // target/<profile>/deps/<test> -> target/<profile>/pithead
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "pithead", "--bin", "pithead"]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().unwrap_or_else(|e| panic!("cargo build: {e}"));
+            assert!(status.success(), "cargo build -p pithead failed");
+            let bin = dir.join("pithead");
+            assert!(bin.exists(), "{} is missing after cargo build", bin.display());
+            bin
+        })
+        .clone()
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1.
