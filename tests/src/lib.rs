@@ -30,7 +30,11 @@ pub fn pithead_bin() -> PathBuf {
             let status = cmd.status().unwrap_or_else(|e| panic!("cargo build: {e}"));
             assert!(status.success(), "cargo build -p pithead failed");
             let bin = dir.join("pithead");
-            assert!(bin.exists(), "{} is missing after cargo build", bin.display());
+            assert!(
+                bin.exists(),
+                "{} is missing after cargo build",
+                bin.display()
+            );
             bin
         })
         .clone()
@@ -171,4 +175,139 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// `pithead simulate` as a child process, with its control port.
+#[derive(Debug)]
+pub struct Simulator {
+    /// The child process.
+    pub child: Child,
+    /// Modbus TCP address.
+    pub modbus: SocketAddr,
+    /// Control port address.
+    pub control: SocketAddr,
+}
+
+impl Simulator {
+    /// Starts the simulator on free ports (and on `rtu`, a serial device).
+    pub fn start(scenario: &str, rtu: Option<&Path>) -> Simulator {
+        let modbus = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_on(modbus, scenario, rtu)
+    }
+
+    /// Starts the simulator on a given Modbus address.
+    pub fn start_on(modbus: SocketAddr, scenario: &str, rtu: Option<&Path>) -> Simulator {
+        let control = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(pithead_bin());
+        cmd.args([
+            "simulate",
+            "--listen",
+            &modbus.to_string(),
+            "--control",
+            &control.to_string(),
+        ])
+        .args(["--scenario", scenario])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+        if let Some(path) = rtu {
+            cmd.arg("--rtu").arg(path);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn simulator: {e}"));
+        let sim = Simulator {
+            child,
+            modbus,
+            control,
+        };
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if TcpStream::connect(control).is_ok() && TcpStream::connect(modbus).is_ok() {
+                return sim;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("simulator did not start");
+    }
+
+    /// Sends one control command; returns the answer line.
+    pub fn control(&self, cmd: &str) -> String {
+        let mut s = TcpStream::connect(self.control).unwrap_or_else(|e| panic!("control: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        writeln!(s, "{cmd}").unwrap_or_else(|e| panic!("{e}"));
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let answer = String::from_utf8_lossy(&line).into_owned();
+        assert!(
+            answer.starts_with("ok"),
+            "simulator refused `{cmd}`: {answer}"
+        );
+        answer
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One channel as `GET /api/v1/channels` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelState {
+    /// The value, if any.
+    pub value: Option<f64>,
+    /// `ok` or the special state.
+    pub state: String,
+    /// Why there is no value.
+    pub detail: Option<String>,
+}
+
+/// Every channel, by id.
+pub fn channels(http: SocketAddr) -> std::collections::BTreeMap<String, ChannelState> {
+    let (status, body) =
+        http_get(http, "/api/v1/channels").unwrap_or_else(|e| panic!("GET channels: {e}"));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {body}"))
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().map(str::to_owned);
+            (
+                s("id").unwrap_or_default(),
+                ChannelState {
+                    value: c["value"].as_f64(),
+                    state: s("state").unwrap_or_default(),
+                    detail: s("detail"),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Polls `GET /api/v1/channels` until `pred` holds or `within` passes;
+/// returns the time it took, or panics with the last answer.
+pub fn wait_channels(
+    http: SocketAddr,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&std::collections::BTreeMap<String, ChannelState>) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    let mut last = Default::default();
+    while start.elapsed() < within {
+        last = channels(http);
+        if pred(&last) {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("not within {within:?}: {what}\n{last:#?}");
 }

@@ -192,8 +192,12 @@ impl AsyncWrite for FaultyStream {
                     .iter()
                     .map(|_| (self.noise.sample() * 127.0 + 128.0) as u8)
                     .collect();
-                // A protocol id other than 0 makes sure it is not Modbus.
-                g[2] = 0xff;
+                // A whole frame's worth of noise: its length field agrees with
+                // what is sent, so the client reads it all at once, and its
+                // protocol id is not Modbus's 0.
+                let len = u16::try_from(g.len() - 6).unwrap_or(u16::MAX);
+                g[2..4].copy_from_slice(&[0xff, 0xff]);
+                g[4..6].copy_from_slice(&len.to_be_bytes());
                 g
             }
             Fault::WrongTid => {
