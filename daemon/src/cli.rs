@@ -67,11 +67,23 @@ pub enum Command {
         /// Baud rate for `--rtu`.
         #[arg(long, default_value_t = 9600)]
         baud: u32,
+        /// Extra units for load tests (ids 10, 11, …), each with
+        /// `--bulk-registers` drifting holding registers.
+        #[arg(long, default_value_t = 0)]
+        bulk_units: u8,
+        /// Holding registers of each bulk unit.
+        #[arg(long, default_value_t = 100)]
+        bulk_registers: u16,
     },
 }
 
+/// When the process started, as near as the library can tell: the first
+/// thing `run` does. Used for the start-to-first-poll figure.
+pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 /// Runs a parsed command line; the process exit code is returned.
 pub fn run(cli: Cli) -> ExitCode {
+    STARTED.get_or_init(std::time::Instant::now);
     match cli.command.unwrap_or(Command::Run) {
         Command::Configfile => {
             print!("{}", config::TEMPLATE);
@@ -107,7 +119,9 @@ pub fn run(cli: Cli) -> ExitCode {
             scenario,
             rtu,
             baud,
-        } => simulate(listen, control, scenario, rtu, baud),
+            bulk_units,
+            bulk_registers,
+        } => simulate(listen, control, scenario, rtu, baud, (bulk_units, bulk_registers)),
     }
 }
 
@@ -228,6 +242,7 @@ fn simulate(
     scenario: Scenario,
     rtu: Option<String>,
     baud: u32,
+    bulk: (u8, u16),
 ) -> ExitCode {
     crate::logging::init(&config::Log::default());
     let runtime = match runtime() {
@@ -236,7 +251,7 @@ fn simulate(
     };
     let result: std::io::Result<()> = runtime.block_on(async {
         let shutdown = crate::lifecycle::shutdown_on_signals()?;
-        let sim = crate::simulator::Sim::new(scenario);
+        let sim = crate::simulator::Sim::with_bulk(scenario, bulk.0, bulk.1);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| std::io::Error::other(format!("cannot listen on {listen}: {e}")))?;

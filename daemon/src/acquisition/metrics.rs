@@ -109,6 +109,9 @@ pub struct Metrics {
     pub buses: Vec<BusMetrics>,
     /// Poll results the recorder could not take in time (store too slow).
     pub recorder_dropped: Counter,
+    /// Microseconds from process start to the first published poll result
+    /// (0 until then).
+    pub first_poll_us: AtomicU64,
 }
 
 impl Metrics {
@@ -122,6 +125,7 @@ impl Metrics {
                 })
                 .collect(),
             recorder_dropped: Counter::default(),
+            first_poll_us: AtomicU64::new(0),
         }
     }
 
@@ -212,6 +216,16 @@ impl Metrics {
             "pithead_recorder_dropped_total {}",
             self.recorder_dropped.get()
         );
+        let first = self.first_poll_us.load(Ordering::Relaxed);
+        if first > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP pithead_start_to_first_poll_seconds From process start to the first poll result.\n\
+                 # TYPE pithead_start_to_first_poll_seconds gauge\n\
+                 pithead_start_to_first_poll_seconds {}",
+                first as f64 / 1e6
+            );
+        }
     }
 }
 

@@ -191,6 +191,16 @@ impl Sink {
                 *d = health.clone();
             }
         });
+        if self.metrics.first_poll_us.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            let since = crate::cli::STARTED.get().map_or(Duration::ZERO, Instant::elapsed);
+            let us = u64::try_from(since.as_micros()).unwrap_or(u64::MAX).max(1);
+            let _ = self.metrics.first_poll_us.compare_exchange(
+                0,
+                us,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         if self.recorder.try_send(batch).is_err() {
             self.metrics.recorder_dropped.inc();
         }

@@ -39,13 +39,24 @@ pub struct Sim {
 impl Sim {
     /// The demo station's three units, running `scenario` from now.
     pub fn new(scenario: Scenario) -> Arc<Sim> {
+        Self::with_bulk(scenario, 0, 0)
+    }
+
+    /// The demo station plus `units` extra units (ids from
+    /// [`model::BULK_FIRST`]) of `registers` holding registers each, for
+    /// load tests.
+    pub fn with_bulk(scenario: Scenario, units: u8, registers: u16) -> Arc<Sim> {
+        let mut map: BTreeMap<u8, Unit> = [model::FACE, model::RETURN, model::SUMP]
+            .into_iter()
+            .map(|u| (u, Unit::default()))
+            .collect();
+        for u in 0..units {
+            let mut unit = Unit::default();
+            unit.set_words(Table::Holding, 0, &vec![1000; usize::from(registers)], false);
+            map.insert(model::BULK_FIRST.saturating_add(u), unit);
+        }
         let sim = Arc::new(Sim {
-            units: Mutex::new(
-                [model::FACE, model::RETURN, model::SUMP]
-                    .into_iter()
-                    .map(|u| (u, Unit::default()))
-                    .collect(),
-            ),
+            units: Mutex::new(map),
             scenario: Mutex::new((scenario, Instant::now())),
         });
         sim.step(&mut Noise::new(1));
@@ -93,7 +104,9 @@ impl Sim {
             .map(|g| *g)
             .unwrap_or((Scenario::Normal, Instant::now()));
         let air = model::air(scenario, since.elapsed().as_secs_f64(), noise);
-        model::write_air(&mut self.units(), &air);
+        let mut units = self.units();
+        model::write_air(&mut units, &air);
+        model::drift_bulk(&mut units, noise);
     }
 
     /// Answers one request as the device would, or `None` for no answer.

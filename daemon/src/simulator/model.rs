@@ -261,6 +261,20 @@ pub fn air(scenario: Scenario, t: f64, n: &mut Noise) -> Air {
     a
 }
 
+/// First unit id of the bulk units used by load tests.
+pub const BULK_FIRST: u8 = 10;
+
+/// Moves every bulk register by a small random step.
+pub fn drift_bulk(units: &mut BTreeMap<u8, Unit>, n: &mut Noise) {
+    for (_, u) in units.range_mut(BULK_FIRST..) {
+        for (a, w) in &mut u.holding {
+            if !u.pinned.contains(&(table_code(Table::Holding), *a)) {
+                *w = u16_of((f64::from(*w) + 3.0 * n.sample()).clamp(900.0, 1100.0));
+            }
+        }
+    }
+}
+
 /// Unit ids of the demo devices.
 pub const FACE: u8 = 1;
 /// Return-airway monitor.

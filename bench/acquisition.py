@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Acquisition benchmark: CPU and peak RSS of the pithead daemon polling N
+channels every second from `pithead simulate`, and the time from start to
+first poll.
+
+Usage: bench/acquisition.py [--seconds 60] [--channels 200,1000] [--bin PATH]
+
+Each case starts a simulator with bulk units of 100 holding registers each
+(units 10, 11, ...), one channel per register, and the daemon (release
+build) with a TCP bus to it. After a 5 s settle it samples the daemon's
+CPU time (utime+stime from /proc) over --seconds and reads its peak RSS
+(VmHWM). The uncoalesced case (one request per channel) is the naive
+baseline; its ratio to the coalesced run is printed from the same run.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    sys.exit(f"port {port} did not open")
+
+
+def control(port, cmd):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall((cmd + "\n").encode())
+        return s.makefile().readline().strip()
+
+
+def config(n, data_dir, http, modbus, coalesce):
+    units = (n + 99) // 100
+    out = [
+        '[station]\ncounty = "bench"\nid = "bench"\nname = "bench"\n',
+        f'[storage]\ndata_dir = "{data_dir}"\n',
+        f'[http]\nlisten = "127.0.0.1:{http}"\n',
+        '[log]\nlevel = "warn"\n',
+        f'[acquisition]\nwarm_up = "0s"\ncoalesce = {"true" if coalesce else "false"}\n',
+        f'[[bus]]\nid = "sim"\ntransport = "tcp"\nhost = "127.0.0.1"\nport = {modbus}\n',
+    ]
+    for u in range(units):
+        out.append(f'[[device]]\nid = "bulk{u}"\nbus = "sim"\nunit = {10 + u}\n')
+    for i in range(n):
+        out.append(
+            f'[[channel]]\nid = "c{i}"\ndevice = "bulk{i // 100}"\nkind = "generic"\nunit = "ppm"\n'
+            f'table = "holding"\naddress = {i % 100}\nrange = [0.0, 2000.0]\n'
+        )
+    return "".join(out)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def metric(http, name):
+    body = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def ok_channels(http):
+    import json
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{http}/api/v1/channels", timeout=5).read()
+    return sum(1 for c in json.loads(body) if c["state"] == "ok")
+
+
+def run_case(binary, n, seconds, coalesce):
+    modbus, ctl, http = free_port(), free_port(), free_port()
+    units = (n + 99) // 100
+    sim = subprocess.Popen(
+        [binary, "simulate", "--listen", f"127.0.0.1:{modbus}", "--control", f"127.0.0.1:{ctl}",
+         "--bulk-units", str(units), "--bulk-registers", "100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
+    )
+    try:
+        wait_port(modbus)
+        wait_port(ctl)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = os.path.join(tmp, "pithead.toml")
+            with open(cfg, "w") as f:
+                f.write(config(n, os.path.join(tmp, "data"), http, modbus, coalesce))
+            t0 = time.monotonic()
+            daemon = subprocess.Popen([binary, "run", "--config", cfg], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+            try:
+                # Spawn to the first request seen by the simulator.
+                while control(ctl, "requests 10") == "ok 0":
+                    if time.monotonic() - t0 > 20:
+                        sys.exit("daemon never polled")
+                    time.sleep(0.001)
+                external = time.monotonic() - t0
+                wait_port(http)
+                time.sleep(5)
+                internal = metric(http, "pithead_start_to_first_poll_seconds")
+                c0, w0 = cpu_seconds(daemon.pid), time.monotonic()
+                r0 = control(ctl, "requests 10")
+                time.sleep(seconds)
+                c1, w1 = cpu_seconds(daemon.pid), time.monotonic()
+                r1 = control(ctl, "requests 10")
+                ok = ok_channels(http)
+                rss = peak_rss_mib(daemon.pid)
+                cpu = c1 - c0
+                reqs = (int(r1.split()[1]) - int(r0.split()[1])) / (w1 - w0)
+                return {
+                    "channels": n, "coalesce": coalesce, "ok": ok,
+                    "cpu_s_per_min": cpu / (w1 - w0) * 60, "core_pct": cpu / (w1 - w0) * 100,
+                    "rss_mib": rss, "first_poll_ms_internal": (internal or float("nan")) * 1000,
+                    "first_poll_ms_external": external * 1000, "requests_per_s_unit10": reqs,
+                }
+            finally:
+                daemon.terminate()
+                daemon.wait(timeout=30)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=30)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--channels", default="200,1000")
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "pithead"))
+    a = ap.parse_args()
+    cases = [(int(n), True) for n in a.channels.split(",")]
+    cases.append((max(n for n, _ in cases), False))
+    rows = [run_case(a.bin, n, a.seconds, c) for n, c in cases]
+    print(f"acquisition benchmark, {a.seconds:.0f} s per case, poll 1 s, {os.cpu_count()} cores")
+    print("| channels | reads | channels ok | CPU s/min | % of one core | peak RSS MiB | start→first poll (in-process) ms | spawn→first request ms |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['channels']} | {'coalesced' if r['coalesce'] else 'one per channel'} | {r['ok']} | "
+              f"{r['cpu_s_per_min']:.3f} | {r['core_pct']:.3f} | {r['rss_mib']:.1f} | "
+              f"{r['first_poll_ms_internal']:.1f} | {r['first_poll_ms_external']:.1f} |")
+    big = [r for r in rows if r["channels"] == cases[-1][0]]
+    if len(big) == 2 and big[0]["cpu_s_per_min"] > 0:
+        print(f"\nnaive/coalesced CPU ratio at {big[0]['channels']} channels: "
+              f"{big[1]['cpu_s_per_min'] / big[0]['cpu_s_per_min']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
