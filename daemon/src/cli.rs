@@ -121,7 +121,14 @@ pub fn run(cli: Cli) -> ExitCode {
             baud,
             bulk_units,
             bulk_registers,
-        } => simulate(listen, control, scenario, rtu, baud, (bulk_units, bulk_registers)),
+        } => simulate(
+            listen,
+            control,
+            scenario,
+            rtu,
+            baud,
+            (bulk_units, bulk_registers),
+        ),
     }
 }
 

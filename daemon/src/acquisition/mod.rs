@@ -191,8 +191,15 @@ impl Sink {
                 *d = health.clone();
             }
         });
-        if self.metrics.first_poll_us.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            let since = crate::cli::STARTED.get().map_or(Duration::ZERO, Instant::elapsed);
+        if self
+            .metrics
+            .first_poll_us
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            let since = crate::cli::STARTED
+                .get()
+                .map_or(Duration::ZERO, Instant::elapsed);
             let us = u64::try_from(since.as_micros()).unwrap_or(u64::MAX).max(1);
             let _ = self.metrics.first_poll_us.compare_exchange(
                 0,
@@ -326,5 +333,94 @@ async fn sweep_stale(tx: Arc<watch::Sender<Snapshot>>, shutdown: CancellationTok
             }
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(poll: Duration, reading: Reading) -> Snapshot {
+        Snapshot {
+            info: Arc::new(vec![ChannelInfo {
+                id: "ch4".into(),
+                kind: ChannelKind::Ch4,
+                unit: "%".into(),
+                location: String::new(),
+                device: "d".into(),
+                poll,
+            }]),
+            readings: vec![reading],
+            devices: vec![DeviceHealth {
+                id: "d".into(),
+                online: true,
+                consecutive_failures: 0,
+                last_error: None,
+                last_ok: None,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reading_older_than_two_polls_turns_stale_not_zero() {
+        let old = Instant::now() - Duration::from_millis(2500);
+        let (tx, mut rx) = watch::channel(snapshot(
+            Duration::from_secs(1),
+            Reading::ok(0.42, old, SystemTime::now()),
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sweep_stale(Arc::new(tx), stop.clone()));
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx.changed()).await;
+        let r = rx.borrow().readings[0].clone();
+        assert_eq!((r.state, r.value), (State::Stale, None));
+        stop.cancel();
+        let _ = task.await;
+    }
+
+    #[tokio::test]
+    async fn fresh_readings_are_not_stale() {
+        let (tx, rx) = watch::channel(snapshot(
+            Duration::from_secs(1),
+            Reading::ok(0.42, Instant::now(), SystemTime::now()),
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sweep_stale(Arc::new(tx), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(rx.borrow().readings[0].state, State::Ok);
+        stop.cancel();
+        let _ = task.await;
+    }
+
+    #[test]
+    fn during_warm_up_good_values_are_withheld_and_faults_kept() {
+        let now = Instant::now();
+        let (tx, rx) = watch::channel(snapshot(
+            Duration::from_secs(1),
+            Reading::ok(0.1, now, SystemTime::now()),
+        ));
+        let (rec, _rec_rx) = mpsc::channel(4);
+        let sink = Sink {
+            snapshot: Arc::new(tx),
+            recorder: rec,
+            metrics: Arc::new(Metrics::new(std::iter::empty())),
+            warm_until: now + Duration::from_secs(30),
+        };
+        let health = rx.borrow().devices[0].clone();
+        sink.publish(
+            0,
+            &health,
+            vec![(0, Reading::ok(0.5, now, SystemTime::now()))],
+        );
+        assert_eq!(rx.borrow().readings[0].state, State::WarmingUp);
+        assert_eq!(rx.borrow().readings[0].value, None);
+        sink.publish(
+            0,
+            &health,
+            vec![(
+                0,
+                Reading::fault(State::CommFault, "timeout", now, SystemTime::now()),
+            )],
+        );
+        assert_eq!(rx.borrow().readings[0].state, State::CommFault);
     }
 }

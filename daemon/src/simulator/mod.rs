@@ -52,7 +52,12 @@ impl Sim {
             .collect();
         for u in 0..units {
             let mut unit = Unit::default();
-            unit.set_words(Table::Holding, 0, &vec![1000; usize::from(registers)], false);
+            unit.set_words(
+                Table::Holding,
+                0,
+                &vec![1000; usize::from(registers)],
+                false,
+            );
             map.insert(model::BULK_FIRST.saturating_add(u), unit);
         }
         let sim = Arc::new(Sim {
