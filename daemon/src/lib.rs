@@ -6,6 +6,7 @@
 //! and console. `main` only parses the command line and calls [`cli::run`].
 
 pub mod acquisition;
+pub mod alarm;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,535 @@
+//! The alarm state machine: pure logic over readings and monotonic time.
+//!
+//! No I/O, no clocks of its own: every call takes `now` (monotonic, for
+//! delays) and `wall` (for records). The engine is the only code that
+//! decides alarms; [`Engine::outputs`] says what the siren, beacon and
+//! power-cut relay must show.
+//!
+//! Rules (see `DOMAIN.md`, "Alarm states"):
+//! * each channel has ordered levels; a level is raised when its condition
+//!   has held for `on_delay`, and its condition clears when the value is back
+//!   past the threshold by `deadband` for `off_delay`;
+//! * a latching level stays active after its condition cleared until a
+//!   supervisor acknowledges it; acknowledging silences the siren for that
+//!   alarm and never hides it;
+//! * every special state (`comm_fault`, `out_of_range`, `stale`) raises a
+//!   latching fault alarm; on a channel with a power-cut level it also
+//!   raises that level at once (fail-safe), whatever its delays;
+//! * `warming_up` raises nothing but keeps the beacon yellow and the power
+//!   cut on channels that guard it, until the first real reading.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::acquisition::{Reading, State};
+use crate::config::{Direction, LevelName};
+
+/// One level of one channel, resolved from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelRule {
+    /// Which level.
+    pub name: LevelName,
+    /// Where it starts.
+    pub threshold: f64,
+    /// Which side is dangerous.
+    pub direction: Direction,
+    /// How far back past the threshold the value must go to restore.
+    pub deadband: f64,
+    /// How long the condition must hold before raising.
+    pub on_delay: Duration,
+    /// How long the condition must be clear before restoring.
+    pub off_delay: Duration,
+    /// Whether the level stays until acknowledged.
+    pub latching: bool,
+}
+
+impl LevelRule {
+    fn on(&self, v: f64) -> bool {
+        match self.direction {
+            Direction::Rising => v >= self.threshold,
+            Direction::Falling => v <= self.threshold,
+        }
+    }
+
+    fn restored(&self, v: f64) -> bool {
+        match self.direction {
+            Direction::Rising => v < self.threshold - self.deadband,
+            Direction::Falling => v > self.threshold + self.deadband,
+        }
+    }
+}
+
+/// The alarm rules of one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRules {
+    /// Channel id, for events.
+    pub id: String,
+    /// Levels, mildest first.
+    pub levels: Vec<LevelRule>,
+}
+
+impl ChannelRules {
+    /// Whether the channel has a power-cut level (and so cuts power when it
+    /// cannot be read).
+    pub fn guards_power(&self) -> bool {
+        self.levels.iter().any(|l| l.name == LevelName::PowerCut)
+    }
+}
+
+/// What an alarm is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// The channel cannot be read (comm fault, out of range, stale).
+    Fault,
+    /// A threshold level.
+    Level(LevelName),
+}
+
+impl AlarmKind {
+    /// The name used in the API and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmKind::Fault => "fault",
+            AlarmKind::Level(LevelName::Warning) => "warning",
+            AlarmKind::Level(LevelName::Alarm) => "alarm",
+            AlarmKind::Level(LevelName::PowerCut) => "power_cut",
+        }
+    }
+}
+
+/// Who acknowledged an alarm, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ack {
+    /// The supervisor's name.
+    pub by: String,
+    /// Wall-clock time.
+    pub at: SystemTime,
+}
+
+/// An active alarm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alarm {
+    /// Unique id (also across restarts; see [`Engine::new`]).
+    pub id: u64,
+    /// Channel index.
+    pub channel: usize,
+    /// Fault or level.
+    pub kind: AlarmKind,
+    /// Value when raised (`None` when raised by a special state).
+    pub value: Option<f64>,
+    /// Reading state when raised.
+    pub state: State,
+    /// When raised, monotonic.
+    #[serde(skip)]
+    pub raised_at: Instant,
+    /// When raised, wall clock.
+    pub raised_wall: SystemTime,
+    /// Whether its condition still holds.
+    pub condition: bool,
+    /// Whether it stays until acknowledged.
+    pub latching: bool,
+    /// The acknowledgement, if any.
+    pub acked: Option<Ack>,
+}
+
+/// What happened to an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new alarm on a channel that had none of this kind.
+    Raised,
+    /// A more severe level on a channel that already had a milder one.
+    Escalated,
+    /// A supervisor acknowledged it.
+    Acknowledged,
+    /// Its condition is gone and, if latching, it was acknowledged: it ends.
+    Cleared,
+}
+
+impl EventKind {
+    /// The name used in the event log and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Raised => "raised",
+            EventKind::Escalated => "escalated",
+            EventKind::Acknowledged => "acknowledged",
+            EventKind::Cleared => "cleared",
+        }
+    }
+}
+
+/// One transition, for the event log, the county and the console.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlarmEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The alarm's id.
+    pub alarm_id: u64,
+    /// Channel id.
+    pub channel: String,
+    /// Fault or level.
+    pub level: AlarmKind,
+    /// The value at the transition, if the channel had one.
+    pub value: Option<f64>,
+    /// The reading's state at the transition.
+    pub state: State,
+    /// Who, for acknowledgements.
+    pub by: Option<String>,
+    /// When, wall clock.
+    pub at: SystemTime,
+}
+
+/// Beacon colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Beacon {
+    /// All normal.
+    Green,
+    /// A warning, a fault, or sensors warming up.
+    Yellow,
+    /// An alarm or a power cut.
+    Red,
+}
+
+/// What the outputs must show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Outputs {
+    /// Siren sounding: some alarm is unacknowledged.
+    pub siren: bool,
+    /// Worst active state.
+    pub beacon: Beacon,
+    /// Power-cut relay energised: no power-cut level is active and no
+    /// channel guarding power is unreadable.
+    pub power_allowed: bool,
+}
+
+impl Outputs {
+    /// The state a dead or stalled engine must leave behind.
+    pub const FAIL_SAFE: Outputs = Outputs {
+        siren: true,
+        beacon: Beacon::Red,
+        power_allowed: false,
+    };
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// No active alarm has that id.
+    #[error("no active alarm {0}")]
+    NotFound(u64),
+    /// It was acknowledged already.
+    #[error("alarm {id} was already acknowledged by {by}")]
+    AlreadyAcknowledged {
+        /// The alarm.
+        id: u64,
+        /// Who did.
+        by: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    on_since: Option<Instant>,
+    off_since: Option<Instant>,
+}
+
+/// The alarm engine.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Vec<ChannelRules>,
+    last: Vec<Option<(Option<f64>, State)>>,
+    pending: Vec<Vec<Pending>>,
+    active: BTreeMap<(usize, AlarmKind), Alarm>,
+    next_id: u64,
+}
+
+impl Engine {
+    /// An engine with no alarms; ids start at `first_id` (give something
+    /// that grows across restarts, such as Unix milliseconds × 1000).
+    pub fn new(rules: Vec<ChannelRules>, first_id: u64) -> Self {
+        Engine {
+            last: vec![None; rules.len()],
+            pending: rules
+                .iter()
+                .map(|r| vec![Pending::default(); r.levels.len()])
+                .collect(),
+            rules,
+            active: BTreeMap::new(),
+            next_id: first_id,
+        }
+    }
+
+    /// The rules, by channel index.
+    pub fn rules(&self) -> &[ChannelRules] {
+        &self.rules
+    }
+
+    /// Active alarms, by channel then kind.
+    pub fn active(&self) -> impl Iterator<Item = &Alarm> {
+        self.active.values()
+    }
+
+    /// Takes a new reading of channel `ch`.
+    pub fn update(
+        &mut self,
+        ch: usize,
+        r: &Reading,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
+        if ch >= self.rules.len() {
+            return Vec::new();
+        }
+        self.last[ch] = Some((r.value.filter(|_| r.state == State::Ok), r.state));
+        let mut out = Vec::new();
+        self.evaluate(ch, now, wall, &mut out);
+        out
+    }
+
+    /// Re-evaluates every channel's delays at `now` with its last reading.
+    pub fn tick(&mut self, now: Instant, wall: SystemTime) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        for ch in 0..self.rules.len() {
+            self.evaluate(ch, now, wall, &mut out);
+        }
+        out
+    }
+
+    /// A supervisor acknowledges alarm `id`.
+    pub fn ack(
+        &mut self,
+        id: u64,
+        by: &str,
+        wall: SystemTime,
+    ) -> Result<Vec<AlarmEvent>, AckError> {
+        let key = self
+            .active
+            .iter()
+            .find(|(_, a)| a.id == id)
+            .map(|(k, _)| *k)
+            .ok_or(AckError::NotFound(id))?;
+        let (value, state) = self.last[key.0].unwrap_or((None, State::Stale));
+        let channel = self.rules[key.0].id.clone();
+        let Some(alarm) = self.active.get_mut(&key) else {
+            return Err(AckError::NotFound(id));
+        };
+        if let Some(ack) = &alarm.acked {
+            return Err(AckError::AlreadyAcknowledged {
+                id,
+                by: ack.by.clone(),
+            });
+        }
+        alarm.acked = Some(Ack {
+            by: by.to_owned(),
+            at: wall,
+        });
+        let event = |kind| AlarmEvent {
+            kind,
+            alarm_id: id,
+            channel: channel.clone(),
+            level: key.1,
+            value,
+            state,
+            by: Some(by.to_owned()),
+            at: wall,
+        };
+        let mut out = vec![event(EventKind::Acknowledged)];
+        if !alarm.condition {
+            self.active.remove(&key);
+            out.push(event(EventKind::Cleared));
+        }
+        Ok(out)
+    }
+
+    /// What the outputs must show now.
+    pub fn outputs(&self) -> Outputs {
+        let siren = self.active.values().any(|a| a.acked.is_none());
+        let mut beacon = Beacon::Green;
+        for a in self.active.values() {
+            let b = match a.kind {
+                AlarmKind::Level(LevelName::Alarm | LevelName::PowerCut) => Beacon::Red,
+                AlarmKind::Level(LevelName::Warning) | AlarmKind::Fault => Beacon::Yellow,
+            };
+            beacon = beacon.max(b);
+        }
+        let mut power_allowed = !self
+            .active
+            .keys()
+            .any(|(_, k)| *k == AlarmKind::Level(LevelName::PowerCut));
+        for (ch, rules) in self.rules.iter().enumerate() {
+            // Not read yet, or warming up: no value to trust.
+            let unknown = !matches!(self.last[ch], Some((Some(_), State::Ok)));
+            if unknown {
+                beacon = beacon.max(Beacon::Yellow);
+                if rules.guards_power() {
+                    power_allowed = false;
+                }
+            }
+        }
+        Outputs {
+            siren,
+            beacon,
+            power_allowed,
+        }
+    }
+
+    fn raise(
+        &mut self,
+        ch: usize,
+        kind: AlarmKind,
+        latching: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) -> AlarmEvent {
+        let (value, state) = self.last[ch].unwrap_or((None, State::Stale));
+        let id = self.next_id;
+        self.next_id += 1;
+        let escalated = matches!(kind, AlarmKind::Level(n)
+            if self.active.keys().any(|(c, k)| *c == ch && matches!(k, AlarmKind::Level(m) if *m < n)));
+        self.active.insert(
+            (ch, kind),
+            Alarm {
+                id,
+                channel: ch,
+                kind,
+                value,
+                state,
+                raised_at: now,
+                raised_wall: wall,
+                condition: true,
+                latching,
+                acked: None,
+            },
+        );
+        AlarmEvent {
+            kind: if escalated {
+                EventKind::Escalated
+            } else {
+                EventKind::Raised
+            },
+            alarm_id: id,
+            channel: self.rules[ch].id.clone(),
+            level: kind,
+            value,
+            state,
+            by: None,
+            at: wall,
+        }
+    }
+
+    /// The condition of an active alarm is gone: it ends unless it latches
+    /// and waits for an acknowledgement.
+    fn condition_gone(
+        &mut self,
+        ch: usize,
+        kind: AlarmKind,
+        wall: SystemTime,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let (value, state) = self.last[ch].unwrap_or((None, State::Stale));
+        let Some(a) = self.active.get_mut(&(ch, kind)) else {
+            return;
+        };
+        a.condition = false;
+        if !a.latching || a.acked.is_some() {
+            let id = a.id;
+            self.active.remove(&(ch, kind));
+            out.push(AlarmEvent {
+                kind: EventKind::Cleared,
+                alarm_id: id,
+                channel: self.rules[ch].id.clone(),
+                level: kind,
+                value,
+                state,
+                by: None,
+                at: wall,
+            });
+        }
+    }
+
+    fn evaluate(&mut self, ch: usize, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
+        let Some((value, state)) = self.last[ch] else {
+            return;
+        };
+        let fault = matches!(state, State::CommFault | State::OutOfRange | State::Stale);
+
+        // The fault alarm.
+        match (fault, self.active.get_mut(&(ch, AlarmKind::Fault))) {
+            (true, None) => out.push(self.raise(ch, AlarmKind::Fault, true, now, wall)),
+            (true, Some(a)) => a.condition = true,
+            (false, Some(a)) if a.condition && state == State::Ok => {
+                self.condition_gone(ch, AlarmKind::Fault, wall, out);
+            }
+            _ => {}
+        }
+
+        for li in 0..self.rules[ch].levels.len() {
+            let rule = self.rules[ch].levels[li].clone();
+            let kind = AlarmKind::Level(rule.name);
+            let key = (ch, kind);
+            match value {
+                Some(v) => {
+                    let active = self.active.get(&key).map(|a| a.condition);
+                    let p = &mut self.pending[ch][li];
+                    match active {
+                        None => {
+                            p.off_since = None;
+                            if rule.on(v) {
+                                let since = *p.on_since.get_or_insert(now);
+                                if now.duration_since(since) >= rule.on_delay {
+                                    p.on_since = None;
+                                    out.push(self.raise(ch, kind, rule.latching, now, wall));
+                                }
+                            } else {
+                                p.on_since = None;
+                            }
+                        }
+                        Some(true) => {
+                            p.on_since = None;
+                            if rule.restored(v) {
+                                let since = *p.off_since.get_or_insert(now);
+                                if now.duration_since(since) >= rule.off_delay {
+                                    p.off_since = None;
+                                    self.condition_gone(ch, kind, wall, out);
+                                }
+                            } else {
+                                p.off_since = None;
+                            }
+                        }
+                        Some(false) => {
+                            // Latched, waiting for an acknowledgement: the
+                            // condition may come back.
+                            if rule.on(v)
+                                && let Some(a) = self.active.get_mut(&key)
+                            {
+                                a.condition = true;
+                            }
+                        }
+                    }
+                }
+                None if fault && rule.name == LevelName::PowerCut => {
+                    // Fail-safe: a guard channel that cannot be read is
+                    // above its power-cut level, at once.
+                    self.pending[ch][li] = Pending::default();
+                    match self.active.get_mut(&key) {
+                        Some(a) => a.condition = true,
+                        None => out.push(self.raise(ch, kind, rule.latching, now, wall)),
+                    }
+                }
+                None => {
+                    // No value: milder levels keep their state; delays
+                    // start again with the next value.
+                    self.pending[ch][li] = Pending::default();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

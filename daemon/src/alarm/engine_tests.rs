@@ -1,0 +1,568 @@
+//! The alarm state machine, with injected time.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn level(name: LevelName, threshold: f64, deadband: f64, latching: bool) -> LevelRule {
+    LevelRule {
+        name,
+        threshold,
+        direction: Direction::Rising,
+        deadband,
+        on_delay: Duration::ZERO,
+        off_delay: Duration::ZERO,
+        latching,
+    }
+}
+
+/// CH4 at a coal face: warning 0.8, alarm 1.0, power-cut 1.5 restoring
+/// below 1.0; plus a CO channel with one non-latching alarm.
+fn engine() -> Engine {
+    Engine::new(
+        vec![
+            ChannelRules {
+                id: "ch4".into(),
+                levels: vec![
+                    level(LevelName::Warning, 0.8, 0.05, false),
+                    level(LevelName::Alarm, 1.0, 0.05, true),
+                    level(LevelName::PowerCut, 1.5, 0.5, true),
+                ],
+            },
+            ChannelRules {
+                id: "co".into(),
+                levels: vec![level(LevelName::Alarm, 24.0, 2.0, false)],
+            },
+        ],
+        1000,
+    )
+}
+
+struct Clock {
+    t0: Instant,
+    t: Duration,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            t0: Instant::now(),
+            t: Duration::ZERO,
+        }
+    }
+    fn at(&mut self, secs: f64) -> (Instant, SystemTime) {
+        self.t = Duration::from_secs_f64(secs);
+        (
+            self.t0 + self.t,
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000) + self.t,
+        )
+    }
+}
+
+fn ok(v: f64, now: Instant) -> Reading {
+    Reading::ok(v, now, SystemTime::now())
+}
+
+fn fault(state: State, now: Instant) -> Reading {
+    Reading::fault(state, "test", now, SystemTime::now())
+}
+
+/// Feeds a value to channel `ch` at `secs`; returns (event kind, level).
+fn feed(
+    e: &mut Engine,
+    c: &mut Clock,
+    ch: usize,
+    secs: f64,
+    v: f64,
+) -> Vec<(EventKind, &'static str)> {
+    let (now, wall) = c.at(secs);
+    e.update(ch, &ok(v, now), now, wall)
+        .into_iter()
+        .map(|ev| (ev.kind, ev.level.as_str()))
+        .collect()
+}
+
+fn ids(e: &Engine) -> Vec<(String, &'static str, u64)> {
+    e.active()
+        .map(|a| (e.rules()[a.channel].id.clone(), a.kind.as_str(), a.id))
+        .collect()
+}
+
+fn settle(e: &mut Engine, c: &mut Clock) {
+    let (now, wall) = c.at(0.0);
+    e.update(0, &ok(0.3, now), now, wall);
+    e.update(1, &ok(5.0, now), now, wall);
+}
+
+#[test]
+fn methane_rise_escalates_in_order_and_drives_outputs() {
+    let mut e = engine();
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: false,
+            beacon: Beacon::Green,
+            power_allowed: true
+        }
+    );
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 1.0, 0.85),
+        [(EventKind::Raised, "warning")]
+    );
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: true,
+            beacon: Beacon::Yellow,
+            power_allowed: true
+        }
+    );
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 2.0, 1.1),
+        [(EventKind::Escalated, "alarm")]
+    );
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: true,
+            beacon: Beacon::Red,
+            power_allowed: true
+        }
+    );
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 3.0, 1.5),
+        [(EventKind::Escalated, "power_cut")]
+    );
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: true,
+            beacon: Beacon::Red,
+            power_allowed: false
+        }
+    );
+    // Straight to power-cut from normal raises all three at once.
+    let mut e2 = engine();
+    settle(&mut e2, &mut c);
+    assert_eq!(
+        feed(&mut e2, &mut c, 0, 1.0, 2.0),
+        [
+            (EventKind::Raised, "warning"),
+            (EventKind::Escalated, "alarm"),
+            (EventKind::Escalated, "power_cut")
+        ]
+    );
+}
+
+#[test]
+fn restore_needs_the_deadband_and_latched_levels_need_an_ack() {
+    let mut e = engine();
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    feed(&mut e, &mut c, 0, 1.0, 1.6);
+    // Below 1.5 but not below 1.0: power stays cut.
+    assert_eq!(feed(&mut e, &mut c, 0, 2.0, 1.2), []);
+    assert!(!e.outputs().power_allowed);
+    // Below 1.0: power-cut condition gone, but it latches.
+    assert_eq!(feed(&mut e, &mut c, 0, 3.0, 0.97), []);
+    assert!(
+        !e.outputs().power_allowed,
+        "latched power-cut keeps power off until acknowledged"
+    );
+    // 0.9 is below 1.0 - 0.05: the alarm's condition goes too; the warning
+    // (not latching) is still above its 0.8 - 0.05.
+    assert_eq!(feed(&mut e, &mut c, 0, 4.0, 0.9), []);
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 5.0, 0.7),
+        [(EventKind::Cleared, "warning")]
+    );
+    let active = ids(&e);
+    assert_eq!(
+        active.iter().map(|a| a.1).collect::<Vec<_>>(),
+        ["alarm", "power_cut"]
+    );
+    let (_, wall) = c.at(6.0);
+    for (_, _, id) in active {
+        let evs: Vec<EventKind> = e
+            .ack(id, "王班长", wall)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(evs, [EventKind::Acknowledged, EventKind::Cleared]);
+    }
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: false,
+            beacon: Beacon::Green,
+            power_allowed: true
+        }
+    );
+}
+
+#[test]
+fn ack_silences_the_siren_but_never_hides_the_alarm() {
+    let mut e = engine();
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    feed(&mut e, &mut c, 0, 1.0, 1.7);
+    let (_, wall) = c.at(2.0);
+    let pc = ids(&e)
+        .into_iter()
+        .find(|a| a.1 == "power_cut")
+        .map(|a| a.2)
+        .unwrap_or_default();
+    let evs = e.ack(pc, "李工", wall).unwrap_or_default();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(
+        (evs[0].kind, evs[0].by.as_deref()),
+        (EventKind::Acknowledged, Some("李工"))
+    );
+    // Two other alarms still unacknowledged: the siren sounds on.
+    assert!(e.outputs().siren);
+    for (_, _, id) in ids(&e) {
+        let _ = e.ack(id, "李工", wall);
+    }
+    let o = e.outputs();
+    assert!(!o.siren);
+    assert_eq!(
+        (o.beacon, o.power_allowed),
+        (Beacon::Red, false),
+        "acknowledged, still dangerous"
+    );
+    assert_eq!(e.active().count(), 3);
+    assert_eq!(
+        e.ack(pc, "x", wall),
+        Err(AckError::AlreadyAcknowledged {
+            id: pc,
+            by: "李工".into()
+        })
+    );
+    assert_eq!(e.ack(42, "x", wall), Err(AckError::NotFound(42)));
+    // An acknowledged latched level clears as soon as its condition goes.
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 3.0, 0.5),
+        [
+            (EventKind::Cleared, "warning"),
+            (EventKind::Cleared, "alarm"),
+            (EventKind::Cleared, "power_cut")
+        ]
+    );
+}
+
+#[test]
+fn a_non_latching_level_clears_by_itself() {
+    let mut e = engine();
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    assert_eq!(
+        feed(&mut e, &mut c, 1, 1.0, 30.0),
+        [(EventKind::Raised, "alarm")]
+    );
+    assert_eq!(
+        feed(&mut e, &mut c, 1, 2.0, 23.0),
+        [],
+        "inside the deadband"
+    );
+    assert_eq!(
+        feed(&mut e, &mut c, 1, 3.0, 21.9),
+        [(EventKind::Cleared, "alarm")]
+    );
+    assert_eq!(e.outputs().siren, false);
+}
+
+#[test]
+fn on_and_off_delays_use_monotonic_time_and_restart_on_a_dip() {
+    let mut e = Engine::new(
+        vec![ChannelRules {
+            id: "co".into(),
+            levels: vec![LevelRule {
+                on_delay: Duration::from_secs(10),
+                off_delay: Duration::from_secs(5),
+                ..level(LevelName::Alarm, 24.0, 0.0, false)
+            }],
+        }],
+        1,
+    );
+    let mut c = Clock::new();
+    assert_eq!(feed(&mut e, &mut c, 0, 0.0, 30.0), []);
+    assert_eq!(feed(&mut e, &mut c, 0, 6.0, 30.0), []);
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 7.0, 20.0),
+        [],
+        "a dip restarts the delay"
+    );
+    assert_eq!(feed(&mut e, &mut c, 0, 8.0, 30.0), []);
+    assert_eq!(feed(&mut e, &mut c, 0, 17.0, 30.0), []);
+    let (now, wall) = c.at(18.0);
+    assert_eq!(
+        e.tick(now, wall).len(),
+        1,
+        "raised by the clock, with no new reading"
+    );
+    assert_eq!(feed(&mut e, &mut c, 0, 19.0, 10.0), []);
+    assert_eq!(feed(&mut e, &mut c, 0, 23.0, 10.0), []);
+    let (now, wall) = c.at(24.0);
+    assert_eq!(
+        e.tick(now, wall).iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Cleared]
+    );
+}
+
+#[test]
+fn wall_clock_jumps_change_nothing() {
+    let run = |jump: i64| {
+        let mut e = Engine::new(
+            vec![ChannelRules {
+                id: "co".into(),
+                levels: vec![LevelRule {
+                    on_delay: Duration::from_secs(10),
+                    ..level(LevelName::Alarm, 24.0, 0.0, false)
+                }],
+            }],
+            1,
+        );
+        let t0 = Instant::now();
+        let base = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut kinds = Vec::new();
+        for s in 0..30u64 {
+            let now = t0 + Duration::from_secs(s);
+            // The wall clock jumps by an hour half-way.
+            let wall = if s >= 15 {
+                if jump >= 0 {
+                    base + Duration::from_secs(s + jump.unsigned_abs())
+                } else {
+                    base - Duration::from_secs(jump.unsigned_abs()) + Duration::from_secs(s)
+                }
+            } else {
+                base + Duration::from_secs(s)
+            };
+            let v = if (5..25).contains(&s) { 30.0 } else { 5.0 };
+            kinds.extend(
+                e.update(0, &Reading::ok(v, now, wall), now, wall)
+                    .into_iter()
+                    .map(|e| e.kind),
+            );
+        }
+        kinds
+    };
+    assert_eq!(run(0), [EventKind::Raised, EventKind::Cleared]);
+    assert_eq!(run(3600), run(0));
+    assert_eq!(run(-3600), run(0));
+}
+
+#[test]
+fn falling_levels_for_oxygen() {
+    let mut e = Engine::new(
+        vec![ChannelRules {
+            id: "o2".into(),
+            levels: vec![LevelRule {
+                direction: Direction::Falling,
+                ..level(LevelName::Alarm, 20.0, 0.2, true)
+            }],
+        }],
+        1,
+    );
+    let mut c = Clock::new();
+    assert_eq!(feed(&mut e, &mut c, 0, 0.0, 20.8), []);
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 1.0, 19.9),
+        [(EventKind::Raised, "alarm")]
+    );
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 2.0, 20.1),
+        [],
+        "inside the deadband"
+    );
+    feed(&mut e, &mut c, 0, 3.0, 20.3);
+    assert_eq!(e.active().next().map(|a| a.condition), Some(false));
+}
+
+#[test]
+fn a_fault_raises_a_fault_alarm_and_cuts_power_on_a_guard_channel_at_once() {
+    let mut e = Engine::new(
+        vec![
+            ChannelRules {
+                id: "ch4".into(),
+                levels: vec![LevelRule {
+                    on_delay: Duration::from_secs(30),
+                    ..level(LevelName::PowerCut, 1.5, 0.5, true)
+                }],
+            },
+            ChannelRules {
+                id: "co".into(),
+                levels: vec![level(LevelName::Alarm, 24.0, 2.0, false)],
+            },
+        ],
+        1,
+    );
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    assert!(e.outputs().power_allowed);
+    let (now, wall) = c.at(1.0);
+    let evs: Vec<(EventKind, &str)> = e
+        .update(0, &fault(State::CommFault, now), now, wall)
+        .iter()
+        .map(|e| (e.kind, e.level.as_str()))
+        .collect();
+    assert_eq!(
+        evs,
+        [
+            (EventKind::Raised, "fault"),
+            (EventKind::Raised, "power_cut")
+        ],
+        "no on-delay for a fault"
+    );
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: true,
+            beacon: Beacon::Red,
+            power_allowed: false
+        }
+    );
+    // A fault on a channel that does not guard power: yellow, power stays.
+    let (now, wall) = c.at(1.0);
+    let mut e2 = engine();
+    settle(&mut e2, &mut Clock::new());
+    let evs = e2.update(1, &fault(State::OutOfRange, now), now, wall);
+    assert_eq!(
+        evs.iter().map(|e| e.level.as_str()).collect::<Vec<_>>(),
+        ["fault"]
+    );
+    assert_eq!(
+        e2.outputs(),
+        Outputs {
+            siren: true,
+            beacon: Beacon::Yellow,
+            power_allowed: true
+        }
+    );
+    // Back to a good low value: both latch until acknowledged.
+    assert_eq!(feed(&mut e, &mut c, 0, 2.0, 0.3), []);
+    assert!(!e.outputs().power_allowed);
+    let (_, wall) = c.at(3.0);
+    for (_, _, id) in ids(&e) {
+        assert_eq!(e.ack(id, "s", wall).map(|v| v.len()), Ok(2));
+    }
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: false,
+            beacon: Beacon::Green,
+            power_allowed: true
+        }
+    );
+}
+
+#[test]
+fn warming_up_and_unread_channels_keep_power_cut_without_an_alarm() {
+    let mut e = engine();
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: false,
+            beacon: Beacon::Yellow,
+            power_allowed: false
+        },
+        "nothing read yet"
+    );
+    let mut c = Clock::new();
+    let (now, wall) = c.at(0.0);
+    assert_eq!(e.update(0, &fault(State::WarmingUp, now), now, wall), []);
+    assert_eq!(e.update(1, &ok(5.0, now), now, wall), []);
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: false,
+            beacon: Beacon::Yellow,
+            power_allowed: false
+        }
+    );
+    feed(&mut e, &mut c, 0, 1.0, 0.3);
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: false,
+            beacon: Beacon::Green,
+            power_allowed: true
+        }
+    );
+}
+
+#[test]
+fn stale_is_a_fault_and_a_dip_into_fault_does_not_clear_a_level() {
+    let mut e = engine();
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    feed(&mut e, &mut c, 1, 1.0, 30.0);
+    let (now, wall) = c.at(2.0);
+    let evs = e.update(1, &fault(State::Stale, now), now, wall);
+    assert_eq!(
+        evs.iter().map(|e| e.level.as_str()).collect::<Vec<_>>(),
+        ["fault"]
+    );
+    assert!(
+        e.active()
+            .any(|a| a.kind == AlarmKind::Level(LevelName::Alarm)),
+        "no value is not a restore"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Value(f64),
+    Special(State),
+    AckAll,
+    Wait(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0.0f64..3.0).prop_map(Step::Value),
+        2 => prop_oneof![Just(State::CommFault), Just(State::OutOfRange), Just(State::Stale)].prop_map(Step::Special),
+        1 => Just(Step::AckAll),
+        1 => (0u64..5000).prop_map(Step::Wait),
+    ]
+}
+
+proptest! {
+    /// No sequence of readings, acknowledgements and waits leaves a
+    /// power-cut level inactive (or power allowed) while the value is at or
+    /// above its threshold or the channel cannot be read.
+    #[test]
+    fn power_is_never_allowed_at_or_above_the_threshold_or_unreadable(steps in proptest::collection::vec(step(), 1..80)) {
+        let mut e = engine();
+        let t0 = Instant::now();
+        let mut t = Duration::ZERO;
+        let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for s in steps {
+            t += Duration::from_millis(100);
+            let now = t0 + t;
+            let danger = match s {
+                Step::Value(v) => { e.update(0, &Reading::ok(v, now, wall), now, wall); v >= 1.5 }
+                Step::Special(st) => { e.update(0, &Reading::fault(st, "x", now, wall), now, wall); true }
+                Step::AckAll => {
+                    let all: Vec<u64> = e.active().map(|a| a.id).collect();
+                    for id in all { let _ = e.ack(id, "p", wall); }
+                    continue;
+                }
+                Step::Wait(ms) => { t += Duration::from_millis(ms); e.tick(t0 + t, wall); continue; }
+            };
+            if danger {
+                prop_assert!(!e.outputs().power_allowed);
+                prop_assert!(e.active().any(|a| a.kind == AlarmKind::Level(LevelName::PowerCut) && a.condition));
+                prop_assert_eq!(e.outputs().beacon, Beacon::Red);
+            }
+            // An unacknowledged alarm always sounds the siren.
+            if e.active().any(|a| a.acked.is_none()) {
+                prop_assert!(e.outputs().siren);
+            }
+        }
+    }
+}
