@@ -24,10 +24,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         data_dir = %config.storage.data_dir.display(),
         "starting"
     );
+    let tracker = TaskTracker::new();
+    // Acquisition (and the alarms on it) start first and need no disk.
+    let (acquisition, batches) = crate::acquisition::start(&config, &tracker, &shutdown);
+
     let data_dir = config.storage.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
-        .await
-        .context("store open task failed")??;
+    let db_path = data_dir.join(store::DB_FILE);
+    let store = match tokio::task::spawn_blocking(move || Store::open(&data_dir)).await {
+        Ok(Ok(store)) => store,
+        Ok(Err(e)) => {
+            // Keep guarding the mine without a database: alarms and outputs
+            // work, records are refused with this reason, /healthz says so.
+            tracing::error!(error = %e, "running WITHOUT a database: nothing will be recorded");
+            crate::lifecycle::notify_status(&format!("no database: {e}"));
+            Store::unavailable(db_path, e.to_string())
+        }
+        Err(e) => return Err(anyhow::anyhow!("store open task failed: {e}")),
+    };
     let started_detail = serde_json::json!({ "version": env!("CARGO_PKG_VERSION") });
     if let Err(e) = store
         .write(Durability::Bulk, move |c| {
@@ -48,14 +61,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::error!(error = %e, "cannot record the start event");
     }
 
-    let tracker = TaskTracker::new();
     tracker.spawn(store::retention::run(
         store.clone(),
         store::retention::Policy::from(&config.storage),
         shutdown.clone(),
     ));
-
-    let (acquisition, batches) = crate::acquisition::start(&config, &tracker, &shutdown);
     tracker.spawn(crate::acquisition::recorder::run(
         store.clone(),
         batches,

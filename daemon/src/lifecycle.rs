@@ -36,6 +36,11 @@ pub fn notify_ready(status: &str) {
     ]);
 }
 
+/// Updates the status line `systemctl status` shows.
+pub fn notify_status(status: &str) {
+    notify(&[sd_notify::NotifyState::Status(status)]);
+}
+
 /// Tells systemd we are stopping (`STOPPING=1`).
 pub fn notify_stopping() {
     notify(&[sd_notify::NotifyState::Stopping]);

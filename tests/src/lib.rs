@@ -52,7 +52,8 @@ pub fn free_port() -> u16 {
 pub fn minimal_config(data_dir: &Path, http: SocketAddr) -> String {
     format!(
         "[station]\ncounty = \"test-county\"\nid = \"test-station\"\nname = \"测试站\"\n\
-         [storage]\ndata_dir = \"{}\"\n[http]\nlisten = \"{http}\"\n",
+         [storage]\ndata_dir = \"{}\"\n[http]\nlisten = \"{http}\"\n\
+         [outputs]\nbackend = \"sim\"\nself_test = false\n",
         data_dir.display()
     )
 }

@@ -95,7 +95,7 @@ fn json_logs_are_one_object_per_line() {
 }
 
 #[test]
-fn a_damaged_database_stops_the_start_and_names_the_file() {
+fn a_damaged_database_is_named_and_the_daemon_guards_on_without_it() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
@@ -107,12 +107,35 @@ fn a_damaged_database_stops_the_start_and_names_the_file() {
     .unwrap_or_else(|e| panic!("{e}"));
     let http = addr();
     let mut d = Daemon::start(dir.path(), &minimal_config(&data, http), http);
-    let status = d.wait_exit(Duration::from_secs(15));
-    assert_eq!(status.code(), Some(1));
+    // It serves (alarms and outputs need no disk) and says what is wrong.
+    let mut health = None;
+    for _ in 0..200 {
+        if let Ok((503, body)) = http_get(http, "/healthz") {
+            health = Some(body);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = health.unwrap_or_else(|| panic!("no 503 from /healthz:\n{}", d.log_text()));
+    assert!(
+        body.contains(&format!("database {} is damaged", db.display())),
+        "{body}"
+    );
     let log = d.log_text();
     assert!(
         log.contains(&format!("database {} is damaged", db.display())),
         "{log}"
+    );
+    assert!(log.contains("running WITHOUT a database"), "{log}");
+    assert_eq!(
+        http_get(http, "/api/v1/channels").map(|r| r.0).ok(),
+        Some(200)
+    );
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait_exit(Duration::from_secs(15)).success(),
+        "{}",
+        d.log_text()
     );
 }
 

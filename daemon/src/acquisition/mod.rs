@@ -27,6 +27,7 @@ use tracing::Instrument as _;
 use crate::config::{ChannelKind, Config, Transport};
 
 pub use metrics::Metrics;
+pub use poller::quiet;
 
 /// What a reading is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -279,11 +280,11 @@ pub fn start(
             continue;
         }
         // A serial line has one master: one task asks every device in turn.
-        // Devices behind a TCP endpoint are independent: one task and one
-        // connection each, so a silent unit never holds up the others.
-        let groups: Vec<Vec<plan::Request>> = match bus.transport {
-            Transport::Rtu => vec![requests],
-            Transport::Tcp => {
+        // So does a TCP gateway, unless the bus says its devices may be
+        // polled at once: then one task and one connection per device.
+        let groups: Vec<Vec<plan::Request>> = match (bus.transport, bus.concurrent) {
+            (Transport::Rtu, _) | (Transport::Tcp, false) => vec![requests],
+            (Transport::Tcp, true) => {
                 let mut by_device: Vec<Vec<plan::Request>> = Vec::new();
                 for r in requests {
                     match by_device.iter_mut().find(|g| g[0].device == r.device) {
@@ -327,7 +328,8 @@ async fn sweep_stale(tx: Arc<watch::Sender<Snapshot>>, shutdown: CancellationTok
                 let live = matches!(r.state, State::Ok | State::WarmingUp);
                 if live && now.duration_since(r.at) > info.poll * 2 {
                     tracing::warn!(channel = %info.id, "reading is stale");
-                    *r = Reading::fault(State::Stale, "no fresh reading", r.at, r.wall);
+                    // Stamped when detected, so history shows when it went stale.
+                    *r = Reading::fault(State::Stale, "no fresh reading", now, SystemTime::now());
                     changed = true;
                 }
             }

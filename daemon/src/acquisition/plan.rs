@@ -90,7 +90,7 @@ mod tests {
 
     fn cfg(channels: &str) -> Config {
         let src = format!(
-            "[station]\ncounty = \"c\"\nid = \"s\"\nname = \"n\"\n[storage]\ndata_dir = \"{}\"\n\
+            "[station]\ncounty = \"c\"\nid = \"s\"\nname = \"n\"\n[outputs]\nbackend = \"sim\"\n[storage]\ndata_dir = \"{}\"\n\
              [[bus]]\nid = \"b\"\ntransport = \"tcp\"\nhost = \"127.0.0.1\"\n\
              [[device]]\nid = \"d1\"\nbus = \"b\"\nunit = 1\n\
              [[device]]\nid = \"d2\"\nbus = \"b\"\nunit = 2\n{channels}",

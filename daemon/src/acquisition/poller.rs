@@ -204,8 +204,12 @@ impl BusPoller {
                 self.metrics().error(f.kind);
                 let mut went_offline = false;
                 if let Some(d) = self.devices[device].as_mut() {
-                    went_offline = d.health.online;
-                    d.health.online = false;
+                    // A Modbus exception is the device answering: it is
+                    // online and only this request's channels are faulty.
+                    if f.kind != ErrorKind::Exception {
+                        went_offline = d.health.online;
+                        d.health.online = false;
+                    }
                     d.health.consecutive_failures += 1;
                     d.health.last_error = Some(f.detail.clone());
                 }
@@ -333,7 +337,7 @@ impl BusPoller {
     fn drop_connection(&mut self) {
         self.conn = None;
         if self.bus().transport == Transport::Rtu {
-            self.quiet_until = Some(Instant::now() + self.bus().timeout);
+            self.quiet_until = Some(Instant::now() + quiet(self.bus().timeout));
         }
     }
 
@@ -392,6 +396,12 @@ impl BusPoller {
             .collect();
         self.publish(req.device, batch);
     }
+}
+
+/// How long a serial line is left quiet after a timeout before the port is
+/// reopened and flushed: a late reply arrives and is thrown away with it.
+pub fn quiet(timeout: Duration) -> Duration {
+    timeout / 2
 }
 
 /// The next time a request is due: one interval on, but never in the past

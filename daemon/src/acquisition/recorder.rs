@@ -154,7 +154,9 @@ pub async fn run(
     let mut minutes = Minutes::default();
     let mut tick = tokio::time::interval(raw_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_raw_ms: Vec<i64> = vec![i64::MIN; ids.len()];
+    // The monotonic time of the last reading stored per channel: a reading
+    // is stored once, whatever the wall clock does.
+    let mut last_raw: Vec<Option<std::time::Instant>> = vec![None; ids.len()];
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -166,11 +168,11 @@ pub async fn run(
                     .readings
                     .iter()
                     .enumerate()
-                    .filter(|(ci, r)| unix_ms(r.wall) > last_raw_ms[*ci])
+                    .filter(|(ci, r)| last_raw[*ci] != Some(r.at))
                     .map(|(ci, r)| (ci, r.clone()))
                     .collect();
                 for (ci, r) in &raw {
-                    last_raw_ms[*ci] = unix_ms(r.wall);
+                    last_raw[*ci] = Some(r.at);
                 }
                 let aggs = minutes.take_finished(SystemTime::now(), false);
                 flush(&store, &ids, raw, aggs).await;

@@ -80,7 +80,9 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
     buses(cfg, &mut p);
     devices(cfg, &mut p);
     channels(cfg, &mut p);
-    rtu_timing(cfg, &mut p);
+    line_timing(cfg, &mut p);
+    limits(cfg, &mut p);
+    outputs(cfg, &mut p);
     p.0
 }
 
@@ -334,11 +336,51 @@ fn devices(cfg: &Config, p: &mut Problems) {
 /// First register, last register, channel id.
 type Taken<'a> = (u32, u32, &'a str);
 
-/// On a serial line every device waits while a dead one times out: the
-/// worst case must fit in the fastest poll, or live devices turn stale.
-fn rtu_timing(cfg: &Config, p: &mut Problems) {
+fn outputs(cfg: &Config, p: &mut Problems) {
+    let o = &cfg.outputs;
+    if o.backend == super::OutputBackend::Gpio {
+        if !o.chip.exists() {
+            p.add(
+                "outputs.chip",
+                format!("{} does not exist: the siren, beacon and power-cut relay cannot be driven", o.chip.display()),
+                Some("check the relay board and `gpiodetect`; on a box without outputs set backend = \"sim\""),
+            );
+        }
+        let lines = [
+            ("outputs.siren", o.siren.line),
+            ("outputs.beacon_red", o.beacon_red.line),
+            ("outputs.beacon_yellow", o.beacon_yellow.line),
+            ("outputs.beacon_green", o.beacon_green.line),
+            ("outputs.power_relay", o.power_relay.line),
+        ];
+        for (i, (key, line)) in lines.iter().enumerate() {
+            if let Some((other, _)) = lines[..i].iter().find(|(_, l)| l == line) {
+                p.add(
+                    *key,
+                    format!("line {line} is already used by {other}"),
+                    Some("each output needs its own line"),
+                );
+            }
+        }
+    }
+    if let Some(dev) = &cfg.watchdog.device
+        && !dev.exists()
+    {
+        p.add(
+            "watchdog.device",
+            format!("{} does not exist", dev.display()),
+            Some("load the board's watchdog driver, or remove the key"),
+        );
+    }
+}
+
+/// Polled in turn (a serial line, a shared gateway connection), every device
+/// waits while a dead one times out, is retried after a quiet period, and
+/// times out again: the worst case must fit in the fastest poll, or live
+/// devices turn stale.
+fn line_timing(cfg: &Config, p: &mut Problems) {
     for (i, b) in cfg.buses.iter().enumerate() {
-        if b.transport != Transport::Rtu {
+        if b.transport == Transport::Tcp && b.concurrent {
             continue;
         }
         let fastest = cfg
@@ -351,22 +393,136 @@ fn rtu_timing(cfg: &Config, p: &mut Problems) {
             })
             .map(|c| c.poll)
             .min();
-        let worst = b.timeout * (1 + u32::from(b.retries)) + b.frame_gap;
+        let per_try = b
+            .timeout
+            .saturating_add(crate::acquisition::quiet(b.timeout));
+        let worst = per_try
+            .saturating_mul(1 + u32::from(b.retries))
+            .saturating_add(b.frame_gap);
         if let Some(poll) = fastest
             && worst >= poll
         {
             p.add(
                 format!("bus[{i}].timeout"),
                 format!(
-                    "timeout × (1 + retries) + frame_gap = {} is not shorter than the fastest poll on this line ({}); \
-                     one dead device would make every other reading on the line stale",
+                    "a dead device costs (timeout + quiet) × (1 + retries) + frame_gap = {} of line time, \
+                     not shorter than the fastest poll on this line ({}); \
+                     it would make every other reading on the line stale",
                     humantime::format_duration(worst),
                     humantime::format_duration(poll)
                 ),
-                Some("shorten timeout, lower retries, or poll less often"),
+                Some("shorten timeout, lower retries, poll less often, or (tcp) set concurrent = true"),
             );
         }
     }
+}
+
+/// Upper bounds that keep every duration sane (and arithmetic on them from
+/// overflowing).
+fn limits(cfg: &Config, p: &mut Problems) {
+    let cap = |p: &mut Problems, key: String, d: Duration, max: Duration, hint: &str| {
+        if d > max {
+            p.add(
+                key,
+                format!(
+                    "{} is longer than the limit of {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(max)
+                ),
+                Some(hint),
+            );
+        }
+    };
+    let hour = Duration::from_secs(3600);
+    for (i, b) in cfg.buses.iter().enumerate() {
+        cap(
+            p,
+            format!("bus[{i}].timeout"),
+            b.timeout,
+            Duration::from_secs(10),
+            "a device that takes longer is broken",
+        );
+        cap(
+            p,
+            format!("bus[{i}].frame_gap"),
+            b.frame_gap,
+            Duration::from_secs(1),
+            "a few milliseconds suffice",
+        );
+    }
+    for (i, c) in cfg.channels.iter().enumerate() {
+        let max_poll = if c.levels.is_empty() {
+            hour
+        } else {
+            Duration::from_secs(30)
+        };
+        cap(
+            p,
+            format!("channel[{i}].poll"),
+            c.poll,
+            max_poll,
+            "regulations allow at most 30s for a monitored channel",
+        );
+        for (j, l) in c.levels.iter().enumerate() {
+            cap(
+                p,
+                format!("channel[{i}].level[{j}].on_delay"),
+                l.on_delay,
+                hour,
+                "alarms must not wait that long",
+            );
+            cap(
+                p,
+                format!("channel[{i}].level[{j}].off_delay"),
+                l.off_delay,
+                hour,
+                "use latching instead",
+            );
+        }
+        if !c.levels.is_empty() && c.range.is_none() {
+            p.add(
+                format!("channel[{i}].range"),
+                "a channel with alarm levels needs the sensor's range: a broken sensor loop reads as a number \
+                 outside it, which must be a fault, not a safe value",
+                Some("set range = [low, high] from the sensor's data sheet, e.g. [0.0, 4.0] for CH4 %vol"),
+            );
+        }
+    }
+    cap(
+        p,
+        "acquisition.warm_up".into(),
+        cfg.acquisition.warm_up,
+        Duration::from_secs(600),
+        "sensors settle within minutes",
+    );
+    cap(
+        p,
+        "acquisition.raw_interval".into(),
+        cfg.acquisition.raw_interval,
+        hour,
+        "regulations ask for fine-grained history",
+    );
+    cap(
+        p,
+        "roster.shift_length".into(),
+        cfg.roster.shift_length,
+        Duration::from_secs(24 * 3600),
+        "e.g. \"8h\"",
+    );
+    cap(
+        p,
+        "roster.overdue_grace".into(),
+        cfg.roster.overdue_grace,
+        Duration::from_secs(24 * 3600),
+        "e.g. \"30m\"",
+    );
+    cap(
+        p,
+        "mqtt.keep_alive".into(),
+        cfg.mqtt.keep_alive,
+        hour,
+        "30s suits most uplinks",
+    );
 }
 
 fn channels(cfg: &Config, p: &mut Problems) {
@@ -528,7 +684,7 @@ mod tests {
         format!(
             "[station]\ncounty = \"c1\"\nid = \"s1\"\nname = \"x\"\n[storage]\ndata_dir = \"{}\"\n\
              [[bus]]\nid = \"line1\"\ntransport = \"rtu\"\npath = \"/dev/ttyAMA0\"\n\
-             [[device]]\nid = \"gas1\"\nbus = \"line1\"\nunit = 1\n{extra}",
+             [[device]]\nid = \"gas1\"\nbus = \"line1\"\nunit = 1\n[outputs]\nbackend = \"sim\"\n{extra}",
             dir.display()
         )
     }
@@ -573,7 +729,7 @@ mod tests {
     fn falling_levels_order_the_other_way() {
         let src = base(
             "[[channel]]\nid = \"o2\"\ndevice = \"gas1\"\nkind = \"o2\"\nunit = \"%\"\ntable = \"input\"\n\
-             address = 0\n[[channel.level]]\nname = \"warning\"\nthreshold = 19.5\n\
+             address = 0\nrange = [0.0, 25.0]\n[[channel.level]]\nname = \"warning\"\nthreshold = 19.5\n\
              [[channel.level]]\nname = \"alarm\"\nthreshold = 18.0\n",
         );
         assert_eq!(problems(&src), vec![]);
@@ -603,7 +759,7 @@ mod tests {
         let d = problems(&src);
         let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(keys, ["station.county", "http.listen"], "{d:?}");
-        assert_eq!(d[1].line, 16);
+        assert_eq!(d[1].line, 18);
     }
 
     #[test]
@@ -636,8 +792,9 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].key, "bus[0].timeout");
         assert!(
-            d[0].message
-                .contains("605ms is not shorter than the fastest poll on this line (500ms)"),
+            d[0].message.contains(
+                "= 905ms of line time, not shorter than the fastest poll on this line (500ms)"
+            ),
             "{}",
             d[0].message
         );

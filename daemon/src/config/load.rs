@@ -12,11 +12,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::check::{self, Problem};
 use super::{
     Acquisition, Bus, Channel, Config, ConfigError, Device, Diagnostic, Http, Kiosk, Log, Mqtt,
-    Roster, Station, Storage,
+    OutputsConfig, Roster, Station, Storage, WatchdogConfig, presets,
 };
 
 const SECTIONS: &str = "[station], [storage], [http], [log], [kiosk], [roster], [mqtt], \
-                        [acquisition], [[bus]], [[device]], [[channel]]";
+                        [acquisition], [outputs], [watchdog], [[bus]], [[device]], [[channel]]";
 
 /// Reads and checks a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -78,6 +78,8 @@ pub fn load_str_with(
     let mut roster = Roster::default();
     let mut mqtt = Mqtt::default();
     let mut acquisition = Acquisition::default();
+    let mut outputs = OutputsConfig::default();
+    let mut watchdog = WatchdogConfig::default();
     let mut buses = Vec::new();
     let mut devices = Vec::new();
     let mut channels = Vec::new();
@@ -93,6 +95,8 @@ pub fn load_str_with(
             "roster" => p.set(&mut roster, name, value),
             "mqtt" => p.set(&mut mqtt, name, value),
             "acquisition" => p.set(&mut acquisition, name, value),
+            "outputs" => p.set(&mut outputs, name, value),
+            "watchdog" => p.set(&mut watchdog, name, value),
             "bus" => buses = p.array::<Bus>(name, value),
             "device" => devices = p.array::<Device>(name, value),
             "channel" => channels = p.array::<Channel>(name, value),
@@ -143,9 +147,12 @@ pub fn load_str_with(
         buses,
         devices,
         channels,
+        outputs,
+        watchdog,
     };
     let base = file.parent().unwrap_or(Path::new("."));
     config.resolve_relative_paths(base);
+    apply_presets(&mut config, &mut p, &doc);
     overrides(&mut config);
     if !p.diags.is_empty() {
         // Semantic rules over a half-read file would only add noise.
@@ -161,6 +168,46 @@ pub fn load_str_with(
         Ok(config)
     } else {
         Err(invalid(p.finish()))
+    }
+}
+
+/// Replaces each channel's levels by its preset merged with its own.
+fn apply_presets(config: &mut Config, p: &mut Parser<'_>, doc: &DeTable) {
+    for (i, ch) in config.channels.iter_mut().enumerate() {
+        let Some(name) = ch.preset.clone() else {
+            continue;
+        };
+        let key = format!("channel[{i}].preset");
+        let span = locate(doc, &key);
+        match presets::all().get(&name) {
+            None => {
+                let names: Vec<&str> = presets::all().keys().map(String::as_str).collect();
+                p.diags.push(
+                    Diagnostic::at(
+                        p.src,
+                        span,
+                        key,
+                        format!("in channel \"{}\": unknown preset `{name}`", ch.id),
+                    )
+                    .with_hint(format!("one of: {}", names.join(", "))),
+                );
+            }
+            Some(preset) if preset.kind != ch.kind => {
+                p.diags.push(
+                    Diagnostic::at(
+                        p.src,
+                        span,
+                        key,
+                        format!(
+                            "in channel \"{}\": preset `{name}` is for {:?} channels, this one is {:?}",
+                            ch.id, preset.kind, ch.kind
+                        ),
+                    )
+                    .with_hint("pick a preset of the channel's kind"),
+                );
+            }
+            Some(preset) => ch.levels = presets::merge(preset, &ch.levels),
+        }
     }
 }
 
@@ -282,19 +329,28 @@ pub(super) fn locate(doc: &DeTable, path: &str) -> Option<Range<usize>> {
     let mut table = doc;
     let mut found: Option<Range<usize>> = None;
     let mut current: Option<&Spanned<DeValue>> = None;
+    // A key that is not in the file (a default) is located at the nearest
+    // enclosing table or item that is.
     for part in path.split('.') {
         let (name, index) = match part.split_once('[') {
             Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (part, None),
         };
         if let Some(v) = current {
-            table = v.get_ref().as_table()?;
+            match v.get_ref().as_table() {
+                Some(t) => table = t,
+                None => return found,
+            }
         }
-        let (k, v) = table.get_key_value(name)?;
+        let Some((k, v)) = table.get_key_value(name) else {
+            return found;
+        };
         found = Some(k.span());
         current = Some(v);
         if let Some(i) = index {
-            let item = v.get_ref().as_array()?.get(i)?;
+            let Some(item) = v.get_ref().as_array().and_then(|a| a.get(i)) else {
+                return found;
+            };
             found = Some(item.span());
             current = Some(item);
         }
@@ -306,7 +362,7 @@ pub(super) fn locate(doc: &DeTable, path: &str) -> Option<Range<usize>> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "[station]\ncounty = \"c1\"\nid = \"s1\"\nname = \"一号井\"\n";
+    const MINIMAL: &str = "[outputs]\nbackend = \"sim\"\n[station]\ncounty = \"c1\"\nid = \"s1\"\nname = \"一号井\"\n";
 
     fn errors(src: &str) -> Vec<Diagnostic> {
         match load_str(src, Path::new("test.toml")) {
@@ -333,7 +389,7 @@ mod tests {
         let d = errors(&src);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].key, "http.listn");
-        assert_eq!(d[0].line, 7);
+        assert_eq!(d[0].line, 9);
         assert!(d[0].message.contains("unknown field"), "{}", d[0].message);
     }
 
@@ -343,7 +399,7 @@ mod tests {
         let d = errors(&src);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].key, "roster.shift_length");
-        assert_eq!(d[0].line, 6);
+        assert_eq!(d[0].line, 8);
         assert!(d[0].hint.as_deref().unwrap_or("").contains("30s"));
     }
 
@@ -358,7 +414,7 @@ mod tests {
         assert_eq!(d[0].key, "device[0].colour");
         assert!(d[0].message.starts_with("in device \"a\""));
         assert_eq!(d[1].key, "device[1].unit");
-        assert_eq!(d[1].line, 13);
+        assert_eq!(d[1].line, 15);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod check;
 mod diag;
 mod load;
+pub mod presets;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +57,83 @@ pub struct Config {
     pub devices: Vec<Device>,
     /// Measured quantities, each read from one device register.
     pub channels: Vec<Channel>,
+    /// Siren, beacon and power-cut relay.
+    pub outputs: OutputsConfig,
+    /// Hardware watchdog.
+    pub watchdog: WatchdogConfig,
+}
+
+/// Where the siren, the beacon and the power-cut relay are wired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputsConfig {
+    /// `gpio` drives real lines; `sim` only records changes (demo, tests,
+    /// a box without outputs).
+    pub backend: OutputBackend,
+    /// GPIO character device of the relay board.
+    pub chip: PathBuf,
+    /// Siren.
+    pub siren: Line,
+    /// Red lamp of the beacon.
+    pub beacon_red: Line,
+    /// Yellow lamp of the beacon.
+    pub beacon_yellow: Line,
+    /// Green lamp of the beacon.
+    pub beacon_green: Line,
+    /// Power-cut relay: energised while power is allowed, so that a dead box,
+    /// a cut wire or a lost supply cuts power.
+    pub power_relay: Line,
+    /// Chirp the siren and cycle the beacon at start.
+    pub self_test: bool,
+}
+
+impl Default for OutputsConfig {
+    fn default() -> Self {
+        let line = |offset| Line {
+            line: offset,
+            active_low: false,
+        };
+        OutputsConfig {
+            backend: OutputBackend::Gpio,
+            chip: PathBuf::from("/dev/gpiochip0"),
+            siren: line(17),
+            beacon_red: line(22),
+            beacon_yellow: line(23),
+            beacon_green: line(24),
+            power_relay: line(27),
+            self_test: true,
+        }
+    }
+}
+
+/// How outputs are driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputBackend {
+    /// GPIO character device lines.
+    Gpio,
+    /// Simulated: changes are recorded and shown, nothing is driven.
+    Sim,
+}
+
+/// One GPIO line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    /// Line offset on the chip (on a Raspberry Pi, the BCM GPIO number).
+    pub line: u32,
+    /// The load is on when the line is low.
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+/// The hardware watchdog, besides systemd's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogConfig {
+    /// `/dev/watchdog` to have the board reset itself if the daemon hangs;
+    /// unset to rely on systemd's watchdog alone.
+    pub device: Option<PathBuf>,
 }
 
 /// Station identity.
@@ -295,6 +373,11 @@ pub struct Bus {
     /// Quiet time between two frames on the line (RS-485 devices need it).
     #[serde(default = "default_frame_gap", with = "humantime_serde")]
     pub frame_gap: Duration,
+    /// TCP: poll each device over its own connection, at the same time.
+    /// Off (the default), the devices behind one endpoint (a gateway) share
+    /// one connection and are asked in turn, as gateways expect.
+    #[serde(default)]
+    pub concurrent: bool,
 }
 
 fn default_tcp_port() -> u16 {
@@ -400,6 +483,10 @@ pub struct Channel {
     /// How often the channel is read.
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll: Duration,
+    /// Regulatory preset for the alarm levels, e.g. `cn-coal/ch4-face`
+    /// (see `config/presets/`); `level` blocks override it by name.
+    #[serde(default)]
+    pub preset: Option<String>,
     /// Alarm levels, from mildest to most severe.
     #[serde(default, rename = "level")]
     pub levels: Vec<Level>,
@@ -558,6 +645,14 @@ pub enum Direction {
     Rising,
     /// Danger at or below the threshold.
     Falling,
+}
+
+impl Level {
+    /// Whether the level latches: as configured, else yes for `alarm` and
+    /// `power_cut`, no for `warning`.
+    pub fn latches(&self) -> bool {
+        self.latching.unwrap_or(self.name != LevelName::Warning)
+    }
 }
 
 impl Config {

@@ -93,6 +93,10 @@ pub enum StoreError {
     /// The store was closed (shutdown).
     #[error("the store is shutting down")]
     Closed,
+    /// The database could not be opened at start; the daemon runs without
+    /// it (alarms and outputs work, nothing is recorded).
+    #[error("the database is not available: {0}")]
+    Unavailable(String),
     /// A record failed a rule of its own (bad input, unknown reference).
     #[error("{0}")]
     Rejected(String),
@@ -156,6 +160,8 @@ impl std::fmt::Debug for Store {
 
 struct Inner {
     path: PathBuf,
+    /// Why the database could not be opened, for a store that runs without one.
+    broken: Option<String>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -186,10 +192,32 @@ impl Store {
             jobs: tx,
             inner: Arc::new(Inner {
                 path,
+                broken: None,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(writer)),
             }),
         })
+    }
+
+    /// A store without a database, for a daemon whose database could not be
+    /// opened: every call fails with [`StoreError::Unavailable`] naming
+    /// `reason`, and everything that does not need the disk goes on.
+    pub fn unavailable(path: PathBuf, reason: String) -> Store {
+        let (jobs, _) = mpsc::channel(1);
+        Store {
+            jobs,
+            inner: Arc::new(Inner {
+                path,
+                broken: Some(reason),
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Why the database is unavailable, if it is.
+    pub fn unavailable_reason(&self) -> Option<&str> {
+        self.inner.broken.as_deref()
     }
 
     /// The database file.
@@ -205,6 +233,9 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        if let Some(reason) = &self.inner.broken {
+            return Err(StoreError::Unavailable(reason.clone()));
+        }
         let (reply, answer) = oneshot::channel();
         let run: Run = Box::new(move |conn| {
             let result = conn.and_then(f);
@@ -232,6 +263,9 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        if let Some(reason) = &self.inner.broken {
+            return Err(StoreError::Unavailable(reason.clone()));
+        }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let conn = inner.take_reader()?;
@@ -312,21 +346,13 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(fail)?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(fail)?;
-    // A quick look at the structure catches a file damaged at the page level
-    // before the daemon depends on it; the full check would take minutes on
-    // two years of data.
-    let ok: String = conn
-        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-        .map_err(fail)?;
-    if ok != "ok" {
-        return Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            source: rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                Some(ok),
-            ),
-        });
-    }
+    // Read the schema: a file damaged in its first pages fails here. A full
+    // integrity check would read every page (minutes on two years of data)
+    // and is left to the operator (`PRAGMA integrity_check`).
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(fail)?;
     Ok(conn)
 }
 
@@ -364,8 +390,20 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             let mode = if full { "FULL" } else { "NORMAL" };
             match conn.pragma_update(None, "synchronous", mode) {
                 Ok(()) => synchronous_full = full,
-                // Stay on FULL rather than risk an acknowledged record.
-                Err(e) => tracing::error!(error = %e, "cannot set synchronous mode"),
+                Err(e) => {
+                    tracing::error!(error = %e, mode, "cannot set synchronous mode");
+                    if full {
+                        // An acknowledged record must not be committed
+                        // without FULL: refuse the batch rather than risk it.
+                        for job in batch.drain(..) {
+                            let (_, finish) = (job.run)(Err(StoreError::Rejected(format!(
+                                "cannot make the write durable: {e}"
+                            ))));
+                            finish(Ok(()));
+                        }
+                        continue;
+                    }
+                }
             }
         }
         run_batch(&conn, &mut batch);
@@ -376,6 +414,13 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
     let mut open = false;
+    // Answers every job run so far in this batch with an error: their
+    // writes are gone with the transaction.
+    let abandon = |finishes: &mut Vec<Finish>, err: &dyn Fn() -> StoreError| {
+        for f in finishes.drain(..) {
+            f(Err(err()));
+        }
+    };
     for job in batch.drain(..) {
         if !open {
             if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -386,7 +431,18 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
             }
             open = true;
         }
-        let savepoint = conn.execute_batch("SAVEPOINT job");
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            // Without a savepoint a failing job could not be undone alone:
+            // do not run it.
+            tracing::error!(error = %e, "savepoint failed");
+            let (_, finish) = (job.run)(Err(StoreError::for_batch(&e)));
+            finish(Ok(()));
+            if conn.is_autocommit() {
+                open = false;
+                abandon(&mut finishes, &|| StoreError::for_batch(&e));
+            }
+            continue;
+        }
         let (outcome, finish) = (job.run)(Ok(conn));
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back by itself (it does so
@@ -402,21 +458,26 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
                 ?outcome,
                 "transaction rolled back: batch not saved"
             );
-            for f in finishes.drain(..) {
-                f(Err(err()));
-            }
-            finish(Ok(()));
+            abandon(&mut finishes, &err);
+            // Even a job that swallowed its error was rolled back.
+            finish(Err(err()));
             continue;
         }
-        if savepoint.is_ok() {
-            let end = if outcome == Outcome::Ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            if let Err(e) = conn.execute_batch(end) {
-                tracing::error!(error = %e, "savepoint failed");
+        if outcome == Outcome::Ok {
+            if let Err(e) = conn.execute_batch("RELEASE job") {
+                tracing::error!(error = %e, "releasing a savepoint failed");
             }
+        } else if let Err(e) = conn.execute_batch("ROLLBACK TO job; RELEASE job") {
+            // The failed job's writes could not be undone: nothing of this
+            // batch may be committed.
+            tracing::error!(error = %e, "rolling back a failed job failed; abandoning the batch");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            open = false;
+            abandon(&mut finishes, &|| StoreError::for_batch(&e));
+            finish(Err(StoreError::for_batch(&e)));
+            continue;
         }
         finishes.push(finish);
     }
@@ -438,9 +499,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            for finish in finishes {
-                finish(Err(StoreError::for_batch(&e)));
-            }
+            abandon(&mut finishes, &|| StoreError::for_batch(&e));
         }
     }
 }

@@ -56,16 +56,28 @@ fn ms_before(now: SystemTime, age: Duration) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// One pass, inside the caller's transaction.
-pub fn prune(conn: &Connection, policy: &Policy, now: SystemTime) -> Result<Pruned, StoreError> {
+/// Rows one pass deletes from each table at most: a pass is one writer job,
+/// and check-ins must not queue behind a long delete.
+pub const CHUNK: i64 = 5000;
+
+/// One pass, inside the caller's transaction, deleting at most `chunk` old
+/// rows of each table; call again while it removes anything.
+pub fn prune(
+    conn: &Connection,
+    policy: &Policy,
+    now: SystemTime,
+    chunk: i64,
+) -> Result<Pruned, StoreError> {
     let mut out = Pruned {
         readings: conn.execute(
-            "DELETE FROM readings WHERE at_ms < ?1",
-            [ms_before(now, policy.raw_readings)],
+            "DELETE FROM readings WHERE rowid IN
+               (SELECT rowid FROM readings WHERE at_ms < ?1 LIMIT ?2)",
+            (ms_before(now, policy.raw_readings), chunk),
         )?,
         aggregates: conn.execute(
-            "DELETE FROM aggregates WHERE minute_ms < ?1",
-            [ms_before(now, policy.aggregates)],
+            "DELETE FROM aggregates WHERE (channel, minute_ms) IN
+               (SELECT channel, minute_ms FROM aggregates WHERE minute_ms < ?1 LIMIT ?2)",
+            (ms_before(now, policy.aggregates), chunk),
         )?,
         ..Pruned::default()
     };
@@ -123,15 +135,32 @@ pub async fn run(store: Store, policy: Policy, shutdown: tokio_util::sync::Cance
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match store
-            .write(Durability::Bulk, move |c| {
-                prune(c, &policy, SystemTime::now())
-            })
-            .await
-        {
-            Ok(p) if p != Pruned::default() => tracing::info!(?p, "retention pass"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retention pass failed; will try again"),
+        let mut total = Pruned::default();
+        loop {
+            match store
+                .write(Durability::Bulk, move |c| {
+                    prune(c, &policy, SystemTime::now(), CHUNK)
+                })
+                .await
+            {
+                Ok(p) => {
+                    total.readings += p.readings;
+                    total.aggregates += p.aggregates;
+                    total.sent += p.sent;
+                    total.dropped_summaries += p.dropped_summaries;
+                    let full = usize::try_from(CHUNK).unwrap_or(usize::MAX);
+                    if (p.readings < full && p.aggregates < full) || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pass failed; will try again");
+                    break;
+                }
+            }
+        }
+        if total != Pruned::default() {
+            tracing::info!(?total, "retention pass");
         }
     }
 }

@@ -278,7 +278,7 @@ async fn retention_drops_old_data_and_only_summaries_over_the_cap() -> Result<()
                 aggregates: Duration::from_secs(731 * 24 * 3600),
                 outbox_cap_bytes: 15_000,
             };
-            retention::prune(c, &policy, now)
+            retention::prune(c, &policy, now, retention::CHUNK)
         })
         .await?;
     assert_eq!(pruned.readings, 1);

@@ -44,7 +44,7 @@ struct Health {
     version: &'static str,
     station: String,
     uptime_s: u64,
-    database: &'static str,
+    database: String,
 }
 
 async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
@@ -58,7 +58,10 @@ async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Res
         version: env!("CARGO_PKG_VERSION"),
         station: s.config.station.id.clone(),
         uptime_s: s.started.elapsed().as_secs(),
-        database: if db.is_ok() { "ok" } else { "unreadable" },
+        database: match &db {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        },
     };
     let code = if db.is_ok() {
         StatusCode::OK
