@@ -273,7 +273,7 @@ fn a_non_latching_level_clears_by_itself() {
         feed(&mut e, &mut c, 1, 3.0, 21.9),
         [(EventKind::Cleared, "alarm")]
     );
-    assert_eq!(e.outputs().siren, false);
+    assert!(!e.outputs().siren);
 }
 
 #[test]
