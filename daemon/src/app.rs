@@ -25,8 +25,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "starting"
     );
     let tracker = TaskTracker::new();
-    // Acquisition (and the alarms on it) start first and need no disk.
-    let (acquisition, batches) = crate::acquisition::start(&config, &tracker, &shutdown);
+    // Acquisition and the alarms on it start first and need no disk.
+    let beats = crate::alarm::supervisor::Heartbeats::new();
+    let (acquisition, batches) = crate::acquisition::start(&config, &beats, &tracker, &shutdown);
+    let (alarms, supervisor, alarm_events) = crate::alarm::start(
+        &config,
+        acquisition.snapshot.clone(),
+        beats,
+        &tracker,
+        &shutdown,
+    )
+    .context("cannot drive the alarm outputs ([outputs])")?;
 
     let data_dir = config.storage.data_dir.clone();
     let db_path = data_dir.join(store::DB_FILE);
@@ -61,6 +70,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::error!(error = %e, "cannot record the start event");
     }
 
+    tracker.spawn(crate::alarm::record(
+        store.clone(),
+        Arc::clone(&config),
+        alarm_events,
+    ));
     tracker.spawn(store::retention::run(
         store.clone(),
         store::retention::Policy::from(&config.storage),
@@ -83,11 +97,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
     let local = listener.local_addr().unwrap_or(addr);
+    let api_token: Option<Arc<str>> = match &config.http.api_token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read http.api_token_file {}", f.display()))?
+                .trim()
+                .into(),
+        ),
+        None => None,
+    };
     let app = crate::web::router(crate::web::AppState {
+        api_token,
         config: Arc::clone(&config),
         store: store.clone(),
         started: Instant::now(),
         acquisition,
+        alarms,
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {
@@ -107,6 +132,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
         tracing::warn!(limit = ?DRAIN, "tasks did not stop in time; stopping anyway");
     }
+    // The alarm task has put the outputs in their stopped state; stop
+    // feeding the watchdogs.
+    drop(supervisor);
     if tokio::time::timeout(DRAIN, store.close()).await.is_err() {
         tracing::warn!(limit = ?DRAIN, "store writer did not finish in time");
     }

@@ -10,9 +10,12 @@
 //! means "siren sounding", "relay energised (power allowed)". Whether that
 //! is a high or a low line is the backend's business (active-low wiring).
 
+#[cfg(target_os = "linux")]
+pub mod gpio;
 pub mod sim;
+pub mod watchdog;
 
-/// Why an output could not be driven.
+/// Why an output or a watchdog could not be driven.
 #[derive(Debug, thiserror::Error)]
 pub enum HalError {
     /// The line could not be requested or set.
@@ -23,7 +26,17 @@ pub enum HalError {
         /// What failed.
         reason: String,
     },
+    /// The watchdog could not be opened or fed.
+    #[error("watchdog {name}: {reason}")]
+    Watchdog {
+        /// Which watchdog.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
 }
+
+pub use watchdog::Watchdog;
 
 /// A digital output with a meaning ("siren on", "power allowed").
 pub trait Output: Send + std::fmt::Debug {

@@ -1,9 +1,9 @@
 //! Simulated outputs that record every change with its time.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use crate::{HalError, Output};
+use crate::{HalError, Output, Watchdog};
 
 /// One recorded change of an output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub struct Change {
     pub on: bool,
     /// When it changed (monotonic).
     pub at: Instant,
+    /// When it changed (wall clock), to compare with other processes.
+    pub wall: SystemTime,
 }
 
 /// The shared record of every change of every simulated output.
@@ -62,6 +64,7 @@ impl SimOutput {
             output: name.clone(),
             on: initial,
             at: Instant::now(),
+            wall: SystemTime::now(),
         });
         Self {
             name,
@@ -79,6 +82,7 @@ impl Output for SimOutput {
                 output: self.name.clone(),
                 on,
                 at: Instant::now(),
+                wall: SystemTime::now(),
             });
         }
         Ok(())
@@ -90,6 +94,37 @@ impl Output for SimOutput {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// A simulated watchdog: each feed is a change of output `watchdog` to on.
+#[derive(Debug)]
+pub struct SimWatchdog {
+    timeline: Timeline,
+}
+
+impl SimWatchdog {
+    /// A watchdog recording into `timeline`.
+    pub fn new(timeline: &Timeline) -> Self {
+        SimWatchdog {
+            timeline: timeline.clone(),
+        }
+    }
+}
+
+impl Watchdog for SimWatchdog {
+    fn feed(&mut self) -> Result<(), HalError> {
+        self.timeline.push(Change {
+            output: "watchdog".into(),
+            on: true,
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        });
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        "sim"
     }
 }
 

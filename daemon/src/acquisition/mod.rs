@@ -157,6 +157,7 @@ pub struct Handle {
 /// How readings leave the bus tasks.
 #[derive(Debug, Clone)]
 pub(crate) struct Sink {
+    beats: Arc<crate::alarm::supervisor::Heartbeats>,
     snapshot: Arc<watch::Sender<Snapshot>>,
     recorder: mpsc::Sender<Batch>,
     metrics: Arc<Metrics>,
@@ -182,6 +183,7 @@ impl Sink {
                 }
             })
             .collect();
+        self.beats.acquisition_beat();
         self.snapshot.send_modify(|s| {
             for (i, r) in &batch {
                 if let Some(slot) = s.readings.get_mut(*i) {
@@ -219,6 +221,7 @@ impl Sink {
 /// `shutdown`. Returns the handle and the receiver the recorder reads.
 pub fn start(
     cfg: &Arc<Config>,
+    beats: &Arc<crate::alarm::supervisor::Heartbeats>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> (Handle, mpsc::Receiver<Batch>) {
@@ -237,11 +240,10 @@ pub fn start(
             })
             .collect(),
     );
-    let initial_state = if cfg.acquisition.warm_up.is_zero() {
-        State::Stale
-    } else {
-        State::WarmingUp
-    };
+    // Before its first poll a channel has no reading: that is warming up
+    // (power cut on guard channels, no alarm), and turns stale if no poll
+    // result comes within two intervals.
+    let initial_state = State::WarmingUp;
     let snapshot = Snapshot {
         info: Arc::clone(&info),
         readings: cfg
@@ -268,6 +270,7 @@ pub fn start(
     // (stalled disk) and batches are dropped and counted, never waited for.
     let (rec_tx, rec_rx) = mpsc::channel(1024);
     let sink = Sink {
+        beats: Arc::clone(beats),
         snapshot: Arc::clone(&tx),
         recorder: rec_tx,
         metrics: Arc::clone(&metrics),
@@ -402,6 +405,7 @@ mod tests {
         ));
         let (rec, _rec_rx) = mpsc::channel(4);
         let sink = Sink {
+            beats: crate::alarm::supervisor::Heartbeats::new(),
             snapshot: Arc::new(tx),
             recorder: rec,
             metrics: Arc::new(Metrics::new(std::iter::empty())),

@@ -1,4 +1,471 @@
-//! Alarms: the engine (pure), and the task that feeds it readings, drives
-//! the outputs and records its events.
+//! Alarms: the engine (pure), the panel it drives, the supervisor that
+//! watches it, and the task that joins them.
+//!
+//! The alarm path is: a reading lands in the acquisition snapshot → this
+//! task wakes, feeds the engine, and drives the panel at once → only then
+//! are the events handed (without waiting) to the recorder task that writes
+//! them to the store with their outbox rows. Nothing on that path awaits
+//! the disk, the network or the browser.
 
 pub mod engine;
+pub mod panel;
+pub mod supervisor;
+
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::acquisition::Snapshot;
+use crate::config::Config;
+use crate::store::outbox::{self, Lane};
+use crate::store::{self, Durability, Store, StoreError, events};
+use engine::{AckError, Alarm, AlarmEvent, ChannelRules, Engine, LevelRule, Outputs};
+use panel::Panel;
+use supervisor::Heartbeats;
+
+/// The engine's rules from the configuration.
+pub fn rules(cfg: &Config) -> Vec<ChannelRules> {
+    cfg.channels
+        .iter()
+        .map(|c| ChannelRules {
+            id: c.id.clone(),
+            levels: c
+                .levels
+                .iter()
+                .map(|l| LevelRule {
+                    name: l.name,
+                    threshold: l.threshold,
+                    direction: l.direction.unwrap_or_else(|| c.kind.default_direction()),
+                    deadband: l.deadband,
+                    on_delay: l.on_delay,
+                    off_delay: l.off_delay,
+                    latching: l.latches(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// An active alarm as the API and console show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlarmView {
+    /// Alarm id, for acknowledging.
+    pub id: u64,
+    /// Channel id.
+    pub channel: String,
+    /// `fault`, `warning`, `alarm` or `power_cut`.
+    pub level: &'static str,
+    /// `active` (condition holds, not acknowledged), `acknowledged`
+    /// (condition holds), `returned` (condition gone, waiting for an
+    /// acknowledgement), or `cleared` (history only).
+    pub state: &'static str,
+    /// Value when raised, if there was one.
+    pub value: Option<f64>,
+    /// Reading state when raised.
+    pub reading_state: &'static str,
+    /// RFC 3339.
+    pub raised_at: String,
+    /// Supervisor who acknowledged it.
+    pub acknowledged_by: Option<String>,
+    /// RFC 3339.
+    pub acknowledged_at: Option<String>,
+    /// RFC 3339, history only.
+    pub cleared_at: Option<String>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl AlarmView {
+    fn of(a: &Alarm, rules: &[ChannelRules]) -> Self {
+        AlarmView {
+            id: a.id,
+            channel: rules
+                .get(a.channel)
+                .map(|r| r.id.clone())
+                .unwrap_or_default(),
+            level: a.kind.as_str(),
+            state: match (a.condition, &a.acked) {
+                (true, None) => "active",
+                (true, Some(_)) => "acknowledged",
+                (false, _) => "returned",
+            },
+            value: a.value,
+            reading_state: a.state.as_str(),
+            raised_at: rfc3339(a.raised_wall),
+            acknowledged_by: a.acked.as_ref().map(|k| k.by.clone()),
+            acknowledged_at: a.acked.as_ref().map(|k| rfc3339(k.at)),
+            cleared_at: None,
+        }
+    }
+}
+
+/// What the alarm task publishes after every change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlarmState {
+    /// Active alarms, by channel then level.
+    pub alarms: Vec<AlarmView>,
+    /// What the outputs show.
+    pub outputs: Outputs,
+}
+
+/// Requests to the alarm task.
+#[derive(Debug)]
+pub enum Command {
+    /// A supervisor acknowledges an alarm. The reply comes once the outputs
+    /// changed; its receiver resolves once the acknowledgement is recorded.
+    Ack {
+        /// Alarm id.
+        id: u64,
+        /// Supervisor name.
+        by: String,
+        /// The answer.
+        reply: oneshot::Sender<Result<oneshot::Receiver<Result<(), String>>, AckError>>,
+    },
+}
+
+/// What the rest of the daemon holds of the alarms.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// Latest alarms and outputs.
+    pub state: watch::Receiver<AlarmState>,
+    /// Requests.
+    pub commands: mpsc::Sender<Command>,
+    /// The panel (for its timeline and current state).
+    pub panel: Arc<Mutex<Panel>>,
+}
+
+/// Told once an event is recorded (or why not).
+type Recorded = oneshot::Sender<Result<(), String>>;
+
+/// An event on its way to the store, with whoever waits for it.
+#[derive(Debug)]
+struct Pending {
+    event: AlarmEvent,
+    done: Option<Recorded>,
+}
+
+/// Alarm events waiting for [`record`].
+#[derive(Debug)]
+pub struct EventQueue(mpsc::UnboundedReceiver<Pending>);
+
+/// Starts the alarm task and the supervisor thread. They need no disk: the
+/// events wait in the returned queue until [`record`] runs.
+pub fn start(
+    cfg: &Arc<Config>,
+    snapshot: watch::Receiver<Snapshot>,
+    beats: Arc<Heartbeats>,
+    tracker: &tokio_util::task::TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(Handle, SupervisorGuard, EventQueue), pithead_hal::HalError> {
+    let panel = Arc::new(Mutex::new(Panel::open(&cfg.outputs)?));
+    let mut watchdogs: Vec<Box<dyn pithead_hal::Watchdog>> = Vec::new();
+    if std::env::var_os("WATCHDOG_USEC").is_some() && std::env::var_os("NOTIFY_SOCKET").is_some() {
+        watchdogs.push(Box::new(supervisor::SystemdWatchdog));
+    }
+    if let Some(dev) = &cfg.watchdog.device {
+        watchdogs.push(Box::new(pithead_hal::watchdog::DevWatchdog::open(dev)?));
+    }
+    if let Some(t) = panel.lock().ok().and_then(|p| p.timeline().cloned()) {
+        watchdogs.push(Box::new(pithead_hal::sim::SimWatchdog::new(&t)));
+    }
+    let slowest = cfg
+        .channels
+        .iter()
+        .map(|c| c.poll)
+        .max()
+        .unwrap_or(Duration::from_secs(1));
+    let feed_every = sd_notify::watchdog_enabled().map_or(Duration::from_secs(1), |d| {
+        (d / 3).max(Duration::from_millis(100))
+    });
+    let limits = supervisor::Limits {
+        engine: Duration::from_secs(2),
+        acquisition: if cfg.channels.is_empty() {
+            Duration::MAX
+        } else {
+            (slowest * 3).max(Duration::from_secs(10))
+        },
+        feed_every: feed_every.min(Duration::from_secs(1)),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = supervisor::spawn(
+        Arc::clone(&panel),
+        Arc::clone(&beats),
+        watchdogs,
+        limits,
+        Arc::clone(&stop),
+    )
+    .map_err(|e| pithead_hal::HalError::Watchdog {
+        name: "supervisor".into(),
+        reason: e.to_string(),
+    })?;
+
+    let rules = rules(cfg);
+    let first_id = u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(0)
+    .saturating_mul(1000);
+    let engine = Engine::new(rules, first_id);
+    let initial = AlarmState {
+        alarms: Vec::new(),
+        outputs: engine.outputs(),
+    };
+    let (state_tx, state_rx) = watch::channel(initial);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    tracker.spawn(run(
+        engine,
+        Arc::clone(&panel),
+        cfg.outputs.self_test,
+        snapshot,
+        beats,
+        cmd_rx,
+        state_tx,
+        ev_tx,
+        shutdown.clone(),
+    ));
+    Ok((
+        Handle {
+            state: state_rx,
+            commands: cmd_tx,
+            panel,
+        },
+        SupervisorGuard {
+            stop,
+            thread: Some(thread),
+        },
+        EventQueue(ev_rx),
+    ))
+}
+
+/// Stops the supervisor thread (disarming the watchdogs) when dropped.
+#[derive(Debug)]
+pub struct SupervisorGuard {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SupervisorGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the task's whole wiring, spelled out once"
+)]
+async fn run(
+    mut engine: Engine,
+    panel: Arc<Mutex<Panel>>,
+    self_test: bool,
+    mut snapshot: watch::Receiver<Snapshot>,
+    beats: Arc<Heartbeats>,
+    mut commands: mpsc::Receiver<Command>,
+    state: watch::Sender<AlarmState>,
+    events: mpsc::UnboundedSender<Pending>,
+    shutdown: CancellationToken,
+) {
+    if self_test {
+        // The supervisor must not take the self-test for a stall.
+        let beating = {
+            let beats = Arc::clone(&beats);
+            tokio::spawn(async move {
+                loop {
+                    beats.engine_beat();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        Panel::self_test(&panel).await;
+        beating.abort();
+    }
+    let mut seen: Vec<Option<Instant>> = vec![None; engine.rules().len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_published: Option<AlarmState> = None;
+    loop {
+        let mut acks = Vec::new();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = snapshot.changed() => if r.is_err() { break },
+            _ = tick.tick() => {}
+            Some(cmd) = commands.recv() => acks.push(cmd),
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut out: Vec<(AlarmEvent, Option<Recorded>)> = Vec::new();
+        {
+            let snap = snapshot.borrow_and_update();
+            for (ch, r) in snap.readings.iter().enumerate() {
+                if seen.get(ch).copied().flatten() != Some(r.at) {
+                    if let Some(s) = seen.get_mut(ch) {
+                        *s = Some(r.at);
+                    }
+                    out.extend(
+                        engine
+                            .update(ch, r, now, wall)
+                            .into_iter()
+                            .map(|e| (e, None)),
+                    );
+                }
+            }
+        }
+        out.extend(engine.tick(now, wall).into_iter().map(|e| (e, None)));
+        for Command::Ack { id, by, reply } in acks {
+            match engine.ack(id, &by, wall) {
+                Ok(evs) => {
+                    // The caller waits for the last of its events: the
+                    // recorder writes a queue in one transaction.
+                    let (done_tx, done_rx) = oneshot::channel();
+                    let mut evs: Vec<_> = evs.into_iter().map(|e| (e, None)).collect();
+                    if let Some(last) = evs.last_mut() {
+                        last.1 = Some(done_tx);
+                    }
+                    out.extend(evs);
+                    let _ = reply.send(Ok(done_rx));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        // Outputs first, before anything else is done with the events.
+        let outputs = engine.outputs();
+        if let Ok(mut p) = panel.lock() {
+            p.apply(&outputs);
+        }
+        beats.engine_beat();
+        for (e, done) in out.iter_mut().map(|(e, d)| (e.clone(), d.take())) {
+            tracing::info!(
+                event = e.kind.as_str(),
+                channel = %e.channel,
+                level = e.level.as_str(),
+                value = ?e.value,
+                state = e.state.as_str(),
+                by = ?e.by,
+                "alarm"
+            );
+            let _ = events.send(Pending { event: e, done });
+        }
+        let rules = engine.rules();
+        let current = AlarmState {
+            alarms: engine.active().map(|a| AlarmView::of(a, rules)).collect(),
+            outputs,
+        };
+        if last_published.as_ref() != Some(&current) {
+            state.send_replace(current.clone());
+            last_published = Some(current);
+        }
+    }
+    // A daemon that stops no longer guards: power cut, red lamp.
+    if let Ok(mut p) = panel.lock() {
+        p.apply(&Outputs {
+            siren: false,
+            beacon: engine::Beacon::Red,
+            power_allowed: false,
+        });
+    }
+}
+
+/// The payload of an alarm event in the event log and the outbox.
+fn payload(cfg: &Config, e: &AlarmEvent) -> serde_json::Value {
+    serde_json::json!({
+        "county": cfg.station.county,
+        "station": cfg.station.id,
+        "alarm_id": e.alarm_id,
+        "event": e.kind.as_str(),
+        "channel": e.channel,
+        "level": e.level.as_str(),
+        "value": e.value,
+        "state": e.state.as_str(),
+        "by": e.by,
+        "at": rfc3339(e.at),
+    })
+}
+
+/// Writes alarm events to the store, each with its outbox row, durably. A
+/// write that fails (full disk) is kept in memory and retried: alarm events
+/// are never dropped while the process lives.
+pub async fn record(store: Store, cfg: Arc<Config>, queue: EventQueue) {
+    let EventQueue(mut rx) = queue;
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut retry = Duration::from_millis(500);
+    loop {
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(p) => queue.push_back(p),
+                None => return,
+            }
+        }
+        while let Ok(p) = rx.try_recv() {
+            queue.push_back(p);
+        }
+        let batch: Vec<(serde_json::Value, String, Option<String>, String)> = queue
+            .iter()
+            .map(|p| {
+                (
+                    payload(&cfg, &p.event),
+                    format!("alarm.{}", p.event.kind.as_str()),
+                    p.event.by.clone(),
+                    p.event.channel.clone(),
+                )
+            })
+            .collect();
+        let n = batch.len();
+        let r = store
+            .write(Durability::Acknowledged, move |c| {
+                let at = store::now_rfc3339();
+                for (detail, kind, actor, subject) in batch {
+                    events::insert(
+                        c,
+                        &at,
+                        &events::NewEvent {
+                            kind,
+                            actor,
+                            subject: Some(subject),
+                            detail: detail.clone(),
+                        },
+                    )?;
+                    outbox::enqueue(c, Lane::Alarm, "alarm", &at, &detail)?;
+                }
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(()) => {
+                for p in queue.drain(..n) {
+                    if let Some(done) = p.done {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+                retry = Duration::from_millis(500);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = n, "alarm events not recorded yet; will retry");
+                for p in queue.iter_mut() {
+                    if let Some(done) = p.done.take() {
+                        let _ = done.send(Err(e.to_string()));
+                    }
+                }
+                if matches!(e, StoreError::Unavailable(_) | StoreError::Closed) && rx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

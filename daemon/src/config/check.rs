@@ -62,6 +62,21 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
     if let Some(f) = &cfg.roster.file {
         readable(&mut p, "roster.file", f);
     }
+    if let Some(f) = &cfg.http.api_token_file {
+        match std::fs::read_to_string(f) {
+            Ok(t) if t.trim().len() < 16 => p.add(
+                "http.api_token_file",
+                format!("the token in {} is shorter than 16 characters", f.display()),
+                Some("generate one: head -c 24 /dev/urandom | base64"),
+            ),
+            Ok(_) => {}
+            Err(e) => p.add(
+                "http.api_token_file",
+                format!("cannot read {}: {e}", f.display()),
+                None,
+            ),
+        }
+    }
     if cfg.roster.shift_length.is_zero() {
         p.add(
             "roster.shift_length",

@@ -182,12 +182,17 @@ pub struct Http {
     /// Address and port to listen on, e.g. `127.0.0.1:8080` (kiosk only) or
     /// `0.0.0.0:8080` (console reachable from the station LAN).
     pub listen: String,
+    /// File holding the token that authorises supervisor actions over the
+    /// API (`Authorization: Bearer …`), until console logins exist. Unset:
+    /// those actions are refused.
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            api_token_file: None,
         }
     }
 }
@@ -673,6 +678,7 @@ impl Config {
         };
         fix(&mut self.storage.data_dir);
         for p in [
+            &mut self.http.api_token_file,
             &mut self.roster.file,
             &mut self.mqtt.password_file,
             &mut self.mqtt.ca_file,

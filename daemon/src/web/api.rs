@@ -90,3 +90,276 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, StatusCode};
+
+use super::ApiError;
+use crate::alarm::{AlarmView, Command};
+
+/// Query of `GET /api/v1/alarms`.
+#[derive(Debug, serde::Deserialize)]
+pub struct AlarmQuery {
+    /// Only the active ones.
+    #[serde(default)]
+    active: bool,
+}
+
+/// `GET /api/v1/alarms[?active=true]`: active alarms; without `active=true`,
+/// also the alarms that ended in the last 1000 alarm events.
+pub async fn alarms(State(s): State<AppState>, Query(q): Query<AlarmQuery>) -> Response {
+    let mut list: Vec<AlarmView> = s.alarms.state.borrow().alarms.clone();
+    if q.active {
+        return Json(list).into_response();
+    }
+    let active: std::collections::HashSet<u64> = list.iter().map(|a| a.id).collect();
+    let history = s
+        .store
+        .read(|c| {
+            let mut st = c.prepare(
+                "SELECT kind, actor, at, detail FROM events WHERE kind LIKE 'alarm.%' ORDER BY id DESC LIMIT 1000",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await;
+    let rows = match history {
+        Ok(rows) => rows,
+        Err(e) => {
+            return ApiError::respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "history_unavailable",
+                format!("报警记录暂时无法读取：{e}"),
+                format!("alarm history cannot be read: {e}"),
+            );
+        }
+    };
+    let mut ended: BTreeMap<u64, AlarmView> = BTreeMap::new();
+    for (kind, actor, _at, detail) in rows.into_iter().rev() {
+        let Ok(d) = serde_json::from_str::<serde_json::Value>(&detail) else {
+            continue;
+        };
+        let Some(id) = d["alarm_id"].as_u64() else {
+            continue;
+        };
+        if active.contains(&id) {
+            continue;
+        }
+        let at = d["at"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "alarm.raised" | "alarm.escalated" => {
+                ended.insert(
+                    id,
+                    AlarmView {
+                        id,
+                        channel: d["channel"].as_str().unwrap_or_default().to_owned(),
+                        level: match d["level"].as_str() {
+                            Some("fault") => "fault",
+                            Some("warning") => "warning",
+                            Some("alarm") => "alarm",
+                            _ => "power_cut",
+                        },
+                        state: "cleared",
+                        value: d["value"].as_f64(),
+                        reading_state: match d["state"].as_str() {
+                            Some("ok") => "ok",
+                            Some("comm_fault") => "comm_fault",
+                            Some("out_of_range") => "out_of_range",
+                            Some("stale") => "stale",
+                            _ => "warming_up",
+                        },
+                        raised_at: at,
+                        acknowledged_by: None,
+                        acknowledged_at: None,
+                        cleared_at: None,
+                    },
+                );
+            }
+            "alarm.acknowledged" => {
+                if let Some(v) = ended.get_mut(&id) {
+                    v.acknowledged_by = actor;
+                    v.acknowledged_at = Some(at);
+                }
+            }
+            "alarm.cleared" => {
+                if let Some(v) = ended.get_mut(&id) {
+                    v.cleared_at = Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    list.extend(ended.into_values().rev().filter(|v| v.cleared_at.is_some()));
+    Json(list).into_response()
+}
+
+/// Body of `POST /api/v1/alarms/{id}/ack`.
+#[derive(Debug, serde::Deserialize)]
+pub struct AckBody {
+    /// The supervisor's name.
+    by: String,
+}
+
+/// `POST /api/v1/alarms/{id}/ack` with `{"by": "name"}`: silences the siren
+/// for that alarm at once; answers once the acknowledgement is recorded.
+pub async fn ack(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Some(token) = &s.api_token else {
+        return ApiError::respond(
+            StatusCode::FORBIDDEN,
+            "ack_disabled",
+            "本站未配置主管授权，不能通过接口确认报警",
+            "supervisor actions over the API are disabled on this station (no http.api_token_file)",
+        );
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return ApiError::respond(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "授权无效",
+            "missing or wrong token",
+        );
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "报警编号无效",
+            format!("`{id}` is not an alarm id"),
+        );
+    };
+    let by = match body {
+        Ok(Json(b)) if !b.by.trim().is_empty() && b.by.chars().count() <= 64 => {
+            b.by.trim().to_owned()
+        }
+        Ok(_) => {
+            return ApiError::respond(
+                StatusCode::BAD_REQUEST,
+                "bad_name",
+                "请填写确认人姓名（不超过64个字）",
+                "give the name of who acknowledges (`by`, 1 to 64 characters)",
+            );
+        }
+        Err(e) => {
+            return ApiError::respond(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "请求格式错误，应为 {\"by\": \"姓名\"}",
+                format!("expected a JSON body {{\"by\": \"name\"}}: {e}"),
+            );
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if s.alarms
+        .commands
+        .send(Command::Ack { id, by, reply })
+        .await
+        .is_err()
+    {
+        return ApiError::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "系统正在停止",
+            "the daemon is stopping",
+        );
+    }
+    let recorded = match answer.await {
+        Ok(Ok(recorded)) => recorded,
+        Ok(Err(crate::alarm::engine::AckError::NotFound(_))) => {
+            return ApiError::respond(
+                StatusCode::NOT_FOUND,
+                "no_such_alarm",
+                "没有这个正在报警的编号",
+                format!("no active alarm {id}"),
+            );
+        }
+        Ok(Err(e @ crate::alarm::engine::AckError::AlreadyAcknowledged { .. })) => {
+            return ApiError::respond(
+                StatusCode::CONFLICT,
+                "already_acknowledged",
+                "该报警已被确认",
+                e.to_string(),
+            );
+        }
+        Err(_) => {
+            return ApiError::respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
+                "系统正在停止",
+                "the daemon is stopping",
+            );
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), recorded).await {
+        Ok(Ok(Ok(()))) => {
+            let view = s
+                .alarms
+                .state
+                .borrow()
+                .alarms
+                .iter()
+                .find(|a| a.id == id)
+                .cloned();
+            Json(serde_json::json!({ "id": id, "acknowledged": true, "recorded": true, "alarm": view })).into_response()
+        }
+        Ok(Ok(Err(e))) => ApiError::respond(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "not_recorded",
+            format!("已确认，警笛已消音，但记录未能保存（将自动重试）：{e}"),
+            format!("acknowledged and silenced, but not yet recorded (it will be retried): {e}"),
+        ),
+        _ => ApiError::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_recorded",
+            "已确认，警笛已消音，但记录尚未保存",
+            "acknowledged and silenced, but not yet recorded",
+        ),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /api/v1/outputs`: what the siren, beacon and relay show, and for
+/// simulated outputs their recent changes.
+pub async fn outputs(State(s): State<AppState>) -> Response {
+    let (current, changes, errors) = match s.alarms.panel.lock() {
+        Ok(p) => (
+            p.current(),
+            p.timeline()
+                .map(|t| crate::alarm::panel::recent_changes(t, 500)),
+            p.errors(),
+        ),
+        Err(_) => {
+            return ApiError::respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "panel",
+                "输出状态不可读",
+                "outputs unreadable",
+            );
+        }
+    };
+    Json(serde_json::json!({
+        "siren": current.siren,
+        "beacon": current.beacon,
+        "power_allowed": current.power_allowed,
+        "output_errors": errors,
+        "simulated": changes.is_some(),
+        "changes": changes,
+    }))
+    .into_response()
+}

@@ -26,6 +26,10 @@ pub struct AppState {
     pub started: Instant,
     /// Latest readings and acquisition metrics.
     pub acquisition: crate::acquisition::Handle,
+    /// Alarms and outputs.
+    pub alarms: crate::alarm::Handle,
+    /// Token for supervisor actions over the API, if configured.
+    pub api_token: Option<Arc<str>>,
 }
 
 /// The whole HTTP interface.
@@ -34,6 +38,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/channels", get(api::channels))
+        .route("/api/v1/alarms", get(api::alarms))
+        .route("/api/v1/alarms/{id}/ack", axum::routing::post(api::ack))
+        .route("/api/v1/outputs", get(api::outputs))
         .fallback(not_found)
         .with_state(state)
 }
@@ -83,14 +90,31 @@ pub struct ApiError {
     pub message_en: String,
 }
 
+impl ApiError {
+    /// An error answer with a status.
+    pub fn respond(
+        status: StatusCode,
+        error: &'static str,
+        zh: impl Into<String>,
+        en: impl Into<String>,
+    ) -> Response {
+        (
+            status,
+            Json(ApiError {
+                error,
+                message_zh: zh.into(),
+                message_en: en.into(),
+            }),
+        )
+            .into_response()
+    }
+}
+
 async fn not_found() -> Response {
-    (
+    ApiError::respond(
         StatusCode::NOT_FOUND,
-        Json(ApiError {
-            error: "not_found",
-            message_zh: "没有这个页面".into(),
-            message_en: "no such page".into(),
-        }),
+        "not_found",
+        "没有这个页面",
+        "no such page",
     )
-        .into_response()
 }

@@ -1,0 +1,288 @@
+//! The alarm panel: siren, three-lamp beacon and power-cut relay, driven
+//! from the engine's [`Outputs`].
+
+use std::time::{Duration, SystemTime};
+
+use pithead_hal::sim::{SimOutput, Timeline};
+use pithead_hal::{HalError, Output};
+
+use super::engine::{Beacon, Outputs};
+use crate::config::{OutputBackend, OutputsConfig};
+
+/// Every physical output.
+#[derive(Debug)]
+pub struct Panel {
+    siren: Box<dyn Output>,
+    red: Box<dyn Output>,
+    yellow: Box<dyn Output>,
+    green: Box<dyn Output>,
+    relay: Box<dyn Output>,
+    /// The record of changes, for simulated outputs.
+    timeline: Option<Timeline>,
+    errors: u64,
+}
+
+/// The state at start, before the engine has decided anything: power cut,
+/// red lamp, siren quiet.
+const START: Outputs = Outputs {
+    siren: false,
+    beacon: Beacon::Red,
+    power_allowed: false,
+};
+
+impl Panel {
+    /// Opens the outputs of `cfg`, each driven at once to the start state.
+    pub fn open(cfg: &OutputsConfig) -> Result<Panel, HalError> {
+        let (siren, red, yellow, green, relay) = (
+            START.siren,
+            START.beacon == Beacon::Red,
+            false,
+            false,
+            START.power_allowed,
+        );
+        match cfg.backend {
+            OutputBackend::Sim => {
+                let t = Timeline::new();
+                Ok(Panel {
+                    siren: Box::new(SimOutput::new("siren", siren, &t)),
+                    red: Box::new(SimOutput::new("beacon_red", red, &t)),
+                    yellow: Box::new(SimOutput::new("beacon_yellow", yellow, &t)),
+                    green: Box::new(SimOutput::new("beacon_green", green, &t)),
+                    relay: Box::new(SimOutput::new("power_relay", relay, &t)),
+                    timeline: Some(t),
+                    errors: 0,
+                })
+            }
+            OutputBackend::Gpio => {
+                let open = |name: &str,
+                            l: crate::config::Line,
+                            on: bool|
+                 -> Result<Box<dyn Output>, HalError> {
+                    Ok(Box::new(pithead_hal::gpio::open(
+                        &cfg.chip,
+                        l.line,
+                        l.active_low,
+                        name,
+                        on,
+                    )?))
+                };
+                Ok(Panel {
+                    siren: open("siren", cfg.siren, siren)?,
+                    red: open("beacon_red", cfg.beacon_red, red)?,
+                    yellow: open("beacon_yellow", cfg.beacon_yellow, yellow)?,
+                    green: open("beacon_green", cfg.beacon_green, green)?,
+                    relay: open("power_relay", cfg.power_relay, relay)?,
+                    timeline: None,
+                    errors: 0,
+                })
+            }
+        }
+    }
+
+    /// The change record of simulated outputs.
+    pub fn timeline(&self) -> Option<&Timeline> {
+        self.timeline.as_ref()
+    }
+
+    /// Output errors so far (a line that could not be set).
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// Drives every output to `o`. The relay is set first when power must
+    /// be cut and last when it may return, so no other failure delays a cut.
+    pub fn apply(&mut self, o: &Outputs) {
+        if !o.power_allowed {
+            self.set_relay(false);
+        }
+        let (r, y, g) = match o.beacon {
+            Beacon::Red => (true, false, false),
+            Beacon::Yellow => (false, true, false),
+            Beacon::Green => (false, false, true),
+        };
+        // Light the new lamp before putting out the old one: never dark.
+        for (out, on) in [
+            (&mut self.red, r),
+            (&mut self.yellow, y),
+            (&mut self.green, g),
+        ] {
+            if on {
+                Self::drive(out.as_mut(), true, &mut self.errors);
+            }
+        }
+        for (out, on) in [
+            (&mut self.red, r),
+            (&mut self.yellow, y),
+            (&mut self.green, g),
+        ] {
+            if !on {
+                Self::drive(out.as_mut(), false, &mut self.errors);
+            }
+        }
+        Self::drive(self.siren.as_mut(), o.siren, &mut self.errors);
+        if o.power_allowed {
+            self.set_relay(true);
+        }
+    }
+
+    /// Power cut, red lamp, siren: what a stalled daemon must show.
+    pub fn fail_safe(&mut self) {
+        self.apply(&Outputs::FAIL_SAFE);
+    }
+
+    /// What the outputs show now.
+    pub fn current(&self) -> Outputs {
+        Outputs {
+            siren: self.siren.get(),
+            beacon: if self.red.get() {
+                Beacon::Red
+            } else if self.yellow.get() {
+                Beacon::Yellow
+            } else {
+                Beacon::Green
+            },
+            power_allowed: self.relay.get(),
+        }
+    }
+
+    /// Chirps the siren and cycles the beacon, with power cut: the
+    /// supervisor sees and hears that every output works.
+    pub async fn self_test(panel: &std::sync::Mutex<Panel>) {
+        let step = Duration::from_millis(300);
+        let show = |o: Outputs| {
+            if let Ok(mut p) = panel.lock() {
+                p.apply(&o);
+            }
+        };
+        let cut = |siren, beacon| Outputs {
+            siren,
+            beacon,
+            power_allowed: false,
+        };
+        tracing::info!("output self-test: siren chirp, beacon red-yellow-green");
+        show(cut(true, Beacon::Red));
+        tokio::time::sleep(step).await;
+        show(cut(false, Beacon::Red));
+        tokio::time::sleep(step).await;
+        show(cut(false, Beacon::Yellow));
+        tokio::time::sleep(step).await;
+        show(cut(false, Beacon::Green));
+        tokio::time::sleep(step).await;
+    }
+
+    fn set_relay(&mut self, on: bool) {
+        Self::drive(self.relay.as_mut(), on, &mut self.errors);
+    }
+
+    fn drive(out: &mut dyn Output, on: bool, errors: &mut u64) {
+        if out.get() == on {
+            return;
+        }
+        if let Err(e) = out.set(on) {
+            *errors += 1;
+            tracing::error!(output = out.name(), error = %e, "cannot drive output");
+        }
+    }
+}
+
+/// One change, for the API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChangeView {
+    /// Output name.
+    pub output: String,
+    /// New state.
+    pub on: bool,
+    /// RFC 3339 wall-clock time.
+    pub at: String,
+    /// Unix time in nanoseconds, for latency measurements.
+    pub at_unix_ns: u128,
+}
+
+/// The last `n` changes of a timeline.
+pub fn recent_changes(t: &Timeline, n: usize) -> Vec<ChangeView> {
+    let all = t.changes();
+    let skip = all.len().saturating_sub(n);
+    all.into_iter()
+        .skip(skip)
+        .map(|c| ChangeView {
+            at: humantime::format_rfc3339_millis(c.wall).to_string(),
+            at_unix_ns: c
+                .wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            output: c.output,
+            on: c.on,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> Panel {
+        let cfg = OutputsConfig {
+            backend: OutputBackend::Sim,
+            ..OutputsConfig::default()
+        };
+        Panel::open(&cfg).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn starts_with_power_cut_and_red() {
+        let p = sim();
+        assert_eq!(p.current(), START);
+    }
+
+    #[test]
+    fn the_relay_drops_first_and_returns_last_and_the_beacon_is_never_dark() {
+        let mut p = sim();
+        p.apply(&Outputs {
+            siren: false,
+            beacon: Beacon::Green,
+            power_allowed: true,
+        });
+        let t = p.timeline().cloned().unwrap_or_default();
+        let names: Vec<(String, bool)> = t
+            .changes()
+            .into_iter()
+            .skip(5)
+            .map(|c| (c.output, c.on))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("beacon_green".into(), true),
+                ("beacon_red".into(), false),
+                ("power_relay".into(), true)
+            ]
+        );
+        p.apply(&Outputs {
+            siren: true,
+            beacon: Beacon::Red,
+            power_allowed: false,
+        });
+        let names: Vec<(String, bool)> = t
+            .changes()
+            .into_iter()
+            .skip(8)
+            .map(|c| (c.output, c.on))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("power_relay".into(), false),
+                ("beacon_red".into(), true),
+                ("beacon_green".into(), false),
+                ("siren".into(), true)
+            ]
+        );
+        p.apply(&Outputs {
+            siren: false,
+            beacon: Beacon::Green,
+            power_allowed: true,
+        });
+        p.fail_safe();
+        assert_eq!(p.current(), Outputs::FAIL_SAFE);
+    }
+}

@@ -1,0 +1,285 @@
+//! The output supervisor: an OS thread apart from the async runtime that
+//! feeds the watchdogs only while acquisition and the alarm engine make
+//! progress, and forces the fail-safe outputs when the engine stalls.
+//!
+//! It shares nothing with the runtime but two atomic heartbeats and the
+//! panel's mutex, so a runtime blocked by a bug still ends in the safe state:
+//! power cut, red lamp, siren; and, the watchdogs unfed, a restart.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pithead_hal::Watchdog;
+
+use super::panel::Panel;
+
+/// Progress marks, in milliseconds since `base`.
+#[derive(Debug)]
+pub struct Heartbeats {
+    base: Instant,
+    engine: AtomicU64,
+    acquisition: AtomicU64,
+}
+
+impl Heartbeats {
+    /// Both marks set to now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Heartbeats {
+            base: Instant::now(),
+            engine: AtomicU64::new(0),
+            acquisition: AtomicU64::new(0),
+        })
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The engine completed a loop.
+    pub fn engine_beat(&self) {
+        self.engine
+            .store(self.ms(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Acquisition published a poll result.
+    pub fn acquisition_beat(&self) {
+        self.acquisition
+            .store(self.ms(Instant::now()), Ordering::Relaxed);
+    }
+
+    fn ages(&self, now: Instant) -> (Duration, Duration) {
+        let now = self.ms(now);
+        (
+            Duration::from_millis(now.saturating_sub(self.engine.load(Ordering::Relaxed))),
+            Duration::from_millis(now.saturating_sub(self.acquisition.load(Ordering::Relaxed))),
+        )
+    }
+}
+
+/// When progress counts as stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The engine loops every 100 ms; longer than this without a loop is a
+    /// stall.
+    pub engine: Duration,
+    /// Acquisition publishes at least once per slowest poll or probe.
+    pub acquisition: Duration,
+    /// How often the watchdogs are fed while all is well.
+    pub feed_every: Duration,
+}
+
+/// What one supervisor step decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Force the fail-safe outputs now.
+    pub fail_safe: bool,
+    /// Feed the watchdogs now.
+    pub feed: bool,
+}
+
+/// The supervisor's rule, without I/O: given the heartbeat ages and the time
+/// since the last feed.
+pub fn decide(
+    engine_age: Duration,
+    acquisition_age: Duration,
+    since_feed: Duration,
+    l: &Limits,
+) -> Decision {
+    let engine_ok = engine_age <= l.engine;
+    let acquisition_ok = acquisition_age <= l.acquisition;
+    Decision {
+        fail_safe: !engine_ok,
+        feed: engine_ok && acquisition_ok && since_feed >= l.feed_every,
+    }
+}
+
+/// Starts the supervisor thread. It stops (disarming the watchdogs) when
+/// `stop` is set.
+pub fn spawn(
+    panel: Arc<Mutex<Panel>>,
+    beats: Arc<Heartbeats>,
+    mut watchdogs: Vec<Box<dyn Watchdog>>,
+    limits: Limits,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("supervisor".into()).spawn(move || {
+        let mut last_feed: Option<Instant> = None;
+        let mut stalled = false;
+        let mut starving = false;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = Instant::now();
+            let (engine_age, acquisition_age) = beats.ages(now);
+            let since_feed = last_feed.map_or(Duration::MAX, |t| now.duration_since(t));
+            let d = decide(engine_age, acquisition_age, since_feed, &limits);
+            if d.fail_safe {
+                if !stalled {
+                    tracing::error!(?engine_age, "alarm engine stalled: outputs forced to fail-safe, watchdog no longer fed");
+                    stalled = true;
+                }
+                if let Ok(mut p) = panel.lock() {
+                    p.fail_safe();
+                }
+            } else if stalled {
+                tracing::warn!("alarm engine running again");
+                stalled = false;
+            }
+            let acquisition_ok = acquisition_age <= limits.acquisition;
+            if !acquisition_ok && !starving {
+                tracing::error!(?acquisition_age, "acquisition made no progress: watchdog no longer fed");
+            }
+            starving = !acquisition_ok;
+            if d.feed {
+                for w in &mut watchdogs {
+                    if let Err(e) = w.feed() {
+                        tracing::error!(watchdog = w.name(), error = %e, "cannot feed watchdog");
+                    }
+                }
+                last_feed = Some(now);
+            }
+        }
+        for w in &mut watchdogs {
+            if let Err(e) = w.disarm() {
+                tracing::warn!(watchdog = w.name(), error = %e, "cannot disarm watchdog");
+            }
+        }
+    })
+}
+
+/// systemd's watchdog: `WATCHDOG=1` over `NOTIFY_SOCKET`.
+#[derive(Debug)]
+pub struct SystemdWatchdog;
+
+impl Watchdog for SystemdWatchdog {
+    fn feed(&mut self) -> Result<(), pithead_hal::HalError> {
+        sd_notify::notify(&[sd_notify::NotifyState::Watchdog]).map_err(|e| {
+            pithead_hal::HalError::Watchdog {
+                name: "systemd".into(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    fn name(&self) -> &str {
+        "systemd"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pithead_hal::sim::SimWatchdog;
+
+    use super::*;
+    use crate::alarm::engine::{Beacon, Outputs};
+    use crate::config::{OutputBackend, OutputsConfig};
+
+    const L: Limits = Limits {
+        engine: Duration::from_secs(2),
+        acquisition: Duration::from_secs(10),
+        feed_every: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn feeds_only_while_both_make_progress() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            decide(s(0), s(0), s(1), &L),
+            Decision {
+                fail_safe: false,
+                feed: true
+            }
+        );
+        assert!(!decide(s(0), s(0), Duration::from_millis(500), &L).feed);
+        assert_eq!(
+            decide(s(3), s(0), s(5), &L),
+            Decision {
+                fail_safe: true,
+                feed: false
+            }
+        );
+        assert_eq!(
+            decide(s(0), s(11), s(5), &L),
+            Decision {
+                fail_safe: false,
+                feed: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_stalled_engine_gets_fail_safe_outputs_and_starves_the_watchdog() {
+        let cfg = OutputsConfig {
+            backend: OutputBackend::Sim,
+            ..OutputsConfig::default()
+        };
+        let panel = Arc::new(Mutex::new(
+            Panel::open(&cfg).unwrap_or_else(|e| panic!("{e}")),
+        ));
+        let timeline = panel
+            .lock()
+            .ok()
+            .and_then(|p| p.timeline().cloned())
+            .unwrap_or_default();
+        if let Ok(mut p) = panel.lock() {
+            p.apply(&Outputs {
+                siren: false,
+                beacon: Beacon::Green,
+                power_allowed: true,
+            });
+        }
+        let beats = Heartbeats::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let limits = Limits {
+            engine: Duration::from_millis(300),
+            acquisition: Duration::from_secs(5),
+            feed_every: Duration::from_millis(100),
+        };
+        let handle = spawn(
+            Arc::clone(&panel),
+            Arc::clone(&beats),
+            vec![Box::new(SimWatchdog::new(&timeline))],
+            limits,
+            Arc::clone(&stop),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Healthy for a while: fed, outputs untouched.
+        for _ in 0..10 {
+            beats.engine_beat();
+            beats.acquisition_beat();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let fed_while_healthy = timeline.of("watchdog").len();
+        assert!(fed_while_healthy >= 2, "{fed_while_healthy}");
+        assert!(
+            panel
+                .lock()
+                .map(|p| p.current().power_allowed)
+                .unwrap_or(false)
+        );
+        // The engine stops beating.
+        let stalled_at = Instant::now();
+        std::thread::sleep(Duration::from_millis(800));
+        let feeds_after = timeline
+            .of("watchdog")
+            .into_iter()
+            .filter(|c| c.at > stalled_at + Duration::from_millis(350))
+            .count();
+        assert_eq!(
+            feeds_after, 0,
+            "the watchdog must starve once the engine stalls"
+        );
+        assert_eq!(
+            panel.lock().map(|p| p.current()).ok(),
+            Some(Outputs::FAIL_SAFE)
+        );
+        let relay_dropped = timeline
+            .of("power_relay")
+            .last()
+            .map(|c| (c.on, c.at >= stalled_at));
+        assert_eq!(relay_dropped, Some((false, true)));
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+}

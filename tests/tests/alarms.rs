@@ -1,0 +1,408 @@
+//! Alarms end to end: the real daemon with simulated outputs against the
+//! `pithead simulate` process.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pithead_e2e::{Daemon, Simulator, free_port, http_get, http_request, minimal_config};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A station with the face CH4 guarding power (warning 0.8, alarm 1.0,
+/// power-cut 1.5 restoring below 1.0) and CO on the same device.
+fn config(dir: &std::path::Path, http: SocketAddr, sim: &Simulator, token: bool) -> String {
+    let token_line = if token {
+        let f = dir.join("token");
+        std::fs::write(&f, TOKEN).unwrap_or_else(|e| panic!("{e}"));
+        format!("api_token_file = \"{}\"\n", f.display())
+    } else {
+        String::new()
+    };
+    let base = minimal_config(&dir.join("data"), http).replace(
+        &format!("listen = \"{http}\"\n"),
+        &format!("listen = \"{http}\"\n{token_line}"),
+    );
+    format!(
+        "{base}[acquisition]\nwarm_up = \"0s\"\n\
+         [[bus]]\nid = \"sim\"\ntransport = \"tcp\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout = \"300ms\"\nretries = 0\n\
+         [[device]]\nid = \"face\"\nbus = \"sim\"\nunit = 1\n\
+         [[channel]]\nid = \"ch4\"\ndevice = \"face\"\nkind = \"ch4\"\nunit = \"%vol\"\ntable = \"input\"\naddress = 0\n\
+         scale = 0.01\nrange = [0.0, 4.0]\n\
+         [[channel.level]]\nname = \"warning\"\nthreshold = 0.8\ndeadband = 0.05\n\
+         [[channel.level]]\nname = \"alarm\"\nthreshold = 1.0\ndeadband = 0.05\n\
+         [[channel.level]]\nname = \"power_cut\"\nthreshold = 1.5\ndeadband = 0.5\n\
+         [[channel]]\nid = \"co\"\ndevice = \"face\"\nkind = \"co\"\nunit = \"ppm\"\ntable = \"input\"\naddress = 1\n\
+         range = [0.0, 1000.0]\npreset = \"cn-coal/co\"\n",
+        sim.modbus.port()
+    )
+}
+
+fn json(http: SocketAddr, path: &str) -> Value {
+    let (status, body) = http_get(http, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn outputs(http: SocketAddr) -> Value {
+    json(http, "/api/v1/outputs")
+}
+
+fn wait(
+    http: SocketAddr,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&Value, &Value) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    let (mut o, mut a) = (Value::Null, Value::Null);
+    while start.elapsed() < within {
+        o = outputs(http);
+        a = json(http, "/api/v1/alarms?active=true");
+        if pred(&o, &a) {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not within {within:?}: {what}\noutputs: {o:#}\nalarms: {a:#}");
+}
+
+fn levels(a: &Value) -> Vec<String> {
+    a.as_array()
+        .map(|v| {
+            v.iter()
+                .map(|x| {
+                    format!(
+                        "{}/{}",
+                        x["channel"].as_str().unwrap_or(""),
+                        x["level"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ack_all(http: SocketAddr, by: &str) {
+    let alarms = json(http, "/api/v1/alarms?active=true");
+    for a in alarms.as_array().cloned().unwrap_or_default() {
+        if a["acknowledged_by"].is_string() {
+            continue;
+        }
+        let id = a["id"].as_u64().unwrap_or_default();
+        let auth = format!("Bearer {TOKEN}");
+        let (status, body) = http_request(
+            http,
+            "POST",
+            &format!("/api/v1/alarms/{id}/ack"),
+            &[("Authorization", &auth)],
+            &format!("{{\"by\": \"{by}\"}}"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["recorded"], true, "{body}");
+    }
+}
+
+fn start(scenario: &str, token: bool) -> (Simulator, tempfile::TempDir, Daemon, SocketAddr) {
+    let sim = Simulator::start(scenario, None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut d = Daemon::start(dir.path(), &config(dir.path(), http, &sim, token), http);
+    d.wait_healthy(Duration::from_secs(20));
+    (sim, dir, d, http)
+}
+
+/// The index of the first change of `output` to `on` after `from`.
+fn change_index(o: &Value, from: usize, output: &str, on: bool) -> Option<usize> {
+    o["changes"]
+        .as_array()?
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, c)| c["output"] == output && c["on"] == on)
+        .map(|(i, _)| i)
+}
+
+#[test]
+fn methane_rise_drives_warning_alarm_power_cut_in_order_ack_silences_restore_clears() {
+    let (sim, dir, mut d, http) = start("methane-rise", true);
+    // Normal air first: green, power on, no siren.
+    wait(http, Duration::from_secs(10), "green with power", |o, _| {
+        o["beacon"] == "green" && o["power_allowed"] == true && o["siren"] == false
+    });
+    let before = outputs(http)["changes"].as_array().map_or(0, Vec::len);
+    // The scenario raises CH4 0.04 %/s from 5 s: 0.8 at ~17 s, 1.5 at ~35 s.
+    wait(http, Duration::from_secs(60), "power cut", |o, _| {
+        o["power_allowed"] == false
+    });
+    let o = outputs(http);
+    let yellow = change_index(&o, before, "beacon_yellow", true);
+    let siren = change_index(&o, before, "siren", true);
+    let red = change_index(&o, before, "beacon_red", true);
+    let cut = change_index(&o, before, "power_relay", false);
+    assert!(
+        yellow.is_some() && siren.is_some() && red.is_some() && cut.is_some(),
+        "{o:#}"
+    );
+    assert!(
+        yellow < red && red < cut,
+        "warning → alarm → power-cut, in order: {o:#}"
+    );
+    assert!(siren < red, "siren from the first (warning) alarm: {o:#}");
+    let a = json(http, "/api/v1/alarms?active=true");
+    assert_eq!(levels(&a), ["ch4/warning", "ch4/alarm", "ch4/power_cut"]);
+    assert!(a[2]["value"].as_f64().unwrap_or_default() >= 1.5, "{a:#}");
+
+    // Acknowledging silences the siren; the danger stays shown.
+    ack_all(http, "王班长");
+    wait(http, Duration::from_secs(2), "siren silenced", |o, _| {
+        o["siren"] == false
+    });
+    let o = outputs(http);
+    assert_eq!(
+        (o["beacon"].as_str(), o["power_allowed"].as_bool()),
+        (Some("red"), Some(false))
+    );
+    let a = json(http, "/api/v1/alarms?active=true");
+    assert!(
+        a.as_array().is_some_and(|v| v
+            .iter()
+            .all(|x| x["state"] == "acknowledged" && x["acknowledged_by"] == "王班长")),
+        "{a:#}"
+    );
+
+    // 1.2 %: below power-cut, not below its restore point (1.0): still cut.
+    sim.control("set 1 input 0 120");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        outputs(http)["power_allowed"],
+        false,
+        "restore needs the dead-band"
+    );
+    // 0.9 %: power-cut and alarm restore (acknowledged, so they clear);
+    // the warning (0.8 - 0.05) remains.
+    sim.control("set 1 input 0 90");
+    wait(
+        http,
+        Duration::from_secs(3),
+        "power back, yellow",
+        |o, a| {
+            o["power_allowed"] == true && o["beacon"] == "yellow" && levels(a) == ["ch4/warning"]
+        },
+    );
+    sim.control("set 1 input 0 30");
+    wait(http, Duration::from_secs(3), "all clear", |o, a| {
+        o["beacon"] == "green" && a.as_array().is_some_and(Vec::is_empty)
+    });
+
+    // History keeps every alarm with who acknowledged it.
+    let all = json(http, "/api/v1/alarms");
+    let cleared: Vec<&Value> = all
+        .as_array()
+        .map(|v| v.iter().filter(|x| x["state"] == "cleared").collect())
+        .unwrap_or_default();
+    assert_eq!(cleared.len(), 3, "{all:#}");
+    assert!(
+        cleared
+            .iter()
+            .all(|x| x["acknowledged_by"] == "王班长" && x["cleared_at"].is_string())
+    );
+
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).success());
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let count = |sql: &str| -> i64 {
+        db.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    // raised + 2 escalated + 3 acknowledged + 3 cleared, each with its outbox row.
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE kind LIKE 'alarm.%'"),
+        9
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM outbox WHERE lane = 0 AND kind = 'alarm'"),
+        9
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE kind = 'alarm.acknowledged' AND actor = '王班长'"),
+        3
+    );
+}
+
+#[test]
+fn an_unplugged_sensor_cuts_power_for_its_guarded_channel_until_acknowledged() {
+    let (sim, _dir, _d, http) = start("normal", true);
+    wait(http, Duration::from_secs(10), "power on", |o, _| {
+        o["power_allowed"] == true
+    });
+    sim.control("fault 1 silent");
+    let took = wait(
+        http,
+        Duration::from_secs(3),
+        "power cut by a fault",
+        |o, _| o["power_allowed"] == false,
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "within two polls: {took:?}"
+    );
+    let a = json(http, "/api/v1/alarms?active=true");
+    assert_eq!(
+        levels(&a),
+        ["ch4/fault", "ch4/power_cut", "co/fault"],
+        "{a:#}"
+    );
+    assert_eq!(a[1]["reading_state"], "comm_fault");
+    assert!(a[1]["value"].is_null(), "a fault is never a value: {a:#}");
+    // The sensor comes back: the latched power-cut keeps power off.
+    sim.control("fault 1 none");
+    wait(
+        http,
+        Duration::from_secs(6),
+        "returned, waiting for ack",
+        |_, a| {
+            a.as_array()
+                .is_some_and(|v| v.iter().all(|x| x["state"] == "returned"))
+        },
+    );
+    assert_eq!(outputs(http)["power_allowed"], false);
+    ack_all(http, "李工");
+    wait(
+        http,
+        Duration::from_secs(3),
+        "power back after ack",
+        |o, a| {
+            o["power_allowed"] == true
+                && o["siren"] == false
+                && a.as_array().is_some_and(Vec::is_empty)
+        },
+    );
+}
+
+#[test]
+fn the_alarm_path_does_not_wait_for_a_stalled_store() {
+    let (sim, dir, _d, http) = start("normal", true);
+    wait(http, Duration::from_secs(10), "power on", |o, _| {
+        o["power_allowed"] == true
+    });
+    // Hold the database's write lock from outside for 5 s: the daemon's
+    // writer blocks on it, exactly as on a stalled disk.
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    db.execute_batch("BEGIN EXCLUSIVE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let locked = Instant::now();
+    let set = sim.control("set 1 input 0 170");
+    let set_ns: u128 = set.trim_start_matches("ok ").parse().unwrap_or_default();
+    wait(
+        http,
+        Duration::from_secs(3),
+        "power cut while the store is stalled",
+        |o, _| o["power_allowed"] == false,
+    );
+    assert!(
+        locked.elapsed() < Duration::from_secs(5),
+        "the lock was still held"
+    );
+    let o = outputs(http);
+    let cut_ns = o["changes"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .rev()
+                .find(|c| c["output"] == "power_relay" && c["on"] == false)
+        })
+        .and_then(|c| c["at_unix_ns"].as_u64())
+        .map(u128::from)
+        .unwrap_or_default();
+    let latency =
+        Duration::from_nanos(u64::try_from(cut_ns.saturating_sub(set_ns)).unwrap_or(u64::MAX));
+    assert!(
+        latency <= Duration::from_millis(1500),
+        "register change to relay: {latency:?} (poll 1 s)"
+    );
+    // Nothing was recorded yet; after the stall the events are written.
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(locked.elapsed()));
+    db.execute_batch("ROLLBACK")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n: i64 = db
+            .query_row(
+                "SELECT count(*) FROM events WHERE kind LIKE 'alarm.%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_default();
+        if n >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "alarm events never recorded after the stall ({n})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn acknowledging_needs_a_token_a_name_and_an_active_alarm() {
+    let (sim, _dir, _d, http) = start("normal", true);
+    sim.control("set 1 input 0 110");
+    wait(http, Duration::from_secs(5), "alarm", |_, a| {
+        levels(a).contains(&"ch4/alarm".to_owned())
+    });
+    let a = json(http, "/api/v1/alarms?active=true");
+    let id = a[1]["id"].as_u64().unwrap_or_default();
+    let path = format!("/api/v1/alarms/{id}/ack");
+    let auth = format!("Bearer {TOKEN}");
+    let post = |path: &str, auth: &str, body: &str| {
+        let h: Vec<(&str, &str)> = if auth.is_empty() {
+            vec![]
+        } else {
+            vec![("Authorization", auth)]
+        };
+        http_request(http, "POST", path, &h, body).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (s, b) = post(&path, "", "{\"by\": \"x\"}");
+    assert_eq!(s, 401, "{b}");
+    let (s, b) = post(&path, "Bearer wrong-token-0123456789", "{\"by\": \"x\"}");
+    assert_eq!(s, 401, "{b}");
+    let (s, b) = post(&path, &auth, "{\"by\": \"  \"}");
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("确认人"), "{b}");
+    let (s, b) = post(&path, &auth, "not json");
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = post("/api/v1/alarms/abc/ack", &auth, "{\"by\": \"x\"}");
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = post("/api/v1/alarms/12345/ack", &auth, "{\"by\": \"x\"}");
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = post(&path, &auth, "{\"by\": \"张三\"}");
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = post(&path, &auth, "{\"by\": \"李四\"}");
+    assert_eq!(s, 409, "{b}");
+    assert!(b.contains("张三"), "{b}");
+}
+
+#[test]
+fn without_a_configured_token_acknowledging_over_the_api_is_refused() {
+    let (sim, _dir, _d, http) = start("normal", false);
+    sim.control("set 1 input 0 110");
+    wait(http, Duration::from_secs(5), "alarm", |_, a| {
+        !levels(a).is_empty()
+    });
+    let (s, b) = http_request(
+        http,
+        "POST",
+        "/api/v1/alarms/1/ack",
+        &[("Authorization", "Bearer x")],
+        "{\"by\": \"x\"}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("ack_disabled"), "{b}");
+}
