@@ -202,11 +202,21 @@ fn demo(http: SocketAddr, data: Option<PathBuf>, scenario: Scenario) -> ExitCode
             return ExitCode::FAILURE;
         }
     };
+    // A token for acknowledging alarms over the API, printed below.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token_file = data_dir.join("api-token");
+    if let Err(e) =
+        std::fs::create_dir_all(&data_dir).and_then(|()| std::fs::write(&token_file, &token))
+    {
+        eprintln!("cannot write {}: {e}", token_file.display());
+        return ExitCode::FAILURE;
+    }
     let modbus_port = modbus.local_addr().map_or(0, |a| a.port());
     let control_addr = control.local_addr().ok();
     let cfg = config::load_str_with(config::DEMO, Path::new("<built-in demo config>"), |c| {
         c.storage.data_dir = data_dir.clone();
         c.http.listen = http.to_string();
+        c.http.api_token_file = Some(token_file.clone());
         for b in &mut c.buses {
             b.host = Some("127.0.0.1".into());
             b.port = modbus_port;
@@ -218,7 +228,10 @@ fn demo(http: SocketAddr, data: Option<PathBuf>, scenario: Scenario) -> ExitCode
     };
     eprintln!(
         "Pithead demo — station \"{}\", scenario {scenario:?}\n  \
-         live readings: http://{http}/api/v1/channels   metrics: http://{http}/metrics\n  \
+         live readings: http://{http}/api/v1/channels   alarms: http://{http}/api/v1/alarms\n  \
+         outputs (virtual siren, beacon, relay): http://{http}/api/v1/outputs   metrics: http://{http}/metrics\n  \
+         acknowledge: curl -X POST -H 'Authorization: Bearer {token}' -d '{{\"by\":\"王班长\"}}' \\\n    \
+         -H 'Content-Type: application/json' http://{http}/api/v1/alarms/ID/ack\n  \
          simulator control: {} (see docs/SIMULATOR.md)   data: {}\n  Press Ctrl-C to stop.",
         cfg.station.name,
         control_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),

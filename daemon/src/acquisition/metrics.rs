@@ -23,20 +23,42 @@ impl Counter {
 /// Upper bounds of the poll-duration buckets, in seconds.
 pub const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
+/// Upper bounds for latencies inside the process (reading to output), s.
+pub const FAST_BUCKETS: [f64; 10] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1,
+];
+
 /// A Prometheus histogram with fixed buckets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
     count: AtomicU64,
     sum_us: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new(&BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// A histogram with these bucket upper bounds (seconds, ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
-        for (b, le) in self.buckets.iter().zip(BUCKETS) {
-            if s <= le {
+        for (b, le) in self.buckets.iter().zip(self.bounds) {
+            if s <= *le {
                 b.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -45,6 +67,29 @@ impl Histogram {
             u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Prometheus text lines for this histogram; `labels` is empty or
+    /// `key="value",…` without braces.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bucket, le) in self.buckets.iter().zip(self.bounds) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
     }
 }
 
@@ -179,31 +224,10 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE pithead_modbus_poll_duration_seconds histogram");
         for b in &self.buses {
-            let h = &b.duration;
-            for (bucket, le) in h.buckets.iter().zip(BUCKETS) {
-                let _ = writeln!(
-                    out,
-                    "pithead_modbus_poll_duration_seconds_bucket{{bus=\"{}\",le=\"{le}\"}} {}",
-                    b.bus,
-                    bucket.load(Ordering::Relaxed)
-                );
-            }
-            let count = h.count.load(Ordering::Relaxed);
-            let _ = writeln!(
+            b.duration.render(
                 out,
-                "pithead_modbus_poll_duration_seconds_bucket{{bus=\"{}\",le=\"+Inf\"}} {count}",
-                b.bus
-            );
-            let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "pithead_modbus_poll_duration_seconds_sum{{bus=\"{}\"}} {sum}",
-                b.bus
-            );
-            let _ = writeln!(
-                out,
-                "pithead_modbus_poll_duration_seconds_count{{bus=\"{}\"}} {count}",
-                b.bus
+                "pithead_modbus_poll_duration_seconds",
+                &format!("bus=\"{}\"", b.bus),
             );
         }
         let _ = writeln!(

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::acquisition::Snapshot;
+use crate::acquisition::metrics::{FAST_BUCKETS, Histogram};
 use crate::config::Config;
 use crate::store::outbox::{self, Lane};
 use crate::store::{self, Durability, Store, StoreError, events};
@@ -139,6 +140,9 @@ pub struct Handle {
     pub commands: mpsc::Sender<Command>,
     /// The panel (for its timeline and current state).
     pub panel: Arc<Mutex<Panel>>,
+    /// From a reading taken to the outputs set, when the reading changed
+    /// them.
+    pub reading_to_output: Arc<Histogram>,
 }
 
 /// Told once an event is recorded (or why not).
@@ -222,7 +226,9 @@ pub fn start(
     let (state_tx, state_rx) = watch::channel(initial);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let latency = Arc::new(Histogram::new(&FAST_BUCKETS));
     tracker.spawn(run(
+        Arc::clone(&latency),
         engine,
         Arc::clone(&panel),
         cfg.outputs.self_test,
@@ -238,6 +244,7 @@ pub fn start(
             state: state_rx,
             commands: cmd_tx,
             panel,
+            reading_to_output: latency,
         },
         SupervisorGuard {
             stop,
@@ -268,6 +275,7 @@ impl Drop for SupervisorGuard {
     reason = "the task's whole wiring, spelled out once"
 )]
 async fn run(
+    latency: Arc<Histogram>,
     mut engine: Engine,
     panel: Arc<Mutex<Panel>>,
     self_test: bool,
@@ -307,6 +315,7 @@ async fn run(
         let now = Instant::now();
         let wall = SystemTime::now();
         let mut out: Vec<(AlarmEvent, Option<Recorded>)> = Vec::new();
+        let mut earliest: Option<Instant> = None;
         {
             let snap = snapshot.borrow_and_update();
             for (ch, r) in snap.readings.iter().enumerate() {
@@ -314,6 +323,7 @@ async fn run(
                     if let Some(s) = seen.get_mut(ch) {
                         *s = Some(r.at);
                     }
+                    earliest = Some(earliest.map_or(r.at, |e| e.min(r.at)));
                     out.extend(
                         engine
                             .update(ch, r, now, wall)
@@ -346,6 +356,11 @@ async fn run(
         let outputs = engine.outputs();
         if let Ok(mut p) = panel.lock() {
             p.apply(&outputs);
+        }
+        if let (Some(t), Some(prev)) = (earliest, &last_published)
+            && prev.outputs != outputs
+        {
+            latency.observe(t.elapsed());
         }
         beats.engine_beat();
         for (e, done) in out.iter_mut().map(|(e, d)| (e.clone(), d.take())) {

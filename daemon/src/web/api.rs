@@ -48,6 +48,11 @@ pub async fn channels(State(s): State<AppState>) -> Json<Vec<ChannelView>> {
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::with_capacity(4096);
     s.acquisition.metrics.render(&mut out);
+    out.push_str("# HELP pithead_alarm_reading_to_output_seconds From a reading taken to the outputs it changed.\n");
+    out.push_str("# TYPE pithead_alarm_reading_to_output_seconds histogram\n");
+    s.alarms
+        .reading_to_output
+        .render(&mut out, "pithead_alarm_reading_to_output_seconds", "");
     {
         let snap = s.acquisition.snapshot.borrow();
         out.push_str("# HELP pithead_device_online Whether a device answered its last request.\n");
