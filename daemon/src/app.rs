@@ -75,6 +75,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Arc::clone(&config),
         alarm_events,
     ));
+    crate::roster::import_configured(&store, &config).await;
+    tracker.spawn(crate::roster::watch_overdue(
+        store.clone(),
+        Arc::clone(&config),
+        alarms.commands.clone(),
+        shutdown.clone(),
+    ));
     tracker.spawn(store::retention::run(
         store.clone(),
         store::retention::Policy::from(&config.storage),

@@ -14,6 +14,12 @@ use crate::simulator::model::Scenario;
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 78;
 
+/// `EX_DATAERR` from sysexits.h: an input file is wrong.
+pub const EXIT_DATA: u8 = 65;
+
+/// The demo's sample roster.
+const DEMO_ROSTER: &str = include_str!("../../config/roster-demo.csv");
+
 /// Pithead — shaft-head safety station daemon.
 #[derive(Debug, Parser)]
 #[command(name = "pithead", version, about, long_about = None)]
@@ -50,6 +56,12 @@ pub enum Command {
         #[arg(long, default_value = "normal")]
         scenario: Scenario,
     },
+    /// Manage the roster of workers.
+    Roster {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: RosterAction,
+    },
     /// Serve the demo station's simulated Modbus devices.
     Simulate {
         /// Modbus TCP address to serve on.
@@ -80,6 +92,18 @@ pub enum Command {
 /// When the process started, as near as the library can tell: the first
 /// thing `run` does. Used for the start-to-first-poll figure.
 pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Roster sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum RosterAction {
+    /// Replace the roster with a CSV file (`badge,name,team,role`, UTF-8).
+    /// Every bad line is reported and then nothing is imported. Workers
+    /// missing from the file become inactive; their history stays.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
+}
 
 /// Runs a parsed command line; the process exit code is returned.
 pub fn run(cli: Cli) -> ExitCode {
@@ -113,6 +137,12 @@ pub fn run(cli: Cli) -> ExitCode {
             data,
             scenario,
         } => demo(http, data, scenario),
+        Command::Roster {
+            action: RosterAction::Import { file },
+        } => match config::load_file(&cli.config) {
+            Ok(cfg) => roster_import(&cfg, &file),
+            Err(e) => config_failure(&e),
+        },
         Command::Simulate {
             listen,
             control,
@@ -211,12 +241,19 @@ fn demo(http: SocketAddr, data: Option<PathBuf>, scenario: Scenario) -> ExitCode
         eprintln!("cannot write {}: {e}", token_file.display());
         return ExitCode::FAILURE;
     }
+    // The demo's workers, so a badge such as 0003 can be checked in.
+    let roster_file = data_dir.join("roster.csv");
+    if let Err(e) = std::fs::write(&roster_file, DEMO_ROSTER) {
+        eprintln!("cannot write {}: {e}", roster_file.display());
+        return ExitCode::FAILURE;
+    }
     let modbus_port = modbus.local_addr().map_or(0, |a| a.port());
     let control_addr = control.local_addr().ok();
     let cfg = config::load_str_with(config::DEMO, Path::new("<built-in demo config>"), |c| {
         c.storage.data_dir = data_dir.clone();
         c.http.listen = http.to_string();
         c.http.api_token_file = Some(token_file.clone());
+        c.roster.file = Some(roster_file.clone());
         for b in &mut c.buses {
             b.host = Some("127.0.0.1".into());
             b.port = modbus_port;
@@ -300,6 +337,59 @@ fn simulate(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pithead simulate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn roster_import(cfg: &Config, file: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read: {e}", file.display());
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    let workers = match crate::roster::parse_csv(&text) {
+        Ok(w) => w,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+            }
+            eprintln!("{} problems; nothing was imported", errors.len());
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let n = workers.len();
+    let result = runtime.block_on(async {
+        let store = crate::store::Store::open(&cfg.storage.data_dir)?;
+        let at = crate::store::now_rfc3339();
+        let r = store
+            .write(crate::store::Durability::Acknowledged, move |c| {
+                crate::roster::import(c, &workers, &at)
+            })
+            .await;
+        store.close().await;
+        r
+    });
+    match result {
+        Ok(s) => {
+            println!(
+                "{}: {n} workers — {} added, {} updated, {} unchanged, {} no longer on the roster",
+                file.display(),
+                s.added,
+                s.updated,
+                s.unchanged,
+                s.deactivated
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pithead roster import: {e}");
             ExitCode::FAILURE
         }
     }

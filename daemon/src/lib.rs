@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod lifecycle;
 pub mod logging;
+pub mod roster;
 pub mod simulator;
 pub mod store;
 pub mod web;

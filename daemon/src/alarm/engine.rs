@@ -86,6 +86,8 @@ pub enum AlarmKind {
     Fault,
     /// A threshold level.
     Level(LevelName),
+    /// A miner is still underground past shift length and grace.
+    Overdue,
 }
 
 impl AlarmKind {
@@ -96,6 +98,7 @@ impl AlarmKind {
             AlarmKind::Level(LevelName::Warning) => "warning",
             AlarmKind::Level(LevelName::Alarm) => "alarm",
             AlarmKind::Level(LevelName::PowerCut) => "power_cut",
+            AlarmKind::Overdue => "overdue",
         }
     }
 }
@@ -114,8 +117,10 @@ pub struct Ack {
 pub struct Alarm {
     /// Unique id (also across restarts; see [`Engine::new`]).
     pub id: u64,
-    /// Channel index.
+    /// Channel index (`usize::MAX` for an alarm about a person).
     pub channel: usize,
+    /// What the alarm is about when it is not a channel: `worker:BADGE`.
+    pub subject: Option<String>,
     /// Fault or level.
     pub kind: AlarmKind,
     /// Value when raised (`None` when raised by a special state).
@@ -244,6 +249,8 @@ pub struct Engine {
     last: Vec<Option<(Option<f64>, State)>>,
     pending: Vec<Vec<Pending>>,
     active: BTreeMap<(usize, AlarmKind), Alarm>,
+    /// Overdue miners, by subject (`worker:BADGE`).
+    people: BTreeMap<String, Alarm>,
     next_id: u64,
 }
 
@@ -259,6 +266,7 @@ impl Engine {
                 .collect(),
             rules,
             active: BTreeMap::new(),
+            people: BTreeMap::new(),
             next_id: first_id,
         }
     }
@@ -268,9 +276,68 @@ impl Engine {
         &self.rules
     }
 
-    /// Active alarms, by channel then kind.
+    /// Active alarms, by channel then kind, then those about people.
     pub fn active(&self) -> impl Iterator<Item = &Alarm> {
-        self.active.values()
+        self.active.values().chain(self.people.values())
+    }
+
+    /// The miners who are overdue now (`worker:BADGE` subjects): raises an
+    /// overdue alarm for each new one; an alarm whose miner came up clears
+    /// (it does not latch: the check-out is the answer).
+    pub fn set_overdue(
+        &mut self,
+        subjects: &[String],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        let event = |kind, id, channel: &str, by: Option<String>| AlarmEvent {
+            kind,
+            alarm_id: id,
+            channel: channel.to_owned(),
+            level: AlarmKind::Overdue,
+            value: None,
+            state: State::Ok,
+            by,
+            at: wall,
+        };
+        for s in subjects {
+            if let Some(a) = self.people.get_mut(s) {
+                a.condition = true;
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.people.insert(
+                s.clone(),
+                Alarm {
+                    id,
+                    channel: usize::MAX,
+                    subject: Some(s.clone()),
+                    kind: AlarmKind::Overdue,
+                    value: None,
+                    state: State::Ok,
+                    raised_at: now,
+                    raised_wall: wall,
+                    condition: true,
+                    latching: false,
+                    acked: None,
+                },
+            );
+            out.push(event(EventKind::Raised, id, s, None));
+        }
+        let gone: Vec<String> = self
+            .people
+            .keys()
+            .filter(|k| !subjects.contains(k))
+            .cloned()
+            .collect();
+        for s in gone {
+            if let Some(a) = self.people.remove(&s) {
+                out.push(event(EventKind::Cleared, a.id, &s, None));
+            }
+        }
+        out
     }
 
     /// Takes a new reading of channel `ch`.
@@ -306,6 +373,28 @@ impl Engine {
         by: &str,
         wall: SystemTime,
     ) -> Result<Vec<AlarmEvent>, AckError> {
+        if let Some(a) = self.people.values_mut().find(|a| a.id == id) {
+            if let Some(ack) = &a.acked {
+                return Err(AckError::AlreadyAcknowledged {
+                    id,
+                    by: ack.by.clone(),
+                });
+            }
+            a.acked = Some(Ack {
+                by: by.to_owned(),
+                at: wall,
+            });
+            return Ok(vec![AlarmEvent {
+                kind: EventKind::Acknowledged,
+                alarm_id: id,
+                channel: a.subject.clone().unwrap_or_default(),
+                level: AlarmKind::Overdue,
+                value: None,
+                state: State::Ok,
+                by: Some(by.to_owned()),
+                at: wall,
+            }]);
+        }
         let key = self
             .active
             .iter()
@@ -347,12 +436,14 @@ impl Engine {
 
     /// What the outputs must show now.
     pub fn outputs(&self) -> Outputs {
-        let siren = self.active.values().any(|a| a.acked.is_none());
+        let siren = self.active().any(|a| a.acked.is_none());
         let mut beacon = Beacon::Green;
-        for a in self.active.values() {
+        for a in self.active() {
             let b = match a.kind {
                 AlarmKind::Level(LevelName::Alarm | LevelName::PowerCut) => Beacon::Red,
-                AlarmKind::Level(LevelName::Warning) | AlarmKind::Fault => Beacon::Yellow,
+                AlarmKind::Level(LevelName::Warning) | AlarmKind::Fault | AlarmKind::Overdue => {
+                    Beacon::Yellow
+                }
             };
             beacon = beacon.max(b);
         }
@@ -395,6 +486,7 @@ impl Engine {
             Alarm {
                 id,
                 channel: ch,
+                subject: None,
                 kind,
                 value,
                 state,

@@ -566,3 +566,48 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn overdue_miners_sound_the_siren_and_clear_when_they_come_up() {
+    let mut e = engine();
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    let (now, wall) = c.at(1.0);
+    let evs = e.set_overdue(&["worker:0042".into()], now, wall);
+    assert_eq!(
+        evs.iter()
+            .map(|e| (e.kind, e.level.as_str(), e.channel.as_str()))
+            .collect::<Vec<_>>(),
+        [(EventKind::Raised, "overdue", "worker:0042")]
+    );
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: true,
+            beacon: Beacon::Yellow,
+            power_allowed: true
+        }
+    );
+    assert_eq!(
+        e.set_overdue(&["worker:0042".into()], now, wall),
+        [],
+        "raised once"
+    );
+    let id = e.active().next().map(|a| a.id).unwrap_or_default();
+    assert_eq!(e.ack(id, "班长", wall).map(|v| v.len()), Ok(1));
+    assert!(!e.outputs().siren);
+    assert_eq!(e.outputs().beacon, Beacon::Yellow, "still overdue: shown");
+    let evs = e.set_overdue(&[], now, wall);
+    assert_eq!(
+        evs.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Cleared]
+    );
+    assert_eq!(
+        e.outputs(),
+        Outputs {
+            siren: false,
+            beacon: Beacon::Green,
+            power_allowed: true
+        }
+    );
+}

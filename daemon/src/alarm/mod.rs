@@ -87,9 +87,10 @@ impl AlarmView {
     fn of(a: &Alarm, rules: &[ChannelRules]) -> Self {
         AlarmView {
             id: a.id,
-            channel: rules
-                .get(a.channel)
-                .map(|r| r.id.clone())
+            channel: a
+                .subject
+                .clone()
+                .or_else(|| rules.get(a.channel).map(|r| r.id.clone()))
                 .unwrap_or_default(),
             level: a.kind.as_str(),
             state: match (a.condition, &a.acked) {
@@ -119,6 +120,8 @@ pub struct AlarmState {
 /// Requests to the alarm task.
 #[derive(Debug)]
 pub enum Command {
+    /// The miners overdue now, as `worker:BADGE` (from the roster task).
+    Overdue(Vec<String>),
     /// A supervisor acknowledges an alarm. The reply comes once the outputs
     /// changed; its receiver resolves once the acknowledgement is recorded.
     Ack {
@@ -334,7 +337,19 @@ async fn run(
             }
         }
         out.extend(engine.tick(now, wall).into_iter().map(|e| (e, None)));
-        for Command::Ack { id, by, reply } in acks {
+        for cmd in acks {
+            let (id, by, reply) = match cmd {
+                Command::Overdue(list) => {
+                    out.extend(
+                        engine
+                            .set_overdue(&list, now, wall)
+                            .into_iter()
+                            .map(|e| (e, None)),
+                    );
+                    continue;
+                }
+                Command::Ack { id, by, reply } => (id, by, reply),
+            };
             match engine.ack(id, &by, wall) {
                 Ok(evs) => {
                     // The caller waits for the last of its events: the

@@ -82,6 +82,40 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX aggregates_minute ON aggregates(minute_ms);
     "#,
+    // v3: people at the shaft head.
+    r#"
+    -- The roster, from the CSV import. Workers missing from a later import
+    -- are kept, inactive, for the history of their check-ins.
+    CREATE TABLE workers (
+        badge      TEXT PRIMARY KEY,
+        name       TEXT    NOT NULL,
+        team       TEXT    NOT NULL DEFAULT '',
+        role       TEXT    NOT NULL DEFAULT '',
+        active     INTEGER NOT NULL DEFAULT 1,
+        updated_at TEXT    NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Every check-in and check-out attempt, including the refused ones.
+    CREATE TABLE checkins (
+        id        INTEGER PRIMARY KEY,
+        badge     TEXT    NOT NULL,
+        name      TEXT,                      -- from the roster, if known
+        direction TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+        outcome   TEXT    NOT NULL CHECK (outcome IN ('ok', 'unknown_badge', 'already_in', 'not_in')),
+        at        TEXT    NOT NULL,          -- RFC 3339 UTC
+        at_ms     INTEGER NOT NULL
+    );
+    CREATE INDEX checkins_badge ON checkins(badge, id);
+    CREATE INDEX checkins_at ON checkins(at_ms);
+
+    -- Who is underground now.
+    CREATE TABLE underground (
+        badge      TEXT PRIMARY KEY,
+        checkin_id INTEGER NOT NULL REFERENCES checkins(id),
+        since      TEXT    NOT NULL,
+        since_ms   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version a database has after every migration.

@@ -101,6 +101,8 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 
+use std::sync::Arc;
+
 use super::ApiError;
 use crate::alarm::{AlarmView, Command};
 
@@ -164,6 +166,7 @@ pub async fn alarms(State(s): State<AppState>, Query(q): Query<AlarmQuery>) -> R
                         channel: d["channel"].as_str().unwrap_or_default().to_owned(),
                         level: match d["level"].as_str() {
                             Some("fault") => "fault",
+                            Some("overdue") => "overdue",
                             Some("warning") => "warning",
                             Some("alarm") => "alarm",
                             _ => "power_cut",
@@ -217,26 +220,8 @@ pub async fn ack(
     headers: HeaderMap,
     body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Some(token) = &s.api_token else {
-        return ApiError::respond(
-            StatusCode::FORBIDDEN,
-            "ack_disabled",
-            "本站未配置主管授权，不能通过接口确认报警",
-            "supervisor actions over the API are disabled on this station (no http.api_token_file)",
-        );
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return ApiError::respond(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "授权无效",
-            "missing or wrong token",
-        );
+    if let Err(refused) = authorize(&s, &headers) {
+        return *refused;
     }
     let Ok(id) = id.parse::<u64>() else {
         return ApiError::respond(
@@ -367,4 +352,202 @@ pub async fn outputs(State(s): State<AppState>) -> Response {
         "changes": changes,
     }))
     .into_response()
+}
+
+/// Supervisor actions need the API token (console sessions arrive later).
+fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(token) = &s.api_token else {
+        return Err(Box::new(ApiError::respond(
+            StatusCode::FORBIDDEN,
+            "ack_disabled",
+            "本站未配置主管授权，不能通过接口进行主管操作",
+            "supervisor actions over the API are disabled on this station (no http.api_token_file)",
+        )));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Box::new(ApiError::respond(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "授权无效",
+            "missing or wrong token",
+        )))
+    }
+}
+
+/// Body of `POST /api/v1/checkins`.
+#[derive(Debug, serde::Deserialize)]
+pub struct CheckinBody {
+    badge: String,
+    direction: crate::roster::Direction,
+}
+
+/// `POST /api/v1/checkins` `{badge, direction: "in"|"out"}`: recorded
+/// durably (with its outbox row) before the answer, refused ones included.
+pub async fn checkin(
+    State(s): State<AppState>,
+    body: Result<Json<CheckinBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    use crate::roster::{Direction, Outcome};
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return ApiError::respond(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "请求格式错误，应为 {\"badge\": \"卡号\", \"direction\": \"in\" 或 \"out\"}",
+                format!("expected {{\"badge\": \"…\", \"direction\": \"in\"|\"out\"}}: {e}"),
+            );
+        }
+    };
+    let badge = match crate::roster::normalize_badge(&body.badge) {
+        Ok(b) => b,
+        Err(why) => {
+            return ApiError::respond(
+                StatusCode::BAD_REQUEST,
+                "bad_badge",
+                "卡号格式不正确，请重新刷卡或输入",
+                why,
+            );
+        }
+    };
+    let cfg = Arc::clone(&s.config);
+    let direction = body.direction;
+    let result = s
+        .store
+        .write(crate::store::Durability::Acknowledged, move |c| {
+            crate::roster::check(c, &cfg, &badge, direction, std::time::SystemTime::now())
+        })
+        .await;
+    let record = match result {
+        Ok(r) => r,
+        Err(e) => return store_refused(&e),
+    };
+    let name = record.name.clone().unwrap_or_default();
+    let (status, zh, en) = match (record.outcome, direction) {
+        (Outcome::Ok, Direction::In) => (StatusCode::CREATED, format!("{name}，下井登记成功。注意安全！"), format!("{name}: checked in. Stay safe!")),
+        (Outcome::Ok, Direction::Out) => (
+            StatusCode::CREATED,
+            format!("{name}，升井登记成功，本班井下 {} 分钟。", record.minutes_underground.unwrap_or(0)),
+            format!("{name}: checked out after {} minutes underground.", record.minutes_underground.unwrap_or(0)),
+        ),
+        (Outcome::UnknownBadge, _) => (
+            StatusCode::NOT_FOUND,
+            "卡号不在花名册中，已记录。请联系群监员。".to_owned(),
+            "this badge is not on the roster; the attempt was recorded. See the station supervisor.".to_owned(),
+        ),
+        (Outcome::AlreadyIn, _) => (
+            StatusCode::CONFLICT,
+            format!("{name} 已于 {} 下井登记，未重复登记（已记录）。", record.underground_since.clone().unwrap_or_default()),
+            format!("{name} is already checked in since {}; recorded, not repeated.", record.underground_since.clone().unwrap_or_default()),
+        ),
+        (Outcome::NotIn, _) => (
+            StatusCode::CONFLICT,
+            format!("{name} 没有下井登记记录，升井已记录，请告知群监员。"),
+            format!("{name} has no check-in; the check-out was recorded. Tell the station supervisor."),
+        ),
+    };
+    (
+        status,
+        Json(serde_json::json!({ "record": record, "message_zh": zh, "message_en": en })),
+    )
+        .into_response()
+}
+
+/// A store error as an answer: the record was not kept, and why.
+fn store_refused(e: &crate::store::StoreError) -> Response {
+    match e {
+        crate::store::StoreError::DiskFull => ApiError::respond(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "disk_full",
+            "存储空间已满，本次未能记录，请向群监员报告",
+            "the disk is full; this was not recorded. Tell the station supervisor.",
+        ),
+        e => ApiError::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_recorded",
+            "暂时无法记录，请稍后再试或向群监员报告",
+            format!("not recorded: {e}"),
+        ),
+    }
+}
+
+/// `GET /api/v1/underground`: everyone underground now, longest first.
+pub async fn underground(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&s, &headers) {
+        return *refused;
+    }
+    let limit = s
+        .config
+        .roster
+        .shift_length
+        .saturating_add(s.config.roster.overdue_grace);
+    match s
+        .store
+        .read(move |c| crate::roster::underground(c, std::time::SystemTime::now(), limit))
+        .await
+    {
+        Ok(people) => Json(serde_json::json!({
+            "count": people.len(),
+            "overdue_after_minutes": limit.as_secs() / 60,
+            "people": people,
+        }))
+        .into_response(),
+        Err(e) => store_refused(&e),
+    }
+}
+
+/// `GET /api/v1/roster`: the active roster.
+pub async fn roster(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&s, &headers) {
+        return *refused;
+    }
+    match s.store.read(crate::roster::roster).await {
+        Ok(w) => Json(w).into_response(),
+        Err(e) => store_refused(&e),
+    }
+}
+
+/// `POST /api/v1/roster` with a CSV body: replaces the roster, or answers
+/// 422 with every bad line and imports nothing.
+pub async fn roster_upload(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Err(refused) = authorize(&s, &headers) {
+        return *refused;
+    }
+    let workers = match crate::roster::parse_csv(&body) {
+        Ok(w) => w,
+        Err(errors) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({
+                    "error": "bad_roster",
+                    "message_zh": format!("花名册有 {} 处错误，未导入任何记录", errors.len()),
+                    "message_en": format!("{} problems in the roster; nothing was imported", errors.len()),
+                    "lines": errors,
+                })),
+            )
+                .into_response();
+        }
+    };
+    let at = crate::store::now_rfc3339();
+    match s
+        .store
+        .write(crate::store::Durability::Acknowledged, move |c| {
+            crate::roster::import(c, &workers, &at)
+        })
+        .await
+    {
+        Ok(summary) => Json(summary).into_response(),
+        Err(e) => store_refused(&e),
+    }
 }

@@ -41,6 +41,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alarms", get(api::alarms))
         .route("/api/v1/alarms/{id}/ack", axum::routing::post(api::ack))
         .route("/api/v1/outputs", get(api::outputs))
+        .route("/api/v1/checkins", axum::routing::post(api::checkin))
+        .route("/api/v1/underground", get(api::underground))
+        .route("/api/v1/roster", get(api::roster).post(api::roster_upload))
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,0 +1,291 @@
+//! Roster and check-ins end to end: the real binary, its CLI and its API.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pithead_e2e::{Daemon, free_port, http_get, http_request, minimal_config, pithead_bin};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+const ROSTER: &str = "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n0002,王芳,综采一队,支架工\n0003,李强,掘进二队,班长\n";
+
+fn setup(shift: &str) -> (tempfile::TempDir, SocketAddr, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = minimal_config(&dir.path().join("data"), http).replace(
+        &format!("listen = \"{http}\"\n"),
+        &format!(
+            "listen = \"{http}\"\napi_token_file = \"{}\"\n",
+            token.display()
+        ),
+    ) + &format!("[roster]\nshift_length = \"{shift}\"\noverdue_grace = \"0s\"\n");
+    let file = dir.path().join("pithead.toml");
+    std::fs::write(&file, cfg).unwrap_or_else(|e| panic!("{e}"));
+    (dir, http, file)
+}
+
+fn import(config: &std::path::Path, csv: &str) -> (Option<i32>, String, String) {
+    let f = config.with_file_name("roster.csv");
+    std::fs::write(&f, csv).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(pithead_bin())
+        .args(["roster", "import", "--config"])
+        .arg(config)
+        .arg(&f)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn start(dir: &std::path::Path, file: &std::path::Path, http: SocketAddr) -> Daemon {
+    let cfg = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}"));
+    let mut d = Daemon::start(dir, &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    d
+}
+
+fn check(http: SocketAddr, badge: &str, direction: &str) -> (u16, Value) {
+    let (s, b) = http_request(
+        http,
+        "POST",
+        "/api/v1/checkins",
+        &[],
+        &format!("{{\"badge\": \"{badge}\", \"direction\": \"{direction}\"}}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+}
+
+fn authed(http: SocketAddr, path: &str) -> Value {
+    let auth = format!("Bearer {TOKEN}");
+    let (s, b) = http_request(http, "GET", path, &[("Authorization", &auth)], "")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}"))
+}
+
+#[test]
+fn the_cli_imports_a_roster_or_reports_every_bad_line() {
+    let (_dir, _http, file) = setup("8h");
+    let (code, _, err) = import(
+        &file,
+        "badge,name,team,role\n0001,张伟,队,工\n,无卡,队,工\n0001,重复,队,工\n",
+    );
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("roster.csv:3: the badge is empty"), "{err}");
+    assert!(
+        err.contains("roster.csv:4: badge 0001 is listed twice"),
+        "{err}"
+    );
+    assert!(err.contains("2 problems; nothing was imported"), "{err}");
+    let (code, out, err) = import(&file, ROSTER);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("3 workers — 3 added, 0 updated, 0 unchanged, 0 no longer on the roster"),
+        "{out}"
+    );
+    let (code, out, _) = import(
+        &file,
+        "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n0002,王芳,综采二队,支架工\n",
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("0 added, 1 updated, 1 unchanged, 1 no longer on the roster"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_ins_and_outs_are_answered_clearly_and_all_recorded() {
+    let (dir, http, file) = setup("8h");
+    assert_eq!(import(&file, ROSTER).0, Some(0));
+    let d = start(dir.path(), &file, http);
+
+    let (s, v) = check(http, " 0001 ", "in");
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["record"]["name"], "张伟");
+    assert!(
+        v["message_zh"]
+            .as_str()
+            .unwrap_or("")
+            .contains("下井登记成功"),
+        "{v}"
+    );
+    let (s, v) = check(http, "0001", "in");
+    assert_eq!(
+        (s, v["record"]["outcome"].as_str()),
+        (409, Some("already_in")),
+        "{v}"
+    );
+    let (s, v) = check(http, "0009", "in");
+    assert_eq!(
+        (s, v["record"]["outcome"].as_str()),
+        (404, Some("unknown_badge")),
+        "{v}"
+    );
+    assert!(
+        v["message_zh"]
+            .as_str()
+            .unwrap_or("")
+            .contains("不在花名册"),
+        "{v}"
+    );
+    let (s, v) = check(http, "0002", "out");
+    assert_eq!(
+        (s, v["record"]["outcome"].as_str()),
+        (409, Some("not_in")),
+        "{v}"
+    );
+    check(http, "0003", "in");
+
+    let u = authed(http, "/api/v1/underground");
+    assert_eq!(u["count"], 2, "{u}");
+    assert_eq!(u["people"][0]["badge"], "0001");
+    assert_eq!(u["people"][1]["name"], "李强");
+
+    let (s, v) = check(http, "0001", "out");
+    assert_eq!(
+        (s, v["record"]["outcome"].as_str()),
+        (201, Some("ok")),
+        "{v}"
+    );
+    assert_eq!(v["record"]["minutes_underground"], 0);
+    assert_eq!(authed(http, "/api/v1/underground")["count"], 1);
+
+    // Bad input: an answer, and nothing recorded.
+    for body in [
+        "{\"badge\": \"<script>\", \"direction\": \"in\"}",
+        "{\"badge\": \"0001\", \"direction\": \"down\"}",
+        "nonsense",
+        "{}",
+    ] {
+        let (s, b) = http_request(http, "POST", "/api/v1/checkins", &[], body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s, 400, "{body}: {b}");
+        assert!(b.contains("message_zh"), "{b}");
+    }
+    let (s, _) = http_get(http, "/api/v1/underground").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 401, "the underground list is for supervisors");
+
+    drop(d);
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let q = |sql: &str| -> i64 {
+        db.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    assert_eq!(
+        q("SELECT count(*) FROM checkins"),
+        6,
+        "every attempt, refused ones too"
+    );
+    assert_eq!(q("SELECT count(*) FROM outbox WHERE kind = 'checkin'"), 6);
+    assert_eq!(
+        q("SELECT count(*) FROM checkins WHERE outcome = 'unknown_badge' AND badge = '0009'"),
+        1
+    );
+}
+
+#[test]
+fn a_check_in_answered_ok_survives_sigkill() {
+    let (dir, http, file) = setup("8h");
+    let csv: String = std::iter::once("badge,name,team,role\n".to_owned())
+        .chain((0..60).map(|i| format!("{i:04},工人{i},一队,工\n")))
+        .collect();
+    assert_eq!(import(&file, &csv).0, Some(0));
+    let mut d = start(dir.path(), &file, http);
+    for i in 0..60 {
+        let (s, v) = check(http, &format!("{i:04}"), "in");
+        assert_eq!(s, 201, "{v}");
+    }
+    d.signal(libc::SIGKILL);
+    let _ = d.wait_exit(Duration::from_secs(10));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let q = |sql: &str| -> i64 {
+        db.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    assert_eq!(q("SELECT count(*) FROM checkins WHERE outcome = 'ok'"), 60);
+    assert_eq!(q("SELECT count(*) FROM underground"), 60);
+    assert_eq!(q("SELECT count(*) FROM outbox WHERE kind = 'checkin'"), 60);
+}
+
+#[test]
+fn an_overdue_miner_raises_an_alarm_that_clears_on_check_out() {
+    let (dir, http, file) = setup("2s");
+    assert_eq!(import(&file, ROSTER).0, Some(0));
+    let _d = start(dir.path(), &file, http);
+    assert_eq!(check(http, "0003", "in").0, 201);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = authed(http, "/api/v1/alarms?active=true");
+        if a.as_array().is_some_and(|v| {
+            v.iter()
+                .any(|x| x["level"] == "overdue" && x["channel"] == "worker:0003")
+        }) {
+            break;
+        }
+        assert!(Instant::now() < end, "no overdue alarm: {a}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = authed(http, "/api/v1/outputs");
+    assert_eq!(
+        (o["siren"].as_bool(), o["beacon"].as_str()),
+        (Some(true), Some("yellow")),
+        "{o}"
+    );
+    assert_eq!(
+        authed(http, "/api/v1/underground")["people"][0]["overdue"],
+        true
+    );
+    assert_eq!(check(http, "0003", "out").0, 201);
+    let end = Instant::now() + Duration::from_secs(10);
+    while authed(http, "/api/v1/alarms?active=true")
+        .as_array()
+        .is_some_and(|v| !v.is_empty())
+    {
+        assert!(Instant::now() < end, "overdue alarm did not clear");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_roster_uploads_over_the_api_all_or_nothing() {
+    let (dir, http, file) = setup("8h");
+    let _d = start(dir.path(), &file, http);
+    let auth = format!("Bearer {TOKEN}");
+    let (s, b) = http_request(
+        http,
+        "POST",
+        "/api/v1/roster",
+        &[("Authorization", &auth)],
+        "badge,name,team,role\n1,a,b,c\n1,a,b,c\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 422, "{b}");
+    assert!(b.contains("listed twice"), "{b}");
+    assert_eq!(authed(http, "/api/v1/roster"), serde_json::json!([]));
+    let (s, b) = http_request(
+        http,
+        "POST",
+        "/api/v1/roster",
+        &[("Authorization", &auth)],
+        ROSTER,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        authed(http, "/api/v1/roster").as_array().map(Vec::len),
+        Some(3)
+    );
+    let (s, _) =
+        http_request(http, "POST", "/api/v1/roster", &[], ROSTER).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 401);
+}
