@@ -75,6 +75,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Arc::clone(&config),
         alarm_events,
     ));
+    // Alarms that were active when the daemon stopped come back latched.
+    match store.read(crate::alarm::unfinished).await {
+        Ok((restored, max_id)) => {
+            let _ = alarms
+                .commands
+                .send(crate::alarm::Command::Restore(restored, max_id))
+                .await;
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read unfinished alarms"),
+    }
     crate::roster::import_configured(&store, &config).await;
     tracker.spawn(crate::roster::watch_overdue(
         store.clone(),
@@ -134,6 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     crate::lifecycle::notify_ready(&format!("serving on {local}"));
 
     shutdown.cancelled().await;
+    supervisor.stopping();
     crate::lifecycle::notify_stopping();
     tracker.close();
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {

@@ -186,7 +186,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// Runs the daemon; `extra` starts companions (the demo's simulator) on the
 /// same runtime, stopped by the same shutdown.
 fn daemon(cfg: Config, extra: impl FnOnce(&CancellationToken) -> std::io::Result<()>) -> ExitCode {
-    crate::logging::init(&cfg.log);
+    let _log = crate::logging::init(&cfg.log);
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -301,7 +301,7 @@ fn simulate(
     baud: u32,
     bulk: (u8, u16),
 ) -> ExitCode {
-    crate::logging::init(&config::Log::default());
+    let _log = crate::logging::init(&config::Log::default());
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -335,7 +335,7 @@ pub fn check(
     direction: Direction,
     at: SystemTime,
 ) -> Result<Checkin, StoreError> {
-    let at_s = humantime::format_rfc3339_millis(at).to_string();
+    let at_s = crate::store::rfc3339(at);
     let at_ms = unix_ms(at);
     let worker: Option<(String, String)> = conn
         .query_row(

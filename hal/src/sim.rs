@@ -18,7 +18,11 @@ pub struct Change {
     pub wall: SystemTime,
 }
 
-/// The shared record of every change of every simulated output.
+/// Changes a timeline keeps; the oldest tenth goes when it is full.
+pub const TIMELINE_CAP: usize = 10_000;
+
+/// The shared record of the changes of every simulated output (the last
+/// [`TIMELINE_CAP`]).
 #[derive(Debug, Clone, Default)]
 pub struct Timeline(Arc<Mutex<Vec<Change>>>);
 
@@ -43,6 +47,10 @@ impl Timeline {
 
     fn push(&self, change: Change) {
         if let Ok(mut v) = self.0.lock() {
+            // A ring: a box on simulated outputs may run for months.
+            if v.len() >= TIMELINE_CAP {
+                v.drain(..TIMELINE_CAP / 10);
+            }
             v.push(change);
         }
     }

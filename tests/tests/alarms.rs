@@ -406,3 +406,81 @@ fn without_a_configured_token_acknowledging_over_the_api_is_refused() {
     assert_eq!(s, 403, "{b}");
     assert!(b.contains("ack_disabled"), "{b}");
 }
+
+#[test]
+fn a_restart_does_not_return_power_or_silence_an_unacknowledged_alarm() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = config(dir.path(), http, &sim, true);
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    sim.control("set 1 input 0 170");
+    wait(http, Duration::from_secs(5), "power cut", |o, _| {
+        o["power_allowed"] == false
+    });
+    let before = json(http, "/api/v1/alarms?active=true");
+    let pc_id = before
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["level"] == "power_cut"))
+        .and_then(|x| x["id"].as_u64())
+        .unwrap_or_default();
+    // The events are on disk before the crash.
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let end = Instant::now() + Duration::from_secs(10);
+    while db
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind LIKE 'alarm.%'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or_default()
+        < 3
+    {
+        assert!(Instant::now() < end, "alarm events not recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.signal(libc::SIGKILL);
+    let _ = d.wait_exit(Duration::from_secs(10));
+    // The gas clears while the box is down; it comes back.
+    sim.control("set 1 input 0 30");
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(2500));
+    let o = outputs(http);
+    assert_eq!(
+        (o["power_allowed"].as_bool(), o["siren"].as_bool()),
+        (Some(false), Some(true)),
+        "{o:#}"
+    );
+    let a = json(http, "/api/v1/alarms?active=true");
+    let pc = a
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["level"] == "power_cut"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (pc["id"].as_u64(), pc["state"].as_str()),
+        (Some(pc_id), Some("returned")),
+        "{a:#}"
+    );
+    ack_all(http, "值班长");
+    wait(
+        http,
+        Duration::from_secs(3),
+        "power back after ack",
+        |o, a| o["power_allowed"] == true && a.as_array().is_some_and(Vec::is_empty),
+    );
+    // New alarms get new ids, above the restored ones.
+    sim.control("set 1 input 0 110");
+    wait(http, Duration::from_secs(5), "new alarm", |_, a| {
+        !levels(a).is_empty()
+    });
+    let a = json(http, "/api/v1/alarms?active=true");
+    assert!(
+        a.as_array()
+            .is_some_and(|v| v.iter().all(|x| x["id"].as_u64() > Some(pc_id))),
+        "{a:#}"
+    );
+}

@@ -49,11 +49,13 @@ fn shipped_template_refuses_placeholder_ids_then_passes_once_set() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let file = dir.path().join("pithead.toml");
     // The box under test has no relay board: simulated outputs.
-    let template = text(&pithead(&["configfile"]).stdout).replacen(
-        "backend = \"gpio\"",
-        "backend = \"sim\"",
-        1,
-    );
+    let template = text(&pithead(&["configfile"]).stdout)
+        .replacen("backend = \"gpio\"", "backend = \"sim\"", 1)
+        .replacen(
+            "device = \"/dev/watchdog\"",
+            "# device = \"/dev/watchdog\"",
+            1,
+        );
     std::fs::write(&file, &template).unwrap_or_else(|e| panic!("{e}"));
     let (code, _, err) = validate(&file);
     assert_eq!(code, Some(78), "{err}");

@@ -150,6 +150,12 @@ pub enum EventKind {
     Escalated,
     /// A supervisor acknowledged it.
     Acknowledged,
+    /// The condition of a latched, unacknowledged alarm is gone: it waits
+    /// for an acknowledgement.
+    Returned,
+    /// The condition of a latched alarm came back before it was
+    /// acknowledged.
+    Recurred,
     /// Its condition is gone and, if latching, it was acknowledged: it ends.
     Cleared,
 }
@@ -161,6 +167,8 @@ impl EventKind {
             EventKind::Raised => "raised",
             EventKind::Escalated => "escalated",
             EventKind::Acknowledged => "acknowledged",
+            EventKind::Returned => "returned",
+            EventKind::Recurred => "recurred",
             EventKind::Cleared => "cleared",
         }
     }
@@ -185,6 +193,23 @@ pub struct AlarmEvent {
     pub by: Option<String>,
     /// When, wall clock.
     pub at: SystemTime,
+}
+
+/// An alarm brought back from the event log at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    /// Its id.
+    pub id: u64,
+    /// Channel id.
+    pub channel: String,
+    /// Fault or level.
+    pub kind: AlarmKind,
+    /// Value when raised.
+    pub value: Option<f64>,
+    /// When raised.
+    pub raised_wall: SystemTime,
+    /// Its acknowledgement, if it had one.
+    pub acked: Option<Ack>,
 }
 
 /// Beacon colour.
@@ -527,20 +552,77 @@ impl Engine {
             return;
         };
         a.condition = false;
-        if !a.latching || a.acked.is_some() {
-            let id = a.id;
+        let id = a.id;
+        let ends = !a.latching || a.acked.is_some();
+        if ends {
             self.active.remove(&(ch, kind));
-            out.push(AlarmEvent {
-                kind: EventKind::Cleared,
-                alarm_id: id,
-                channel: self.rules[ch].id.clone(),
-                level: kind,
-                value,
-                state,
-                by: None,
-                at: wall,
-            });
         }
+        out.push(AlarmEvent {
+            kind: if ends {
+                EventKind::Cleared
+            } else {
+                EventKind::Returned
+            },
+            alarm_id: id,
+            channel: self.rules[ch].id.clone(),
+            level: kind,
+            value,
+            state,
+            by: None,
+            at: wall,
+        });
+    }
+
+    fn recurred(&self, ch: usize, kind: AlarmKind, id: u64, wall: SystemTime) -> AlarmEvent {
+        let (value, state) = self.last[ch].unwrap_or((None, State::Stale));
+        AlarmEvent {
+            kind: EventKind::Recurred,
+            alarm_id: id,
+            channel: self.rules[ch].id.clone(),
+            level: kind,
+            value,
+            state,
+            by: None,
+            at: wall,
+        }
+    }
+
+    /// Alarms that were active when the daemon last stopped (from the event
+    /// log): they come back latched, with their ids and acknowledgements,
+    /// so a restart never returns power or silences the siren by itself.
+    /// Their conditions are judged again with the next readings. Ids of new
+    /// alarms continue above every restored one.
+    pub fn restore(&mut self, alarms: &[Restored], now: Instant) {
+        for r in alarms {
+            self.next_id = self.next_id.max(r.id.saturating_add(1));
+            let Some(ch) = self.rules.iter().position(|c| c.id == r.channel) else {
+                continue;
+            };
+            if matches!(r.kind, AlarmKind::Overdue) || self.active.contains_key(&(ch, r.kind)) {
+                continue;
+            }
+            self.active.insert(
+                (ch, r.kind),
+                Alarm {
+                    id: r.id,
+                    channel: ch,
+                    subject: None,
+                    kind: r.kind,
+                    value: r.value,
+                    state: State::Ok,
+                    raised_at: now,
+                    raised_wall: r.raised_wall,
+                    condition: true,
+                    latching: true,
+                    acked: r.acked.clone(),
+                },
+            );
+        }
+    }
+
+    /// Makes new alarm ids start above `id`.
+    pub fn ids_above(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id.saturating_add(1));
     }
 
     fn evaluate(&mut self, ch: usize, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
@@ -552,7 +634,11 @@ impl Engine {
         // The fault alarm.
         match (fault, self.active.get_mut(&(ch, AlarmKind::Fault))) {
             (true, None) => out.push(self.raise(ch, AlarmKind::Fault, true, now, wall)),
-            (true, Some(a)) => a.condition = true,
+            (true, Some(a)) if !a.condition => {
+                a.condition = true;
+                let id = a.id;
+                out.push(self.recurred(ch, AlarmKind::Fault, id, wall));
+            }
             (false, Some(a)) if a.condition && state == State::Ok => {
                 self.condition_gone(ch, AlarmKind::Fault, wall, out);
             }
@@ -599,6 +685,8 @@ impl Engine {
                                 && let Some(a) = self.active.get_mut(&key)
                             {
                                 a.condition = true;
+                                let id = a.id;
+                                out.push(self.recurred(ch, kind, id, wall));
                             }
                         }
                     }
@@ -608,7 +696,12 @@ impl Engine {
                     // above its power-cut level, at once.
                     self.pending[ch][li] = Pending::default();
                     match self.active.get_mut(&key) {
-                        Some(a) => a.condition = true,
+                        Some(a) if !a.condition => {
+                            a.condition = true;
+                            let id = a.id;
+                            out.push(self.recurred(ch, kind, id, wall));
+                        }
+                        Some(_) => {}
                         None => out.push(self.raise(ch, kind, rule.latching, now, wall)),
                     }
                 }

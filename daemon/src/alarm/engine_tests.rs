@@ -168,14 +168,29 @@ fn restore_needs_the_deadband_and_latched_levels_need_an_ack() {
     assert_eq!(feed(&mut e, &mut c, 0, 2.0, 1.2), []);
     assert!(!e.outputs().power_allowed);
     // Below 1.0: power-cut condition gone, but it latches.
-    assert_eq!(feed(&mut e, &mut c, 0, 3.0, 0.97), []);
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 3.0, 0.97),
+        [(EventKind::Returned, "power_cut")]
+    );
     assert!(
         !e.outputs().power_allowed,
         "latched power-cut keeps power off until acknowledged"
     );
     // 0.9 is below 1.0 - 0.05: the alarm's condition goes too; the warning
     // (not latching) is still above its 0.8 - 0.05.
-    assert_eq!(feed(&mut e, &mut c, 0, 4.0, 0.9), []);
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 4.0, 0.9),
+        [(EventKind::Returned, "alarm")]
+    );
+    // Back up before anyone acknowledged: recorded as a recurrence.
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 4.5, 1.05),
+        [(EventKind::Recurred, "alarm")]
+    );
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 4.7, 0.9),
+        [(EventKind::Returned, "alarm")]
+    );
     assert_eq!(
         feed(&mut e, &mut c, 0, 5.0, 0.7),
         [(EventKind::Cleared, "warning")]
@@ -444,7 +459,13 @@ fn a_fault_raises_a_fault_alarm_and_cuts_power_on_a_guard_channel_at_once() {
         }
     );
     // Back to a good low value: both latch until acknowledged.
-    assert_eq!(feed(&mut e, &mut c, 0, 2.0, 0.3), []);
+    assert_eq!(
+        feed(&mut e, &mut c, 0, 2.0, 0.3),
+        [
+            (EventKind::Returned, "fault"),
+            (EventKind::Returned, "power_cut")
+        ]
+    );
     assert!(!e.outputs().power_allowed);
     let (_, wall) = c.at(3.0);
     for (_, _, id) in ids(&e) {
@@ -610,4 +631,40 @@ fn overdue_miners_sound_the_siren_and_clear_when_they_come_up() {
             power_allowed: true
         }
     );
+}
+
+#[test]
+fn restored_alarms_keep_power_cut_until_acknowledged_and_ids_continue() {
+    let mut e = engine();
+    let mut c = Clock::new();
+    let (now, wall) = c.at(0.0);
+    e.restore(
+        &[Restored {
+            id: 5000,
+            channel: "ch4".into(),
+            kind: AlarmKind::Level(LevelName::PowerCut),
+            value: Some(1.7),
+            raised_wall: wall,
+            acked: None,
+        }],
+        now,
+    );
+    settle(&mut e, &mut c);
+    let o = e.outputs();
+    assert!(
+        !o.power_allowed && o.siren,
+        "a restart never returns power by itself: {o:?}"
+    );
+    assert_eq!(
+        e.active().map(|a| (a.id, a.condition)).collect::<Vec<_>>(),
+        [(5000, false)]
+    );
+    assert_eq!(feed(&mut e, &mut c, 1, 1.0, 30.0).len(), 1);
+    assert!(
+        e.active().any(|a| a.id == 5001),
+        "new ids continue above restored ones"
+    );
+    let (_, wall) = c.at(2.0);
+    assert_eq!(e.ack(5000, "王", wall).map(|v| v.len()), Ok(2));
+    assert!(e.outputs().power_allowed);
 }

@@ -80,7 +80,7 @@ pub struct AlarmView {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::store::rfc3339(t)
 }
 
 impl AlarmView {
@@ -122,6 +122,9 @@ pub struct AlarmState {
 pub enum Command {
     /// The miners overdue now, as `worker:BADGE` (from the roster task).
     Overdue(Vec<String>),
+    /// Alarms unfinished when the daemon last stopped, and the highest alarm
+    /// id ever recorded (from the event log, once the store is open).
+    Restore(Vec<engine::Restored>, Option<u64>),
     /// A supervisor acknowledges an alarm. The reply comes once the outputs
     /// changed; its receiver resolves once the acknowledgement is recorded.
     Ack {
@@ -147,6 +150,9 @@ pub struct Handle {
     /// them.
     pub reading_to_output: Arc<Histogram>,
 }
+
+/// Alarm events held in memory while the store cannot take them.
+const MAX_QUEUED: usize = 100_000;
 
 /// Told once an event is recorded (or why not).
 type Recorded = oneshot::Sender<Result<(), String>>;
@@ -182,12 +188,21 @@ pub fn start(
     if let Some(t) = panel.lock().ok().and_then(|p| p.timeline().cloned()) {
         watchdogs.push(Box::new(pithead_hal::sim::SimWatchdog::new(&t)));
     }
-    let slowest = cfg
+    // Acquisition's progress is judged on the channels that guard something
+    // (at most 30 s polls); others may poll hourly.
+    let guarded: Vec<Duration> = cfg
         .channels
         .iter()
+        .filter(|c| !c.levels.is_empty())
         .map(|c| c.poll)
+        .collect();
+    let slowest = guarded
+        .iter()
         .max()
-        .unwrap_or(Duration::from_secs(1));
+        .copied()
+        .or_else(|| cfg.channels.iter().map(|c| c.poll).min())
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(30));
     let feed_every = sd_notify::watchdog_enabled().map_or(Duration::from_secs(1), |d| {
         (d / 3).max(Duration::from_millis(100))
     });
@@ -201,12 +216,14 @@ pub fn start(
         feed_every: feed_every.min(Duration::from_secs(1)),
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
     let thread = supervisor::spawn(
         Arc::clone(&panel),
         Arc::clone(&beats),
         watchdogs,
         limits,
         Arc::clone(&stop),
+        Arc::clone(&stopping),
     )
     .map_err(|e| pithead_hal::HalError::Watchdog {
         name: "supervisor".into(),
@@ -251,6 +268,7 @@ pub fn start(
         },
         SupervisorGuard {
             stop,
+            stopping,
             thread: Some(thread),
         },
         EventQueue(ev_rx),
@@ -261,7 +279,16 @@ pub fn start(
 #[derive(Debug)]
 pub struct SupervisorGuard {
     stop: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SupervisorGuard {
+    /// A clean shutdown begins: the engine will stop beating on purpose.
+    pub fn stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Drop for SupervisorGuard {
@@ -348,6 +375,19 @@ async fn run(
                     );
                     continue;
                 }
+                Command::Restore(restored, max_id) => {
+                    if let Some(id) = max_id {
+                        engine.ids_above(id);
+                    }
+                    if !restored.is_empty() {
+                        tracing::warn!(
+                            count = restored.len(),
+                            "alarms unfinished before the restart are active again"
+                        );
+                    }
+                    engine.restore(&restored, now);
+                    continue;
+                }
                 Command::Ack { id, by, reply } => (id, by, reply),
             };
             match engine.ack(id, &by, wall) {
@@ -369,9 +409,10 @@ async fn run(
         }
         // Outputs first, before anything else is done with the events.
         let outputs = engine.outputs();
-        if let Ok(mut p) = panel.lock() {
-            p.apply(&outputs);
-        }
+        panel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(&outputs);
         if let (Some(t), Some(prev)) = (earliest, &last_published)
             && prev.outputs != outputs
         {
@@ -443,6 +484,16 @@ pub async fn record(store: Store, cfg: Arc<Config>, queue: EventQueue) {
         while let Ok(p) = rx.try_recv() {
             queue.push_back(p);
         }
+        // Bounded: with the disk gone for good, the oldest events go first
+        // (they are in the log, with a count), never the process.
+        if queue.len() > MAX_QUEUED {
+            let dropped = queue.len() - MAX_QUEUED;
+            queue.drain(..dropped);
+            tracing::error!(
+                dropped,
+                "alarm events dropped: the store has not taken any for too long"
+            );
+        }
         let batch: Vec<(serde_json::Value, String, Option<String>, String)> = queue
             .iter()
             .map(|p| {
@@ -498,4 +549,73 @@ pub async fn record(store: Store, cfg: Arc<Config>, queue: EventQueue) {
             }
         }
     }
+}
+
+/// The alarms that were raised and never cleared, as the event log tells,
+/// and the highest alarm id in it.
+pub fn unfinished(
+    conn: &rusqlite::Connection,
+) -> Result<(Vec<engine::Restored>, Option<u64>), StoreError> {
+    use crate::config::LevelName;
+    use engine::{Ack, AlarmKind, Restored};
+    let mut st = conn
+        .prepare("SELECT kind, actor, detail FROM events WHERE kind LIKE 'alarm.%' ORDER BY id")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut open: std::collections::BTreeMap<u64, Restored> = std::collections::BTreeMap::new();
+    let mut max_id = None;
+    for row in rows {
+        let (kind, actor, detail) = row?;
+        let Ok(d) = serde_json::from_str::<serde_json::Value>(&detail) else {
+            continue;
+        };
+        let Some(id) = d["alarm_id"].as_u64() else {
+            continue;
+        };
+        max_id = Some(max_id.map_or(id, |m: u64| m.max(id)));
+        let at = d["at"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .unwrap_or_else(SystemTime::now);
+        match kind.as_str() {
+            "alarm.raised" | "alarm.escalated" => {
+                let kind = match d["level"].as_str() {
+                    Some("fault") => AlarmKind::Fault,
+                    Some("warning") => AlarmKind::Level(LevelName::Warning),
+                    Some("alarm") => AlarmKind::Level(LevelName::Alarm),
+                    Some("power_cut") => AlarmKind::Level(LevelName::PowerCut),
+                    _ => continue,
+                };
+                open.insert(
+                    id,
+                    Restored {
+                        id,
+                        channel: d["channel"].as_str().unwrap_or_default().to_owned(),
+                        kind,
+                        value: d["value"].as_f64(),
+                        raised_wall: at,
+                        acked: None,
+                    },
+                );
+            }
+            "alarm.acknowledged" => {
+                if let Some(r) = open.get_mut(&id) {
+                    r.acked = Some(Ack {
+                        by: actor.unwrap_or_default(),
+                        at,
+                    });
+                }
+            }
+            "alarm.cleared" => {
+                open.remove(&id);
+            }
+            _ => {}
+        }
+    }
+    Ok((open.into_values().collect(), max_id))
 }

@@ -96,41 +96,57 @@ pub fn decide(
 }
 
 /// Starts the supervisor thread. It stops (disarming the watchdogs) when
-/// `stop` is set.
+/// `stop` is set; while `stopping` is set (a clean shutdown draining) it
+/// no longer takes the engine's silence for a stall.
 pub fn spawn(
     panel: Arc<Mutex<Panel>>,
     beats: Arc<Heartbeats>,
     mut watchdogs: Vec<Box<dyn Watchdog>>,
     limits: Limits,
     stop: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("supervisor".into()).spawn(move || {
         let mut last_feed: Option<Instant> = None;
         let mut stalled = false;
         let mut starving = false;
+        let mut output_errors = 0;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
             let now = Instant::now();
             let (engine_age, acquisition_age) = beats.ages(now);
             let since_feed = last_feed.map_or(Duration::MAX, |t| now.duration_since(t));
-            let d = decide(engine_age, acquisition_age, since_feed, &limits);
-            if d.fail_safe {
-                if !stalled {
-                    tracing::error!(?engine_age, "alarm engine stalled: outputs forced to fail-safe, watchdog no longer fed");
-                    stalled = true;
-                }
-                if let Ok(mut p) = panel.lock() {
-                    p.fail_safe();
-                }
-            } else if stalled {
-                tracing::warn!("alarm engine running again");
-                stalled = false;
+            let mut d = decide(engine_age, acquisition_age, since_feed, &limits);
+            if stopping.load(Ordering::Relaxed) {
+                d.fail_safe = false;
             }
+            // A poisoned lock still guards a usable panel: take it.
+            let mut p = panel.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if d.fail_safe {
+                // Act first, log after: a stalled log must not delay this.
+                p.fail_safe();
+            }
+            let errors = p.errors();
+            drop(p);
+            let outputs_failing = errors > output_errors;
+            output_errors = errors;
+            if d.fail_safe && !stalled {
+                tracing::error!(?engine_age, "alarm engine stalled: outputs forced to fail-safe, watchdog no longer fed");
+            } else if !d.fail_safe && stalled {
+                tracing::warn!("alarm engine running again");
+            }
+            stalled = d.fail_safe;
             let acquisition_ok = acquisition_age <= limits.acquisition;
             if !acquisition_ok && !starving {
                 tracing::error!(?acquisition_age, "acquisition made no progress: watchdog no longer fed");
             }
             starving = !acquisition_ok;
+            if outputs_failing {
+                // An output that cannot be set (the relay!) is a box that
+                // cannot guard: let the watchdog reset it.
+                tracing::error!(errors, "outputs failing: watchdog not fed");
+                continue;
+            }
             if d.feed {
                 for w in &mut watchdogs {
                     if let Err(e) = w.feed() {
@@ -242,6 +258,7 @@ mod tests {
             vec![Box::new(SimWatchdog::new(&timeline))],
             limits,
             Arc::clone(&stop),
+            Arc::new(AtomicBool::new(false)),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         // Healthy for a while: fed, outputs untouched.

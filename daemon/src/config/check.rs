@@ -354,6 +354,14 @@ type Taken<'a> = (u32, u32, &'a str);
 fn outputs(cfg: &Config, p: &mut Problems) {
     let o = &cfg.outputs;
     if o.backend == super::OutputBackend::Gpio {
+        if cfg.watchdog.device.is_none() {
+            p.add(
+                "watchdog.device",
+                "a box that drives real outputs needs the hardware watchdog: if the daemon dies, \
+                 a GPIO line may keep the power-cut relay energised until the board resets",
+                Some("set device = \"/dev/watchdog\" in [watchdog]"),
+            );
+        }
         if !o.chip.exists() {
             p.add(
                 "outputs.chip",
@@ -479,13 +487,23 @@ fn limits(cfg: &Config, p: &mut Problems) {
             "regulations allow at most 30s for a monitored channel",
         );
         for (j, l) in c.levels.iter().enumerate() {
-            cap(
-                p,
-                format!("channel[{i}].level[{j}].on_delay"),
-                l.on_delay,
-                hour,
-                "alarms must not wait that long",
-            );
+            if l.name == LevelName::PowerCut {
+                cap(
+                    p,
+                    format!("channel[{i}].level[{j}].on_delay"),
+                    l.on_delay,
+                    Duration::from_secs(2),
+                    "a power cut must act within 2 s of the reading",
+                );
+            } else {
+                cap(
+                    p,
+                    format!("channel[{i}].level[{j}].on_delay"),
+                    l.on_delay,
+                    hour,
+                    "alarms must not wait that long",
+                );
+            }
             cap(
                 p,
                 format!("channel[{i}].level[{j}].off_delay"),

@@ -369,7 +369,16 @@ fn init_meta(conn: &Connection) -> Result<(), StoreError> {
 
 /// The current wall-clock time as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    rfc3339(SystemTime::now())
+}
+
+/// A wall-clock time as RFC 3339 UTC with milliseconds. A clock set before
+/// 1970 or past 9999 (a Pi without RTC, a bad NTP answer) is shown clamped,
+/// never a panic: wall-clock jumps must change nothing.
+pub fn rfc3339(t: SystemTime) -> String {
+    let max = std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    let t = t.clamp(std::time::UNIX_EPOCH, max);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {

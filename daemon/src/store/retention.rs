@@ -81,9 +81,7 @@ pub fn prune(
         )?,
         ..Pruned::default()
     };
-    let sent_before =
-        humantime::format_rfc3339_millis(now.checked_sub(SENT_KEEP).unwrap_or(UNIX_EPOCH))
-            .to_string();
+    let sent_before = super::rfc3339(now.checked_sub(SENT_KEEP).unwrap_or(UNIX_EPOCH));
     out.sent = conn.execute(
         "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
         [sent_before],

@@ -38,7 +38,7 @@ pub async fn channels(State(s): State<AppState>) -> Json<Vec<ChannelView>> {
                 value: r.value,
                 state: r.state.as_str(),
                 detail: r.detail.as_deref().map(str::to_owned),
-                updated_at: humantime::format_rfc3339_millis(r.wall).to_string(),
+                updated_at: crate::store::rfc3339(r.wall),
             })
             .collect(),
     )
@@ -327,13 +327,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `GET /api/v1/outputs`: what the siren, beacon and relay show, and for
 /// simulated outputs their recent changes.
 pub async fn outputs(State(s): State<AppState>) -> Response {
-    let (current, changes, errors) = match s.alarms.panel.lock() {
-        Ok(p) => (
-            p.current(),
-            p.timeline()
-                .map(|t| crate::alarm::panel::recent_changes(t, 500)),
-            p.errors(),
-        ),
+    // Copy out of the panel's lock before the work: the engine and the
+    // supervisor take the same lock.
+    let (current, timeline, errors) = match s.alarms.panel.lock() {
+        Ok(p) => (p.current(), p.timeline().cloned(), p.errors()),
         Err(_) => {
             return ApiError::respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -348,8 +345,8 @@ pub async fn outputs(State(s): State<AppState>) -> Response {
         "beacon": current.beacon,
         "power_allowed": current.power_allowed,
         "output_errors": errors,
-        "simulated": changes.is_some(),
-        "changes": changes,
+        "simulated": timeline.is_some(),
+        "changes": timeline.map(|t| crate::alarm::panel::recent_changes(&t, 500)),
     }))
     .into_response()
 }
