@@ -10,6 +10,7 @@ pub mod alarm;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod hazards;
 pub mod lifecycle;
 pub mod logging;
 pub mod roster;

@@ -116,6 +116,39 @@ pub const MIGRATIONS: &[&str] = &[
         since_ms   INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // v4: hazard reports and their lifecycle.
+    r#"
+    CREATE TABLE hazards (
+        id          INTEGER PRIMARY KEY,
+        ticket      TEXT    NOT NULL UNIQUE,  -- short code the reporter looks up
+        category    TEXT    NOT NULL CHECK (category IN
+                      ('gas', 'water', 'roof', 'ventilation', 'electrical', 'machinery', 'fire', 'transport', 'other')),
+        location    TEXT    NOT NULL,
+        grade       TEXT    NOT NULL CHECK (grade IN ('general', 'major')),
+        description TEXT    NOT NULL,
+        photo       TEXT,                     -- SHA-256 of the stored photo
+        reporter    TEXT,                     -- badge; NULL when anonymous
+        status      TEXT    NOT NULL CHECK (status IN
+                      ('reported', 'acknowledged', 'assigned', 'rectified', 'closed', 'rejected')),
+        owner       TEXT,
+        deadline    TEXT,                     -- RFC 3339, for rectification
+        measures    TEXT,
+        reported_at TEXT    NOT NULL,
+        updated_at  TEXT    NOT NULL
+    );
+    CREATE INDEX hazards_status ON hazards(status, id);
+
+    -- Every step of a hazard's lifecycle: who, when, what they said.
+    CREATE TABLE hazard_steps (
+        id        INTEGER PRIMARY KEY,
+        hazard_id INTEGER NOT NULL REFERENCES hazards(id),
+        status    TEXT    NOT NULL,
+        by        TEXT,
+        note      TEXT,
+        at        TEXT    NOT NULL
+    );
+    CREATE INDEX hazard_steps_hazard ON hazard_steps(hazard_id, id);
+    "#,
 ];
 
 /// The version a database has after every migration.

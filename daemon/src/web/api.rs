@@ -548,3 +548,146 @@ pub async fn roster_upload(
         Err(e) => store_refused(&e),
     }
 }
+
+fn invalid_response(
+    status: StatusCode,
+    code: &'static str,
+    e: crate::hazards::Invalid,
+) -> Response {
+    ApiError::respond(status, code, e.zh, e.en)
+}
+
+/// `POST /api/v1/hazards` (public): a miner's report; 201 with the ticket.
+pub async fn hazard_report(
+    State(s): State<AppState>,
+    body: Result<Json<crate::hazards::NewHazard>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let report = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return ApiError::respond(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "请求格式错误：需要类别、地点、等级（general/major）、描述，以及卡号或匿名",
+                format!(
+                    "expected {{category, location, grade: general|major, description, anonymous, badge?}}: {e}"
+                ),
+            );
+        }
+    };
+    let report = match report.validate() {
+        Ok(r) => r,
+        Err(e) => return invalid_response(StatusCode::BAD_REQUEST, "bad_report", e),
+    };
+    let cfg = Arc::clone(&s.config);
+    let result = s
+        .store
+        .write(crate::store::Durability::Acknowledged, move |c| {
+            crate::hazards::create(c, &cfg, &report, None, std::time::SystemTime::now())
+        })
+        .await;
+    match result {
+        Ok(h) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({
+                "ticket": h.ticket,
+                "status": h.status,
+                "reported_at": h.reported_at,
+                "message_zh": format!("隐患已上报，编号 {}。可凭编号在本机查询处理进度。", h.ticket),
+                "message_en": format!("Reported. Your ticket is {}; look it up here to follow it.", h.ticket),
+            })),
+        )
+            .into_response(),
+        Err(e) => store_refused(&e),
+    }
+}
+
+/// `GET /api/v1/hazards/{ticket}` (public): where a report stands, without
+/// who reported it.
+pub async fn hazard_lookup(State(s): State<AppState>, Path(ticket): Path<String>) -> Response {
+    let ticket = ticket.trim().to_ascii_uppercase();
+    if ticket.is_empty() || ticket.len() > 16 || !ticket.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_ticket",
+            "编号格式不正确",
+            "not a ticket",
+        );
+    }
+    match s
+        .store
+        .read(move |c| crate::hazards::get(c, &ticket, std::time::SystemTime::now()))
+        .await
+    {
+        Ok(Some(mut h)) => {
+            h.reporter = None;
+            Json(h).into_response()
+        }
+        Ok(None) => ApiError::respond(
+            StatusCode::NOT_FOUND,
+            "no_such_ticket",
+            "没有这个编号的隐患",
+            "no hazard with that ticket",
+        ),
+        Err(e) => store_refused(&e),
+    }
+}
+
+/// `GET /api/v1/hazards` (supervisor): the newest 500, open ones first.
+pub async fn hazard_list(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&s, &headers) {
+        return *refused;
+    }
+    match s
+        .store
+        .read(|c| crate::hazards::list(c, 500, std::time::SystemTime::now()))
+        .await
+    {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => store_refused(&e),
+    }
+}
+
+/// `POST /api/v1/hazards/{ticket}/steps` (supervisor): a lifecycle step.
+pub async fn hazard_step(
+    State(s): State<AppState>,
+    Path(ticket): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<crate::hazards::Step>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(refused) = authorize(&s, &headers) {
+        return *refused;
+    }
+    let step = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return ApiError::respond(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "请求格式错误：需要 status 与 by",
+                format!("expected {{status, by, note?, owner?, deadline?, measures?}}: {e}"),
+            );
+        }
+    };
+    let cfg = Arc::clone(&s.config);
+    let result = s
+        .store
+        .write(crate::store::Durability::Acknowledged, move |c| {
+            crate::hazards::step(c, &cfg, &ticket, &step, std::time::SystemTime::now())
+        })
+        .await;
+    match result {
+        Ok(Ok(h)) => Json(h).into_response(),
+        Ok(Err(crate::hazards::StepError::NotFound)) => ApiError::respond(
+            StatusCode::NOT_FOUND,
+            "no_such_ticket",
+            "没有这个编号的隐患",
+            "no hazard with that ticket",
+        ),
+        Ok(Err(crate::hazards::StepError::Invalid(e))) => {
+            invalid_response(StatusCode::CONFLICT, "bad_step", e)
+        }
+        Err(e) => store_refused(&e),
+    }
+}

@@ -44,6 +44,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/checkins", axum::routing::post(api::checkin))
         .route("/api/v1/underground", get(api::underground))
         .route("/api/v1/roster", get(api::roster).post(api::roster_upload))
+        .route(
+            "/api/v1/hazards",
+            get(api::hazard_list).post(api::hazard_report),
+        )
+        .route("/api/v1/hazards/{ticket}", get(api::hazard_lookup))
+        .route(
+            "/api/v1/hazards/{ticket}/steps",
+            axum::routing::post(api::hazard_step),
+        )
         .fallback(not_found)
         .with_state(state)
 }

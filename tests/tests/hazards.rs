@@ -1,0 +1,214 @@
+//! Hazard reports end to end: the real binary's API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pithead_e2e::{Daemon, free_port, http_get, http_request, minimal_config};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn start() -> (tempfile::TempDir, Daemon, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = minimal_config(&dir.path().join("data"), http).replace(
+        &format!("listen = \"{http}\"\n"),
+        &format!(
+            "listen = \"{http}\"\napi_token_file = \"{}\"\n",
+            token.display()
+        ),
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    (dir, d, http)
+}
+
+fn post(http: SocketAddr, path: &str, body: &str, auth: bool) -> (u16, Value) {
+    let a = format!("Bearer {TOKEN}");
+    let h: Vec<(&str, &str)> = if auth {
+        vec![("Authorization", &a)]
+    } else {
+        vec![]
+    };
+    let (s, b) = http_request(http, "POST", path, &h, body).unwrap_or_else(|e| panic!("{e}"));
+    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+}
+
+const XSS: &str = "<img src=x onerror=alert(1)> 顶板\\\"掉渣'; DROP TABLE hazards;--";
+
+#[test]
+fn a_report_gets_a_ticket_and_goes_through_the_closed_loop() {
+    let (dir, d, http) = start();
+    let body = format!(
+        "{{\"category\": \"roof\", \"location\": \"1201 回风巷\", \"grade\": \"major\", \"description\": \"{XSS}\", \"anonymous\": false, \"badge\": \"0042\"}}"
+    );
+    let (s, v) = post(http, "/api/v1/hazards", &body, false);
+    assert_eq!(s, 201, "{v}");
+    let ticket = v["ticket"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(ticket.len(), 6);
+    assert!(v["message_zh"].as_str().unwrap_or("").contains(&ticket));
+
+    // The public lookup never shows who reported it; text comes back as text.
+    let (s, b) = http_get(http, &format!("/api/v1/hazards/{}", ticket.to_lowercase()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    let h: Value = serde_json::from_str(&b).unwrap_or_default();
+    assert!(h["reporter"].is_null(), "{h}");
+    assert_eq!(h["description"], XSS.replace("\\\"", "\""));
+    assert_eq!(h["status"], "reported");
+
+    let steps = format!("/api/v1/hazards/{ticket}/steps");
+    let (s, v) = post(
+        http,
+        &steps,
+        "{\"status\": \"closed\", \"by\": \"王\"}",
+        true,
+    );
+    assert_eq!(s, 409, "no closing without rectification: {v}");
+    let (s, v) = post(
+        http,
+        &steps,
+        "{\"status\": \"rejected\", \"by\": \"王\"}",
+        true,
+    );
+    assert_eq!(s, 409, "rejecting needs a reason: {v}");
+    let (s, _) = post(
+        http,
+        &steps,
+        "{\"status\": \"acknowledged\", \"by\": \"王\"}",
+        false,
+    );
+    assert_eq!(s, 401, "triage is for supervisors");
+    assert_eq!(
+        post(
+            http,
+            &steps,
+            "{\"status\": \"acknowledged\", \"by\": \"王班长\"}",
+            true
+        )
+        .0,
+        200
+    );
+    let (s, v) = post(
+        http,
+        &steps,
+        "{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李工\"}",
+        true,
+    );
+    assert_eq!(s, 409, "assigning needs measures and a deadline: {v}");
+    let (s, v) = post(
+        http,
+        &steps,
+        "{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李工\", \"measures\": \"加强支护\", \"deadline\": \"2020-01-01T08:00:00Z\"}",
+        true,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["overdue"], true, "past its deadline: {v}");
+    assert_eq!(
+        post(
+            http,
+            &steps,
+            "{\"status\": \"rectified\", \"by\": \"李工\", \"note\": \"已加锚杆\"}",
+            true
+        )
+        .0,
+        200
+    );
+    let (s, v) = post(
+        http,
+        &steps,
+        "{\"status\": \"closed\", \"by\": \"王班长\", \"note\": \"验收合格，销号\"}",
+        true,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["steps"].as_array().map(Vec::len), Some(5));
+    assert_eq!(v["reporter"], "0042", "supervisors see the reporter");
+    assert_eq!(
+        post(
+            http,
+            &steps,
+            "{\"status\": \"rejected\", \"by\": \"王\", \"note\": \"x\"}",
+            true
+        )
+        .0,
+        409
+    );
+
+    drop(d);
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let q = |sql: &str| -> i64 {
+        db.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    assert_eq!(
+        q("SELECT count(*) FROM outbox WHERE kind = 'hazard' AND lane = 1"),
+        5
+    );
+    assert_eq!(
+        q(
+            "SELECT count(*) FROM outbox WHERE kind = 'hazard' AND json_extract(payload, '$.urgent') = 1"
+        ),
+        5
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM hazards WHERE description LIKE '%DROP TABLE%'"),
+        1,
+        "stored as text, not run"
+    );
+}
+
+#[test]
+fn bad_reports_get_a_reason_and_nothing_is_stored() {
+    let (dir, d, http) = start();
+    let long = "长".repeat(2001);
+    for (body, why) in [
+        (
+            "{\"category\": \"roof\", \"location\": \"x\", \"grade\": \"major\", \"description\": \"\", \"anonymous\": true}",
+            "描述",
+        ),
+        (
+            "{\"category\": \"meteor\", \"location\": \"x\", \"grade\": \"major\", \"description\": \"d\", \"anonymous\": true}",
+            "格式",
+        ),
+        (
+            "{\"category\": \"roof\", \"location\": \"x\", \"grade\": \"huge\", \"description\": \"d\", \"anonymous\": true}",
+            "格式",
+        ),
+        (
+            "{\"category\": \"roof\", \"location\": \"x\", \"grade\": \"general\", \"description\": \"d\"}",
+            "匿名",
+        ),
+        (
+            "{\"category\": \"roof\", \"location\": \"x\", \"grade\": \"general\", \"description\": \"d\", \"anonymous\": true, \"extra\": 1}",
+            "格式",
+        ),
+        ("not json", "格式"),
+    ] {
+        let (s, v) = post(http, "/api/v1/hazards", body, false);
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(
+            v["message_zh"].as_str().unwrap_or("").contains(why),
+            "{body}: {v}"
+        );
+    }
+    let body = format!(
+        "{{\"category\": \"roof\", \"location\": \"x\", \"grade\": \"general\", \"description\": \"{long}\", \"anonymous\": true}}"
+    );
+    assert_eq!(post(http, "/api/v1/hazards", &body, false).0, 400);
+    let (s, _) = http_get(http, "/api/v1/hazards/NOSUCH").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 404);
+    let (s, _) = http_get(http, "/api/v1/hazards/..%2F..%2Fetc").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 400);
+    let (s, _) = http_get(http, "/api/v1/hazards").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 401, "the list is for supervisors");
+    drop(d);
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM hazards", [], |r| r.get(0))
+        .unwrap_or(-1);
+    assert_eq!(n, 0);
+}
