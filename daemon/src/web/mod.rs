@@ -11,6 +11,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 mod api;
+mod kiosk;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -35,6 +36,10 @@ pub struct AppState {
 /// The whole HTTP interface.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(kiosk::page))
+        .route("/assets/kiosk.js", get(kiosk::script))
+        .route("/assets/kiosk.css", get(kiosk::style))
+        .route("/api/v1/stream", get(kiosk::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/channels", get(api::channels))

@@ -1,0 +1,199 @@
+"use strict";
+// The kiosk: air status (live over server-sent events), check-in and
+// check-out, hazard reports and ticket lookup. Every text from the server
+// goes into the page through textContent: nothing is parsed as HTML.
+
+const T = {
+  "zh-CN": {
+    air: "井下环境", checkin: "下井 / 升井登记", go_down: "下井", come_up: "升井",
+    badge_prompt: "请刷卡，或输入卡号后按确认", confirm: "确认", report: "隐患随手拍",
+    category: "类别", location: "地点", grade: "等级", general: "一般隐患", major: "重大隐患",
+    description: "描述", anonymous: "匿名举报", your_badge: "卡号（匿名可不填）", submit_report: "提交",
+    lookup: "查询隐患处理进度", look_up: "查询",
+    cat_gas: "瓦斯", cat_water: "水害", cat_roof: "顶板", cat_ventilation: "通风", cat_electrical: "机电",
+    cat_machinery: "设备", cat_fire: "火灾", cat_transport: "运输", cat_other: "其他",
+    comm_fault: "断线", out_of_range: "故障/超量程", stale: "数据过期", warming_up: "预热中",
+    offline: "与主机连接中断，数据可能不是最新", your_ticket: "您的隐患编号",
+    reported: "已上报", acknowledged: "已受理", assigned: "整改中", rectified: "已整改", closed: "已销号", rejected: "已驳回",
+    overdue: "已超期", deadline: "期限", owner: "负责人", sending: "正在提交…", network: "网络错误，请重试",
+    switch: "English",
+  },
+  en: {
+    air: "Air below", checkin: "Check in / out", go_down: "Going down", come_up: "Coming up",
+    badge_prompt: "Swipe your badge, or type it and press Confirm", confirm: "Confirm", report: "Report a hazard",
+    category: "Category", location: "Location", grade: "Grade", general: "General", major: "Major",
+    description: "Description", anonymous: "Anonymous", your_badge: "Badge (optional if anonymous)", submit_report: "Submit",
+    lookup: "Follow a report", look_up: "Look up",
+    cat_gas: "Gas", cat_water: "Water", cat_roof: "Roof/rib", cat_ventilation: "Ventilation", cat_electrical: "Electrical",
+    cat_machinery: "Machinery", cat_fire: "Fire", cat_transport: "Transport", cat_other: "Other",
+    comm_fault: "COMM FAULT", out_of_range: "SENSOR FAULT", stale: "STALE", warming_up: "WARMING UP",
+    offline: "Connection to the station lost; data may be old", your_ticket: "Your ticket",
+    reported: "Reported", acknowledged: "Acknowledged", assigned: "Being fixed", rectified: "Fixed", closed: "Closed", rejected: "Rejected",
+    overdue: "Overdue", deadline: "Deadline", owner: "Owner", sending: "Sending…", network: "Network error, try again",
+    switch: "中文",
+  },
+};
+
+let lang = document.documentElement.dataset.lang === "en" ? "en" : "zh-CN";
+let mode = "in";
+let lastState = null;
+const $ = (id) => document.getElementById(id);
+const t = (k) => (T[lang][k] ?? k);
+
+function applyLang() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
+  $("lang").textContent = t("switch");
+  if (lastState) render(lastState);
+}
+
+function msg(el, text, ok) {
+  el.textContent = text;
+  el.className = "result " + (ok ? "ok" : "err");
+}
+
+function render(s) {
+  lastState = s;
+  $("station").textContent = s.station;
+  const tiles = $("tiles");
+  tiles.replaceChildren();
+  for (const c of s.channels) {
+    const tile = document.createElement("div");
+    tile.className = "tile " + c.level;
+    tile.dataset.channel = c.id;
+    tile.dataset.state = c.state;
+    const name = document.createElement("div"); name.className = "name"; name.textContent = c.kind.toUpperCase() + " · " + c.id;
+    const value = document.createElement("div"); value.className = "value";
+    if (c.state === "ok" && typeof c.value === "number") {
+      value.textContent = formatValue(c.value);
+      const unit = document.createElement("span"); unit.className = "unit"; unit.textContent = c.unit;
+      value.append(unit);
+    } else {
+      // A reading the box does not have is shown as what it is, never a number.
+      value.textContent = t(c.state);
+    }
+    const loc = document.createElement("div"); loc.className = "loc"; loc.textContent = c.location;
+    tile.append(name, value, loc);
+    tiles.append(tile);
+  }
+  $("beacon").className = "beacon " + s.beacon;
+  $("beacon").title = s.beacon;
+}
+
+function formatValue(v) {
+  const a = Math.abs(v);
+  return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+
+function connect() {
+  const es = new EventSource("/api/v1/stream");
+  es.addEventListener("state", (e) => { $("link").textContent = ""; render(JSON.parse(e.data)); });
+  es.onerror = () => { $("link").textContent = t("offline"); };
+}
+
+async function post(url, body) {
+  const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json", "Accept-Language": lang }, body: JSON.stringify(body) });
+  let data = {};
+  try { data = await r.json(); } catch (_) { /* not JSON */ }
+  return { status: r.status, data };
+}
+
+function message(data) {
+  return (lang === "en" ? data.message_en : data.message_zh) || "";
+}
+
+function setMode(m) {
+  mode = m;
+  $("mode-in").classList.toggle("active", m === "in");
+  $("mode-out").classList.toggle("active", m === "out");
+  $("badge").focus();
+}
+
+let clearTimer = null;
+async function checkin(ev) {
+  ev.preventDefault();
+  const badge = $("badge").value.trim();
+  if (!badge) return;
+  const out = $("checkin-result");
+  msg(out, t("sending"), true);
+  try {
+    const { status, data } = await post("/api/v1/checkins", { badge, direction: mode });
+    msg(out, message(data), status === 201);
+  } catch (_) {
+    msg(out, t("network"), false);
+  }
+  $("badge").value = "";
+  $("badge").focus();
+  clearTimeout(clearTimer);
+  clearTimer = setTimeout(() => { out.textContent = ""; }, 8000);
+}
+
+async function report(ev) {
+  ev.preventDefault();
+  const out = $("report-result");
+  const anonymous = $("anonymous").checked;
+  const body = {
+    category: $("category").value,
+    location: $("location").value,
+    grade: document.querySelector("input[name=grade]:checked").value,
+    description: $("description").value,
+    anonymous,
+  };
+  const badge = $("report-badge").value.trim();
+  if (!anonymous && badge) body.badge = badge;
+  msg(out, t("sending"), true);
+  try {
+    const { status, data } = await post("/api/v1/hazards", body);
+    if (status === 201) {
+      out.replaceChildren();
+      out.className = "result ok";
+      const label = document.createElement("div"); label.textContent = t("your_ticket");
+      const ticket = document.createElement("div"); ticket.className = "ticket"; ticket.id = "new-ticket"; ticket.textContent = data.ticket;
+      out.append(label, ticket);
+      $("report-form").reset();
+    } else {
+      msg(out, message(data), false);
+    }
+  } catch (_) {
+    msg(out, t("network"), false);
+  }
+}
+
+async function lookup(ev) {
+  ev.preventDefault();
+  const out = $("lookup-result");
+  const ticket = $("ticket").value.trim();
+  if (!ticket) return;
+  try {
+    const r = await fetch("/api/v1/hazards/" + encodeURIComponent(ticket));
+    const data = await r.json();
+    out.replaceChildren();
+    if (r.status !== 200) { msg(out, message(data), false); return; }
+    out.className = "result ok";
+    const head = document.createElement("div");
+    head.textContent = data.ticket + " · " + t(data.status) + (data.overdue ? " · " + t("overdue") : "");
+    const desc = document.createElement("div"); desc.className = "muted"; desc.textContent = data.location + " — " + data.description;
+    const steps = document.createElement("ol"); steps.className = "steps";
+    for (const s of data.steps) {
+      const li = document.createElement("li");
+      li.textContent = s.at.replace("T", " ").slice(0, 16) + " " + t(s.status) + (s.note ? " — " + s.note : "");
+      steps.append(li);
+    }
+    out.append(head, desc, steps);
+  } catch (_) {
+    msg(out, t("network"), false);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("lang").addEventListener("click", () => { lang = lang === "en" ? "zh-CN" : "en"; applyLang(); });
+  $("mode-in").addEventListener("click", () => setMode("in"));
+  $("mode-out").addEventListener("click", () => setMode("out"));
+  $("checkin-form").addEventListener("submit", checkin);
+  $("report-form").addEventListener("submit", report);
+  $("lookup-form").addEventListener("submit", lookup);
+  $("anonymous").addEventListener("change", (e) => { $("report-badge").disabled = e.target.checked; });
+  $("report-form").addEventListener("reset", () => { $("report-badge").disabled = false; });
+  applyLang();
+  connect();
+});

@@ -1,0 +1,177 @@
+//! The kiosk page at `/` and its live air status (`/api/v1/stream`).
+//!
+//! All assets are built into the binary: no fonts, CDNs or frameworks are
+//! fetched, so the kiosk works with the uplink down. The page puts every
+//! server text in with `textContent`, and the Content-Security-Policy
+//! forbids inline scripts and other origins.
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use super::{ApiError, AppState};
+use crate::alarm::engine::Beacon;
+use crate::config::Language;
+
+const HTML: &str = include_str!("assets/kiosk.html");
+const JS: &str = include_str!("assets/kiosk.js");
+const CSS: &str = include_str!("assets/kiosk.css");
+
+/// Most kiosks and consoles following the live stream at once.
+pub const MAX_STREAMS: usize = 64;
+
+fn with_headers(content_type: &'static str, body: String) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+/// `GET /`: the kiosk, in the configured language.
+pub async fn page(State(s): State<AppState>) -> Response {
+    let lang = match s.config.kiosk.language {
+        Language::ZhCn => "zh-CN",
+        Language::En => "en",
+    };
+    with_headers("text/html; charset=utf-8", HTML.replace("@LANG@", lang))
+}
+
+/// `GET /assets/kiosk.js`.
+pub async fn script() -> Response {
+    with_headers("text/javascript; charset=utf-8", JS.to_owned())
+}
+
+/// `GET /assets/kiosk.css`.
+pub async fn style() -> Response {
+    with_headers("text/css; charset=utf-8", CSS.to_owned())
+}
+
+/// One channel on the kiosk.
+#[derive(Debug, Serialize)]
+struct Tile {
+    id: String,
+    kind: crate::config::ChannelKind,
+    unit: String,
+    location: String,
+    /// A number only when `state` is `ok`.
+    value: Option<f64>,
+    state: &'static str,
+    /// `ok`, `fault`, `warning`, `alarm` or `power_cut`: the tile's colour.
+    level: &'static str,
+}
+
+/// What the kiosk shows.
+#[derive(Debug, Serialize)]
+struct KioskState {
+    station: String,
+    beacon: Beacon,
+    channels: Vec<Tile>,
+}
+
+fn severity(level: &str) -> u8 {
+    match level {
+        "power_cut" => 4,
+        "alarm" => 3,
+        "warning" => 2,
+        "fault" => 1,
+        _ => 0,
+    }
+}
+
+fn state_of(s: &AppState) -> KioskState {
+    let alarms = s.alarms.state.borrow().clone();
+    let snap = s.acquisition.snapshot.borrow();
+    let channels = snap
+        .info
+        .iter()
+        .zip(&snap.readings)
+        .map(|(i, r)| {
+            let mut level = if r.state == crate::acquisition::State::Ok {
+                "ok"
+            } else {
+                "fault"
+            };
+            for a in alarms.alarms.iter().filter(|a| a.channel == i.id) {
+                if severity(a.level) > severity(level) {
+                    level = a.level;
+                }
+            }
+            Tile {
+                id: i.id.clone(),
+                kind: i.kind,
+                unit: i.unit.clone(),
+                location: i.location.clone(),
+                value: r.value,
+                state: r.state.as_str(),
+                level,
+            }
+        })
+        .collect();
+    KioskState {
+        station: s.config.station.name.clone(),
+        beacon: alarms.outputs.beacon,
+        channels,
+    }
+}
+
+fn streams() -> &'static Arc<Semaphore> {
+    static S: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    S.get_or_init(|| Arc::new(Semaphore::new(MAX_STREAMS)))
+}
+
+/// `GET /api/v1/stream`: server-sent events named `state`, each the whole
+/// kiosk state, at most four a second and at least every 5 s.
+pub async fn stream(State(s): State<AppState>) -> Response {
+    let Ok(permit) = Arc::clone(streams()).try_acquire_owned() else {
+        return ApiError::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "连接的显示屏过多，请稍后再试",
+            "too many live streams open; try again later",
+        );
+    };
+    let snapshot = s.acquisition.snapshot.clone();
+    let alarms = s.alarms.state.clone();
+    let init = (s, snapshot, alarms, true, permit);
+    let events = futures_util::stream::unfold(
+        init,
+        |(s, mut snap, mut alarms, first, permit)| async move {
+            if !first {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::select! {
+                    r = snap.changed() => if r.is_err() { return None },
+                    r = alarms.changed() => if r.is_err() { return None },
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            snap.mark_unchanged();
+            alarms.mark_unchanged();
+            let data = serde_json::to_string(&state_of(&s)).unwrap_or_default();
+            let event = Ok::<_, Infallible>(Event::default().event("state").data(data));
+            Some((event, (s, snap, alarms, false, permit)))
+        },
+    );
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
