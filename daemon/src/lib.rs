@@ -13,6 +13,7 @@ pub mod config;
 pub mod hazards;
 pub mod lifecycle;
 pub mod logging;
+pub mod photos;
 pub mod roster;
 pub mod simulator;
 pub mod store;

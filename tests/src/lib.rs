@@ -173,21 +173,37 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    let ct = (!body.is_empty()).then_some("application/json");
+    http_send(addr, method, path, headers, ct, body.as_bytes())
+}
+
+/// A plain HTTP/1.1 request with any body and content type.
+pub fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+    if let Some(ct) = content_type {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    if !body.is_empty() || content_type.is_some() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    // A server may answer (413) before reading a large body: a failed write
+    // is not the end, the answer may be waiting.
+    let _ = s.write_all(&bytes);
     // Read the head, then exactly the body: some servers keep the
     // connection open whatever the request says.
     let mut raw = Vec::new();

@@ -212,3 +212,94 @@ fn bad_reports_get_a_reason_and_nothing_is_stored() {
         .unwrap_or(-1);
     assert_eq!(n, 0);
 }
+
+fn multipart(report: &str, photo: Option<&[u8]>) -> (String, Vec<u8>) {
+    let boundary = "pithead-test-boundary-7d1";
+    let mut b = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"report\"\r\n\r\n{report}\r\n"
+    )
+    .into_bytes();
+    if let Some(p) = photo {
+        b.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n")
+                .as_bytes(),
+        );
+        b.extend_from_slice(p);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), b)
+}
+
+/// A tiny JPEG whose EXIF segment names a place.
+fn jpeg_with_gps() -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
+    b.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+    let exif = b"Exif\0\0MM\0*GPSLatitude 39.9N";
+    b.extend_from_slice(&[0xFF, 0xE1, 0x00, u8::try_from(exif.len() + 2).unwrap_or(0)]);
+    b.extend_from_slice(exif);
+    b.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22, 0x33, 0xFF, 0xD9]);
+    b
+}
+
+const REPORT: &str = "{\"category\": \"water\", \"location\": \"中央水仓\", \"grade\": \"general\", \"description\": \"水仓渗水\", \"anonymous\": true}";
+
+#[test]
+fn a_photo_is_sniffed_stripped_of_its_location_and_stored_by_hash() {
+    let (dir, _d, http) = start();
+    let (ct, body) = multipart(REPORT, Some(&jpeg_with_gps()));
+    let (s, b) = pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 201, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap_or_default();
+    assert_eq!(v["photo"], true);
+    let ticket = v["ticket"].as_str().unwrap_or_default();
+    let (s, photo) = http_get(http, &format!("/api/v1/hazards/{ticket}/photo"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200);
+    assert!(!photo.contains("GPS"), "the location is gone");
+    assert!(photo.contains("JFIF"), "the image is kept");
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("data/photos"))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].ends_with(".jpg") && files[0].len() == 68,
+        "{files:?}"
+    );
+
+    // Not an image, whatever it says it is: 415 and nothing stored.
+    let (ct, body) = multipart(REPORT, Some(b"<svg onload=alert(1)></svg>"));
+    let (s, b) = pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 415, "{b}");
+    // Too large: 413.
+    let mut big = jpeg_with_gps();
+    big.resize(6 * 1024 * 1024, 0);
+    let (ct, body) = multipart(REPORT, Some(&big));
+    let (s, b) = pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 413, "{b}");
+    // A report without its JSON part.
+    let (s, _) = pithead_e2e::http_send(
+        http,
+        "POST",
+        "/api/v1/hazards",
+        &[],
+        Some("multipart/form-data; boundary=x"),
+        b"--x\r\nContent-Disposition: form-data; name=\"photo\"\r\n\r\nabc\r\n--x--\r\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 400);
+    let (s, _) = http_get(http, "/api/v1/hazards/NOSUCH/photo").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 404);
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM hazards", [], |r| r.get(0))
+        .unwrap_or(-1);
+    assert_eq!(n, 1, "only the good report was taken");
+}

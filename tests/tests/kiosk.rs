@@ -75,6 +75,12 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     b.click(&b.find("#category option[value='roof']", wait));
     b.type_into(&b.find("#location", wait), "1201 回风巷");
     b.type_into(&b.find("#description", wait), xss);
+    let photo = dir.path().join("photo.jpg");
+    let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
+    jpeg.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+    jpeg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22, 0x33, 0xFF, 0xD9]);
+    std::fs::write(&photo, jpeg).unwrap_or_else(|e| panic!("{e}"));
+    b.type_into(&b.find("#photo", wait), &photo.display().to_string());
     b.click(&b.find("#anonymous", wait));
     b.click(&b.find("#report-form button[type=submit]", wait));
     let ticket = b.wait_text("#new-ticket", wait, "a ticket", |t| t.len() == 6);
@@ -87,10 +93,12 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
         "the description is shown as text: {shown}"
     );
     assert!(
-        b.find_all("#lookup-result img").is_empty(),
-        "no element was made from the description"
+        b.find_all("#lookup-result img:not(#lookup-photo)")
+            .is_empty(),
+        "no element was made from the description: {}",
+        b.execute("return document.getElementById('lookup-result').innerHTML")
     );
-    assert!(b.find_all("main img").is_empty());
+    assert_eq!(b.find_all("#lookup-photo").len(), 1, "the photo is shown");
 
     // The face sensor stops answering: a fault, never a number.
     sim.control("fault 1 silent");

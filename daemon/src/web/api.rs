@@ -557,33 +557,151 @@ fn invalid_response(
     ApiError::respond(status, code, e.zh, e.en)
 }
 
-/// `POST /api/v1/hazards` (public): a miner's report; 201 with the ticket.
-pub async fn hazard_report(
-    State(s): State<AppState>,
-    body: Result<Json<crate::hazards::NewHazard>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let report = match body {
-        Ok(Json(r)) => r,
-        Err(e) => {
-            return ApiError::respond(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "请求格式错误：需要类别、地点、等级（general/major）、描述，以及卡号或匿名",
-                format!(
-                    "expected {{category, location, grade: general|major, description, anonymous, badge?}}: {e}"
-                ),
-            );
+/// Largest JSON report body.
+const MAX_REPORT_JSON: usize = 64 * 1024;
+
+/// `POST /api/v1/hazards` (public): a miner's report, as JSON, or as
+/// multipart with a `report` part (the JSON) and an optional `photo` part;
+/// 201 with the ticket.
+pub async fn hazard_report(State(s): State<AppState>, req: axum::extract::Request) -> Response {
+    use axum::extract::FromRequest as _;
+    let multipart = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let too_large = || {
+        ApiError::respond(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "照片太大（最大 {} MB）",
+                crate::photos::MAX_BYTES / 1024 / 1024
+            ),
+            format!(
+                "the photo is too large (at most {} MB)",
+                crate::photos::MAX_BYTES / 1024 / 1024
+            ),
+        )
+    };
+    let bad_body = |e: String| {
+        ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "请求格式错误：需要类别、地点、等级（general/major）、描述，以及卡号或匿名",
+            format!(
+                "expected {{category, location, grade: general|major, description, anonymous, badge?}}: {e}"
+            ),
+        )
+    };
+    let (json, photo) = if multipart {
+        let mut mp = match axum::extract::Multipart::from_request(req, &s).await {
+            Ok(m) => m,
+            Err(e) => return bad_body(e.to_string()),
+        };
+        let (mut json, mut photo) = (None, None);
+        loop {
+            match mp.next_field().await {
+                Ok(None) => break,
+                Ok(Some(field)) => match field.name() {
+                    Some("report") => match field.text().await {
+                        Ok(t) if t.len() <= MAX_REPORT_JSON => json = Some(t),
+                        Ok(_) => return bad_body("the report part is too large".into()),
+                        Err(e) => return bad_body(e.to_string()),
+                    },
+                    Some("photo") => match field.bytes().await {
+                        Ok(b) if b.len() > crate::photos::MAX_BYTES => return too_large(),
+                        Ok(b) if b.is_empty() => {}
+                        Ok(b) => photo = Some(b),
+                        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                            return too_large();
+                        }
+                        Err(e) => return bad_body(e.to_string()),
+                    },
+                    _ => {}
+                },
+                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
+                Err(e) => return bad_body(e.to_string()),
+            }
         }
+        match json {
+            Some(j) => (j, photo),
+            None => return bad_body("no `report` part".into()),
+        }
+    } else {
+        match axum::body::to_bytes(req.into_body(), MAX_REPORT_JSON).await {
+            Ok(b) => (String::from_utf8_lossy(&b).into_owned(), None),
+            Err(_) => return bad_body("the body is too large".into()),
+        }
+    };
+    let report: crate::hazards::NewHazard = match serde_json::from_str(&json) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e.to_string()),
     };
     let report = match report.validate() {
         Ok(r) => r,
         Err(e) => return invalid_response(StatusCode::BAD_REQUEST, "bad_report", e),
     };
+    // The photo is stripped and stored (synced) before the report naming
+    // it is committed.
+    let photo_name = match photo {
+        None => None,
+        Some(bytes) => {
+            let (kind, clean) = match crate::photos::strip(&bytes) {
+                Ok(x) => x,
+                Err(crate::photos::Refused::NotAnImage) => {
+                    return ApiError::respond(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "not_an_image",
+                        "只能上传 JPEG、PNG 或 WebP 照片",
+                        "the photo must be JPEG, PNG or WebP",
+                    );
+                }
+                Err(crate::photos::Refused::Malformed) => {
+                    return ApiError::respond(
+                        StatusCode::BAD_REQUEST,
+                        "bad_image",
+                        "照片文件已损坏",
+                        "the photo file is damaged",
+                    );
+                }
+            };
+            let dir = s.config.storage.data_dir.clone();
+            match tokio::task::spawn_blocking(move || crate::photos::store(&dir, kind, &clean))
+                .await
+            {
+                Ok(Ok((name, _))) => Some(name),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot store a hazard photo");
+                    return ApiError::respond(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "photo_not_stored",
+                        "照片未能保存（存储空间不足？），报告未提交，请重试或不带照片提交",
+                        format!("the photo could not be stored ({e}); the report was not taken"),
+                    );
+                }
+                Err(_) => {
+                    return ApiError::respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "stopping",
+                        "系统正在停止",
+                        "stopping",
+                    );
+                }
+            }
+        }
+    };
     let cfg = Arc::clone(&s.config);
     let result = s
         .store
         .write(crate::store::Durability::Acknowledged, move |c| {
-            crate::hazards::create(c, &cfg, &report, None, std::time::SystemTime::now())
+            crate::hazards::create(
+                c,
+                &cfg,
+                &report,
+                photo_name.as_deref(),
+                std::time::SystemTime::now(),
+            )
         })
         .await;
     match result {
@@ -592,6 +710,7 @@ pub async fn hazard_report(
             Json(serde_json::json!({
                 "ticket": h.ticket,
                 "status": h.status,
+                "photo": h.photo.is_some(),
                 "reported_at": h.reported_at,
                 "message_zh": format!("隐患已上报，编号 {}。可凭编号在本机查询处理进度。", h.ticket),
                 "message_en": format!("Reported. Your ticket is {}; look it up here to follow it.", h.ticket),
@@ -599,6 +718,55 @@ pub async fn hazard_report(
         )
             .into_response(),
         Err(e) => store_refused(&e),
+    }
+}
+
+/// `GET /api/v1/hazards/{ticket}/photo` (public): the stripped photo.
+pub async fn hazard_photo(State(s): State<AppState>, Path(ticket): Path<String>) -> Response {
+    let ticket = ticket.trim().to_ascii_uppercase();
+    if ticket.is_empty() || ticket.len() > 16 || !ticket.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_ticket",
+            "编号格式不正确",
+            "not a ticket",
+        );
+    }
+    let name = match s
+        .store
+        .read(move |c| crate::hazards::get(c, &ticket, std::time::SystemTime::now()))
+        .await
+    {
+        Ok(Some(h)) => h.photo,
+        Ok(None) => None,
+        Err(e) => return store_refused(&e),
+    };
+    let Some((path, kind)) = name
+        .as_deref()
+        .and_then(|n| crate::photos::path_of(&s.config.storage.data_dir, n))
+    else {
+        return ApiError::respond(StatusCode::NOT_FOUND, "no_photo", "没有照片", "no photo");
+    };
+    match tokio::task::spawn_blocking(move || std::fs::read(&path))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    {
+        Ok(bytes) => (
+            [
+                (axum::http::header::CONTENT_TYPE, kind.mime()),
+                (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (axum::http::header::CACHE_CONTROL, "private, max-age=3600"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => ApiError::respond(
+            StatusCode::NOT_FOUND,
+            "no_photo",
+            "照片文件已丢失",
+            "the photo file is missing",
+        ),
     }
 }
 

@@ -51,8 +51,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/roster", get(api::roster).post(api::roster_upload))
         .route(
             "/api/v1/hazards",
-            get(api::hazard_list).post(api::hazard_report),
+            get(api::hazard_list).post(api::hazard_report).layer(
+                axum::extract::DefaultBodyLimit::max(crate::photos::MAX_BYTES + 256 * 1024),
+            ),
         )
+        .route("/api/v1/hazards/{ticket}/photo", get(api::hazard_photo))
         .route("/api/v1/hazards/{ticket}", get(api::hazard_lookup))
         .route(
             "/api/v1/hazards/{ticket}/steps",

@@ -8,7 +8,7 @@ const T = {
     air: "井下环境", checkin: "下井 / 升井登记", go_down: "下井", come_up: "升井",
     badge_prompt: "请刷卡，或输入卡号后按确认", confirm: "确认", report: "隐患随手拍",
     category: "类别", location: "地点", grade: "等级", general: "一般隐患", major: "重大隐患",
-    description: "描述", anonymous: "匿名举报", your_badge: "卡号（匿名可不填）", submit_report: "提交",
+    description: "描述", photo: "照片（可选）", anonymous: "匿名举报", your_badge: "卡号（匿名可不填）", submit_report: "提交",
     lookup: "查询隐患处理进度", look_up: "查询",
     cat_gas: "瓦斯", cat_water: "水害", cat_roof: "顶板", cat_ventilation: "通风", cat_electrical: "机电",
     cat_machinery: "设备", cat_fire: "火灾", cat_transport: "运输", cat_other: "其他",
@@ -22,7 +22,7 @@ const T = {
     air: "Air below", checkin: "Check in / out", go_down: "Going down", come_up: "Coming up",
     badge_prompt: "Swipe your badge, or type it and press Confirm", confirm: "Confirm", report: "Report a hazard",
     category: "Category", location: "Location", grade: "Grade", general: "General", major: "Major",
-    description: "Description", anonymous: "Anonymous", your_badge: "Badge (optional if anonymous)", submit_report: "Submit",
+    description: "Description", photo: "Photo (optional)", anonymous: "Anonymous", your_badge: "Badge (optional if anonymous)", submit_report: "Submit",
     lookup: "Follow a report", look_up: "Look up",
     cat_gas: "Gas", cat_water: "Water", cat_roof: "Roof/rib", cat_ventilation: "Ventilation", cat_electrical: "Electrical",
     cat_machinery: "Machinery", cat_fire: "Fire", cat_transport: "Transport", cat_other: "Other",
@@ -143,7 +143,20 @@ async function report(ev) {
   if (!anonymous && badge) body.badge = badge;
   msg(out, t("sending"), true);
   try {
-    const { status, data } = await post("/api/v1/hazards", body);
+    let status, data = {};
+    const file = $("photo").files[0];
+    if (file) {
+      // Multipart: the report as JSON, and the photo; the browser sets
+      // the boundary.
+      const form = new FormData();
+      form.append("report", JSON.stringify(body));
+      form.append("photo", file);
+      const r = await fetch("/api/v1/hazards", { method: "POST", body: form });
+      status = r.status;
+      try { data = await r.json(); } catch (_) { /* not JSON */ }
+    } else {
+      ({ status, data } = await post("/api/v1/hazards", body));
+    }
     if (status === 201) {
       out.replaceChildren();
       out.className = "result ok";
@@ -179,7 +192,16 @@ async function lookup(ev) {
       li.textContent = s.at.replace("T", " ").slice(0, 16) + " " + t(s.status) + (s.note ? " — " + s.note : "");
       steps.append(li);
     }
-    out.append(head, desc, steps);
+    out.append(head, desc);
+    if (data.photo) {
+      const img = document.createElement("img");
+      img.id = "lookup-photo";
+      img.alt = "";
+      img.style.maxWidth = "100%";
+      img.src = "/api/v1/hazards/" + encodeURIComponent(data.ticket) + "/photo";
+      out.append(img);
+    }
+    out.append(steps);
   } catch (_) {
     msg(out, t("network"), false);
   }
