@@ -123,7 +123,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
         None => None,
     };
+    match store.read(crate::auth::count).await {
+        Ok(0) => tracing::warn!(
+            "no supervisor account yet: nobody can log in to the console; create one with `pithead user add NAME`"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot count supervisor accounts"),
+    }
     let app = crate::web::router(crate::web::AppState {
+        sessions: Arc::new(crate::auth::Sessions::default()),
         api_token,
         config: Arc::clone(&config),
         store: store.clone(),
@@ -133,9 +141,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
+        if let Err(e) = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(http_shutdown.cancelled_owned())
+        .await
         {
             tracing::error!(error = %e, "web server failed");
         }

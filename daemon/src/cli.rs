@@ -56,6 +56,13 @@ pub enum Command {
         #[arg(long, default_value = "normal")]
         scenario: Scenario,
     },
+    /// Manage supervisor accounts for the console. The password is read
+    /// from standard input (one line), so it never shows in a process list.
+    User {
+        /// What to do.
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Manage the roster of workers.
     Roster {
         /// What to do with it.
@@ -92,6 +99,21 @@ pub enum Command {
 /// When the process started, as near as the library can tell: the first
 /// thing `run` does. Used for the start-to-first-poll figure.
 pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Supervisor account sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a supervisor.
+    Add {
+        /// The name they log in with (and that is recorded with their actions).
+        name: String,
+    },
+    /// Change a supervisor's password.
+    Passwd {
+        /// The supervisor.
+        name: String,
+    },
+}
 
 /// Roster sub-commands.
 #[derive(Debug, Subcommand)]
@@ -137,6 +159,10 @@ pub fn run(cli: Cli) -> ExitCode {
             data,
             scenario,
         } => demo(http, data, scenario),
+        Command::User { action } => match config::load_file(&cli.config) {
+            Ok(cfg) => user(&cfg, action),
+            Err(e) => config_failure(&e),
+        },
         Command::Roster {
             action: RosterAction::Import { file },
         } => match config::load_file(&cli.config) {
@@ -390,6 +416,67 @@ fn roster_import(cfg: &Config, file: &Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("pithead roster import: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn user(cfg: &Config, action: UserAction) -> ExitCode {
+    let (name, replace) = match action {
+        UserAction::Add { name } => (name, false),
+        UserAction::Passwd { name } => (name, true),
+    };
+    let name = match crate::auth::check_name(&name) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("pithead user: {e}");
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    let mut password = String::new();
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!(
+            "password for {name} (at least {} characters, shown as typed): ",
+            crate::auth::MIN_PASSWORD
+        );
+    }
+    if std::io::stdin().read_line(&mut password).is_err() {
+        eprintln!("pithead user: cannot read the password from standard input");
+        return ExitCode::from(EXIT_DATA);
+    }
+    let hash = match crate::auth::hash(password.trim_end_matches(['\r', '\n'])) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("pithead user: {e}");
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let who = name.clone();
+    let result = runtime.block_on(async {
+        let store = crate::store::Store::open(&cfg.storage.data_dir)?;
+        let r = store
+            .write(crate::store::Durability::Acknowledged, move |c| {
+                crate::auth::set_user(c, &who, &hash, replace)
+            })
+            .await;
+        store.close().await;
+        r
+    });
+    match result {
+        Ok(true) => {
+            println!("supervisor {name} added");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("password of {name} changed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pithead user: {e}");
             ExitCode::FAILURE
         }
     }

@@ -194,7 +194,8 @@ impl NewHazard {
 pub struct Step {
     /// The status it moves to.
     pub status: Status,
-    /// Who takes it.
+    /// Who takes it (a console session fills it in).
+    #[serde(default)]
     pub by: String,
     /// A note (required to reject).
     #[serde(default)]

@@ -8,6 +8,7 @@
 pub mod acquisition;
 pub mod alarm;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod hazards;

@@ -149,6 +149,15 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hazard_steps_hazard ON hazard_steps(hazard_id, id);
     "#,
+    // v5: supervisors who log in to the console.
+    r#"
+    CREATE TABLE users (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,         -- argon2id PHC string
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version a database has after every migration.

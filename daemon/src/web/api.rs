@@ -208,7 +208,9 @@ pub async fn alarms(State(s): State<AppState>, Query(q): Query<AlarmQuery>) -> R
 /// Body of `POST /api/v1/alarms/{id}/ack`.
 #[derive(Debug, serde::Deserialize)]
 pub struct AckBody {
-    /// The supervisor's name.
+    /// The supervisor's name (with the API token; a console session names
+    /// its supervisor itself).
+    #[serde(default)]
     by: String,
 }
 
@@ -220,9 +222,10 @@ pub async fn ack(
     headers: HeaderMap,
     body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(refused) = authorize(&s, &headers) {
-        return *refused;
-    }
+    let who = match authorize(&s, &headers, true) {
+        Ok(w) => w,
+        Err(refused) => return *refused,
+    };
     let Ok(id) = id.parse::<u64>() else {
         return ApiError::respond(
             StatusCode::BAD_REQUEST,
@@ -231,11 +234,12 @@ pub async fn ack(
             format!("`{id}` is not an alarm id"),
         );
     };
-    let by = match body {
-        Ok(Json(b)) if !b.by.trim().is_empty() && b.by.chars().count() <= 64 => {
+    let by = match (&who, body) {
+        (Who::Supervisor(user), _) => user.clone(),
+        (Who::Token, Ok(Json(b))) if !b.by.trim().is_empty() && b.by.chars().count() <= 64 => {
             b.by.trim().to_owned()
         }
-        Ok(_) => {
+        (Who::Token, Ok(_)) => {
             return ApiError::respond(
                 StatusCode::BAD_REQUEST,
                 "bad_name",
@@ -243,7 +247,7 @@ pub async fn ack(
                 "give the name of who acknowledges (`by`, 1 to 64 characters)",
             );
         }
-        Err(e) => {
+        (Who::Token, Err(e)) => {
             return ApiError::respond(
                 StatusCode::BAD_REQUEST,
                 "bad_body",
@@ -351,31 +355,173 @@ pub async fn outputs(State(s): State<AppState>) -> Response {
     .into_response()
 }
 
-/// Supervisor actions need the API token (console sessions arrive later).
-fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &s.api_token else {
-        return Err(Box::new(ApiError::respond(
-            StatusCode::FORBIDDEN,
-            "ack_disabled",
-            "本站未配置主管授权，不能通过接口进行主管操作",
-            "supervisor actions over the API are disabled on this station (no http.api_token_file)",
-        )));
-    };
+/// Who is acting, as authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// The API token (tools, scripts); the name comes with the request.
+    Token,
+    /// A supervisor logged in to the console.
+    Supervisor(String),
+}
+
+/// The console session cookie.
+pub const COOKIE: &str = "pithead_session";
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            kv.trim()
+                .strip_prefix(COOKIE)
+                .and_then(|r| r.strip_prefix('='))
+                .map(str::to_owned)
+        })
+}
+
+/// Supervisor actions need a console session (and, for a change, its CSRF
+/// token in `X-CSRF-Token`) or the API token.
+fn authorize(s: &AppState, headers: &HeaderMap, change: bool) -> Result<Who, Box<Response>> {
+    if let Some(session) = cookie_token(headers).and_then(|t| s.sessions.get(&t)) {
+        let csrf = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if change && !constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
+            return Err(Box::new(ApiError::respond(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "请求缺少有效的防伪令牌，请刷新页面后重试",
+                "missing or wrong X-CSRF-Token; reload the page",
+            )));
+        }
+        return Ok(Who::Supervisor(session.user));
+    }
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(Box::new(ApiError::respond(
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&s.api_token, given) {
+        (Some(token), Some(g)) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+            Ok(Who::Token)
+        }
+        (None, Some(_)) => Err(Box::new(ApiError::respond(
+            StatusCode::FORBIDDEN,
+            "ack_disabled",
+            "本站未配置接口令牌，请登录主管控制台操作",
+            "no API token is configured on this station (http.api_token_file); log in to the console",
+        ))),
+        _ => Err(Box::new(ApiError::respond(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "授权无效",
-            "missing or wrong token",
-        )))
+            "请先登录主管控制台",
+            "log in to the console, or give the API token",
+        ))),
     }
+}
+
+/// Body of `POST /api/v1/session`.
+#[derive(Debug, serde::Deserialize)]
+pub struct LoginBody {
+    user: String,
+    password: String,
+}
+
+/// `POST /api/v1/session`: logs a supervisor in; sets the session cookie
+/// and answers the CSRF token for changes. Failed logins are limited per
+/// client address.
+pub async fn login(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let ip = peer.ip();
+    if !s.sessions.may_try(ip) {
+        return ApiError::respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "登录失败次数过多，请一分钟后再试",
+            "too many failed logins; try again in a minute",
+        );
+    }
+    let Ok(Json(b)) = body else {
+        return ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "请求格式错误：需要用户名和密码",
+            "expected {\"user\", \"password\"}",
+        );
+    };
+    let user = b.user.trim().to_owned();
+    let lookup = user.clone();
+    let stored = s
+        .store
+        .read(move |c| crate::auth::stored_hash(c, &lookup))
+        .await;
+    let stored = match stored {
+        Ok(h) => h,
+        Err(e) => return store_refused(&e),
+    };
+    let password = b.password;
+    // Verify even without such a user, so timing does not tell names.
+    let hash = stored.clone().unwrap_or_else(|| "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2ruCiRC1mr8Et0Tb0Bvx1H7Yp2Z6V+mD1LAuyg2pKbI".into());
+    let ok = tokio::task::spawn_blocking(move || crate::auth::verify(&password, &hash))
+        .await
+        .unwrap_or(false);
+    if !ok || stored.is_none() {
+        s.sessions.failed(ip);
+        tracing::warn!(user = %user, client = %ip, "failed console login");
+        return ApiError::respond(
+            StatusCode::UNAUTHORIZED,
+            "bad_login",
+            "用户名或密码错误",
+            "wrong user or password",
+        );
+    }
+    s.sessions.succeeded(ip);
+    let (token, session) = s.sessions.create(&user);
+    tracing::info!(user = %user, client = %ip, "console login");
+    let cookie = format!(
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        crate::auth::SESSION_TTL.as_secs()
+    );
+    (
+        [(axum::http::header::SET_COOKIE, cookie)],
+        Json(serde_json::json!({ "user": session.user, "csrf": session.csrf })),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/session`: who is logged in (with the CSRF token), or 401.
+pub async fn whoami(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    match cookie_token(&headers).and_then(|t| s.sessions.get(&t)) {
+        Some(session) => {
+            Json(serde_json::json!({ "user": session.user, "csrf": session.csrf })).into_response()
+        }
+        None => ApiError::respond(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "未登录",
+            "not logged in",
+        ),
+    }
+}
+
+/// `DELETE /api/v1/session`: logs out.
+pub async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(t) = cookie_token(&headers) {
+        s.sessions.remove(&t);
+    }
+    (
+        [(
+            axum::http::header::SET_COOKIE,
+            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )],
+        StatusCode::NO_CONTENT,
+    )
+        .into_response()
 }
 
 /// Body of `POST /api/v1/checkins`.
@@ -477,7 +623,7 @@ fn store_refused(e: &crate::store::StoreError) -> Response {
 
 /// `GET /api/v1/underground`: everyone underground now, longest first.
 pub async fn underground(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&s, &headers) {
+    if let Err(refused) = authorize(&s, &headers, false) {
         return *refused;
     }
     let limit = s
@@ -502,7 +648,7 @@ pub async fn underground(State(s): State<AppState>, headers: HeaderMap) -> Respo
 
 /// `GET /api/v1/roster`: the active roster.
 pub async fn roster(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&s, &headers) {
+    if let Err(refused) = authorize(&s, &headers, false) {
         return *refused;
     }
     match s.store.read(crate::roster::roster).await {
@@ -518,7 +664,7 @@ pub async fn roster_upload(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(refused) = authorize(&s, &headers) {
+    if let Err(refused) = authorize(&s, &headers, true) {
         return *refused;
     }
     let workers = match crate::roster::parse_csv(&body) {
@@ -804,7 +950,7 @@ pub async fn hazard_lookup(State(s): State<AppState>, Path(ticket): Path<String>
 
 /// `GET /api/v1/hazards` (supervisor): the newest 500, open ones first.
 pub async fn hazard_list(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&s, &headers) {
+    if let Err(refused) = authorize(&s, &headers, false) {
         return *refused;
     }
     match s
@@ -824,11 +970,17 @@ pub async fn hazard_step(
     headers: HeaderMap,
     body: Result<Json<crate::hazards::Step>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(refused) = authorize(&s, &headers) {
-        return *refused;
-    }
+    let who = match authorize(&s, &headers, true) {
+        Ok(w) => w,
+        Err(refused) => return *refused,
+    };
     let step = match body {
-        Ok(Json(b)) => b,
+        Ok(Json(mut b)) => {
+            if let Who::Supervisor(user) = &who {
+                b.by.clone_from(user);
+            }
+            b
+        }
         Err(e) => {
             return ApiError::respond(
                 StatusCode::BAD_REQUEST,

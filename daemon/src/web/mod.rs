@@ -31,6 +31,8 @@ pub struct AppState {
     pub alarms: crate::alarm::Handle,
     /// Token for supervisor actions over the API, if configured.
     pub api_token: Option<Arc<str>>,
+    /// Console sessions and the failed-login limit.
+    pub sessions: Arc<crate::auth::Sessions>,
 }
 
 /// The whole HTTP interface.
@@ -40,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/kiosk.js", get(kiosk::script))
         .route("/assets/kiosk.css", get(kiosk::style))
         .route("/api/v1/stream", get(kiosk::stream))
+        .route(
+            "/api/v1/session",
+            get(api::whoami).post(api::login).delete(api::logout),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/channels", get(api::channels))
