@@ -61,6 +61,23 @@ pub fn minimal_config(data_dir: &Path, http: SocketAddr) -> String {
     )
 }
 
+/// The API token the tests configure.
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// [`minimal_config`] with `http.api_token_file` holding [`TEST_TOKEN`]
+/// (written into `dir`).
+pub fn config_with_token(dir: &Path, http: SocketAddr) -> String {
+    let token = dir.join("token");
+    std::fs::write(&token, TEST_TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    minimal_config(&dir.join("data"), http).replace(
+        &format!("listen = \"{http}\"\n"),
+        &format!(
+            "listen = \"{http}\"\napi_token_file = \"{}\"\n",
+            token.display()
+        ),
+    )
+}
+
 /// The real daemon, running in the background; killed when dropped.
 #[derive(Debug)]
 pub struct Daemon {

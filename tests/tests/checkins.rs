@@ -4,24 +4,17 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pithead_e2e::{Daemon, free_port, http_get, http_request, minimal_config, pithead_bin};
+use pithead_e2e::{Daemon, free_port, http_get, http_request, pithead_bin};
 use serde_json::Value;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+const TOKEN: &str = pithead_e2e::TEST_TOKEN;
 const ROSTER: &str = "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n0002,王芳,综采一队,支架工\n0003,李强,掘进二队,班长\n";
 
 fn setup(shift: &str) -> (tempfile::TempDir, SocketAddr, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap_or_else(|e| panic!("{e}"));
-    let cfg = minimal_config(&dir.path().join("data"), http).replace(
-        &format!("listen = \"{http}\"\n"),
-        &format!(
-            "listen = \"{http}\"\napi_token_file = \"{}\"\n",
-            token.display()
-        ),
-    ) + &format!("[roster]\nshift_length = \"{shift}\"\noverdue_grace = \"0s\"\n");
+    let cfg = pithead_e2e::config_with_token(dir.path(), http)
+        + &format!("[roster]\nshift_length = \"{shift}\"\noverdue_grace = \"0s\"\n");
     let file = dir.path().join("pithead.toml");
     std::fs::write(&file, cfg).unwrap_or_else(|e| panic!("{e}"));
     (dir, http, file)

@@ -3,23 +3,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pithead_e2e::{Daemon, free_port, http_get, http_request, minimal_config};
+use pithead_e2e::{Daemon, free_port, http_get, http_request};
 use serde_json::Value;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+const TOKEN: &str = pithead_e2e::TEST_TOKEN;
 
 fn start() -> (tempfile::TempDir, Daemon, SocketAddr) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap_or_else(|e| panic!("{e}"));
-    let cfg = minimal_config(&dir.path().join("data"), http).replace(
-        &format!("listen = \"{http}\"\n"),
-        &format!(
-            "listen = \"{http}\"\napi_token_file = \"{}\"\n",
-            token.display()
-        ),
-    );
+    let cfg = pithead_e2e::config_with_token(dir.path(), http);
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
     (dir, d, http)

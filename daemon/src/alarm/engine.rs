@@ -522,20 +522,12 @@ impl Engine {
                 acked: None,
             },
         );
-        AlarmEvent {
-            kind: if escalated {
-                EventKind::Escalated
-            } else {
-                EventKind::Raised
-            },
-            alarm_id: id,
-            channel: self.rules[ch].id.clone(),
-            level: kind,
-            value,
-            state,
-            by: None,
-            at: wall,
-        }
+        let event = if escalated {
+            EventKind::Escalated
+        } else {
+            EventKind::Raised
+        };
+        self.event(ch, event, kind, id, wall)
     }
 
     /// The condition of an active alarm is gone: it ends unless it latches
@@ -547,7 +539,6 @@ impl Engine {
         wall: SystemTime,
         out: &mut Vec<AlarmEvent>,
     ) {
-        let (value, state) = self.last[ch].unwrap_or((None, State::Stale));
         let Some(a) = self.active.get_mut(&(ch, kind)) else {
             return;
         };
@@ -557,29 +548,30 @@ impl Engine {
         if ends {
             self.active.remove(&(ch, kind));
         }
-        out.push(AlarmEvent {
-            kind: if ends {
-                EventKind::Cleared
-            } else {
-                EventKind::Returned
-            },
-            alarm_id: id,
-            channel: self.rules[ch].id.clone(),
-            level: kind,
-            value,
-            state,
-            by: None,
-            at: wall,
-        });
+        let event = if ends {
+            EventKind::Cleared
+        } else {
+            EventKind::Returned
+        };
+        out.push(self.event(ch, event, kind, id, wall));
     }
 
-    fn recurred(&self, ch: usize, kind: AlarmKind, id: u64, wall: SystemTime) -> AlarmEvent {
+    /// An event about alarm `id` (`level`) of channel `ch`, with the
+    /// channel's last reading.
+    fn event(
+        &self,
+        ch: usize,
+        kind: EventKind,
+        level: AlarmKind,
+        id: u64,
+        wall: SystemTime,
+    ) -> AlarmEvent {
         let (value, state) = self.last[ch].unwrap_or((None, State::Stale));
         AlarmEvent {
-            kind: EventKind::Recurred,
+            kind,
             alarm_id: id,
             channel: self.rules[ch].id.clone(),
-            level: kind,
+            level,
             value,
             state,
             by: None,
@@ -637,7 +629,7 @@ impl Engine {
             (true, Some(a)) if !a.condition => {
                 a.condition = true;
                 let id = a.id;
-                out.push(self.recurred(ch, AlarmKind::Fault, id, wall));
+                out.push(self.event(ch, EventKind::Recurred, AlarmKind::Fault, id, wall));
             }
             (false, Some(a)) if a.condition && state == State::Ok => {
                 self.condition_gone(ch, AlarmKind::Fault, wall, out);
@@ -686,7 +678,7 @@ impl Engine {
                             {
                                 a.condition = true;
                                 let id = a.id;
-                                out.push(self.recurred(ch, kind, id, wall));
+                                out.push(self.event(ch, EventKind::Recurred, kind, id, wall));
                             }
                         }
                     }
@@ -699,7 +691,7 @@ impl Engine {
                         Some(a) if !a.condition => {
                             a.condition = true;
                             let id = a.id;
-                            out.push(self.recurred(ch, kind, id, wall));
+                            out.push(self.event(ch, EventKind::Recurred, kind, id, wall));
                         }
                         Some(_) => {}
                         None => out.push(self.raise(ch, kind, rule.latching, now, wall)),

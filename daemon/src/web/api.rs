@@ -869,16 +869,10 @@ pub async fn hazard_report(State(s): State<AppState>, req: axum::extract::Reques
 
 /// `GET /api/v1/hazards/{ticket}/photo` (public): the stripped photo.
 pub async fn hazard_photo(State(s): State<AppState>, Path(ticket): Path<String>) -> Response {
-    let ticket = ticket.trim().to_ascii_uppercase();
-    if ticket.is_empty() || ticket.len() > 16 || !ticket.chars().all(|c| c.is_ascii_alphanumeric())
-    {
-        return ApiError::respond(
-            StatusCode::BAD_REQUEST,
-            "bad_ticket",
-            "编号格式不正确",
-            "not a ticket",
-        );
-    }
+    let ticket = match ticket_of(&ticket) {
+        Ok(t) => t,
+        Err(refused) => return *refused,
+    };
     let name = match s
         .store
         .read(move |c| crate::hazards::get(c, &ticket, std::time::SystemTime::now()))
@@ -919,16 +913,10 @@ pub async fn hazard_photo(State(s): State<AppState>, Path(ticket): Path<String>)
 /// `GET /api/v1/hazards/{ticket}` (public): where a report stands, without
 /// who reported it.
 pub async fn hazard_lookup(State(s): State<AppState>, Path(ticket): Path<String>) -> Response {
-    let ticket = ticket.trim().to_ascii_uppercase();
-    if ticket.is_empty() || ticket.len() > 16 || !ticket.chars().all(|c| c.is_ascii_alphanumeric())
-    {
-        return ApiError::respond(
-            StatusCode::BAD_REQUEST,
-            "bad_ticket",
-            "编号格式不正确",
-            "not a ticket",
-        );
-    }
+    let ticket = match ticket_of(&ticket) {
+        Ok(t) => t,
+        Err(refused) => return *refused,
+    };
     match s
         .store
         .read(move |c| crate::hazards::get(c, &ticket, std::time::SystemTime::now()))
@@ -1010,4 +998,19 @@ pub async fn hazard_step(
         }
         Err(e) => store_refused(&e),
     }
+}
+
+/// A ticket from a path: trimmed, upper case, letters and digits only.
+fn ticket_of(raw: &str) -> Result<String, Box<Response>> {
+    let ticket = raw.trim().to_ascii_uppercase();
+    if ticket.is_empty() || ticket.len() > 16 || !ticket.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(Box::new(ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_ticket",
+            "编号格式不正确",
+            "not a ticket",
+        )));
+    }
+    Ok(ticket)
 }
