@@ -1014,3 +1014,100 @@ fn ticket_of(raw: &str) -> Result<String, Box<Response>> {
     }
     Ok(ticket)
 }
+
+/// `GET /api/v1/devices` (supervisor): each device's health.
+pub async fn devices(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&s, &headers, false) {
+        return *refused;
+    }
+    let devices = s.acquisition.snapshot.borrow().devices.clone();
+    let list: Vec<serde_json::Value> = devices
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id,
+                "online": d.online,
+                "consecutive_failures": d.consecutive_failures,
+                "last_error": d.last_error,
+                "last_ok": d.last_ok.map(crate::store::rfc3339),
+            })
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+/// Query of the trend endpoint.
+#[derive(Debug, serde::Deserialize)]
+pub struct TrendQuery {
+    /// How far back, in hours (1 to 48; 8 by default).
+    #[serde(default)]
+    hours: Option<u32>,
+}
+
+/// `GET /api/v1/channels/{id}/trend?hours=8` (supervisor): per-minute
+/// statistics from the stored aggregates, with the channel's alarm levels.
+pub async fn trend(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TrendQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = authorize(&s, &headers, false) {
+        return *refused;
+    }
+    let hours = q.hours.unwrap_or(8);
+    if !(1..=48).contains(&hours) {
+        return ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_hours",
+            "时间范围为 1 到 48 小时",
+            "hours must be 1 to 48",
+        );
+    }
+    let Some(channel) = s.config.channel(&id).cloned() else {
+        return ApiError::respond(
+            StatusCode::NOT_FOUND,
+            "no_such_channel",
+            "没有这个测点",
+            "no such channel",
+        );
+    };
+    let since = crate::acquisition::recorder::unix_ms(std::time::SystemTime::now())
+        - i64::from(hours) * 3_600_000;
+    let cid = channel.id.clone();
+    let points = s
+        .store
+        .read(move |c| {
+            let mut st = c.prepare(
+                "SELECT minute_ms, min, max, mean, count, faults FROM aggregates
+                 WHERE channel = ?1 AND minute_ms >= ?2 ORDER BY minute_ms",
+            )?;
+            let rows = st.query_map((&cid, since), |r| {
+                Ok(serde_json::json!({
+                    "t": r.get::<_, i64>(0)?,
+                    "min": r.get::<_, Option<f64>>(1)?,
+                    "max": r.get::<_, Option<f64>>(2)?,
+                    "mean": r.get::<_, Option<f64>>(3)?,
+                    "count": r.get::<_, i64>(4)?,
+                    "faults": r.get::<_, i64>(5)?,
+                }))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await;
+    match points {
+        Ok(points) => Json(serde_json::json!({
+            "channel": channel.id,
+            "unit": channel.unit,
+            "range": channel.range,
+            "levels": channel.levels.iter().map(|l| serde_json::json!({
+                "name": l.name,
+                "threshold": l.threshold,
+                "direction": l.direction.unwrap_or_else(|| channel.kind.default_direction()),
+            })).collect::<Vec<_>>(),
+            "points": points,
+        }))
+        .into_response(),
+        Err(e) => store_refused(&e),
+    }
+}

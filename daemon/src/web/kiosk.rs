@@ -23,6 +23,8 @@ use crate::config::Language;
 const HTML: &str = include_str!("assets/kiosk.html");
 const JS: &str = include_str!("assets/kiosk.js");
 const CSS: &str = include_str!("assets/kiosk.css");
+const CONSOLE_HTML: &str = include_str!("assets/console.html");
+const CONSOLE_JS: &str = include_str!("assets/console.js");
 
 /// Most kiosks and consoles following the live stream at once.
 pub const MAX_STREAMS: usize = 64;
@@ -59,6 +61,23 @@ pub async fn page(State(s): State<AppState>) -> Response {
 /// `GET /assets/kiosk.js`.
 pub async fn script() -> Response {
     with_headers("text/javascript; charset=utf-8", JS.to_owned())
+}
+
+/// `GET /console`: the supervisor console (it logs in over the API).
+pub async fn console(State(s): State<AppState>) -> Response {
+    let lang = match s.config.kiosk.language {
+        Language::ZhCn => "zh-CN",
+        Language::En => "en",
+    };
+    with_headers(
+        "text/html; charset=utf-8",
+        CONSOLE_HTML.replace("@LANG@", lang),
+    )
+}
+
+/// `GET /assets/console.js`.
+pub async fn console_script() -> Response {
+    with_headers("text/javascript; charset=utf-8", CONSOLE_JS.to_owned())
 }
 
 /// `GET /assets/kiosk.css`.

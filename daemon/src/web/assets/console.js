@@ -1,0 +1,289 @@
+"use strict";
+// The supervisor console. It logs in over /api/v1/session (an HttpOnly
+// cookie) and sends the CSRF token it gets back with every change. Every
+// server text is put in with textContent; nothing is parsed as HTML.
+
+const T = {
+  "zh-CN": {
+    title: "主管控制台", logout: "退出", login: "主管登录", user: "用户名", password: "密码", log_in: "登录",
+    tab_alarms: "报警", tab_people: "井下人员", tab_hazards: "隐患", tab_sensors: "传感器", tab_roster: "花名册",
+    active_alarms: "当前报警", history: "历史报警", channel: "测点", level: "级别", state: "状态", value: "值",
+    raised: "发生时间", acked_by: "确认人", cleared: "解除时间", ack: "确认",
+    underground: "井下人员", print_roll: "打印撤离名单", badge: "卡号", name: "姓名", team: "班组", since: "下井时间",
+    minutes: "时长（分）", role: "岗位", hazards: "隐患", devices: "设备", device: "设备", online: "在线", last_error: "最近错误",
+    sensors: "测点", trend: "趋势（8 小时）", roster: "花名册", upload: "上传",
+    roster_help: "上传 UTF-8 CSV 文件，表头为 badge,name,team,role。有错误时不导入任何记录。",
+    fault: "故障", warning: "预警", alarm: "报警", power_cut: "断电", overdue: "超时未升井",
+    active: "报警中", acknowledged: "已确认", returned: "已恢复待确认",
+    h_reported: "已上报", h_acknowledged: "已受理", h_assigned: "整改中", h_rectified: "已整改", h_closed: "已销号", h_rejected: "已驳回",
+    comm_fault: "断线", out_of_range: "故障/超量程", stale: "数据过期", warming_up: "预热中", ok: "正常",
+    next_step: "下一步", owner: "负责人", measures: "整改措施", deadline: "期限", note: "备注", save: "提交",
+    yes: "是", no: "否", switch: "English", wrong: "登录失败", no_data: "暂无数据", reporter: "举报人", anonymous: "匿名",
+  },
+  en: {
+    title: "Supervisor console", logout: "Log out", login: "Supervisor login", user: "User", password: "Password", log_in: "Log in",
+    tab_alarms: "Alarms", tab_people: "Underground", tab_hazards: "Hazards", tab_sensors: "Sensors", tab_roster: "Roster",
+    active_alarms: "Active alarms", history: "History", channel: "Channel", level: "Level", state: "State", value: "Value",
+    raised: "Raised", acked_by: "Acknowledged by", cleared: "Cleared", ack: "Acknowledge",
+    underground: "Underground now", print_roll: "Print evacuation roll", badge: "Badge", name: "Name", team: "Team", since: "Since",
+    minutes: "Minutes", role: "Role", hazards: "Hazards", devices: "Devices", device: "Device", online: "Online", last_error: "Last error",
+    sensors: "Channels", trend: "Trend (8 hours)", roster: "Roster", upload: "Upload",
+    roster_help: "Upload a UTF-8 CSV with the header badge,name,team,role. With any error nothing is imported.",
+    fault: "Fault", warning: "Warning", alarm: "Alarm", power_cut: "Power cut", overdue: "Overdue underground",
+    active: "Active", acknowledged: "Acknowledged", returned: "Returned, unacknowledged",
+    h_reported: "Reported", h_acknowledged: "Acknowledged", h_assigned: "Being fixed", h_rectified: "Fixed", h_closed: "Closed", h_rejected: "Rejected",
+    comm_fault: "COMM FAULT", out_of_range: "SENSOR FAULT", stale: "STALE", warming_up: "WARMING UP", ok: "ok",
+    next_step: "Next step", owner: "Owner", measures: "Measures", deadline: "Deadline", note: "Note", save: "Save",
+    yes: "yes", no: "no", switch: "中文", wrong: "Login failed", no_data: "No data", reporter: "Reporter", anonymous: "anonymous",
+  },
+};
+const NEXT = {
+  reported: ["acknowledged", "assigned", "rejected"], acknowledged: ["assigned", "rejected"],
+  assigned: ["assigned", "rectified", "rejected"], rectified: ["closed", "assigned", "rejected"],
+};
+
+let lang = document.documentElement.dataset.lang === "en" ? "en" : "zh-CN";
+let csrf = "";
+let tab = "alarms";
+let timer = null;
+const $ = (id) => document.getElementById(id);
+const t = (k) => (T[lang][k] ?? k);
+const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = String(text); if (cls) e.className = cls; return e; };
+const time = (s) => (s ? s.replace("T", " ").slice(0, 19) : "");
+
+function applyLang() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-t]").forEach((e) => { e.textContent = t(e.dataset.t); });
+  $("lang").textContent = t("switch");
+  if (csrf) refresh();
+}
+
+async function api(method, url, body, contentType) {
+  const headers = { "Accept-Language": lang };
+  if (method !== "GET") headers["X-CSRF-Token"] = csrf;
+  let payload;
+  if (body !== undefined) {
+    headers["Content-Type"] = contentType || "application/json";
+    payload = contentType ? body : JSON.stringify(body);
+  }
+  const r = await fetch(url, { method, headers, body: payload, credentials: "same-origin" });
+  if (r.status === 401 && url !== "/api/v1/session") { showLogin(); throw new Error("logged out"); }
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* empty */ }
+  return { status: r.status, data };
+}
+
+function message(d) { return d ? (lang === "en" ? d.message_en : d.message_zh) || "" : ""; }
+function say(id, text, ok) { const e = $(id); e.textContent = text; e.className = "result " + (ok ? "ok" : "err"); }
+
+function showLogin() {
+  csrf = "";
+  clearInterval(timer);
+  $("app").hidden = true; $("login-view").hidden = false; $("logout").hidden = true; $("who").textContent = "";
+}
+
+function showApp(user) {
+  $("login-view").hidden = true; $("app").hidden = false; $("logout").hidden = false; $("who").textContent = user;
+  selectTab(tab);
+  clearInterval(timer);
+  timer = setInterval(refresh, 3000);
+}
+
+function selectTab(name) {
+  tab = name;
+  document.querySelectorAll(".tab").forEach((s) => { s.hidden = s.id !== "tab-" + name; });
+  document.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  refresh();
+}
+
+async function refresh() {
+  try {
+    if (tab === "alarms") await alarms();
+    else if (tab === "people") await people();
+    else if (tab === "hazards") await hazards();
+    else if (tab === "sensors") await sensors();
+    else if (tab === "roster") await roster();
+  } catch (_) { /* shown elsewhere */ }
+}
+
+function row(cells, cls) { const tr = el("tr", null, cls); cells.forEach((c) => { const td = el("td"); if (c instanceof Node) td.append(c); else td.textContent = c ?? ""; tr.append(td); }); return tr; }
+
+async function alarms() {
+  const { data } = await api("GET", "/api/v1/alarms");
+  const list = Array.isArray(data) ? data : [];
+  const active = list.filter((a) => a.state !== "cleared");
+  const body = $("alarm-rows"); body.replaceChildren();
+  for (const a of active) {
+    let button = "";
+    if (!a.acknowledged_by) {
+      button = el("button", t("ack"));
+      button.type = "button";
+      button.dataset.alarm = a.id;
+      button.addEventListener("click", () => ack(a.id));
+    }
+    body.append(row([a.channel, t(a.level), t(a.state), a.value ?? t(a.reading_state), time(a.raised_at), a.acknowledged_by, button], a.level));
+  }
+  if (!active.length) body.append(row([t("no_data")]));
+  const hist = $("history-rows"); hist.replaceChildren();
+  for (const a of list.filter((a) => a.state === "cleared").slice(0, 100)) {
+    hist.append(row([a.channel, t(a.level), time(a.raised_at), a.acknowledged_by, time(a.cleared_at)], a.level));
+  }
+}
+
+async function ack(id) {
+  const { status, data } = await api("POST", "/api/v1/alarms/" + id + "/ack", {});
+  say("alarm-result", status === 200 ? t("acknowledged") : message(data), status === 200);
+  alarms();
+}
+
+async function people() {
+  const { data } = await api("GET", "/api/v1/underground");
+  $("count").textContent = data ? "（" + data.count + "）" : "";
+  const body = $("people-rows"); body.replaceChildren();
+  for (const p of (data && data.people) || []) {
+    body.append(row([p.badge, p.name, p.team, time(p.since), p.minutes], p.overdue ? "overdue" : ""));
+  }
+}
+
+async function hazards() {
+  const { data } = await api("GET", "/api/v1/hazards");
+  const box = $("hazard-list"); box.replaceChildren();
+  for (const h of Array.isArray(data) ? data : []) {
+    const card = el("div", null, "hazard");
+    card.dataset.ticket = h.ticket;
+    card.append(el("div", h.ticket + " · " + t("h_" + h.status) + " · " + h.grade + " · " + h.category + (h.overdue ? " · " + t("overdue") : "")));
+    card.append(el("div", h.location + " — " + h.description, "muted"));
+    card.append(el("div", t("reporter") + ": " + (h.reporter || t("anonymous")), "muted"));
+    if (h.photo) {
+      const img = el("img"); img.alt = ""; img.style.maxWidth = "240px";
+      img.src = "/api/v1/hazards/" + encodeURIComponent(h.ticket) + "/photo";
+      card.append(img);
+    }
+    const steps = el("ol", null, "steps");
+    for (const s of h.steps) steps.append(el("li", time(s.at) + " " + t("h_" + s.status) + (s.by ? " · " + s.by : "") + (s.note ? " — " + s.note : "")));
+    card.append(steps);
+    const next = NEXT[h.status];
+    if (next) card.append(stepForm(h, next));
+    box.append(card);
+  }
+}
+
+function stepForm(h, next) {
+  const f = el("form");
+  const field = (name, label, type) => { const l = el("label", t(label)); const i = el("input"); i.name = name; if (type) i.type = type; l.append(i); f.append(l); return i; };
+  const sl = el("label", t("next_step")); const sel = el("select"); sel.name = "status";
+  for (const n of next) { const o = el("option", t("h_" + n)); o.value = n; sel.append(o); }
+  sl.append(sel); f.append(sl);
+  field("owner", "owner"); field("measures", "measures"); field("deadline", "deadline", "datetime-local"); field("note", "note");
+  const b = el("button", t("save")); b.type = "submit"; f.append(b);
+  f.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { status: sel.value };
+    for (const k of ["owner", "measures", "note"]) { const v = f.elements[k].value.trim(); if (v) body[k] = v; }
+    const d = f.elements.deadline.value;
+    if (d) body.deadline = new Date(d).toISOString();
+    const { status, data } = await api("POST", "/api/v1/hazards/" + encodeURIComponent(h.ticket) + "/steps", body);
+    say("hazard-result", status === 200 ? h.ticket + " → " + t("h_" + body.status) : message(data), status === 200);
+    hazards();
+  });
+  return f;
+}
+
+async function sensors() {
+  const [{ data: devs }, { data: chans }] = await Promise.all([api("GET", "/api/v1/devices"), api("GET", "/api/v1/channels")]);
+  const body = $("device-rows"); body.replaceChildren();
+  for (const d of Array.isArray(devs) ? devs : []) body.append(row([d.id, d.online ? t("yes") : t("no"), d.last_error], d.online ? "" : "fault"));
+  const tiles = $("sensor-tiles"); tiles.replaceChildren();
+  const sel = $("trend-channel");
+  const chosen = sel.value;
+  sel.replaceChildren();
+  for (const c of Array.isArray(chans) ? chans : []) {
+    const tile = el("div", null, "tile " + (c.state === "ok" ? "ok" : "fault"));
+    tile.dataset.channel = c.id;
+    tile.append(el("div", c.id, "name"));
+    tile.append(el("div", c.state === "ok" ? c.value.toFixed(2) + " " + c.unit : t(c.state), "value"));
+    tile.append(el("div", c.location, "loc"));
+    tiles.append(tile);
+    const o = el("option", c.id); o.value = c.id; sel.append(o);
+  }
+  if (chosen) sel.value = chosen;
+  if (sel.value) await trend(sel.value);
+}
+
+async function trend(id) {
+  const { data } = await api("GET", "/api/v1/channels/" + encodeURIComponent(id) + "/trend?hours=8");
+  const box = $("trend"); box.replaceChildren();
+  if (!data || !data.points.length) { box.append(el("p", t("no_data"), "muted")); return; }
+  const NS = "http://www.w3.org/2000/svg";
+  const W = 900, H = 240, P = 40;
+  const svg = document.createElementNS(NS, "svg"); svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("class", "trend");
+  const ts = data.points.map((p) => p.t);
+  const vals = data.points.flatMap((p) => [p.min, p.max]).filter((v) => v !== null);
+  const levels = data.levels.map((l) => l.threshold);
+  let lo = Math.min(...vals, ...levels), hi = Math.max(...vals, ...levels);
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const t0 = Math.min(...ts), t1 = Math.max(...ts, t0 + 60000);
+  const x = (v) => P + ((v - t0) / (t1 - t0)) * (W - 2 * P);
+  const y = (v) => H - P - ((v - lo) / (hi - lo)) * (H - 2 * P);
+  const line = (pts, color, width, dash) => { const p = document.createElementNS(NS, "polyline"); p.setAttribute("points", pts); p.setAttribute("fill", "none"); p.setAttribute("stroke", color); p.setAttribute("stroke-width", width); if (dash) p.setAttribute("stroke-dasharray", dash); svg.append(p); };
+  const label = (text, px, py, color) => { const e = document.createElementNS(NS, "text"); e.setAttribute("x", px); e.setAttribute("y", py); e.setAttribute("fill", color); e.setAttribute("font-size", "12"); e.textContent = text; svg.append(e); };
+  line(data.points.filter((p) => p.max !== null).map((p) => `${x(p.t)},${y(p.max)}`).join(" "), "#5b7a99", 1);
+  line(data.points.filter((p) => p.mean !== null).map((p) => `${x(p.t)},${y(p.mean)}`).join(" "), "#9cc3ff", 2);
+  const colours = { warning: "#f1c40f", alarm: "#e67e22", power_cut: "#e74c3c" };
+  for (const l of data.levels) {
+    line(`${P},${y(l.threshold)} ${W - P},${y(l.threshold)}`, colours[l.name] || "#aaa", 1, "6 4");
+    label(t(l.name) + " " + l.threshold, W - P - 120, y(l.threshold) - 4, colours[l.name] || "#aaa");
+  }
+  for (const p of data.points.filter((p) => p.faults > 0)) {
+    const r = document.createElementNS(NS, "rect"); r.setAttribute("x", x(p.t) - 1); r.setAttribute("y", H - P); r.setAttribute("width", 3); r.setAttribute("height", 6); r.setAttribute("fill", "#f1c40f"); svg.append(r);
+  }
+  label(hi.toFixed(2) + " " + data.unit, 4, P, "#8193a5");
+  label(lo.toFixed(2) + " " + data.unit, 4, H - P, "#8193a5");
+  box.append(svg);
+}
+
+async function roster() {
+  const { data } = await api("GET", "/api/v1/roster");
+  const body = $("roster-rows"); body.replaceChildren();
+  for (const w of Array.isArray(data) ? data : []) body.append(row([w.badge, w.name, w.team, w.role]));
+}
+
+async function uploadRoster() {
+  const file = $("roster-file").files[0];
+  if (!file) return;
+  const text = await file.text();
+  const { status, data } = await api("POST", "/api/v1/roster", text, "text/csv; charset=utf-8");
+  const out = $("roster-result"); out.replaceChildren();
+  if (status === 200) { say("roster-result", JSON.stringify(data), true); roster(); return; }
+  out.className = "result err";
+  out.append(el("div", message(data)));
+  const ul = el("ul");
+  for (const l of (data && data.lines) || []) ul.append(el("li", "#" + l.line + ": " + l.message));
+  out.append(ul);
+}
+
+async function beacon() {
+  try {
+    const { data } = await api("GET", "/api/v1/outputs");
+    if (data) $("beacon").className = "beacon " + data.beacon;
+  } catch (_) { /* logged out */ }
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("lang").addEventListener("click", () => { lang = lang === "en" ? "zh-CN" : "en"; applyLang(); });
+  $("logout").addEventListener("click", async () => { await api("DELETE", "/api/v1/session"); showLogin(); });
+  $("print").addEventListener("click", () => window.print());
+  $("roster-upload").addEventListener("click", uploadRoster);
+  $("trend-channel").addEventListener("change", (e) => trend(e.target.value));
+  document.querySelectorAll(".tabs button").forEach((b) => b.addEventListener("click", () => selectTab(b.dataset.tab)));
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const { status, data } = await api("POST", "/api/v1/session", { user: $("user").value, password: $("password").value });
+    $("password").value = "";
+    if (status === 200) { csrf = data.csrf; showApp(data.user); } else say("login-result", message(data) || t("wrong"), false);
+  });
+  applyLang();
+  setInterval(beacon, 2000);
+  const { status, data } = await api("GET", "/api/v1/session");
+  if (status === 200) { csrf = data.csrf; showApp(data.user); } else showLogin();
+});
