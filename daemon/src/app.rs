@@ -132,6 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let app = crate::web::router(crate::web::AppState {
         sessions: Arc::new(crate::auth::Sessions::default()),
+        limiter: Arc::new(crate::web::limit::Limiter::default()),
         api_token,
         config: Arc::clone(&config),
         store: store.clone(),

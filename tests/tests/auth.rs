@@ -137,6 +137,49 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
         "the session names who acted: {b}"
     );
 
+    // Device health and the trend need the session too.
+    let (s, b) = http_request(http, "GET", "/api/v1/devices", &[("Cookie", &c)], "")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("\"id\":\"face\""), "{b}");
+    let (s, b) = http_request(
+        http,
+        "GET",
+        "/api/v1/channels/ch4/trend?hours=8",
+        &[("Cookie", &c)],
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap_or_default();
+    assert_eq!(
+        v["levels"].as_array().map(Vec::len),
+        Some(2),
+        "the preset's levels: {b}"
+    );
+    assert!(v["points"].is_array());
+    let (s, _) = http_request(
+        http,
+        "GET",
+        "/api/v1/channels/ch4/trend?hours=99",
+        &[("Cookie", &c)],
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 400);
+    let (s, _) = http_request(
+        http,
+        "GET",
+        "/api/v1/channels/nope/trend",
+        &[("Cookie", &c)],
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 404);
+    let (s, _) =
+        http_request(http, "GET", "/api/v1/devices", &[], "").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 401);
+
     // Logging out ends the session.
     let (s, _) = http_request(http, "DELETE", "/api/v1/session", &[("Cookie", &c)], "")
         .unwrap_or_else(|e| panic!("{e}"));

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 
 mod api;
 mod kiosk;
+pub mod limit;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -33,14 +35,35 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// Console sessions and the failed-login limit.
     pub sessions: Arc<crate::auth::Sessions>,
+    /// Request limits for the public endpoints.
+    pub limiter: Arc<limit::Limiter>,
 }
 
 /// The whole HTTP interface.
 pub fn router(state: AppState) -> Router {
+    // What anyone at the shaft head (or on its Wi-Fi) may send, limited per
+    // client address.
+    let public = Router::new()
+        .route("/api/v1/checkins", post(api::checkin))
+        .route(
+            "/api/v1/hazards",
+            get(api::hazard_list)
+                .post(api::hazard_report)
+                .layer(DefaultBodyLimit::max(crate::photos::MAX_BYTES + 256 * 1024)),
+        )
+        .route("/api/v1/hazards/{ticket}", get(api::hazard_lookup))
+        .route("/api/v1/hazards/{ticket}/photo", get(api::hazard_photo))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit::limit,
+        ));
     Router::new()
+        .merge(public)
         .route("/", get(kiosk::page))
         .route("/assets/kiosk.js", get(kiosk::script))
         .route("/assets/kiosk.css", get(kiosk::style))
+        .route("/console", get(kiosk::console))
+        .route("/assets/console.js", get(kiosk::console_script))
         .route("/api/v1/stream", get(kiosk::stream))
         .route(
             "/api/v1/session",
@@ -51,26 +74,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/channels", get(api::channels))
         .route("/api/v1/channels/{id}/trend", get(api::trend))
         .route("/api/v1/devices", get(api::devices))
-        .route("/console", get(kiosk::console))
-        .route("/assets/console.js", get(kiosk::console_script))
         .route("/api/v1/alarms", get(api::alarms))
-        .route("/api/v1/alarms/{id}/ack", axum::routing::post(api::ack))
+        .route("/api/v1/alarms/{id}/ack", post(api::ack))
         .route("/api/v1/outputs", get(api::outputs))
-        .route("/api/v1/checkins", axum::routing::post(api::checkin))
         .route("/api/v1/underground", get(api::underground))
         .route("/api/v1/roster", get(api::roster).post(api::roster_upload))
-        .route(
-            "/api/v1/hazards",
-            get(api::hazard_list).post(api::hazard_report).layer(
-                axum::extract::DefaultBodyLimit::max(crate::photos::MAX_BYTES + 256 * 1024),
-            ),
-        )
-        .route("/api/v1/hazards/{ticket}/photo", get(api::hazard_photo))
-        .route("/api/v1/hazards/{ticket}", get(api::hazard_lookup))
-        .route(
-            "/api/v1/hazards/{ticket}/steps",
-            axum::routing::post(api::hazard_step),
-        )
+        .route("/api/v1/hazards/{ticket}/steps", post(api::hazard_step))
         .fallback(not_found)
         .with_state(state)
 }
