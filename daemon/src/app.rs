@@ -86,6 +86,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Err(e) => tracing::error!(error = %e, "cannot read unfinished alarms"),
     }
     crate::roster::import_configured(&store, &config).await;
+    let uplink = Arc::new(crate::sync::SyncStats::default());
+    tracker.spawn(crate::sync::run(
+        Arc::clone(&config),
+        store.clone(),
+        Arc::clone(&uplink),
+        shutdown.clone(),
+    ));
     tracker.spawn(crate::roster::watch_overdue(
         store.clone(),
         Arc::clone(&config),
@@ -133,6 +140,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let app = crate::web::router(crate::web::AppState {
         sessions: Arc::new(crate::auth::Sessions::default()),
         limiter: Arc::new(crate::web::limit::Limiter::default()),
+        uplink,
         api_token,
         config: Arc::clone(&config),
         store: store.clone(),

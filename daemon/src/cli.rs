@@ -55,6 +55,10 @@ pub enum Command {
         /// slow-device.
         #[arg(long, default_value = "normal")]
         scenario: Scenario,
+        /// Send to this MQTT broker (`mqtt://127.0.0.1:1883`, `mqtts://…`);
+        /// without it the demo keeps everything in its outbox.
+        #[arg(long)]
+        mqtt: Option<String>,
     },
     /// Manage supervisor accounts for the console. The password is read
     /// from standard input (one line), so it never shows in a process list.
@@ -158,7 +162,8 @@ pub fn run(cli: Cli) -> ExitCode {
             http,
             data,
             scenario,
-        } => demo(http, data, scenario),
+            mqtt,
+        } => demo(http, data, scenario, mqtt),
         Command::User { action } => match config::load_file(&cli.config) {
             Ok(cfg) => user(&cfg, action),
             Err(e) => config_failure(&e),
@@ -232,7 +237,12 @@ fn daemon(cfg: Config, extra: impl FnOnce(&CancellationToken) -> std::io::Result
     }
 }
 
-fn demo(http: SocketAddr, data: Option<PathBuf>, scenario: Scenario) -> ExitCode {
+fn demo(
+    http: SocketAddr,
+    data: Option<PathBuf>,
+    scenario: Scenario,
+    mqtt: Option<String>,
+) -> ExitCode {
     let temp;
     let data_dir = match data {
         Some(d) => d,
@@ -280,6 +290,10 @@ fn demo(http: SocketAddr, data: Option<PathBuf>, scenario: Scenario) -> ExitCode
         c.http.listen = http.to_string();
         c.http.api_token_file = Some(token_file.clone());
         c.roster.file = Some(roster_file.clone());
+        if let Some(url) = &mqtt {
+            c.mqtt.enabled = true;
+            c.mqtt.url.clone_from(url);
+        }
         for b in &mut c.buses {
             b.host = Some("127.0.0.1".into());
             b.port = modbus_port;

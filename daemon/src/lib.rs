@@ -18,4 +18,5 @@ pub mod photos;
 pub mod roster;
 pub mod simulator;
 pub mod store;
+pub mod sync;
 pub mod web;

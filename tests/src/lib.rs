@@ -418,3 +418,156 @@ pub fn wait_channels(
     }
     panic!("not within {within:?}: {what}\n{last:#?}");
 }
+
+/// A real Mosquitto broker on a port of its own (never the system's 1883),
+/// with persistence in a scratch directory so a restart keeps sessions.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts a broker on a free port.
+    pub fn start() -> Mosquitto {
+        Self::start_on(free_port())
+    }
+
+    /// Starts a broker on `port`.
+    pub fn start_on(port: u16) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir,
+        };
+        m.restart();
+        m
+    }
+
+    fn binary() -> &'static str {
+        if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        }
+    }
+
+    /// Starts it again after [`Mosquitto::stop`], with its saved sessions.
+    pub fn restart(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n",
+                self.port,
+                self.dir.path().display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(Self::binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("mosquitto (apt-get install mosquitto): {e}"));
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < end, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it cleanly (it saves its sessions).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = i32::try_from(c.id()).unwrap_or(i32::MAX);
+            // SAFETY: kill(2) with a pid we own; no memory is touched.
+            #[expect(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
+            let _ = unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A message a [`Subscriber`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Topic.
+    pub topic: String,
+    /// Payload as text.
+    pub payload: String,
+    /// Retained flag.
+    pub retain: bool,
+}
+
+/// An MQTT subscriber to `pithead/v1/#` with a persistent session (QoS 1),
+/// collecting every message in a thread, reconnecting by itself.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// Everything received so far.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Subscriber {
+    /// Connects to the broker on `port`.
+    pub fn start(port: u16) -> Subscriber {
+        let mut o = rumqttc::MqttOptions::new("county-test-receiver", "127.0.0.1", port);
+        o.set_clean_session(false);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut conn) = rumqttc::Client::new(o, 100);
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let r = std::sync::Arc::clone(&received);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let _ = client.subscribe("pithead/v1/#", rumqttc::QoS::AtLeastOnce);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if let Ok(mut v) = r.lock() {
+                            v.push(Received {
+                                topic: p.topic.clone(),
+                                payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                                retain: p.retain,
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("subscriber not ready: {e}"));
+        Subscriber { received }
+    }
+
+    /// A copy of what was received.
+    pub fn all(&self) -> Vec<Received> {
+        self.received.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}

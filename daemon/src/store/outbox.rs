@@ -117,3 +117,78 @@ pub fn backlog(conn: &Connection) -> Result<Backlog, StoreError> {
         dropped_summaries,
     })
 }
+
+/// A row waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Row id.
+    pub id: i64,
+    /// Message id.
+    pub msg_id: String,
+    /// Lane.
+    pub lane: i64,
+    /// Sequence number within the lane.
+    pub seq: i64,
+    /// Message kind (topic suffix).
+    pub kind: String,
+    /// When the record was made.
+    pub created_at: String,
+    /// JSON body.
+    pub payload: String,
+}
+
+/// The next unsent rows, most urgent lane first and oldest first within
+/// it, skipping `exclude` (rows already in flight).
+pub fn pending(
+    conn: &Connection,
+    exclude: &[i64],
+    limit: usize,
+) -> Result<Vec<Pending>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, msg_id, lane, seq, kind, created_at, payload FROM outbox
+         WHERE sent_at IS NULL ORDER BY lane, id LIMIT ?1",
+    )?;
+    let want = i64::try_from(limit + exclude.len()).unwrap_or(i64::MAX);
+    let rows = st.query_map([want], |r| {
+        Ok(Pending {
+            id: r.get(0)?,
+            msg_id: r.get(1)?,
+            lane: r.get(2)?,
+            seq: r.get(3)?,
+            kind: r.get(4)?,
+            created_at: r.get(5)?,
+            payload: r.get(6)?,
+        })
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let row = row?;
+        if !exclude.contains(&row.id) {
+            out.push(row);
+            if out.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Marks rows as acknowledged by the broker.
+pub fn mark_sent(conn: &Connection, ids: &[i64], at: &str) -> Result<usize, StoreError> {
+    let mut st =
+        conn.prepare_cached("UPDATE outbox SET sent_at = ?2 WHERE id = ?1 AND sent_at IS NULL")?;
+    let mut n = 0;
+    for id in ids {
+        n += st.execute((id, at))?;
+    }
+    Ok(n)
+}
+
+/// The database's epoch (changes only when the database is made anew).
+pub fn epoch(conn: &Connection) -> Result<String, StoreError> {
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}

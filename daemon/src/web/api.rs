@@ -53,6 +53,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     s.alarms
         .reading_to_output
         .render(&mut out, "pithead_alarm_reading_to_output_seconds", "");
+    s.uplink.render(&mut out);
     {
         let snap = s.acquisition.snapshot.borrow();
         out.push_str("# HELP pithead_device_online Whether a device answered its last request.\n");

@@ -37,6 +37,8 @@ pub struct AppState {
     pub sessions: Arc<crate::auth::Sessions>,
     /// Request limits for the public endpoints.
     pub limiter: Arc<limit::Limiter>,
+    /// The county uplink's figures.
+    pub uplink: Arc<crate::sync::SyncStats>,
 }
 
 /// The whole HTTP interface.

@@ -1,0 +1,313 @@
+//! Sync: the only code that speaks MQTT. One task owns the event loop.
+//!
+//! It reads the outbox most urgent lane first, publishes with QoS 1, and
+//! marks a row sent only when the broker's PUBACK for it arrives. Packet
+//! ids are matched to rows through rumqttc's `Outgoing::Publish(pkid)`
+//! events, which come in the order the publishes were handed over; the
+//! task publishes only while connected, and on any disconnect it forgets
+//! what was in flight (the rows are still unsent on disk) and starts again
+//! from the outbox after the next CONNACK. Sessions are clean, so rumqttc
+//! never replays an old packet behind our back. A row may therefore be
+//! sent twice around a reconnect, never lost: the receiver drops the
+//! duplicate by its message id.
+
+pub mod protocol;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{Durability, Store, outbox};
+
+/// Messages in flight at once (unacknowledged by the broker).
+pub const WINDOW: usize = 64;
+
+/// Uplink figures for `/metrics` and the console.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Connected to the broker now.
+    pub connected: AtomicBool,
+    /// Messages handed to the broker.
+    pub published: AtomicU64,
+    /// Messages the broker acknowledged.
+    pub acknowledged: AtomicU64,
+    /// Connections made.
+    pub connects: AtomicU64,
+    /// Connection failures and drops.
+    pub failures: AtomicU64,
+}
+
+impl SyncStats {
+    /// Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str("# HELP pithead_uplink_connected Whether the county broker is connected.\n# TYPE pithead_uplink_connected gauge\n");
+        out.push_str(&format!(
+            "pithead_uplink_connected {}\n",
+            u8::from(self.connected.load(Ordering::Relaxed))
+        ));
+        for (name, help, v) in [
+            (
+                "pithead_uplink_published_total",
+                "Messages handed to the broker.",
+                g(&self.published),
+            ),
+            (
+                "pithead_uplink_acknowledged_total",
+                "Messages the broker acknowledged.",
+                g(&self.acknowledged),
+            ),
+            (
+                "pithead_uplink_connects_total",
+                "Connections to the broker.",
+                g(&self.connects),
+            ),
+            (
+                "pithead_uplink_failures_total",
+                "Failed or dropped connections.",
+                g(&self.failures),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+    }
+}
+
+fn options(cfg: &Config) -> Result<MqttOptions, String> {
+    let m = &cfg.mqtt;
+    let (host, port, tls) = protocol::parse_url(&m.url).ok_or_else(|| {
+        format!(
+            "mqtt.url `{}` is not mqtt://host:port or mqtts://host:port",
+            m.url
+        )
+    })?;
+    let client_id = format!("pithead-{}-{}", cfg.station.county, cfg.station.id);
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(m.keep_alive.max(Duration::from_secs(5)));
+    o.set_clean_session(true);
+    o.set_inflight(u16::try_from(WINDOW).unwrap_or(64));
+    o.set_request_channel_capacity(WINDOW + 16);
+    o.set_max_packet_size(256 * 1024, 1024 * 1024);
+    let status = protocol::topic(&cfg.station.county, &cfg.station.id, "status");
+    let offline = protocol::status(&cfg.station.county, &cfg.station.id, "offline", "");
+    o.set_last_will(LastWill::new(status, offline, QoS::AtLeastOnce, true));
+    if let Some(user) = &m.username {
+        let password = match &m.password_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?
+                .trim()
+                .to_owned(),
+            None => String::new(),
+        };
+        o.set_credentials(user.clone(), password);
+    }
+    if tls {
+        // ring, not aws-lc: pure Rust and C that cross-compiles for the Pi.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let transport = match &m.ca_file {
+            Some(ca) => {
+                let ca =
+                    std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+                let client = match (&m.client_cert, &m.client_key) {
+                    (Some(c), Some(k)) => Some((
+                        std::fs::read(c)
+                            .map_err(|e| format!("cannot read {}: {e}", c.display()))?,
+                        std::fs::read(k)
+                            .map_err(|e| format!("cannot read {}: {e}", k.display()))?,
+                    )),
+                    _ => None,
+                };
+                Transport::tls(ca, client, None)
+            }
+            None => Transport::tls_with_default_config(),
+        };
+        o.set_transport(transport);
+    }
+    Ok(o)
+}
+
+/// Runs the uplink until `shutdown`. Does nothing when `[mqtt]` is off.
+pub async fn run(
+    cfg: Arc<Config>,
+    store: Store,
+    stats: Arc<SyncStats>,
+    shutdown: CancellationToken,
+) {
+    if !cfg.mqtt.enabled {
+        tracing::info!("uplink disabled: everything for the county stays in the outbox");
+        return;
+    }
+    let opts = match options(&cfg) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "uplink not started");
+            return;
+        }
+    };
+    let epoch = store
+        .read(outbox::epoch)
+        .await
+        .unwrap_or_else(|_| "unknown".into());
+    let (county, station) = (cfg.station.county.clone(), cfg.station.id.clone());
+    let status_topic = protocol::topic(&county, &station, "status");
+    let (client, mut events) = AsyncClient::new(opts, WINDOW + 16);
+    // What was handed to the client, in order: Some(row id), or None for a
+    // message that is not an outbox row (the status).
+    let mut awaiting: VecDeque<Option<i64>> = VecDeque::new();
+    let mut in_flight: HashMap<u16, i64> = HashMap::new();
+    let mut acked: Vec<i64> = Vec::new();
+    let mut connected = false;
+    let mut backoff = Duration::from_millis(500);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = events.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
+                    backoff = Duration::from_millis(500);
+                    awaiting.clear();
+                    in_flight.clear();
+                    stats.connected.store(true, Ordering::Relaxed);
+                    stats.connects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(url = %cfg.mqtt.url, "uplink connected");
+                    let online = protocol::status(&county, &station, "online", &crate::store::now_rfc3339());
+                    if client.publish(status_topic.clone(), QoS::AtLeastOnce, true, online).await.is_ok() {
+                        awaiting.push_back(None);
+                    }
+                    refill(&store, &client, &mut awaiting, &in_flight, &acked, &county, &station, &epoch, &stats).await;
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    if let Some(Some(id)) = awaiting.pop_front() {
+                        in_flight.insert(pkid, id);
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(id) = in_flight.remove(&ack.pkid) {
+                        acked.push(id);
+                        stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if connected {
+                        tracing::warn!(error = %e, in_flight = in_flight.len(), "uplink lost; unacknowledged messages will be sent again");
+                    } else {
+                        tracing::debug!(error = %e, "uplink not reachable");
+                    }
+                    connected = false;
+                    stats.connected.store(false, Ordering::Relaxed);
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    awaiting.clear();
+                    in_flight.clear();
+                    // Backoff with jitter, so a county's stations do not all
+                    // come back in the same second.
+                    let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff + jitter) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            },
+            _ = tick.tick() => {
+                flush(&store, &mut acked).await;
+                if connected {
+                    refill(&store, &client, &mut awaiting, &in_flight, &acked, &county, &station, &epoch, &stats).await;
+                }
+            }
+        }
+    }
+    flush(&store, &mut acked).await;
+    if connected {
+        let offline = protocol::status(&county, &station, "offline", &crate::store::now_rfc3339());
+        let _ = client
+            .publish(status_topic, QoS::AtLeastOnce, true, offline)
+            .await;
+        let _ = client.disconnect().await;
+        // Let the event loop send both.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Ok(ev) = events.poll().await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    stats.connected.store(false, Ordering::Relaxed);
+}
+
+/// Marks acknowledged rows sent. A crash before this only means they are
+/// sent again, and dropped by the receiver as duplicates.
+async fn flush(store: &Store, acked: &mut Vec<i64>) {
+    if acked.is_empty() {
+        return;
+    }
+    let ids = std::mem::take(acked);
+    let n = ids.len();
+    let retry = ids.clone();
+    let at = crate::store::now_rfc3339();
+    if let Err(e) = store
+        .write(Durability::Bulk, move |c| outbox::mark_sent(c, &ids, &at))
+        .await
+    {
+        tracing::warn!(error = %e, rows = n, "cannot mark sent rows; will try again");
+        acked.extend(retry);
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the task's state, passed explicitly"
+)]
+async fn refill(
+    store: &Store,
+    client: &AsyncClient,
+    awaiting: &mut VecDeque<Option<i64>>,
+    in_flight: &HashMap<u16, i64>,
+    acked: &[i64],
+    county: &str,
+    station: &str,
+    epoch: &str,
+    stats: &SyncStats,
+) {
+    let busy = awaiting.len() + in_flight.len();
+    if busy >= WINDOW {
+        return;
+    }
+    let mut exclude: Vec<i64> = in_flight.values().copied().collect();
+    exclude.extend(awaiting.iter().flatten());
+    exclude.extend_from_slice(acked);
+    let room = WINDOW - busy;
+    let rows = match store
+        .read(move |c| outbox::pending(c, &exclude, room))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the outbox");
+            return;
+        }
+    };
+    for row in rows {
+        let topic = protocol::topic(county, station, &row.kind);
+        let body = protocol::envelope(&row, county, station, epoch);
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, false, body)
+            .is_err()
+        {
+            break;
+        }
+        awaiting.push_back(Some(row.id));
+        stats.published.fetch_add(1, Ordering::Relaxed);
+    }
+}
