@@ -86,6 +86,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Err(e) => tracing::error!(error = %e, "cannot read unfinished alarms"),
     }
     crate::roster::import_configured(&store, &config).await;
+    tracker.spawn(crate::reports::run(
+        store.clone(),
+        Arc::clone(&config),
+        shutdown.clone(),
+    ));
     let uplink = Arc::new(crate::sync::SyncStats::default());
     tracker.spawn(crate::sync::run(
         Arc::clone(&config),

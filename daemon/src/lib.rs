@@ -15,6 +15,7 @@ pub mod hazards;
 pub mod lifecycle;
 pub mod logging;
 pub mod photos;
+pub mod reports;
 pub mod roster;
 pub mod simulator;
 pub mod store;

@@ -1,0 +1,290 @@
+//! Periodic reports for the county: `summary` (per-minute channel
+//! statistics, batched) and `headcount` (who is underground). Each is an
+//! outbox row; the summary records how far it has reported in the same
+//! transaction, so a restart neither skips nor repeats a minute.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OptionalExtension};
+use tokio_util::sync::CancellationToken;
+
+use crate::acquisition::recorder::unix_ms;
+use crate::config::Config;
+use crate::store::outbox::{self, Lane};
+use crate::store::{Durability, Store, StoreError, rfc3339};
+
+/// How often reports are made.
+pub const EVERY: Duration = Duration::from_secs(300);
+/// Minutes younger than this may not be stored yet (the recorder writes a
+/// minute once it is over, at its raw rate): they wait for the next report.
+pub const SETTLE_MS: i64 = 2 * 60_000;
+/// Most minutes in one summary message (a long outage is reported in
+/// several).
+pub const MAX_MINUTES: i64 = 60;
+
+const KEY: &str = "summary.reported_until_ms";
+
+/// Makes one summary of the stored minutes after the last one reported and
+/// before `until_ms` (at most [`MAX_MINUTES`]); `None` when there is
+/// nothing to report.
+pub fn summarize(
+    conn: &Connection,
+    cfg: &Config,
+    until_ms: i64,
+) -> Result<Option<outbox::Enqueued>, StoreError> {
+    let from: i64 = match conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [KEY], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+    {
+        Some(v) => v.parse().unwrap_or(0),
+        // First report: start with what the recorder has.
+        None => conn.query_row(
+            "SELECT coalesce(min(minute_ms), ?1) FROM aggregates",
+            [until_ms],
+            |r| r.get(0),
+        )?,
+    };
+    let until = until_ms.min(from + MAX_MINUTES * 60_000);
+    if until <= from {
+        return Ok(None);
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT channel, minute_ms, min, max, mean, count, faults FROM aggregates
+         WHERE minute_ms >= ?1 AND minute_ms < ?2 ORDER BY channel, minute_ms",
+    )?;
+    let mut channels: Vec<serde_json::Value> = Vec::new();
+    let mut current: Option<(String, Vec<serde_json::Value>)> = None;
+    let rows = st.query_map((from, until), |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            serde_json::json!({
+                "minute": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0))),
+                "min": r.get::<_, Option<f64>>(2)?,
+                "max": r.get::<_, Option<f64>>(3)?,
+                "mean": r.get::<_, Option<f64>>(4)?,
+                "count": r.get::<_, i64>(5)?,
+                "faults": r.get::<_, i64>(6)?,
+            }),
+        ))
+    })?;
+    for row in rows {
+        let (ch, minute) = row?;
+        match &mut current {
+            Some((c, mins)) if *c == ch => mins.push(minute),
+            _ => {
+                if let Some((c, mins)) = current.take() {
+                    channels.push(serde_json::json!({ "channel": c, "minutes": mins }));
+                }
+                current = Some((ch, vec![minute]));
+            }
+        }
+    }
+    if let Some((c, mins)) = current {
+        channels.push(serde_json::json!({ "channel": c, "minutes": mins }));
+    }
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (KEY, until.to_string()),
+    )?;
+    if channels.is_empty() {
+        return Ok(None);
+    }
+    let at = crate::store::now_rfc3339();
+    let body = serde_json::json!({
+        "county": cfg.station.county,
+        "station": cfg.station.id,
+        "from": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(from).unwrap_or(0))),
+        "to": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(until).unwrap_or(0))),
+        "channels": channels,
+    });
+    Ok(Some(outbox::enqueue(
+        conn,
+        Lane::Summary,
+        "summary",
+        &at,
+        &body,
+    )?))
+}
+
+/// Records a head-count message: how many are underground and who.
+pub fn headcount(
+    conn: &Connection,
+    cfg: &Config,
+    now: SystemTime,
+) -> Result<outbox::Enqueued, StoreError> {
+    let limit = cfg
+        .roster
+        .shift_length
+        .saturating_add(cfg.roster.overdue_grace);
+    let people = crate::roster::underground(conn, now, limit)?;
+    let at = rfc3339(now);
+    let body = serde_json::json!({
+        "county": cfg.station.county,
+        "station": cfg.station.id,
+        "at": at,
+        "underground": people.len(),
+        "overdue": people.iter().filter(|p| p.overdue).count(),
+        "people": people.iter().map(|p| serde_json::json!({
+            "badge": p.badge, "name": p.name, "team": p.team, "since": p.since, "overdue": p.overdue,
+        })).collect::<Vec<_>>(),
+    });
+    outbox::enqueue(conn, Lane::Checkin, "headcount", &at, &body)
+}
+
+/// Every [`EVERY`], a head-count and the summaries of settled minutes.
+pub async fn run(store: Store, cfg: Arc<Config>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let c = Arc::clone(&cfg);
+        if let Err(e) = store
+            .write(Durability::Bulk, move |conn| {
+                headcount(conn, &c, SystemTime::now())
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "head-count not recorded");
+        }
+        // Catch up on a backlog in messages of at most an hour each.
+        for _ in 0..48 {
+            let c = Arc::clone(&cfg);
+            let until = unix_ms(SystemTime::now()) - SETTLE_MS;
+            let until = until - until.rem_euclid(60_000);
+            match store
+                .write(Durability::Bulk, move |conn| summarize(conn, &c, until))
+                .await
+            {
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "summary not recorded");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn cfg() -> Config {
+        let src = format!(
+            "[station]\ncounty = \"c1\"\nid = \"s1\"\nname = \"n\"\n[outputs]\nbackend = \"sim\"\n[storage]\ndata_dir = \"{}\"\n",
+            std::env::temp_dir().display()
+        );
+        crate::config::load_str(&src, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn summaries_cover_every_minute_once_across_calls() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        let cfg = Arc::new(cfg());
+        let base = 1_800_000_000_000i64; // a minute boundary
+        store
+            .write(Durability::Bulk, move |c| {
+                for m in 0..90 {
+                    for ch in ["ch4", "co"] {
+                        c.execute(
+                            "INSERT INTO aggregates(channel, minute_ms, min, max, mean, count, faults) VALUES (?1, ?2, 0.1, 0.3, 0.2, 60, 0)",
+                            (ch, base + m * 60_000),
+                        )?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        let c = Arc::clone(&cfg);
+        let first = store
+            .write(Durability::Bulk, move |conn| {
+                summarize(conn, &c, base + 90 * 60_000)
+            })
+            .await?;
+        assert!(first.is_some());
+        let c = Arc::clone(&cfg);
+        let second = store
+            .write(Durability::Bulk, move |conn| {
+                summarize(conn, &c, base + 90 * 60_000)
+            })
+            .await?;
+        assert!(
+            second.is_some(),
+            "the rest of a long backlog in a second message"
+        );
+        let c = Arc::clone(&cfg);
+        let third = store
+            .write(Durability::Bulk, move |conn| {
+                summarize(conn, &c, base + 90 * 60_000)
+            })
+            .await?;
+        assert!(third.is_none(), "nothing twice");
+        let minutes: i64 = store
+            .read(|c| {
+                let mut st = c.prepare("SELECT payload FROM outbox WHERE kind = 'summary'")?;
+                let mut n = 0i64;
+                for p in st.query_map([], |r| r.get::<_, String>(0))? {
+                    let v: serde_json::Value = serde_json::from_str(&p?).unwrap_or_default();
+                    for ch in v["channels"].as_array().cloned().unwrap_or_default() {
+                        n += i64::try_from(ch["minutes"].as_array().map_or(0, Vec::len))
+                            .unwrap_or(0);
+                    }
+                }
+                Ok(n)
+            })
+            .await?;
+        assert_eq!(minutes, 180, "90 minutes of 2 channels, each once");
+        store.close().await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn headcounts_list_who_is_underground() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        let cfg = Arc::new(cfg());
+        let c = Arc::clone(&cfg);
+        let body = store
+            .write(Durability::Bulk, move |conn| {
+                crate::roster::import(
+                    conn,
+                    &[crate::roster::Worker {
+                        badge: "0042".into(),
+                        name: "张伟".into(),
+                        team: "一队".into(),
+                        role: "工".into(),
+                    }],
+                    "x",
+                )?;
+                crate::roster::check(
+                    conn,
+                    &c,
+                    "0042",
+                    crate::roster::Direction::In,
+                    SystemTime::now(),
+                )?;
+                headcount(conn, &c, SystemTime::now())?;
+                Ok(conn.query_row(
+                    "SELECT payload FROM outbox WHERE kind = 'headcount'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )?)
+            })
+            .await?;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["underground"], 1);
+        assert_eq!(v["people"][0]["name"], "张伟");
+        store.close().await;
+        Ok(())
+    }
+}
