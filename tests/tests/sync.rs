@@ -217,3 +217,89 @@ fn a_clean_stop_says_offline_and_metrics_show_the_uplink() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn county_notices_and_hazard_comments_arrive_and_bad_ones_are_counted() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut d = Daemon::start(
+        dir.path(),
+        &config(dir.path(), http, &broker.url(), 1),
+        http,
+    );
+    d.wait_healthy(Duration::from_secs(20));
+    // A hazard the county will comment on.
+    let (s, b) = http_request(
+        http,
+        "POST",
+        "/api/v1/hazards",
+        &[],
+        "{\"category\": \"water\", \"location\": \"水仓\", \"grade\": \"major\", \"description\": \"渗水\", \"anonymous\": true}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 201, "{b}");
+    let ticket = serde_json::from_str::<Value>(&b).unwrap_or_default()["ticket"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // Wait until the station is connected (and subscribed).
+    let end = Instant::now() + Duration::from_secs(15);
+    while !pithead_e2e::http_get(http, "/metrics")
+        .map(|r| r.1)
+        .unwrap_or_default()
+        .contains("pithead_uplink_connected 1")
+    {
+        assert!(Instant::now() < end, "never connected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut o = rumqttc::MqttOptions::new("county-test-sender", "127.0.0.1", broker.port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = rumqttc::Client::new(o, 10);
+    std::thread::spawn(move || for _ in conn.iter() {});
+    let cmd = "pithead/v1/test-county/test-station/cmd";
+    let notice = "{\"schema\":\"pithead/v1\",\"msg_id\":\"n-1\",\"title\":\"停电检修\",\"body\":\"明天 8:00 主井停电\",\"priority\":\"urgent\",\"valid_until\":\"2999-01-01T00:00:00Z\"}";
+    let comment = format!(
+        "{{\"schema\":\"pithead/v1\",\"msg_id\":\"h-1\",\"ticket\":\"{ticket}\",\"comment\":\"县总工会已督办\"}}"
+    );
+    for (topic, body) in [
+        (format!("{cmd}/notice"), notice.to_owned()),
+        (format!("{cmd}/notice"), notice.to_owned()), // a replay
+        (format!("{cmd}/hazard"), comment),
+        (
+            format!("{cmd}/notice"),
+            "{\"schema\":\"pithead/v1\",\"oops\":1}".to_owned(),
+        ),
+        (
+            "pithead/v1/test-county/other-station/cmd/notice".to_owned(),
+            notice.replace("n-1", "n-2"),
+        ),
+    ] {
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) =
+            pithead_e2e::http_get(http, "/api/v1/notices").unwrap_or_else(|e| panic!("{e}"));
+        let metrics = pithead_e2e::http_get(http, "/metrics")
+            .map(|r| r.1)
+            .unwrap_or_default();
+        let n: Value = serde_json::from_str(&body).unwrap_or_default();
+        if n.as_array().is_some_and(|v| v.len() == 1)
+            && metrics.contains("pithead_downlink_accepted_total 2")
+            && metrics.contains("pithead_downlink_refused_total 1")
+        {
+            assert_eq!(n[0]["title"], "停电检修");
+            break;
+        }
+        assert!(Instant::now() < end, "notices {body}\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, body) = pithead_e2e::http_get(http, &format!("/api/v1/hazards/{ticket}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(body.contains("县总工会已督办"), "{body}");
+    d.signal(libc::SIGTERM);
+}

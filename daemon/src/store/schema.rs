@@ -158,6 +158,18 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at    TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // v6: notices from the county, shown on the kiosk.
+    r#"
+    CREATE TABLE notices (
+        msg_id      TEXT PRIMARY KEY,         -- the county's message id: a replay is ignored
+        title       TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        priority    TEXT NOT NULL CHECK (priority IN ('normal', 'urgent')),
+        valid_from  TEXT NOT NULL,
+        valid_until TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version a database has after every migration.

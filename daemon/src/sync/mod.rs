@@ -11,6 +11,7 @@
 //! sent twice around a reconnect, never lost: the receiver drops the
 //! duplicate by its message id.
 
+pub mod downlink;
 pub mod protocol;
 
 use std::collections::{HashMap, VecDeque};
@@ -40,6 +41,10 @@ pub struct SyncStats {
     pub connects: AtomicU64,
     /// Connection failures and drops.
     pub failures: AtomicU64,
+    /// Downlink messages stored.
+    pub downlink_accepted: AtomicU64,
+    /// Downlink messages refused (malformed, over the cap, unknown).
+    pub downlink_refused: AtomicU64,
 }
 
 impl SyncStats {
@@ -71,6 +76,16 @@ impl SyncStats {
                 "pithead_uplink_failures_total",
                 "Failed or dropped connections.",
                 g(&self.failures),
+            ),
+            (
+                "pithead_downlink_accepted_total",
+                "Messages from the county stored.",
+                g(&self.downlink_accepted),
+            ),
+            (
+                "pithead_downlink_refused_total",
+                "Messages from the county refused.",
+                g(&self.downlink_refused),
             ),
         ] {
             out.push_str(&format!(
@@ -157,6 +172,7 @@ pub async fn run(
         .unwrap_or_else(|_| "unknown".into());
     let (county, station) = (cfg.station.county.clone(), cfg.station.id.clone());
     let status_topic = protocol::topic(&county, &station, "status");
+    let cmd_prefix = protocol::topic(&county, &station, "cmd/");
     let (client, mut events) = AsyncClient::new(opts, WINDOW + 16);
     // What was handed to the client, in order: Some(row id), or None for a
     // message that is not an outbox row (the status).
@@ -183,12 +199,17 @@ pub async fn run(
                     if client.publish(status_topic.clone(), QoS::AtLeastOnce, true, online).await.is_ok() {
                         awaiting.push_back(None);
                     }
+                    // This station's commands only, again on every connection.
+                    let _ = client.subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce).await;
                     refill(&store, &client, &mut awaiting, &in_flight, &acked, &county, &station, &epoch, &stats).await;
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     if let Some(Some(id)) = awaiting.pop_front() {
                         in_flight.insert(pkid, id);
                     }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    downlink(&store, &stats, &cmd_prefix, &p.topic, p.payload.to_vec()).await;
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if let Some(id) = in_flight.remove(&ack.pkid) {
@@ -309,5 +330,40 @@ async fn refill(
         }
         awaiting.push_back(Some(row.id));
         stats.published.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Stores a message from the county, or refuses and counts it.
+async fn downlink(store: &Store, stats: &SyncStats, prefix: &str, topic: &str, payload: Vec<u8>) {
+    let Some(kind) = topic.strip_prefix(prefix).map(str::to_owned) else {
+        stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            topic,
+            "message on a topic that is not this station's: ignored"
+        );
+        return;
+    };
+    let t = topic.to_owned();
+    let r = store
+        .write(Durability::Acknowledged, move |c| {
+            downlink::handle(c, &kind, &payload, std::time::SystemTime::now())
+        })
+        .await;
+    match r {
+        Ok(downlink::Outcome::Accepted) => {
+            stats.downlink_accepted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(topic = %t, "message from the county stored");
+        }
+        Ok(downlink::Outcome::Replay) => {
+            tracing::debug!(topic = %t, "message from the county seen before: ignored")
+        }
+        Ok(downlink::Outcome::Refused(why)) => {
+            stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(topic = %t, reason = %why, "message from the county refused");
+        }
+        Err(e) => {
+            stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(topic = %t, error = %e, "message from the county not stored");
+        }
     }
 }

@@ -1112,3 +1112,15 @@ pub async fn trend(
         Err(e) => store_refused(&e),
     }
 }
+
+/// `GET /api/v1/notices` (public): the county's notices valid now.
+pub async fn notices(State(s): State<AppState>) -> Response {
+    match s
+        .store
+        .read(|c| crate::sync::downlink::current_notices(c, std::time::SystemTime::now()))
+        .await
+    {
+        Ok(n) => Json(n).into_response(),
+        Err(e) => store_refused(&e),
+    }
+}

@@ -5,7 +5,7 @@
 
 const T = {
   "zh-CN": {
-    air: "井下环境", checkin: "下井 / 升井登记", go_down: "下井", come_up: "升井",
+    notices: "通知", air: "井下环境", checkin: "下井 / 升井登记", go_down: "下井", come_up: "升井",
     badge_prompt: "请刷卡，或输入卡号后按确认", confirm: "确认", report: "隐患随手拍",
     category: "类别", location: "地点", grade: "等级", general: "一般隐患", major: "重大隐患",
     description: "描述", photo: "照片（可选）", anonymous: "匿名举报", your_badge: "卡号（匿名可不填）", submit_report: "提交",
@@ -19,7 +19,7 @@ const T = {
     switch: "English",
   },
   en: {
-    air: "Air below", checkin: "Check in / out", go_down: "Going down", come_up: "Coming up",
+    notices: "Notices", air: "Air below", checkin: "Check in / out", go_down: "Going down", come_up: "Coming up",
     badge_prompt: "Swipe your badge, or type it and press Confirm", confirm: "Confirm", report: "Report a hazard",
     category: "Category", location: "Location", grade: "Grade", general: "General", major: "Major",
     description: "Description", photo: "Photo (optional)", anonymous: "Anonymous", your_badge: "Badge (optional if anonymous)", submit_report: "Submit",
@@ -207,6 +207,24 @@ async function lookup(ev) {
   }
 }
 
+async function notices() {
+  try {
+    const r = await fetch("/api/v1/notices");
+    const list = await r.json();
+    const ul = $("notice-list");
+    ul.replaceChildren();
+    for (const n of Array.isArray(list) ? list : []) {
+      const li = document.createElement("li");
+      li.className = n.priority;
+      const title = document.createElement("span"); title.className = "title"; title.textContent = n.title;
+      const body = document.createElement("span"); body.textContent = n.body;
+      li.append(title, body);
+      ul.append(li);
+    }
+    $("notices").hidden = ul.children.length === 0;
+  } catch (_) { /* keep what is shown */ }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("lang").addEventListener("click", () => { lang = lang === "en" ? "zh-CN" : "en"; applyLang(); });
   $("mode-in").addEventListener("click", () => setMode("in"));
@@ -218,4 +236,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("report-form").addEventListener("reset", () => { $("report-badge").disabled = false; });
   applyLang();
   connect();
+  notices();
+  setInterval(notices, 30000);
 });
