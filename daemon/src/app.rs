@@ -104,6 +104,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         alarms.commands.clone(),
         shutdown.clone(),
     ));
+    let cap = i64::from(config.storage.outbox_cap_mb) * 1024 * 1024;
+    if let Err(e) = store
+        .write(Durability::Bulk, move |c| store::outbox::set_cap(c, cap))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record the outbox cap");
+    }
     tracker.spawn(store::retention::run(
         store.clone(),
         store::retention::Policy::from(&config.storage),

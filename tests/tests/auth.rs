@@ -179,6 +179,20 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
     let (s, _) =
         http_request(http, "GET", "/api/v1/devices", &[], "").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s, 401);
+    // The uplink's state and backlog: off here, alarm events waiting.
+    let (s, b) = http_request(http, "GET", "/api/v1/uplink", &[("Cookie", &c)], "")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    let u: Value = serde_json::from_str(&b).unwrap_or_default();
+    assert_eq!(
+        (u["enabled"].as_bool(), u["connected"].as_bool()),
+        (Some(false), Some(false)),
+        "{b}"
+    );
+    assert!(
+        u["pending"].as_i64().is_some_and(|n| n >= 2),
+        "the alarm and its acknowledgement wait: {b}"
+    );
 
     // Logging out ends the session.
     let (s, _) = http_request(http, "DELETE", "/api/v1/session", &[("Cookie", &c)], "")

@@ -196,6 +196,10 @@ fn a_clean_stop_says_offline_and_metrics_show_the_uplink() {
         metrics.contains("pithead_uplink_acknowledged_total"),
         "{metrics}"
     );
+    // The console's view of the uplink, with the API token.
+    let (s, body) =
+        http_request(http, "GET", "/api/v1/uplink", &[], "").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 401, "{body}");
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).success());
     let end = Instant::now() + Duration::from_secs(5);

@@ -76,11 +76,73 @@ pub fn enqueue(
             i64::try_from(body.len() + msg_id.len() + kind.len()).unwrap_or(i64::MAX),
         ),
     )?;
-    Ok(Enqueued {
-        id: conn.last_insert_rowid(),
-        msg_id,
-        seq,
-    })
+    let id = conn.last_insert_rowid();
+    // Summaries are the only messages dropped for room: check the cap as
+    // they come, not only in the hourly retention pass.
+    if lane == Lane::Summary
+        && let Some(cap) = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'outbox.cap_bytes'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+    {
+        enforce_cap(conn, cap)?;
+    }
+    Ok(Enqueued { id, msg_id, seq })
+}
+
+/// Records the outbox cap for [`enqueue`] to enforce.
+pub fn set_cap(conn: &Connection, cap_bytes: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('outbox.cap_bytes', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [cap_bytes.to_string()],
+    )?;
+    Ok(())
+}
+
+/// While the unsent outbox is over `cap_bytes`, drops the oldest unsent
+/// summaries (and counts them); alarms, hazards and check-ins are never
+/// dropped. Returns how many were dropped.
+pub fn enforce_cap(conn: &Connection, cap_bytes: i64) -> Result<usize, StoreError> {
+    let mut dropped = 0;
+    loop {
+        let bytes: i64 = conn.query_row(
+            "SELECT coalesce(sum(bytes), 0) FROM outbox WHERE sent_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        if bytes <= cap_bytes {
+            break;
+        }
+        let n = conn.execute(
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox WHERE sent_at IS NULL AND lane = ?1 ORDER BY id LIMIT 100)",
+            [Lane::Summary.code()],
+        )?;
+        if n == 0 {
+            // Only records that must never be dropped are left: keep them all.
+            tracing::warn!(
+                bytes,
+                cap = cap_bytes,
+                "outbox over its cap with no summaries left to drop"
+            );
+            break;
+        }
+        dropped += n;
+    }
+    if dropped > 0 {
+        conn.execute(
+            "INSERT INTO counters(name, value) VALUES ('outbox.dropped_summaries', ?1)
+             ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            [i64::try_from(dropped).unwrap_or(i64::MAX)],
+        )?;
+        tracing::warn!(dropped, "outbox cap reached: oldest summaries dropped");
+    }
+    Ok(dropped)
 }
 
 /// What is waiting, for the console and `/metrics`.

@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use super::outbox::Lane;
 use super::{Durability, Store, StoreError};
 use crate::config::Storage;
 
@@ -86,42 +85,7 @@ pub fn prune(
         "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
         [sent_before],
     )?;
-    loop {
-        let bytes: i64 = conn.query_row(
-            "SELECT coalesce(sum(bytes), 0) FROM outbox WHERE sent_at IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
-        if bytes <= policy.outbox_cap_bytes {
-            break;
-        }
-        let n = conn.execute(
-            "DELETE FROM outbox WHERE id IN (
-                 SELECT id FROM outbox WHERE sent_at IS NULL AND lane = ?1 ORDER BY id LIMIT 500)",
-            [Lane::Summary.code()],
-        )?;
-        if n == 0 {
-            // Only records that must never be dropped are left: keep them all.
-            tracing::warn!(
-                bytes,
-                cap = policy.outbox_cap_bytes,
-                "outbox over its cap with no summaries left to drop"
-            );
-            break;
-        }
-        out.dropped_summaries += n;
-    }
-    if out.dropped_summaries > 0 {
-        conn.execute(
-            "INSERT INTO counters(name, value) VALUES ('outbox.dropped_summaries', ?1)
-             ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-            [i64::try_from(out.dropped_summaries).unwrap_or(i64::MAX)],
-        )?;
-        tracing::warn!(
-            dropped = out.dropped_summaries,
-            "outbox cap reached: oldest summaries dropped"
-        );
-    }
+    out.dropped_summaries = super::outbox::enforce_cap(conn, policy.outbox_cap_bytes)?;
     Ok(out)
 }
 

@@ -349,3 +349,33 @@ fn wall_clock_times_out_of_range_are_clamped_not_a_panic() {
     let far = std::time::UNIX_EPOCH + Duration::from_secs(400_000_000_000);
     assert_eq!(rfc3339(far), "9999-12-31T23:59:59.000Z");
 }
+
+#[tokio::test]
+async fn summaries_over_the_cap_are_dropped_as_they_come() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    let backlog = store
+        .write(Durability::Bulk, |c| {
+            outbox::set_cap(c, 20_000)?;
+            let at = now_rfc3339();
+            let body = serde_json::json!({ "pad": "z".repeat(1000) });
+            for i in 0..60 {
+                let lane = if i % 4 == 0 {
+                    Lane::Checkin
+                } else {
+                    Lane::Summary
+                };
+                outbox::enqueue(c, lane, "x", &at, &body)?;
+            }
+            outbox::backlog(c)
+        })
+        .await?;
+    assert!(backlog.bytes <= 20_000, "{backlog:?}");
+    assert!(backlog.dropped_summaries > 0);
+    let checkins = store
+        .read(|c| count(c, "SELECT count(*) FROM outbox WHERE lane = 2"))
+        .await?;
+    assert_eq!(checkins, 15, "check-ins are never dropped");
+    store.close().await;
+    Ok(())
+}

@@ -1124,3 +1124,26 @@ pub async fn notices(State(s): State<AppState>) -> Response {
         Err(e) => store_refused(&e),
     }
 }
+
+/// `GET /api/v1/uplink` (supervisor): the county uplink and its backlog.
+pub async fn uplink(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&s, &headers, false) {
+        return *refused;
+    }
+    let backlog = match s.store.read(crate::store::outbox::backlog).await {
+        Ok(b) => b,
+        Err(e) => return store_refused(&e),
+    };
+    let u = &s.uplink;
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    Json(serde_json::json!({
+        "enabled": s.config.mqtt.enabled,
+        "connected": u.connected.load(std::sync::atomic::Ordering::Relaxed),
+        "pending": backlog.pending,
+        "bytes": backlog.bytes,
+        "dropped_summaries": backlog.dropped_summaries,
+        "published": g(&u.published),
+        "acknowledged": g(&u.acknowledged),
+    }))
+    .into_response()
+}

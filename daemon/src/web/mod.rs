@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alarms/{id}/ack", post(api::ack))
         .route("/api/v1/outputs", get(api::outputs))
         .route("/api/v1/notices", get(api::notices))
+        .route("/api/v1/uplink", get(api::uplink))
         .route("/api/v1/underground", get(api::underground))
         .route("/api/v1/roster", get(api::roster).post(api::roster_upload))
         .route("/api/v1/hazards/{ticket}/steps", post(api::hazard_step))

@@ -18,7 +18,7 @@ const T = {
     h_reported: "已上报", h_acknowledged: "已受理", h_assigned: "整改中", h_rectified: "已整改", h_closed: "已销号", h_rejected: "已驳回",
     comm_fault: "断线", out_of_range: "故障/超量程", stale: "数据过期", warming_up: "预热中", ok: "正常",
     next_step: "下一步", owner: "负责人", measures: "整改措施", deadline: "期限", note: "备注", save: "提交",
-    yes: "是", no: "否", switch: "English", wrong: "登录失败", no_data: "暂无数据", reporter: "举报人", anonymous: "匿名",
+    uplink_on: "上报已连接", uplink_off: "上报未连接", uplink_disabled: "上报未启用", pending: "待发", yes: "是", no: "否", switch: "English", wrong: "登录失败", no_data: "暂无数据", reporter: "举报人", anonymous: "匿名",
   },
   en: {
     title: "Supervisor console", logout: "Log out", login: "Supervisor login", user: "User", password: "Password", log_in: "Log in",
@@ -34,7 +34,7 @@ const T = {
     h_reported: "Reported", h_acknowledged: "Acknowledged", h_assigned: "Being fixed", h_rectified: "Fixed", h_closed: "Closed", h_rejected: "Rejected",
     comm_fault: "COMM FAULT", out_of_range: "SENSOR FAULT", stale: "STALE", warming_up: "WARMING UP", ok: "ok",
     next_step: "Next step", owner: "Owner", measures: "Measures", deadline: "Deadline", note: "Note", save: "Save",
-    yes: "yes", no: "no", switch: "中文", wrong: "Login failed", no_data: "No data", reporter: "Reporter", anonymous: "anonymous",
+    uplink_on: "uplink connected", uplink_off: "uplink down", uplink_disabled: "uplink off", pending: "waiting", yes: "yes", no: "no", switch: "中文", wrong: "Login failed", no_data: "No data", reporter: "Reporter", anonymous: "anonymous",
   },
 };
 const NEXT = {
@@ -266,6 +266,13 @@ async function beacon() {
   try {
     const { data } = await api("GET", "/api/v1/outputs");
     if (data) $("beacon").className = "beacon " + data.beacon;
+    if (csrf) {
+      const { data: u } = await api("GET", "/api/v1/uplink");
+      if (u) {
+        const state = !u.enabled ? t("uplink_disabled") : u.connected ? t("uplink_on") : t("uplink_off");
+        $("uplink").textContent = state + " · " + t("pending") + " " + u.pending;
+      }
+    }
   } catch (_) { /* logged out */ }
 }
 
