@@ -85,10 +85,7 @@ pub fn summarize(
     if let Some((c, mins)) = current {
         channels.push(serde_json::json!({ "channel": c, "minutes": mins }));
     }
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (KEY, until.to_string()),
-    )?;
+    crate::store::set_meta(conn, KEY, &until.to_string())?;
     if channels.is_empty() {
         return Ok(None);
     }

@@ -61,6 +61,28 @@ pub fn minimal_config(data_dir: &Path, http: SocketAddr) -> String {
     )
 }
 
+/// A station reading the simulator's face monitor (unit 1): CH4 on input 0
+/// guarding power with the `cn-coal/ch4-face` preset, plus `extra` TOML;
+/// the roster is one miner, 0001 张伟.
+pub fn face_station(dir: &Path, http: SocketAddr, sim: &Simulator, extra: &str) -> String {
+    let roster = dir.join("roster.csv");
+    std::fs::write(
+        &roster,
+        "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        "{}[roster]\nfile = \"{}\"\n[acquisition]\nwarm_up = \"0s\"\n\
+         [[bus]]\nid = \"sim\"\ntransport = \"tcp\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout = \"300ms\"\nretries = 0\n\
+         [[device]]\nid = \"face\"\nbus = \"sim\"\nunit = 1\n\
+         [[channel]]\nid = \"ch4-1201-face\"\ndevice = \"face\"\nkind = \"ch4\"\nunit = \"%vol\"\nlocation = \"1201 工作面\"\n\
+         table = \"input\"\naddress = 0\nscale = 0.01\nrange = [0.0, 4.0]\npreset = \"cn-coal/ch4-face\"\n{extra}",
+        minimal_config(&dir.join("data"), http),
+        roster.display(),
+        sim.modbus.port()
+    )
+}
+
 /// The API token the tests configure.
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 

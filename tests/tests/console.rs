@@ -8,29 +8,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pithead_e2e::webdriver::Browser;
-use pithead_e2e::{Daemon, Simulator, free_port, http_request, minimal_config, pithead_bin};
+use pithead_e2e::{Daemon, Simulator, free_port, http_request, pithead_bin};
 
 #[test]
 fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
     let sim = Simulator::start("normal", None);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let roster = dir.path().join("roster.csv");
-    std::fs::write(
-        &roster,
-        "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let cfg = format!(
-        "{}[roster]\nfile = \"{}\"\n[acquisition]\nwarm_up = \"0s\"\n\
-         [[bus]]\nid = \"sim\"\ntransport = \"tcp\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout = \"300ms\"\nretries = 0\n\
-         [[device]]\nid = \"face\"\nbus = \"sim\"\nunit = 1\n\
-         [[channel]]\nid = \"ch4-1201-face\"\ndevice = \"face\"\nkind = \"ch4\"\nunit = \"%vol\"\nlocation = \"1201 工作面\"\n\
-         table = \"input\"\naddress = 0\nscale = 0.01\nrange = [0.0, 4.0]\npreset = \"cn-coal/ch4-face\"\n",
-        minimal_config(&dir.path().join("data"), http),
-        roster.display(),
-        sim.modbus.port()
-    );
+    let cfg = pithead_e2e::face_station(dir.path(), http, &sim, "");
     let file = dir.path().join("pithead.toml");
     std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
     let mut add = Command::new(pithead_bin())

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pithead_e2e::webdriver::Browser;
-use pithead_e2e::{Daemon, Simulator, free_port, minimal_config};
+use pithead_e2e::{Daemon, Simulator, free_port};
 
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots")
@@ -19,24 +19,14 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     let sim = Simulator::start("normal", None);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let roster = dir.path().join("roster.csv");
-    std::fs::write(
-        &roster,
-        "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let cfg = format!(
-        "{}[roster]\nfile = \"{}\"\n[acquisition]\nwarm_up = \"0s\"\n\
-         [[bus]]\nid = \"sim\"\ntransport = \"tcp\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout = \"300ms\"\nretries = 0\n\
-         [[device]]\nid = \"face\"\nbus = \"sim\"\nunit = 1\n\
+    let cfg = pithead_e2e::face_station(
+        dir.path(),
+        http,
+        &sim,
+        "\
          [[device]]\nid = \"sump\"\nbus = \"sim\"\nunit = 3\n\
-         [[channel]]\nid = \"ch4-1201-face\"\ndevice = \"face\"\nkind = \"ch4\"\nunit = \"%vol\"\nlocation = \"1201 工作面\"\n\
-         table = \"input\"\naddress = 0\nscale = 0.01\nrange = [0.0, 4.0]\npreset = \"cn-coal/ch4-face\"\n\
          [[channel]]\nid = \"water-sump\"\ndevice = \"sump\"\nkind = \"water_level\"\nunit = \"m\"\nlocation = \"中央水仓\"\n\
          table = \"input\"\naddress = 0\ndata_type = \"u32\"\nword_order = \"little\"\nscale = 0.001\nrange = [0.0, 20.0]\n",
-        minimal_config(&dir.path().join("data"), http),
-        roster.display(),
-        sim.modbus.port()
     );
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));

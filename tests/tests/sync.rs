@@ -156,24 +156,11 @@ fn every_record_arrives_once_in_sequence_across_outages() {
     // The box dies: the broker tells the county by the last will.
     d.signal(libc::SIGKILL);
     let _ = d.wait_exit(Duration::from_secs(5));
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let last = sub
-            .all()
-            .into_iter()
-            .rfind(|m| m.topic.ends_with("/status"));
-        if last
-            .as_ref()
-            .is_some_and(|m| m.payload.contains("\"offline\""))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "no offline status after the box died: {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_offline(
+        &sub,
+        Duration::from_secs(20),
+        "no offline status after the box died",
+    );
 }
 
 #[test]
@@ -202,24 +189,11 @@ fn a_clean_stop_says_offline_and_metrics_show_the_uplink() {
     assert_eq!(s, 401, "{body}");
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).success());
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let last = sub
-            .all()
-            .into_iter()
-            .rfind(|m| m.topic.ends_with("/status"));
-        if last
-            .as_ref()
-            .is_some_and(|m| m.payload.contains("\"offline\""))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "no offline status after a clean stop: {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_offline(
+        &sub,
+        Duration::from_secs(5),
+        "no offline status after a clean stop",
+    );
 }
 
 #[test]
@@ -306,4 +280,23 @@ fn county_notices_and_hazard_comments_arrive_and_bad_ones_are_counted() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(body.contains("县总工会已督办"), "{body}");
     d.signal(libc::SIGTERM);
+}
+
+/// Waits until the last retained status the subscriber saw is offline.
+fn wait_offline(sub: &Subscriber, within: Duration, what: &str) {
+    let end = Instant::now() + within;
+    loop {
+        let last = sub
+            .all()
+            .into_iter()
+            .rfind(|m| m.topic.ends_with("/status"));
+        if last
+            .as_ref()
+            .is_some_and(|m| m.payload.contains("\"offline\""))
+        {
+            return;
+        }
+        assert!(Instant::now() < end, "{what}: {last:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -367,6 +367,15 @@ fn init_meta(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Sets a value in `meta`, inside the caller's transaction.
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )?;
+    Ok(())
+}
+
 /// The current wall-clock time as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())

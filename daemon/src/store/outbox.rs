@@ -96,12 +96,7 @@ pub fn enqueue(
 
 /// Records the outbox cap for [`enqueue`] to enforce.
 pub fn set_cap(conn: &Connection, cap_bytes: i64) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES ('outbox.cap_bytes', ?1)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [cap_bytes.to_string()],
-    )?;
-    Ok(())
+    super::set_meta(conn, "outbox.cap_bytes", &cap_bytes.to_string())
 }
 
 /// While the unsent outbox is over `cap_bytes`, drops the oldest unsent

@@ -10,38 +10,40 @@ use super::AppState;
 /// One channel as the API shows it: the stable contract of `docs/API.md`.
 #[derive(Debug, Serialize)]
 pub struct ChannelView {
-    id: String,
+    pub(super) id: String,
     kind: crate::config::ChannelKind,
     unit: String,
     location: String,
     /// A number only when `state` is `ok`; never 0 for a missing reading.
     value: Option<f64>,
-    state: &'static str,
+    pub(super) state: &'static str,
     /// Why there is no value, for people.
     detail: Option<String>,
     /// When the reading was taken, RFC 3339 UTC.
     updated_at: String,
 }
 
+/// Every channel's latest reading, as the API and the kiosk show it.
+pub fn channel_views(snap: &crate::acquisition::Snapshot) -> Vec<ChannelView> {
+    snap.info
+        .iter()
+        .zip(&snap.readings)
+        .map(|(i, r)| ChannelView {
+            id: i.id.clone(),
+            kind: i.kind,
+            unit: i.unit.clone(),
+            location: i.location.clone(),
+            value: r.value,
+            state: r.state.as_str(),
+            detail: r.detail.as_deref().map(str::to_owned),
+            updated_at: crate::store::rfc3339(r.wall),
+        })
+        .collect()
+}
+
 /// `GET /api/v1/channels`
 pub async fn channels(State(s): State<AppState>) -> Json<Vec<ChannelView>> {
-    let snap = s.acquisition.snapshot.borrow();
-    Json(
-        snap.info
-            .iter()
-            .zip(&snap.readings)
-            .map(|(i, r)| ChannelView {
-                id: i.id.clone(),
-                kind: i.kind,
-                unit: i.unit.clone(),
-                location: i.location.clone(),
-                value: r.value,
-                state: r.state.as_str(),
-                detail: r.detail.as_deref().map(str::to_owned),
-                updated_at: crate::store::rfc3339(r.wall),
-            })
-            .collect(),
-    )
+    Json(channel_views(&s.acquisition.snapshot.borrow()))
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -85,17 +85,12 @@ pub async fn style() -> Response {
     with_headers("text/css; charset=utf-8", CSS.to_owned())
 }
 
-/// One channel on the kiosk.
+/// One channel on the kiosk: the API's view and the tile's colour.
 #[derive(Debug, Serialize)]
 struct Tile {
-    id: String,
-    kind: crate::config::ChannelKind,
-    unit: String,
-    location: String,
-    /// A number only when `state` is `ok`.
-    value: Option<f64>,
-    state: &'static str,
-    /// `ok`, `fault`, `warning`, `alarm` or `power_cut`: the tile's colour.
+    #[serde(flatten)]
+    view: super::api::ChannelView,
+    /// `ok`, `fault`, `warning`, `alarm` or `power_cut`.
     level: &'static str,
 }
 
@@ -119,31 +114,17 @@ fn severity(level: &str) -> u8 {
 
 fn state_of(s: &AppState) -> KioskState {
     let alarms = s.alarms.state.borrow().clone();
-    let snap = s.acquisition.snapshot.borrow();
-    let channels = snap
-        .info
-        .iter()
-        .zip(&snap.readings)
-        .map(|(i, r)| {
-            let mut level = if r.state == crate::acquisition::State::Ok {
-                "ok"
-            } else {
-                "fault"
-            };
-            for a in alarms.alarms.iter().filter(|a| a.channel == i.id) {
+    let views = super::api::channel_views(&s.acquisition.snapshot.borrow());
+    let channels = views
+        .into_iter()
+        .map(|view| {
+            let mut level = if view.state == "ok" { "ok" } else { "fault" };
+            for a in alarms.alarms.iter().filter(|a| a.channel == view.id) {
                 if severity(a.level) > severity(level) {
                     level = a.level;
                 }
             }
-            Tile {
-                id: i.id.clone(),
-                kind: i.kind,
-                unit: i.unit.clone(),
-                location: i.location.clone(),
-                value: r.value,
-                state: r.state.as_str(),
-                level,
-            }
+            Tile { view, level }
         })
         .collect();
     KioskState {
