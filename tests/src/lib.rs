@@ -555,6 +555,8 @@ impl Subscriber {
         let mut o = rumqttc::MqttOptions::new("county-test-receiver", "127.0.0.1", port);
         o.set_clean_session(false);
         o.set_keep_alive(Duration::from_secs(5));
+        // It also sees the tests' oversized downlink messages.
+        o.set_max_packet_size(1024 * 1024, 1024 * 1024);
         let (client, mut conn) = rumqttc::Client::new(o, 100);
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let r = std::sync::Arc::clone(&received);

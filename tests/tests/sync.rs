@@ -197,8 +197,9 @@ fn a_clean_stop_says_offline_and_metrics_show_the_uplink() {
 }
 
 #[test]
-fn county_notices_and_hazard_comments_arrive_and_bad_ones_are_counted() {
+fn county_notices_and_hazard_updates_arrive_and_bad_ones_are_counted() {
     let broker = Mosquitto::start();
+    let county = Subscriber::start(broker.port);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start(
@@ -234,6 +235,8 @@ fn county_notices_and_hazard_comments_arrive_and_bad_ones_are_counted() {
     std::thread::sleep(Duration::from_millis(500));
     let mut o = rumqttc::MqttOptions::new("county-test-sender", "127.0.0.1", broker.port);
     o.set_keep_alive(Duration::from_secs(5));
+    // Large enough for the oversized notice to leave the sender.
+    o.set_max_packet_size(1024 * 1024, 1024 * 1024);
     let (client, mut conn) = rumqttc::Client::new(o, 10);
     std::thread::spawn(move || for _ in conn.iter() {});
     let cmd = "pithead/v1/test-county/test-station/cmd";
@@ -241,10 +244,21 @@ fn county_notices_and_hazard_comments_arrive_and_bad_ones_are_counted() {
     let comment = format!(
         "{{\"schema\":\"pithead/v1\",\"msg_id\":\"h-1\",\"ticket\":\"{ticket}\",\"comment\":\"县总工会已督办\"}}"
     );
+    let status = format!(
+        "{{\"schema\":\"pithead/v1\",\"msg_id\":\"h-2\",\"ticket\":\"{ticket}\",\"status\":\"acknowledged\",\"comment\":\"县里已知悉\"}}"
+    );
+    let against_lifecycle = format!(
+        "{{\"schema\":\"pithead/v1\",\"msg_id\":\"h-3\",\"ticket\":\"{ticket}\",\"status\":\"closed\"}}"
+    );
+    let oversized = notice.replace("明天 8:00 主井停电", &"很长".repeat(9000));
     for (topic, body) in [
         (format!("{cmd}/notice"), notice.to_owned()),
         (format!("{cmd}/notice"), notice.to_owned()), // a replay
         (format!("{cmd}/hazard"), comment),
+        (format!("{cmd}/hazard"), status),
+        (format!("{cmd}/hazard"), against_lifecycle),
+        (format!("{cmd}/notice"), oversized),
+        (format!("{cmd}/reboot"), "{}".to_owned()),
         (
             format!("{cmd}/notice"),
             "{\"schema\":\"pithead/v1\",\"oops\":1}".to_owned(),
@@ -267,8 +281,8 @@ fn county_notices_and_hazard_comments_arrive_and_bad_ones_are_counted() {
             .unwrap_or_default();
         let n: Value = serde_json::from_str(&body).unwrap_or_default();
         if n.as_array().is_some_and(|v| v.len() == 1)
-            && metrics.contains("pithead_downlink_accepted_total 2")
-            && metrics.contains("pithead_downlink_refused_total 1")
+            && metrics.contains("pithead_downlink_accepted_total 3")
+            && metrics.contains("pithead_downlink_refused_total 4")
         {
             assert_eq!(n[0]["title"], "停电检修");
             break;
@@ -279,6 +293,28 @@ fn county_notices_and_hazard_comments_arrive_and_bad_ones_are_counted() {
     let (_, body) = pithead_e2e::http_get(http, &format!("/api/v1/hazards/{ticket}"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(body.contains("县总工会已督办"), "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(h["status"], "acknowledged", "{body}");
+    // The county's own step comes back to it on the hazard lane.
+    let end = Instant::now() + Duration::from_secs(15);
+    while !county.all().iter().any(|m| {
+        m.topic.ends_with("/hazard")
+            && serde_json::from_str::<Value>(&m.payload).is_ok_and(|v| {
+                v["body"]["event"] == "acknowledged" && v["body"]["ticket"] == ticket.as_str()
+            })
+    }) {
+        assert!(
+            Instant::now() < end,
+            "the county never saw its step: {:?}",
+            county.all()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And the station kept syncing: it is still connected.
+    let metrics = pithead_e2e::http_get(http, "/metrics")
+        .map(|r| r.1)
+        .unwrap_or_default();
+    assert!(metrics.contains("pithead_uplink_connected 1"), "{metrics}");
     d.signal(libc::SIGTERM);
 }
 

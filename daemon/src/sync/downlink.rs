@@ -10,6 +10,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::protocol::SCHEMA;
+use crate::config::Config;
+use crate::hazards::{self, Status, StepError};
 use crate::store::{StoreError, rfc3339};
 
 /// Largest downlink payload accepted.
@@ -41,7 +43,7 @@ fn normal() -> String {
     "normal".into()
 }
 
-/// A hazard update from the county.
+/// A hazard update from the county: a comment, a new status, or both.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HazardUpdate {
@@ -51,9 +53,28 @@ pub struct HazardUpdate {
     pub msg_id: String,
     /// The hazard's ticket.
     pub ticket: String,
-    /// A comment for the record.
-    pub comment: String,
+    /// A comment for the record (the note of the step when `status` is set;
+    /// required to reject).
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// The status the county moves the hazard to, by the same lifecycle as
+    /// the console (e.g. `closed` after the county verified the fix, or
+    /// `assigned` to reopen a rectification it does not accept).
+    #[serde(default)]
+    pub status: Option<Status>,
+    /// For `assigned`: who rectifies.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// For `assigned`: by when, RFC 3339.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// For `assigned`: the measures.
+    #[serde(default)]
+    pub measures: Option<String>,
 }
+
+/// Who county steps are recorded as.
+pub const COUNTY: &str = "县总工会";
 
 /// What became of a downlink message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +104,7 @@ fn time(v: &str, what: &str) -> Result<SystemTime, String> {
 /// Handles one message on `…/cmd/{kind}` inside the caller's transaction.
 pub fn handle(
     conn: &Connection,
+    cfg: &Config,
     kind: &str,
     payload: &[u8],
     now: SystemTime,
@@ -150,10 +172,19 @@ pub fn handle(
                     u.schema
                 )));
             }
-            let comment = match check_text(&u.comment, 200, "comment") {
-                Ok(c) => c,
-                Err(e) => return Ok(Outcome::Refused(e)),
+            if let Err(e) = check_text(&u.msg_id, 64, "msg_id") {
+                return Ok(Outcome::Refused(e));
+            }
+            let comment = match u.comment.as_deref().map(|c| check_text(c, 200, "comment")) {
+                Some(Err(e)) => return Ok(Outcome::Refused(e)),
+                Some(Ok(c)) => Some(c),
+                None => None,
             };
+            if comment.is_none() && u.status.is_none() {
+                return Ok(Outcome::Refused(
+                    "a hazard update needs a comment, a status or both".into(),
+                ));
+            }
             let seen = conn
                 .query_row(
                     "SELECT 1 FROM events WHERE kind = 'county.hazard' AND subject = ?1",
@@ -165,25 +196,57 @@ pub fn handle(
             if seen {
                 return Ok(Outcome::Replay);
             }
-            let Some((id, status)) = conn
-                .query_row(
-                    "SELECT id, status FROM hazards WHERE ticket = ?1",
-                    [&u.ticket],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-                )
-                .optional()?
-            else {
-                return Ok(Outcome::Refused(format!(
-                    "no hazard with ticket {}",
-                    u.ticket
-                )));
-            };
             let at = rfc3339(now);
-            // A comment is a step that keeps the status, by the county.
-            conn.execute(
-                "INSERT INTO hazard_steps(hazard_id, status, by, note, at) VALUES (?1, ?2, '县总工会', ?3, ?4)",
-                (id, &status, &comment, &at),
-            )?;
+            match u.status {
+                Some(status) => {
+                    // A status change is a step like a supervisor's, checked
+                    // by the same lifecycle, and goes back to the county on
+                    // the hazard lane so it sees the result.
+                    let step = hazards::Step {
+                        status,
+                        by: COUNTY.into(),
+                        note: comment.clone(),
+                        owner: u.owner.clone(),
+                        deadline: u.deadline.clone(),
+                        measures: u.measures.clone(),
+                    };
+                    match hazards::step(conn, cfg, &u.ticket, &step, now)? {
+                        Ok(_) => {}
+                        Err(StepError::NotFound) => {
+                            return Ok(Outcome::Refused(format!(
+                                "no hazard with ticket {}",
+                                u.ticket
+                            )));
+                        }
+                        Err(StepError::Invalid(e)) => return Ok(Outcome::Refused(e.en)),
+                    }
+                }
+                None => {
+                    if u.owner.is_some() || u.deadline.is_some() || u.measures.is_some() {
+                        return Ok(Outcome::Refused(
+                            "owner, deadline and measures come with status `assigned`".into(),
+                        ));
+                    }
+                    let Some((id, status)) = conn
+                        .query_row(
+                            "SELECT id, status FROM hazards WHERE ticket = ?1",
+                            [&u.ticket],
+                            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                        )
+                        .optional()?
+                    else {
+                        return Ok(Outcome::Refused(format!(
+                            "no hazard with ticket {}",
+                            u.ticket
+                        )));
+                    };
+                    // A comment alone is a step that keeps the status.
+                    conn.execute(
+                        "INSERT INTO hazard_steps(hazard_id, status, by, note, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        (id, &status, COUNTY, &comment, &at),
+                    )?;
+                }
+            }
             crate::store::events::insert(
                 conn,
                 &at,
@@ -191,7 +254,11 @@ pub fn handle(
                     kind: "county.hazard".into(),
                     actor: Some("county".into()),
                     subject: Some(u.msg_id.clone()),
-                    detail: serde_json::json!({ "ticket": u.ticket, "comment": comment }),
+                    detail: serde_json::json!({
+                        "ticket": u.ticket,
+                        "comment": comment,
+                        "status": u.status,
+                    }),
                 },
             )?;
             Ok(Outcome::Accepted)
@@ -225,6 +292,93 @@ pub fn current_notices(conn: &Connection, now: SystemTime) -> Result<Vec<Notice>
 mod tests {
     use super::*;
 
+    fn cfg() -> Config {
+        let src = format!(
+            "[station]\ncounty = \"c1\"\nid = \"s1\"\nname = \"n\"\n[outputs]\nbackend = \"sim\"\n[storage]\ndata_dir = \"{}\"\n",
+            std::env::temp_dir().display()
+        );
+        crate::config::load_str(&src, std::path::Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_county_comments_and_moves_hazards_by_the_lifecycle() {
+        let c = db();
+        let cfg = cfg();
+        let now = SystemTime::now();
+        let report = hazards::NewHazard {
+            category: hazards::Category::Roof,
+            location: "1201 回风巷".into(),
+            grade: hazards::Grade::Major,
+            description: "顶板掉渣".into(),
+            anonymous: true,
+            badge: None,
+        }
+        .validate()
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let h = hazards::create(&c, &cfg, &report, None, now).unwrap_or_else(|e| panic!("{e}"));
+        let outbox = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM outbox WHERE lane = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(outbox(&c), 1);
+        let msg = |id: &str, rest: &str| {
+            format!(
+                r#"{{"schema":"pithead/v1","msg_id":"{id}","ticket":"{}"{rest}}}"#,
+                h.ticket
+            )
+        };
+        let run = |m: String| handle(&c, &cfg, "hazard", m.as_bytes(), now).ok();
+        let refused = |o: Option<Outcome>| matches!(o, Some(Outcome::Refused(_)));
+
+        // A comment alone: a step that keeps the status, nothing sent back.
+        assert_eq!(
+            run(msg("h1", r#","comment":"县总工会已督办""#)),
+            Some(Outcome::Accepted)
+        );
+        assert_eq!(
+            run(msg("h1", r#","comment":"县总工会已督办""#)),
+            Some(Outcome::Replay)
+        );
+        assert_eq!(outbox(&c), 1);
+        // Against the lifecycle, or incomplete: refused with the reason.
+        assert!(refused(run(msg("h2", r#","status":"closed""#))));
+        assert!(refused(run(msg("h3", r#","status":"assigned""#))));
+        assert!(
+            refused(run(msg("h4", r#","status":"rejected""#))),
+            "rejecting needs a reason"
+        );
+        assert!(refused(run(msg("h5", r#","status":"burnt""#))));
+        assert!(refused(run(msg("h6", r#","owner":"张三""#))));
+        assert!(refused(run(msg("h7", ""))));
+        assert!(refused(run(
+            r#"{"schema":"pithead/v1","msg_id":"h8","ticket":"ZZZZZZ","status":"acknowledged"}"#
+                .into()
+        )));
+        // Assigned by the county, with the owner and deadline.
+        assert_eq!(
+            run(msg(
+                "h9",
+                r#","status":"assigned","owner":"李工","deadline":"2999-01-01T08:00:00Z","measures":"补打锚杆","comment":"限期整改""#
+            )),
+            Some(Outcome::Accepted)
+        );
+        let after = hazards::get(&c, &h.ticket, now)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("gone"));
+        assert_eq!(after.status, Status::Assigned);
+        assert_eq!(after.owner.as_deref(), Some("李工"));
+        let last = after.steps.last().unwrap_or_else(|| panic!("no steps"));
+        assert_eq!(
+            (last.by.as_deref(), last.note.as_deref()),
+            (Some(COUNTY), Some("限期整改"))
+        );
+        assert_eq!(after.steps.len(), 3, "reported, the comment, assigned");
+        assert_eq!(outbox(&c), 2, "the new status goes back to the county");
+    }
+
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
         crate::store::schema::migrate(&mut c, None).unwrap_or_else(|e| panic!("{e}"));
@@ -237,10 +391,13 @@ mod tests {
         let now = SystemTime::now();
         let good = r#"{"schema":"pithead/v1","msg_id":"n1","title":"停电检修","body":"明天 8:00-10:00 主井停电检修","priority":"urgent","valid_until":"2999-01-01T00:00:00Z"}"#.as_bytes();
         assert_eq!(
-            handle(&c, "notice", good, now).ok(),
+            handle(&c, &cfg(), "notice", good, now).ok(),
             Some(Outcome::Accepted)
         );
-        assert_eq!(handle(&c, "notice", good, now).ok(), Some(Outcome::Replay));
+        assert_eq!(
+            handle(&c, &cfg(), "notice", good, now).ok(),
+            Some(Outcome::Replay)
+        );
         assert_eq!(current_notices(&c, now).map(|v| v.len()).ok(), Some(1));
         for bad in [
             &br#"{"schema":"pithead/v2","msg_id":"n2","title":"t","body":"b","valid_until":"2999-01-01T00:00:00Z"}"#[..],
@@ -249,19 +406,19 @@ mod tests {
             br#"{"schema":"pithead/v1","msg_id":"n5","title":"t","body":"b","valid_until":"2999-01-01T00:00:00Z","x":1}"#,
             b"\xff\xfe not json",
         ] {
-            assert!(matches!(handle(&c, "notice", bad, now).ok(), Some(Outcome::Refused(_))), "{}", String::from_utf8_lossy(bad));
+            assert!(matches!(handle(&c, &cfg(), "notice", bad, now).ok(), Some(Outcome::Refused(_))), "{}", String::from_utf8_lossy(bad));
         }
         assert!(matches!(
-            handle(&c, "notice", &vec![b' '; MAX_PAYLOAD + 1], now).ok(),
+            handle(&c, &cfg(), "notice", &vec![b' '; MAX_PAYLOAD + 1], now).ok(),
             Some(Outcome::Refused(_))
         ));
         assert!(matches!(
-            handle(&c, "reboot", b"{}", now).ok(),
+            handle(&c, &cfg(), "reboot", b"{}", now).ok(),
             Some(Outcome::Refused(_))
         ));
         let expired = br#"{"schema":"pithead/v1","msg_id":"n6","title":"t","body":"b","valid_until":"2000-01-01T00:00:00Z","valid_from":"1999-01-01T00:00:00Z"}"#;
         assert_eq!(
-            handle(&c, "notice", expired, now).ok(),
+            handle(&c, &cfg(), "notice", expired, now).ok(),
             Some(Outcome::Accepted)
         );
         assert_eq!(

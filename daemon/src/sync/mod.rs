@@ -13,8 +13,8 @@
 
 pub mod downlink;
 pub mod protocol;
+pub mod tracker;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -174,11 +174,7 @@ pub async fn run(
     let status_topic = protocol::topic(&county, &station, "status");
     let cmd_prefix = protocol::topic(&county, &station, "cmd/");
     let (client, mut events) = AsyncClient::new(opts, WINDOW + 16);
-    // What was handed to the client, in order: Some(row id), or None for a
-    // message that is not an outbox row (the status).
-    let mut awaiting: VecDeque<Option<i64>> = VecDeque::new();
-    let mut in_flight: HashMap<u16, i64> = HashMap::new();
-    let mut acked: Vec<i64> = Vec::new();
+    let mut tracker = tracker::Tracker::default();
     let mut connected = false;
     let mut backoff = Duration::from_millis(500);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -187,48 +183,49 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             ev = events.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     connected = true;
                     backoff = Duration::from_millis(500);
-                    awaiting.clear();
-                    in_flight.clear();
+                    tracker.reset();
+                    if ack.session_present {
+                        // We ask for clean sessions; a broker that keeps one
+                        // anyway would have rumqttc replay publishes the
+                        // tracker has forgotten. Drop them: the rows are
+                        // published again below.
+                        tracing::warn!("broker kept a session we did not ask for; replaying from the outbox instead");
+                        events.pending.clear();
+                    }
                     stats.connected.store(true, Ordering::Relaxed);
                     stats.connects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(url = %cfg.mqtt.url, "uplink connected");
                     let online = protocol::status(&county, &station, "online", &crate::store::now_rfc3339());
                     if client.publish(status_topic.clone(), QoS::AtLeastOnce, true, online).await.is_ok() {
-                        awaiting.push_back(None);
+                        tracker.handed(None);
                     }
                     // This station's commands only, again on every connection.
                     let _ = client.subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce).await;
-                    refill(&store, &client, &mut awaiting, &in_flight, &acked, &county, &station, &epoch, &stats).await;
+                    refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if let Some(Some(id)) = awaiting.pop_front() {
-                        in_flight.insert(pkid, id);
-                    }
-                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.written(pkid),
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    downlink(&store, &stats, &cmd_prefix, &p.topic, p.payload.to_vec()).await;
+                    downlink(&store, &cfg, &stats, &cmd_prefix, &p.topic, p.payload.to_vec()).await;
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(id) = in_flight.remove(&ack.pkid) {
-                        acked.push(id);
+                    if tracker.acknowledged(ack.pkid).is_some() {
                         stats.acknowledged.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     if connected {
-                        tracing::warn!(error = %e, in_flight = in_flight.len(), "uplink lost; unacknowledged messages will be sent again");
+                        tracing::warn!(error = %e, in_flight = tracker.in_flight(), "uplink lost; unacknowledged messages will be sent again");
                     } else {
                         tracing::debug!(error = %e, "uplink not reachable");
                     }
                     connected = false;
                     stats.connected.store(false, Ordering::Relaxed);
                     stats.failures.fetch_add(1, Ordering::Relaxed);
-                    awaiting.clear();
-                    in_flight.clear();
+                    tracker.reset();
                     // Backoff with jitter, so a county's stations do not all
                     // come back in the same second.
                     let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4);
@@ -240,14 +237,14 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => {
-                flush(&store, &mut acked).await;
+                flush(&store, &mut tracker).await;
                 if connected {
-                    refill(&store, &client, &mut awaiting, &in_flight, &acked, &county, &station, &epoch, &stats).await;
+                    refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
                 }
             }
         }
     }
-    flush(&store, &mut acked).await;
+    flush(&store, &mut tracker).await;
     if connected {
         let offline = protocol::status(&county, &station, "offline", &crate::store::now_rfc3339());
         let _ = client
@@ -269,11 +266,11 @@ pub async fn run(
 
 /// Marks acknowledged rows sent. A crash before this only means they are
 /// sent again, and dropped by the receiver as duplicates.
-async fn flush(store: &Store, acked: &mut Vec<i64>) {
-    if acked.is_empty() {
+async fn flush(store: &Store, tracker: &mut tracker::Tracker) {
+    let ids = tracker.take_acked();
+    if ids.is_empty() {
         return;
     }
-    let ids = std::mem::take(acked);
     let n = ids.len();
     let retry = ids.clone();
     let at = crate::store::now_rfc3339();
@@ -282,32 +279,24 @@ async fn flush(store: &Store, acked: &mut Vec<i64>) {
         .await
     {
         tracing::warn!(error = %e, rows = n, "cannot mark sent rows; will try again");
-        acked.extend(retry);
+        tracker.return_acked(retry);
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the task's state, passed explicitly"
-)]
 async fn refill(
     store: &Store,
     client: &AsyncClient,
-    awaiting: &mut VecDeque<Option<i64>>,
-    in_flight: &HashMap<u16, i64>,
-    acked: &[i64],
+    tracker: &mut tracker::Tracker,
     county: &str,
     station: &str,
     epoch: &str,
     stats: &SyncStats,
 ) {
-    let busy = awaiting.len() + in_flight.len();
+    let busy = tracker.busy();
     if busy >= WINDOW {
         return;
     }
-    let mut exclude: Vec<i64> = in_flight.values().copied().collect();
-    exclude.extend(awaiting.iter().flatten());
-    exclude.extend_from_slice(acked);
+    let exclude = tracker.exclude();
     let room = WINDOW - busy;
     let rows = match store
         .read(move |c| outbox::pending(c, &exclude, room))
@@ -328,13 +317,20 @@ async fn refill(
         {
             break;
         }
-        awaiting.push_back(Some(row.id));
+        tracker.handed(Some(row.id));
         stats.published.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Stores a message from the county, or refuses and counts it.
-async fn downlink(store: &Store, stats: &SyncStats, prefix: &str, topic: &str, payload: Vec<u8>) {
+async fn downlink(
+    store: &Store,
+    cfg: &Arc<Config>,
+    stats: &SyncStats,
+    prefix: &str,
+    topic: &str,
+    payload: Vec<u8>,
+) {
     let Some(kind) = topic.strip_prefix(prefix).map(str::to_owned) else {
         stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
@@ -344,9 +340,10 @@ async fn downlink(store: &Store, stats: &SyncStats, prefix: &str, topic: &str, p
         return;
     };
     let t = topic.to_owned();
+    let cfg = Arc::clone(cfg);
     let r = store
         .write(Durability::Acknowledged, move |c| {
-            downlink::handle(c, &kind, &payload, std::time::SystemTime::now())
+            downlink::handle(c, &cfg, &kind, &payload, std::time::SystemTime::now())
         })
         .await;
     match r {
