@@ -51,6 +51,31 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// [`minimal_config`] plus a roster of `miners` (badges 0000, 0001, …) and
+/// the uplink to `url`.
+pub fn uplink_config(dir: &Path, http: SocketAddr, url: &str, miners: usize) -> String {
+    let roster = dir.join("roster.csv");
+    let csv: String = std::iter::once("badge,name,team,role\n".to_owned())
+        .chain((0..miners).map(|i| format!("{i:04},工人{i},一队,工\n")))
+        .collect();
+    std::fs::write(&roster, csv).unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        "{}[roster]\nfile = \"{}\"\n[mqtt]\nenabled = true\nurl = \"{url}\"\nkeep_alive = \"5s\"\n",
+        minimal_config(&dir.join("data"), http),
+        roster.display()
+    )
+}
+
+/// A metric's value from `/metrics`, 0 when absent or unreachable.
+pub fn metric(http: SocketAddr, name: &str) -> f64 {
+    http_get(http, "/metrics")
+        .map(|r| r.1)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A minimal valid configuration for a station whose data lives in `data_dir`.
 pub fn minimal_config(data_dir: &Path, http: SocketAddr) -> String {
     format!(
@@ -442,13 +467,16 @@ pub fn wait_channels(
 }
 
 /// A real Mosquitto broker on a port of its own (never the system's 1883),
-/// with persistence in a scratch directory so a restart keeps sessions.
+/// by default with persistence in a scratch directory so a restart keeps
+/// sessions.
 #[derive(Debug)]
 pub struct Mosquitto {
     child: Option<Child>,
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    persistence: bool,
+    extra: String,
 }
 
 impl Mosquitto {
@@ -459,14 +487,28 @@ impl Mosquitto {
 
     /// Starts a broker on `port`.
     pub fn start_on(port: u16) -> Mosquitto {
+        Self::start_with(port, true, "")
+    }
+
+    /// Starts a broker on `port`, with or without persistence (without, a
+    /// restart loses every session and queued message), and `extra` lines
+    /// of configuration (more listeners, TLS).
+    pub fn start_with(port: u16, persistence: bool, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut m = Mosquitto {
             child: None,
             port,
             dir,
+            persistence,
+            extra: extra.to_owned(),
         };
         m.restart();
         m
+    }
+
+    /// Its scratch directory (for certificates and the like).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn binary() -> &'static str {
@@ -483,9 +525,12 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n",
+                "per_listener_settings false\nallow_anonymous true\nmax_queued_messages 0\n\
+                 persistence {}\npersistence_location {}/\nautosave_interval 1\nlistener {} 127.0.0.1\n{}",
+                self.persistence,
+                self.dir.path().display(),
                 self.port,
-                self.dir.path().display()
+                self.extra
             ),
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -511,6 +556,14 @@ impl Mosquitto {
             // SAFETY: kill(2) with a pid we own; no memory is touched.
             #[expect(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
             let _ = unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills it with SIGKILL: nothing is saved, connections just drop.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
             let _ = c.wait();
         }
     }
@@ -547,11 +600,21 @@ pub struct Received {
 pub struct Subscriber {
     /// Everything received so far.
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// Subscriptions the broker confirmed (one per connection).
+    pub subscribed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Subscriber {
-    /// Connects to the broker on `port`.
+    /// Connects to the broker on `port` with a persistent session and
+    /// QoS 1, so it misses nothing while the broker keeps its sessions.
     pub fn start(port: u16) -> Subscriber {
+        Self::start_with(port, rumqttc::QoS::AtLeastOnce)
+    }
+
+    /// Connects to the broker on `port`, subscribing at `qos`. At QoS 0 it
+    /// sends the broker nothing back, so a broker killed mid-stream closes
+    /// its connection cleanly and what it had written still arrives.
+    pub fn start_with(port: u16, qos: rumqttc::QoS) -> Subscriber {
         let mut o = rumqttc::MqttOptions::new("county-test-receiver", "127.0.0.1", port);
         o.set_clean_session(false);
         o.set_keep_alive(Duration::from_secs(5));
@@ -559,15 +622,18 @@ impl Subscriber {
         o.set_max_packet_size(1024 * 1024, 1024 * 1024);
         let (client, mut conn) = rumqttc::Client::new(o, 100);
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let r = std::sync::Arc::clone(&received);
+        let acks = std::sync::Arc::clone(&subscribed);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for ev in conn.iter() {
                 match ev {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                        let _ = client.subscribe("pithead/v1/#", rumqttc::QoS::AtLeastOnce);
+                        let _ = client.subscribe("pithead/v1/#", qos);
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let _ = ready_tx.send(());
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
@@ -587,7 +653,10 @@ impl Subscriber {
         ready_rx
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("subscriber not ready: {e}"));
-        Subscriber { received }
+        Subscriber {
+            received,
+            subscribed,
+        }
     }
 
     /// A copy of what was received.

@@ -7,20 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pithead_e2e::{Daemon, Mosquitto, Subscriber, free_port, http_request, minimal_config};
+use pithead_e2e::{Daemon, Mosquitto, Subscriber, free_port, http_request};
 use serde_json::Value;
 
 fn config(dir: &std::path::Path, http: SocketAddr, url: &str, miners: usize) -> String {
-    let roster = dir.join("roster.csv");
-    let csv: String = std::iter::once("badge,name,team,role\n".to_owned())
-        .chain((0..miners).map(|i| format!("{i:04},工人{i},一队,工\n")))
-        .collect();
-    std::fs::write(&roster, csv).unwrap_or_else(|e| panic!("{e}"));
-    format!(
-        "{}[roster]\nfile = \"{}\"\n[mqtt]\nenabled = true\nurl = \"{url}\"\nkeep_alive = \"5s\"\n",
-        minimal_config(&dir.join("data"), http),
-        roster.display()
-    )
+    pithead_e2e::uplink_config(dir, http, url, miners)
 }
 
 fn check_in(http: SocketAddr, badge: usize) {
@@ -335,4 +326,223 @@ fn wait_offline(sub: &Subscriber, within: Duration, what: &str) {
         assert!(Instant::now() < end, "{what}: {last:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn every_record_kind_arrives_with_the_documented_payload() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port);
+    let sim = pithead_e2e::Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Ten settled minutes of statistics, as the recorder would have left
+    // them before a restart: the first report at start sends them.
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_pithead-outbox-fill"))
+        .arg(dir.path().join("data"))
+        .arg("0")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(made.status.success());
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0);
+    let start = now_ms - now_ms.rem_euclid(60_000) - 15 * 60_000;
+    for m in 0..10 {
+        db.execute(
+            "INSERT INTO aggregates(channel, minute_ms, min, max, mean, count, faults) VALUES ('ch4-1201-face', ?1, 0.29, 0.33, 0.31, 60, 0)",
+            [start + m * 60_000],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    drop(db);
+    let config = pithead_e2e::face_station(
+        dir.path(),
+        http,
+        &sim,
+        &format!(
+            "[mqtt]\nenabled = true\nurl = \"{}\"\nkeep_alive = \"5s\"\n",
+            broker.url()
+        ),
+    );
+    let mut d = Daemon::start(dir.path(), &config, http);
+    d.wait_healthy(Duration::from_secs(20));
+    let (s, b) = http_request(
+        http,
+        "POST",
+        "/api/v1/checkins",
+        &[],
+        "{\"badge\": \"0001\", \"direction\": \"in\"}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = http_request(
+        http,
+        "POST",
+        "/api/v1/hazards",
+        &[],
+        "{\"category\": \"roof\", \"location\": \"1201 回风巷\", \"grade\": \"major\", \"description\": \"顶板掉渣\", \"anonymous\": true}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 201, "{b}");
+    // Methane over the face's power-cut level.
+    sim.control("set 1 input 0 160");
+
+    let want = [
+        "status",
+        "alarm",
+        "checkin",
+        "headcount",
+        "hazard",
+        "summary",
+    ];
+    let end = Instant::now() + Duration::from_secs(30);
+    let by_kind = loop {
+        let mut by_kind: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for m in sub.all() {
+            let kind = m.topic.rsplit('/').next().unwrap_or_default().to_owned();
+            assert_eq!(
+                m.topic,
+                format!("pithead/v1/test-county/test-station/{kind}")
+            );
+            let v: Value =
+                serde_json::from_str(&m.payload).unwrap_or_else(|e| panic!("{e}: {}", m.payload));
+            by_kind.entry(kind).or_default().push(v);
+        }
+        let alarm_raised = by_kind
+            .get("alarm")
+            .is_some_and(|v| v.iter().any(|a| a["body"]["event"] == "raised"));
+        if want.iter().all(|k| by_kind.contains_key(*k)) && alarm_raised {
+            break by_kind;
+        }
+        assert!(
+            Instant::now() < end,
+            "missing kinds: {:?}\n{}",
+            want.iter()
+                .filter(|k| !by_kind.contains_key(**k))
+                .collect::<Vec<_>>(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // Status: online, retained, with the station and version.
+    let st = &by_kind["status"][0];
+    assert_eq!(
+        (&st["schema"], &st["state"], &st["county"], &st["station"]),
+        (
+            &Value::from("pithead/v1"),
+            &Value::from("online"),
+            &Value::from("test-county"),
+            &Value::from("test-station")
+        )
+    );
+    assert!(st["version"].is_string() && st["at"].is_string(), "{st}");
+    // Every envelope has every documented field.
+    for (kind, lane) in [
+        ("alarm", "alarm"),
+        ("checkin", "checkin"),
+        ("headcount", "checkin"),
+        ("hazard", "hazard"),
+        ("summary", "summary"),
+    ] {
+        for v in &by_kind[kind] {
+            assert_eq!(v["schema"], "pithead/v1", "{v}");
+            assert_eq!(v["kind"], kind, "{v}");
+            assert_eq!(v["lane"], lane, "{v}");
+            assert_eq!(
+                (&v["county"], &v["station"]),
+                (&Value::from("test-county"), &Value::from("test-station"))
+            );
+            assert!(v["msg_id"].as_str().is_some_and(|s| s.len() == 36), "{v}");
+            assert!(v["epoch"].as_str().is_some_and(|s| s.len() == 36), "{v}");
+            assert!(v["seq"].as_i64().is_some_and(|s| s >= 1), "{v}");
+            assert!(
+                v["created_at"].as_str().is_some_and(|s| s.ends_with('Z')),
+                "{v}"
+            );
+            assert!(v["body"].is_object(), "{v}");
+        }
+    }
+    let alarm = by_kind["alarm"]
+        .iter()
+        .find(|a| a["body"]["event"] == "raised")
+        .map(|a| &a["body"])
+        .unwrap_or_else(|| panic!("no raised alarm"));
+    assert_eq!(alarm["channel"], "ch4-1201-face");
+    assert_eq!(alarm["state"], "ok");
+    assert!(alarm["value"].as_f64().is_some_and(|v| v >= 1.0), "{alarm}");
+    assert!(
+        alarm["alarm_id"].is_u64() && alarm["at"].is_string(),
+        "{alarm}"
+    );
+    assert!(
+        ["warning", "alarm", "power_cut"].contains(&alarm["level"].as_str().unwrap_or_default()),
+        "{alarm}"
+    );
+    let checkin = &by_kind["checkin"][0]["body"];
+    assert_eq!(
+        (
+            &checkin["badge"],
+            &checkin["name"],
+            &checkin["direction"],
+            &checkin["outcome"]
+        ),
+        (
+            &Value::from("0001"),
+            &Value::from("张伟"),
+            &Value::from("in"),
+            &Value::from("ok")
+        )
+    );
+    let hazard = &by_kind["hazard"][0]["body"];
+    assert_eq!(
+        (
+            &hazard["event"],
+            &hazard["urgent"],
+            &hazard["grade"],
+            &hazard["status"]
+        ),
+        (
+            &Value::from("reported"),
+            &Value::from(true),
+            &Value::from("major"),
+            &Value::from("reported")
+        )
+    );
+    assert!(
+        hazard["ticket"].as_str().is_some_and(|t| t.len() == 6),
+        "{hazard}"
+    );
+    assert!(
+        hazard["steps"].is_array() && hazard["reporter"].is_null(),
+        "{hazard}"
+    );
+    let head = &by_kind["headcount"][0]["body"];
+    assert!(
+        head["underground"].is_u64() && head["people"].is_array(),
+        "{head}"
+    );
+    let summary = &by_kind["summary"][0]["body"];
+    let minutes = &summary["channels"][0]["minutes"];
+    assert_eq!(
+        summary["channels"][0]["channel"], "ch4-1201-face",
+        "{summary}"
+    );
+    assert_eq!(minutes.as_array().map(Vec::len), Some(10), "{summary}");
+    assert_eq!(
+        (
+            &minutes[0]["mean"],
+            &minutes[0]["count"],
+            &minutes[0]["faults"]
+        ),
+        (&Value::from(0.31), &Value::from(60), &Value::from(0))
+    );
+    assert!(
+        summary["from"].is_string() && summary["to"].is_string(),
+        "{summary}"
+    );
+    d.signal(libc::SIGTERM);
 }

@@ -20,6 +20,7 @@ pub mod retention;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -164,6 +165,8 @@ struct Inner {
     broken: Option<String>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Notified after a commit that added outbox rows.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -183,10 +186,25 @@ impl Store {
             source,
         })?;
         init_meta(&conn)?;
+        // The sync task sleeps until a commit adds to the outbox, so a live
+        // alarm goes out at once instead of at the next poll of the table.
+        let added = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&added);
+        conn.update_hook(Some(move |action, _db: &str, table: &str, _row| {
+            if action == rusqlite::hooks::Action::SQLITE_INSERT && table == "outbox" {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }))
+        .map_err(|e| StoreError::Rejected(format!("cannot watch the outbox: {e}")))?;
+        let outbox = Arc::new(tokio::sync::Notify::new());
+        let notify = OutboxNotify {
+            added,
+            notify: Arc::clone(&outbox),
+        };
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &notify))
             .map_err(|e| StoreError::Rejected(format!("cannot start the store writer: {e}")))?;
         Ok(Store {
             jobs: tx,
@@ -195,6 +213,7 @@ impl Store {
                 broken: None,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(writer)),
+                outbox,
             }),
         })
     }
@@ -211,6 +230,7 @@ impl Store {
                 broken: Some(reason),
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(None),
+                outbox: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -218,6 +238,13 @@ impl Store {
     /// Why the database is unavailable, if it is.
     pub fn unavailable_reason(&self) -> Option<&str> {
         self.inner.broken.as_deref()
+    }
+
+    /// Resolves once a commit has added outbox rows since the last call
+    /// resolved (at once if one has). Never resolves for a store without a
+    /// database.
+    pub async fn outbox_added(&self) {
+        self.inner.outbox.notified().await;
     }
 
     /// The database file.
@@ -390,7 +417,26 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// Tells the sync task that committed outbox rows are waiting.
+struct OutboxNotify {
+    /// Set by the update hook when a row is inserted into the outbox.
+    added: Arc<AtomicBool>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl OutboxNotify {
+    fn committed(&self) {
+        if self.added.swap(false, Ordering::Relaxed) {
+            self.notify.notify_one();
+        }
+    }
+
+    fn rolled_back(&self) {
+        self.added.store(false, Ordering::Relaxed);
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, notify: &OutboxNotify) {
     let mut synchronous_full = true;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = rx.blocking_recv() {
@@ -424,12 +470,20 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        run_batch(&conn, &mut batch);
+        if run_batch(&conn, &mut batch, &notify.added) {
+            notify.committed();
+        } else {
+            notify.rolled_back();
+        }
     }
     tracing::debug!("store writer stopped");
 }
 
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
+/// Runs and commits a batch; whether it was committed.
+///
+/// `added` is the outbox hook's flag: a job rolled back to its savepoint
+/// leaves it as it was before the job.
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> bool {
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
     let mut open = false;
     // Answers every job run so far in this batch with an error: their
@@ -461,6 +515,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
             }
             continue;
         }
+        let added_before = added.load(Ordering::Relaxed);
         let (outcome, finish) = (job.run)(Ok(conn));
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back by itself (it does so
@@ -485,7 +540,10 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
             if let Err(e) = conn.execute_batch("RELEASE job") {
                 tracing::error!(error = %e, "releasing a savepoint failed");
             }
-        } else if let Err(e) = conn.execute_batch("ROLLBACK TO job; RELEASE job") {
+        } else if let Err(e) = conn
+            .execute_batch("ROLLBACK TO job; RELEASE job")
+            .inspect(|()| added.store(added_before, Ordering::Relaxed))
+        {
             // The failed job's writes could not be undone: nothing of this
             // batch may be committed.
             tracing::error!(error = %e, "rolling back a failed job failed; abandoning the batch");
@@ -500,13 +558,14 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
         finishes.push(finish);
     }
     if !open {
-        return;
+        return false;
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
             for finish in finishes {
                 finish(Ok(()));
             }
+            true
         }
         Err(e) => {
             if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
@@ -518,6 +577,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
                 let _ = conn.execute_batch("ROLLBACK");
             }
             abandon(&mut finishes, &|| StoreError::for_batch(&e));
+            false
         }
     }
 }

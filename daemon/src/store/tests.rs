@@ -121,6 +121,89 @@ async fn sequence_numbers_are_per_lane() -> Result<(), StoreError> {
 }
 
 #[tokio::test]
+async fn pending_rows_come_most_urgent_lane_first_skipping_the_excluded() -> Result<(), StoreError>
+{
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    let ids = store
+        .write(Durability::Bulk, |c| {
+            let at = now_rfc3339();
+            let j = serde_json::json!({});
+            Ok([
+                outbox::enqueue(c, Lane::Summary, "summary", &at, &j)?.id,
+                outbox::enqueue(c, Lane::Checkin, "checkin", &at, &j)?.id,
+                outbox::enqueue(c, Lane::Alarm, "alarm", &at, &j)?.id,
+                outbox::enqueue(c, Lane::Hazard, "hazard", &at, &j)?.id,
+                outbox::enqueue(c, Lane::Alarm, "alarm", &at, &j)?.id,
+            ])
+        })
+        .await?;
+    let [summary, checkin, alarm1, hazard, alarm2] = ids;
+    let all = store.read(|c| outbox::pending(c, &[], 10)).await?;
+    assert_eq!(
+        all.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [alarm1, alarm2, hazard, checkin, summary]
+    );
+    let some = store
+        .read(move |c| outbox::pending(c, &[alarm1, checkin], 2))
+        .await?;
+    assert_eq!(
+        some.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [alarm2, hazard]
+    );
+    store
+        .write(Durability::Bulk, move |c| {
+            outbox::mark_sent(c, &[alarm2, hazard], &now_rfc3339())
+        })
+        .await?;
+    let rest = store.read(|c| outbox::pending(c, &[], 10)).await?;
+    assert_eq!(
+        rest.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [alarm1, checkin, summary]
+    );
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_commit_that_adds_to_the_outbox_wakes_the_sync_task() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    let woken = |store: &Store| {
+        let s = store.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(200), s.outbox_added())
+                .await
+                .is_ok()
+        }
+    };
+    // Rows without outbox rows: no wake-up.
+    store
+        .write(Durability::Bulk, |c| {
+            events::insert(c, &now_rfc3339(), &event("x"))
+        })
+        .await?;
+    assert!(!woken(&store).await);
+    // A job whose outbox row is rolled back: none either.
+    let failed = store
+        .write(Durability::Acknowledged, |c| {
+            record_with_outbox(c, "x")?;
+            Err::<(), _>(StoreError::Rejected("no".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert!(!woken(&store).await);
+    // A committed outbox row: woken, once.
+    store
+        .write(Durability::Acknowledged, |c| record_with_outbox(c, "x"))
+        .await?;
+    assert!(woken(&store).await);
+    assert!(!woken(&store).await);
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn full_disk_is_an_error_the_writer_survives() -> Result<(), StoreError> {
     let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
     let store = Store::open(dir.path())?;

@@ -10,6 +10,13 @@
 //! never replays an old packet behind our back. A row may therefore be
 //! sent twice around a reconnect, never lost: the receiver drops the
 //! duplicate by its message id.
+//!
+//! Throughput: up to [`WINDOW`] messages are in flight; the window is
+//! topped up from the outbox whenever half of it is free, and acknowledged
+//! rows are marked sent in batches. Latency: a commit that adds an outbox
+//! row wakes the task at once ([`Store::outbox_added`]), and the outbox is
+//! read most urgent lane first, so a live alarm overtakes a backlog of
+//! check-ins or summaries (`BENCHMARKS.md`).
 
 pub mod downlink;
 pub mod protocol;
@@ -27,6 +34,14 @@ use crate::store::{Durability, Store, outbox};
 
 /// Messages in flight at once (unacknowledged by the broker).
 pub const WINDOW: usize = 64;
+
+/// The window is topped up once this many are free, so each outbox read
+/// fetches a batch rather than a row.
+const REFILL_AT: usize = WINDOW / 2;
+
+/// Acknowledged rows are marked sent in one write once this many wait (and
+/// at every tick).
+const FLUSH_AT: usize = 1024;
 
 /// Uplink figures for `/metrics` and the console.
 #[derive(Debug, Default)]
@@ -173,27 +188,28 @@ pub async fn run(
     let (county, station) = (cfg.station.county.clone(), cfg.station.id.clone());
     let status_topic = protocol::topic(&county, &station, "status");
     let cmd_prefix = protocol::topic(&county, &station, "cmd/");
-    let (client, mut events) = AsyncClient::new(opts, WINDOW + 16);
+    let (client, eventloop) = AsyncClient::new(opts, WINDOW + 16);
+    // rumqttc's poll is not cancel-safe while it connects (a dropped poll
+    // drops the new connection, and the broker publishes our last will), so
+    // it runs in a task of its own and never loses a race in a select.
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(4 * WINDOW);
+    let pump = tokio::spawn(pump(eventloop, events_tx));
     let mut tracker = tracker::Tracker::default();
     let mut connected = false;
-    let mut backoff = Duration::from_millis(500);
+    let mut last_error: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            ev = events.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            ev = events.recv() => match ev {
+                None => break,
+                Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     connected = true;
-                    backoff = Duration::from_millis(500);
+                    last_error = None;
                     tracker.reset();
                     if ack.session_present {
-                        // We ask for clean sessions; a broker that keeps one
-                        // anyway would have rumqttc replay publishes the
-                        // tracker has forgotten. Drop them: the rows are
-                        // published again below.
                         tracing::warn!("broker kept a session we did not ask for; replaying from the outbox instead");
-                        events.pending.clear();
                     }
                     stats.connected.store(true, Ordering::Relaxed);
                     stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -206,36 +222,44 @@ pub async fn run(
                     let _ = client.subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce).await;
                     refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.written(pkid),
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => tracker.written(pkid),
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
                     downlink(&store, &cfg, &stats, &cmd_prefix, &p.topic, p.payload.to_vec()).await;
                 }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     if tracker.acknowledged(ack.pkid).is_some() {
                         stats.acknowledged.fetch_add(1, Ordering::Relaxed);
                     }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if connected {
-                        tracing::warn!(error = %e, in_flight = tracker.in_flight(), "uplink lost; unacknowledged messages will be sent again");
-                    } else {
-                        tracing::debug!(error = %e, "uplink not reachable");
+                    if tracker.acked() >= FLUSH_AT {
+                        flush(&store, &mut tracker).await;
                     }
+                    if connected && WINDOW - tracker.busy().min(WINDOW) >= REFILL_AT {
+                        refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(why)) => {
+                    if connected {
+                        tracing::warn!(error = %why, in_flight = tracker.in_flight(), "uplink lost; unacknowledged messages will be sent again");
+                    } else if last_error.as_deref() != Some(why.as_str()) {
+                        // Said once per kind of failure (a refused TLS
+                        // certificate must be visible), then quietly.
+                        tracing::warn!(error = %why, url = %cfg.mqtt.url, "uplink not reachable; records wait in the outbox");
+                    } else {
+                        tracing::debug!(error = %why, "uplink not reachable");
+                    }
+                    last_error = Some(why);
                     connected = false;
                     stats.connected.store(false, Ordering::Relaxed);
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracker.reset();
-                    // Backoff with jitter, so a county's stations do not all
-                    // come back in the same second.
-                    let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff + jitter) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             },
+            // A commit added rows (a live alarm, say): send them now, ahead
+            // of any backlog of a lower lane.
+            () = store.outbox_added(), if connected => {
+                refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
+            }
             _ = tick.tick() => {
                 flush(&store, &mut tracker).await;
                 if connected {
@@ -253,15 +277,55 @@ pub async fn run(
         let _ = client.disconnect().await;
         // Let the event loop send both.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(ev) = events.poll().await {
-                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+            while let Some(ev) = events.recv().await {
+                if matches!(ev, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {
                     break;
                 }
             }
         })
         .await;
     }
+    pump.abort();
     stats.connected.store(false, Ordering::Relaxed);
+}
+
+/// Polls rumqttc's event loop, which also connects and reconnects, and
+/// hands every event over in order; after a failure it waits (backoff with
+/// jitter, so a county's stations do not all come back in the same second)
+/// before the next poll reconnects. Ends when the sync task is gone.
+async fn pump(
+    mut events: rumqttc::EventLoop,
+    tx: tokio::sync::mpsc::Sender<Result<Event, String>>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match events.poll().await {
+            Ok(ev) => {
+                if let Event::Incoming(Packet::ConnAck(ack)) = &ev {
+                    backoff = Duration::from_millis(500);
+                    if ack.session_present {
+                        // We ask for clean sessions; a broker that keeps one
+                        // anyway would have rumqttc replay publishes the
+                        // tracker has forgotten. Drop them: the sync task
+                        // publishes the rows again from the outbox.
+                        events.pending.clear();
+                    }
+                }
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if tx.send(Err(e.to_string())).await.is_err() {
+                    return;
+                }
+                let jitter =
+                    Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4);
+                tokio::time::sleep(backoff + jitter).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
 }
 
 /// Marks acknowledged rows sent. A crash before this only means they are

@@ -83,6 +83,11 @@ impl Tracker {
         self.acked.extend(rows);
     }
 
+    /// Acknowledged rows not yet taken.
+    pub fn acked(&self) -> usize {
+        self.acked.len()
+    }
+
     /// Rows in flight (for the log).
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
