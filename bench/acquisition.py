@@ -55,6 +55,7 @@ def config(n, data_dir, http, modbus, coalesce):
         f'[storage]\ndata_dir = "{data_dir}"\n',
         f'[http]\nlisten = "127.0.0.1:{http}"\n',
         '[log]\nlevel = "warn"\n',
+        '[outputs]\nbackend = "sim"\nself_test = false\n',
         f'[acquisition]\nwarm_up = "0s"\ncoalesce = {"true" if coalesce else "false"}\n',
         f'[[bus]]\nid = "sim"\ntransport = "tcp"\nhost = "127.0.0.1"\nport = {modbus}\n',
     ]
