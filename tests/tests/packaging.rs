@@ -19,10 +19,8 @@ fn repo() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (tests/run-all installs what is missing)"));
-    out
+    cmd.output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (tests/run-all installs what is missing)"))
 }
 
 fn text(o: &Output) -> String {
