@@ -373,6 +373,14 @@ pub fn step(
                 "rejecting needs a reason (note)",
             ));
         }
+        if s.status != Status::Assigned
+            && (s.owner.is_some() || s.deadline.is_some() || s.measures.is_some())
+        {
+            return Err(invalid(
+                "负责人、整改期限和整改措施只在“指派整改”时填写",
+                "owner, deadline and measures go with status `assigned` only",
+            ));
+        }
         if s.status == Status::Assigned {
             s.owner = Some(text(
                 s.owner.as_deref().unwrap_or(""),

@@ -35,13 +35,7 @@ fn text(o: &Output) -> String {
 fn unit_copy(dir: &Path, name: &str) -> PathBuf {
     let src = std::fs::read_to_string(repo().join("systemd").join(name))
         .unwrap_or_else(|e| panic!("{e}"));
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("/bin/true");
-    let text = src
-        .replace("/usr/bin/pithead", &pithead_bin().display().to_string())
-        .replace("/usr/bin/chromium", chromium);
+    let text = src.replace("/usr/bin/pithead", &pithead_bin().display().to_string());
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
     p
@@ -90,6 +84,8 @@ fn systemd_verifies_the_units_and_rates_the_service_at_most_1_5() {
         "DeviceAllow=char-ttyAMA rw",
         "DeviceAllow=char-ttyUSB rw",
         "DeviceAllow=char-watchdog rw",
+        "DeviceAllow=/dev/watchdog rw",
+        "DeviceAllow=char-ttyACM rw",
         "ExecStartPre=/usr/bin/pithead validate --config /etc/pithead/pithead.toml",
         "ExecStart=/usr/bin/pithead run --config /etc/pithead/pithead.toml",
         "Restart=always",
@@ -202,6 +198,7 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
         "./usr/lib/systemd/user/pithead-kiosk.service",
         "./usr/lib/sysusers.d/pithead.conf",
         "./usr/lib/tmpfiles.d/pithead.conf",
+        "./usr/lib/udev/rules.d/60-pithead.rules",
         "./etc/pithead/pithead.toml",
         "./usr/share/doc/pithead/presets/cn-coal.toml",
         "./usr/share/doc/pithead/presets/us-msha.toml",

@@ -170,6 +170,11 @@ pub const MIGRATIONS: &[&str] = &[
         received_at TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // v7: the county's hazard updates are checked for replays by message
+    // id; without an index that was a scan of the whole event log.
+    r#"
+    CREATE INDEX events_county_hazard ON events(subject) WHERE kind = 'county.hazard';
+    "#,
 ];
 
 /// The version a database has after every migration.

@@ -353,6 +353,13 @@ mod tests {
         assert!(refused(run(msg("h5", r#","status":"burnt""#))));
         assert!(refused(run(msg("h6", r#","owner":"张三""#))));
         assert!(refused(run(msg("h7", ""))));
+        assert!(
+            refused(run(msg(
+                "h10",
+                r#","status":"rejected","comment":"重复","deadline":"garbage""#
+            ))),
+            "owner, deadline and measures only with assigned"
+        );
         assert!(refused(run(
             r#"{"schema":"pithead/v1","msg_id":"h8","ticket":"ZZZZZZ","status":"acknowledged"}"#
                 .into()

@@ -1,13 +1,16 @@
-//! Sync: the only code that speaks MQTT. One task owns the event loop.
+//! Sync: the only code that speaks MQTT.
 //!
 //! It reads the outbox most urgent lane first, publishes with QoS 1, and
 //! marks a row sent only when the broker's PUBACK for it arrives. Packet
 //! ids are matched to rows through rumqttc's `Outgoing::Publish(pkid)`
 //! events, which come in the order the publishes were handed over; the
 //! task publishes only while connected, and on any disconnect it forgets
-//! what was in flight (the rows are still unsent on disk) and starts again
-//! from the outbox after the next CONNACK. Sessions are clean, so rumqttc
-//! never replays an old packet behind our back. A row may therefore be
+//! what was in flight (the rows are still unsent on disk), drops the whole
+//! rumqttc client and event loop, and starts again from the outbox with a
+//! fresh one after the next CONNACK. Nothing of an old connection (queued
+//! requests, buffered events, packet-id state) can reach a new one and
+//! shift the mapping, and sessions are clean, so rumqttc never replays an
+//! old packet behind our back. A row may therefore be
 //! sent twice around a reconnect, never lost: the receiver drops the
 //! duplicate by its message id.
 //!
@@ -188,12 +191,9 @@ pub async fn run(
     let (county, station) = (cfg.station.county.clone(), cfg.station.id.clone());
     let status_topic = protocol::topic(&county, &station, "status");
     let cmd_prefix = protocol::topic(&county, &station, "cmd/");
-    let (client, eventloop) = AsyncClient::new(opts, WINDOW + 16);
-    // rumqttc's poll is not cancel-safe while it connects (a dropped poll
-    // drops the new connection, and the broker publishes our last will), so
-    // it runs in a task of its own and never loses a race in a select.
-    let (events_tx, mut events) = tokio::sync::mpsc::channel(4 * WINDOW);
-    let pump = tokio::spawn(pump(eventloop, events_tx));
+    let mut link: Option<Link> = None;
+    let mut reconnect_at = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(500);
     let mut tracker = tracker::Tracker::default();
     let mut connected = false;
     let mut last_error: Option<String> = None;
@@ -202,11 +202,15 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            ev = events.recv() => match ev {
-                None => break,
-                Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+            () = tokio::time::sleep_until(reconnect_at), if link.is_none() => {
+                link = Some(Link::open(opts.clone()));
+            }
+            ev = recv(&mut link) => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    let Some(l) = &link else { continue };
                     connected = true;
                     last_error = None;
+                    backoff = Duration::from_millis(500);
                     tracker.reset();
                     if ack.session_present {
                         tracing::warn!("broker kept a session we did not ask for; replaying from the outbox instead");
@@ -215,30 +219,32 @@ pub async fn run(
                     stats.connects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(url = %cfg.mqtt.url, "uplink connected");
                     let online = protocol::status(&county, &station, "online", &crate::store::now_rfc3339());
-                    if client.publish(status_topic.clone(), QoS::AtLeastOnce, true, online).await.is_ok() {
+                    if l.client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, online).is_ok() {
                         tracker.handed(None);
                     }
                     // This station's commands only, again on every connection.
-                    let _ = client.subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce).await;
-                    refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
+                    let _ = l.client.try_subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce);
+                    refill(&store, &l.client, &mut tracker, &county, &station, &epoch, &stats).await;
                 }
-                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => tracker.written(pkid),
-                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.written(pkid),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
                     downlink(&store, &cfg, &stats, &cmd_prefix, &p.topic, p.payload.to_vec()).await;
                 }
-                Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if tracker.acknowledged(ack.pkid).is_some() {
                         stats.acknowledged.fetch_add(1, Ordering::Relaxed);
                     }
                     if tracker.acked() >= FLUSH_AT {
                         flush(&store, &mut tracker).await;
                     }
-                    if connected && WINDOW - tracker.busy().min(WINDOW) >= REFILL_AT {
-                        refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
+                    if let (true, Some(l)) = (connected, &link)
+                        && WINDOW - tracker.busy().min(WINDOW) >= REFILL_AT
+                    {
+                        refill(&store, &l.client, &mut tracker, &county, &station, &epoch, &stats).await;
                     }
                 }
-                Some(Ok(_)) => {}
-                Some(Err(why)) => {
+                Ok(_) => {}
+                Err(why) => {
                     if connected {
                         tracing::warn!(error = %why, in_flight = tracker.in_flight(), "uplink lost; unacknowledged messages will be sent again");
                     } else if last_error.as_deref() != Some(why.as_str()) {
@@ -252,32 +258,45 @@ pub async fn run(
                     connected = false;
                     stats.connected.store(false, Ordering::Relaxed);
                     stats.failures.fetch_add(1, Ordering::Relaxed);
+                    // The whole client goes: its request queue, rumqttc's
+                    // buffered events and packet-id state die with it, so
+                    // nothing from this connection can reach the next one
+                    // and shift the packet-id mapping. The rows not
+                    // acknowledged are still unsent on disk.
+                    link = None;
                     tracker.reset();
+                    // Backoff with jitter, so a county's stations do not all
+                    // come back in the same second.
+                    let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4);
+                    reconnect_at = tokio::time::Instant::now() + backoff + jitter;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             },
             // A commit added rows (a live alarm, say): send them now, ahead
             // of any backlog of a lower lane.
             () = store.outbox_added(), if connected => {
-                refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
+                if let Some(l) = &link {
+                    refill(&store, &l.client, &mut tracker, &county, &station, &epoch, &stats).await;
+                }
             }
             _ = tick.tick() => {
                 flush(&store, &mut tracker).await;
-                if connected {
-                    refill(&store, &client, &mut tracker, &county, &station, &epoch, &stats).await;
+                if let (true, Some(l)) = (connected, &link) {
+                    refill(&store, &l.client, &mut tracker, &county, &station, &epoch, &stats).await;
                 }
             }
         }
     }
     flush(&store, &mut tracker).await;
-    if connected {
+    if let (true, Some(mut l)) = (connected, link) {
         let offline = protocol::status(&county, &station, "offline", &crate::store::now_rfc3339());
-        let _ = client
-            .publish(status_topic, QoS::AtLeastOnce, true, offline)
-            .await;
-        let _ = client.disconnect().await;
-        // Let the event loop send both.
+        let _ = l
+            .client
+            .try_publish(status_topic, QoS::AtLeastOnce, true, offline);
+        let _ = l.client.try_disconnect();
+        // Let the event loop send both, briefly.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Some(ev) = events.recv().await {
+            while let Some(ev) = l.events.recv().await {
                 if matches!(ev, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {
                     break;
                 }
@@ -285,44 +304,75 @@ pub async fn run(
         })
         .await;
     }
-    pump.abort();
     stats.connected.store(false, Ordering::Relaxed);
 }
 
-/// Polls rumqttc's event loop, which also connects and reconnects, and
-/// hands every event over in order; after a failure it waits (backoff with
-/// jitter, so a county's stations do not all come back in the same second)
-/// before the next poll reconnects. Ends when the sync task is gone.
+/// One connection attempt and, if it succeeds, the connection: a fresh
+/// rumqttc client and event loop. rumqttc's poll is not cancel-safe while it
+/// connects (a dropped poll drops the new connection, and the broker
+/// publishes our last will), so the event loop is polled by a task of its
+/// own that hands every event over in order, and ends at the first error.
+struct Link {
+    client: AsyncClient,
+    events: tokio::sync::mpsc::Receiver<Result<Event, String>>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    fn open(opts: MqttOptions) -> Link {
+        let (client, eventloop) = AsyncClient::new(opts, WINDOW + 16);
+        let (tx, events) = tokio::sync::mpsc::channel(16 * WINDOW);
+        let pump = tokio::spawn(pump(eventloop, tx));
+        Link {
+            client,
+            events,
+            pump,
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+/// The next event of the current connection; pending while there is none.
+async fn recv(link: &mut Option<Link>) -> Result<Event, String> {
+    match link {
+        Some(l) => l
+            .events
+            .recv()
+            .await
+            .unwrap_or_else(|| Err("the MQTT event loop stopped".into())),
+        None => std::future::pending().await,
+    }
+}
+
+/// Polls one connection's event loop until its first error.
 async fn pump(
     mut events: rumqttc::EventLoop,
     tx: tokio::sync::mpsc::Sender<Result<Event, String>>,
 ) {
-    let mut backoff = Duration::from_millis(500);
     loop {
         match events.poll().await {
             Ok(ev) => {
-                if let Event::Incoming(Packet::ConnAck(ack)) = &ev {
-                    backoff = Duration::from_millis(500);
-                    if ack.session_present {
-                        // We ask for clean sessions; a broker that keeps one
-                        // anyway would have rumqttc replay publishes the
-                        // tracker has forgotten. Drop them: the sync task
-                        // publishes the rows again from the outbox.
-                        events.pending.clear();
-                    }
+                if let Event::Incoming(Packet::ConnAck(ack)) = &ev
+                    && ack.session_present
+                {
+                    // We ask for clean sessions; a broker that keeps one
+                    // anyway would have rumqttc replay publishes the tracker
+                    // never saw. Drop them: the sync task publishes the rows
+                    // again from the outbox.
+                    events.pending.clear();
                 }
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                if tx.send(Err(e.to_string())).await.is_err() {
-                    return;
-                }
-                let jitter =
-                    Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4);
-                tokio::time::sleep(backoff + jitter).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                let _ = tx.send(Err(e.to_string())).await;
+                return;
             }
         }
     }
