@@ -98,9 +98,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Arc::clone(&uplink),
         shutdown.clone(),
     ));
+    let overdue_clock = Arc::new(std::sync::Mutex::new(crate::roster::OverdueClock::default()));
     tracker.spawn(crate::roster::watch_overdue(
         store.clone(),
         Arc::clone(&config),
+        Arc::clone(&overdue_clock),
         alarms.commands.clone(),
         shutdown.clone(),
     ));
@@ -159,6 +161,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         started: Instant::now(),
         acquisition,
         alarms,
+        overdue: overdue_clock,
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {

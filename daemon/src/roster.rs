@@ -6,9 +6,9 @@
 //! before the answer. The rules are plain functions over a connection
 //! inside the store's transaction.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -411,8 +411,60 @@ pub struct Underground {
     pub since: String,
     /// Minutes underground so far.
     pub minutes: i64,
-    /// Past shift length and grace.
+    /// Past shift length and grace (by the wall clock, for display; the
+    /// overdue alarm is judged by [`OverdueClock`]).
     pub overdue: bool,
+    /// Checked in at, Unix ms.
+    #[serde(skip)]
+    pub since_ms: i64,
+}
+
+/// Judges who is overdue on the monotonic clock, so that a wall-clock jump
+/// (NTP stepping a Pi that booted without a real-time clock, a hand-set
+/// date) never raises or clears an overdue alarm. Each check-in is anchored
+/// when first seen: how long ago it was by the wall clock then, plus the
+/// monotonic time since. Check-ins from before a restart are anchored at
+/// start, by the wall clock of that moment.
+#[derive(Debug, Default)]
+pub struct OverdueClock {
+    /// Badge → (check-in time, Unix ms; when first seen; underground then).
+    anchors: HashMap<String, (i64, Instant, Duration)>,
+}
+
+impl OverdueClock {
+    /// A check-in just recorded: anchored now, so a jump of the wall clock
+    /// before the next look changes nothing either.
+    pub fn anchor(&mut self, badge: &str, since_ms: i64, now: Instant) {
+        self.anchors
+            .insert(badge.to_owned(), (since_ms, now, Duration::ZERO));
+    }
+
+    /// Badges of `underground` (badge, check-in Unix ms) underground longer
+    /// than `limit`, given the wall clock `wall_ms` and the monotonic `now`.
+    pub fn overdue(
+        &mut self,
+        underground: &[(String, i64)],
+        wall_ms: i64,
+        now: Instant,
+        limit: Duration,
+    ) -> Vec<String> {
+        let current: HashMap<&str, i64> =
+            underground.iter().map(|(b, s)| (b.as_str(), *s)).collect();
+        // Gone, or checked out and in again: anchored anew.
+        self.anchors
+            .retain(|b, (since, _, _)| current.get(b.as_str()) == Some(since));
+        let mut out = Vec::new();
+        for (badge, since) in underground {
+            let (_, seen, ago) = self.anchors.entry(badge.clone()).or_insert_with(|| {
+                let ago = u64::try_from(wall_ms.saturating_sub(*since)).unwrap_or(0);
+                (*since, now, Duration::from_millis(ago))
+            });
+            if *ago + now.saturating_duration_since(*seen) > limit {
+                out.push(badge.clone());
+            }
+        }
+        out
+    }
 }
 
 /// Everyone underground, longest first.
@@ -437,6 +489,7 @@ pub fn underground(
             since: r.get(4)?,
             minutes: (now_ms - since_ms).max(0) / 60_000,
             overdue: now_ms - since_ms > limit_ms,
+            since_ms,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -480,6 +533,7 @@ pub async fn import_configured(store: &Store, cfg: &Config) {
 pub async fn watch_overdue(
     store: Store,
     cfg: Arc<Config>,
+    clock: Arc<std::sync::Mutex<OverdueClock>>,
     alarms: mpsc::Sender<Command>,
     shutdown: CancellationToken,
 ) {
@@ -500,10 +554,16 @@ pub async fn watch_overdue(
             .await
         {
             Ok(list) => {
-                let overdue: Vec<String> = list
+                let list: Vec<(String, i64)> =
+                    list.into_iter().map(|u| (u.badge, u.since_ms)).collect();
+                let overdue: Vec<String> = clock
+                    .lock()
+                    .map(|mut c| {
+                        c.overdue(&list, unix_ms(SystemTime::now()), Instant::now(), limit)
+                    })
+                    .unwrap_or_default()
                     .into_iter()
-                    .filter(|u| u.overdue)
-                    .map(|u| format!("worker:{}", u.badge))
+                    .map(|b| format!("worker:{b}"))
                     .collect();
                 if alarms.send(Command::Overdue(overdue)).await.is_err() {
                     return;
@@ -517,6 +577,54 @@ pub async fn watch_overdue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overdue_is_judged_on_the_monotonic_clock_not_the_wall() {
+        let limit = Duration::from_secs(8 * 3600 + 1800);
+        let hour = 3_600_000i64;
+        let t0 = Instant::now();
+        let wall0 = 1_800_000_000_000i64;
+        let mut c = OverdueClock::default();
+        // 张伟 checked in 8 h ago (before a restart), 李强 just now.
+        let list = vec![
+            ("0042".to_owned(), wall0 - 8 * hour),
+            ("0043".to_owned(), wall0),
+        ];
+        assert!(c.overdue(&list, wall0, t0, limit).is_empty());
+        // The wall clock jumps an hour forward, then back two: nothing.
+        assert!(
+            c.overdue(&list, wall0 + hour, t0 + Duration::from_secs(1), limit)
+                .is_empty()
+        );
+        assert!(
+            c.overdue(&list, wall0 - hour, t0 + Duration::from_secs(2), limit)
+                .is_empty()
+        );
+        // Half an hour and a second really pass: 张伟 is overdue, 李强 not.
+        let later = t0 + Duration::from_secs(1801);
+        assert_eq!(
+            c.overdue(&list, wall0 - hour, later, limit),
+            vec!["0042".to_owned()]
+        );
+        // 张伟 checks out and in again: anchored anew, not overdue.
+        let list = vec![
+            ("0042".to_owned(), wall0 + 1801 * 1000),
+            ("0043".to_owned(), wall0),
+        ];
+        assert!(
+            c.overdue(&list, wall0 + 1801 * 1000, later, limit)
+                .is_empty()
+        );
+        // A check-in time in the future (the wall clock was wrong then)
+        // counts as just now, never as negative time.
+        let mut c = OverdueClock::default();
+        let list = vec![("0044".to_owned(), wall0 + 5 * hour)];
+        assert!(c.overdue(&list, wall0, t0, limit).is_empty());
+        assert_eq!(
+            c.overdue(&list, wall0, t0 + limit + Duration::from_secs(1), limit),
+            vec!["0044".to_owned()]
+        );
+    }
 
     #[test]
     fn a_good_file_parses_with_bom_quotes_and_blank_lines() {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pithead_e2e::{Daemon, free_port, http_get, http_request};
+use pithead_e2e::{Daemon, free_port, http_get, http_request, jpeg_with_gps, multipart};
 use serde_json::Value;
 
 const TOKEN: &str = pithead_e2e::TEST_TOKEN;
@@ -203,35 +203,6 @@ fn bad_reports_get_a_reason_and_nothing_is_stored() {
         .query_row("SELECT count(*) FROM hazards", [], |r| r.get(0))
         .unwrap_or(-1);
     assert_eq!(n, 0);
-}
-
-fn multipart(report: &str, photo: Option<&[u8]>) -> (String, Vec<u8>) {
-    let boundary = "pithead-test-boundary-7d1";
-    let mut b = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"report\"\r\n\r\n{report}\r\n"
-    )
-    .into_bytes();
-    if let Some(p) = photo {
-        b.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n")
-                .as_bytes(),
-        );
-        b.extend_from_slice(p);
-        b.extend_from_slice(b"\r\n");
-    }
-    b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), b)
-}
-
-/// A tiny JPEG whose EXIF segment names a place.
-fn jpeg_with_gps() -> Vec<u8> {
-    let mut b = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
-    b.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
-    let exif = b"Exif\0\0MM\0*GPSLatitude 39.9N";
-    b.extend_from_slice(&[0xFF, 0xE1, 0x00, u8::try_from(exif.len() + 2).unwrap_or(0)]);
-    b.extend_from_slice(exif);
-    b.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22, 0x33, 0xFF, 0xD9]);
-    b
 }
 
 const REPORT: &str = "{\"category\": \"water\", \"location\": \"中央水仓\", \"grade\": \"general\", \"description\": \"水仓渗水\", \"anonymous\": true}";

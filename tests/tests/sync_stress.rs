@@ -6,113 +6,15 @@
 //! set of records the store holds, every lane's sequence runs 1…N without a
 //! gap, and every row is marked sent.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pithead_e2e::{Daemon, Mosquitto, Subscriber, free_port, http_request, metric, uplink_config};
-use serde_json::Value;
-
-/// Messages from the station's outbox (not status, not commands), in
-/// arrival order: (lane, msg id, seq).
-fn outbox_messages(sub: &Subscriber) -> Vec<(String, String, i64)> {
-    sub.all()
-        .into_iter()
-        .filter(|m| !m.topic.ends_with("/status") && !m.topic.contains("/cmd/"))
-        .filter_map(|m| {
-            let v: Value = serde_json::from_str(&m.payload).ok()?;
-            Some((
-                v["lane"].as_str()?.to_owned(),
-                v["msg_id"].as_str()?.to_owned(),
-                v["seq"].as_i64()?,
-            ))
-        })
-        .collect()
-}
-
-/// Messages received so far, of any kind (cheap: no parsing).
-fn count(sub: &Subscriber) -> usize {
-    sub.received.lock().map(|v| v.len()).unwrap_or(0)
-}
-
-/// Every row of the station's outbox: msg id -> sent.
-fn store_rows(dir: &Path) -> BTreeMap<String, bool> {
-    let db =
-        rusqlite::Connection::open(dir.join("data/pithead.db")).unwrap_or_else(|e| panic!("{e}"));
-    let mut st = db
-        .prepare("SELECT msg_id, sent_at IS NOT NULL FROM outbox")
-        .unwrap_or_else(|e| panic!("{e}"));
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Waits until every outbox row is marked sent and the county has them all,
-/// then checks the sets and sequences. With `in_order`, each lane's first
-/// arrivals must also come in sequence order (no reconnect in between).
-fn assert_county_has_exactly_the_store(
-    dir: &Path,
-    sub: &Subscriber,
-    within: Duration,
-    in_order: bool,
-) {
-    let end = Instant::now() + within;
-    let (rows, got) = loop {
-        let rows = store_rows(dir);
-        let sent = rows.values().all(|s| *s);
-        // Parse only once enough has arrived: it is not cheap.
-        if sent && count(sub) >= rows.len() {
-            let got = outbox_messages(sub);
-            let ids: BTreeSet<&str> = got.iter().map(|m| m.1.as_str()).collect();
-            if rows.keys().all(|k| ids.contains(k.as_str())) {
-                break (rows, got);
-            }
-        }
-        if Instant::now() > end {
-            let got = outbox_messages(sub);
-            let ids: BTreeSet<&str> = got.iter().map(|m| m.1.as_str()).collect();
-            panic!(
-                "not complete within {within:?}: {} rows, {} unsent, {} of them at the county",
-                rows.len(),
-                rows.values().filter(|s| !**s).count(),
-                rows.keys().filter(|k| ids.contains(k.as_str())).count()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let mut first: BTreeMap<String, (String, i64)> = BTreeMap::new();
-    let mut arrival: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (lane, id, seq) in &got {
-        if !first.contains_key(id) {
-            first.insert(id.clone(), (lane.clone(), *seq));
-            arrival.entry(lane.clone()).or_default().push(*seq);
-        }
-    }
-    let county: BTreeSet<&String> = first.keys().collect();
-    let store: BTreeSet<&String> = rows.keys().collect();
-    assert_eq!(
-        county, store,
-        "after de-duplication the county holds exactly the store's records"
-    );
-    for (lane, seqs) in &arrival {
-        let set: BTreeSet<i64> = seqs.iter().copied().collect();
-        let n = i64::try_from(set.len()).unwrap_or(i64::MAX);
-        assert_eq!(
-            set,
-            (1..=n).collect(),
-            "lane {lane}: sequence 1..{n} without a gap"
-        );
-        if in_order {
-            assert!(
-                seqs.windows(2).all(|w| w[0] < w[1]),
-                "lane {lane}: arrived out of order"
-            );
-        }
-    }
-}
+use pithead_e2e::{
+    Daemon, Mosquitto, Subscriber, assert_county_has_exactly_the_store, count, free_port,
+    http_request, metric, outbox_messages, store_rows, uplink_config,
+};
 
 fn wait_connected(http: SocketAddr, yes: bool, within: Duration) {
     let end = Instant::now() + within;

@@ -565,16 +565,28 @@ pub async fn checkin(
     };
     let cfg = Arc::clone(&s.config);
     let direction = body.direction;
+    let at = std::time::SystemTime::now();
+    let b = badge.clone();
     let result = s
         .store
         .write(crate::store::Durability::Acknowledged, move |c| {
-            crate::roster::check(c, &cfg, &badge, direction, std::time::SystemTime::now())
+            crate::roster::check(c, &cfg, &b, direction, at)
         })
         .await;
     let record = match result {
         Ok(r) => r,
         Err(e) => return store_refused(&e),
     };
+    if record.outcome == Outcome::Ok
+        && direction == Direction::In
+        && let Ok(mut clock) = s.overdue.lock()
+    {
+        clock.anchor(
+            &badge,
+            crate::acquisition::recorder::unix_ms(at),
+            std::time::Instant::now(),
+        );
+    }
     let name = record.name.clone().unwrap_or_default();
     let (status, zh, en) = match (record.outcome, direction) {
         (Outcome::Ok, Direction::In) => (StatusCode::CREATED, format!("{name}，下井登记成功。注意安全！"), format!("{name}: checked in. Stay safe!")),

@@ -39,6 +39,9 @@ pub struct AppState {
     pub limiter: Arc<limit::Limiter>,
     /// The county uplink's figures.
     pub uplink: Arc<crate::sync::SyncStats>,
+    /// Who is overdue, on the monotonic clock: check-ins are anchored here
+    /// as they are recorded.
+    pub overdue: Arc<std::sync::Mutex<crate::roster::OverdueClock>>,
 }
 
 /// The whole HTTP interface.
