@@ -67,6 +67,28 @@ pub fn uplink_config(dir: &Path, http: SocketAddr, url: &str, miners: usize) -> 
     )
 }
 
+/// Checks badge `badge` (as `{badge:04}`) in and expects `201`.
+pub fn check_in(http: SocketAddr, badge: usize) {
+    let (s, b) = http_request(
+        http,
+        "POST",
+        "/api/v1/checkins",
+        &[],
+        &format!("{{\"badge\": \"{badge:04}\", \"direction\": \"in\"}}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 201, "{b}");
+}
+
+/// Waits until `/metrics` says the uplink is connected (`yes`) or not.
+pub fn wait_connected(http: SocketAddr, yes: bool, within: Duration) {
+    let end = Instant::now() + within;
+    while (metric(http, "pithead_uplink_connected") == 1.0) != yes {
+        assert!(Instant::now() < end, "uplink never became connected={yes}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A metric's value from `/metrics`, 0 when absent or unreachable.
 pub fn metric(http: SocketAddr, name: &str) -> f64 {
     http_get(http, "/metrics")

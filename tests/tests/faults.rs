@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use pithead_e2e::{
     Daemon, Mosquitto, Simulator, Subscriber, TEST_TOKEN, assert_county_has_exactly_the_store,
-    face_station, free_port, http_get, http_request, http_send, jpeg_with_gps, multipart,
+    check_in, face_station, free_port, http_get, http_request, http_send, jpeg_with_gps, multipart,
 };
 use serde_json::Value;
 
@@ -130,15 +130,7 @@ fn clock_jumps_of_an_hour_raise_clear_or_repeat_nothing() {
         ],
     );
     d.wait_healthy(Duration::from_secs(20));
-    let (s, b) = http_request(
-        http,
-        "POST",
-        "/api/v1/checkins",
-        &[],
-        "{\"badge\": \"0001\", \"direction\": \"in\"}",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s, 201, "{b}");
+    check_in(http, 1);
     // A power-cut alarm that latches: methane over 1.5 %, then back.
     sim.control("set 1 input 0 160");
     wait_until(Duration::from_secs(10), "power cut", || {

@@ -7,23 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pithead_e2e::{Daemon, Mosquitto, Subscriber, free_port, http_request};
+use pithead_e2e::{
+    Daemon, Mosquitto, Subscriber, check_in, free_port, http_request, wait_connected,
+};
 use serde_json::Value;
 
 fn config(dir: &std::path::Path, http: SocketAddr, url: &str, miners: usize) -> String {
     pithead_e2e::uplink_config(dir, http, url, miners)
-}
-
-fn check_in(http: SocketAddr, badge: usize) {
-    let (s, b) = http_request(
-        http,
-        "POST",
-        "/api/v1/checkins",
-        &[],
-        &format!("{{\"badge\": \"{badge:04}\", \"direction\": \"in\"}}"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s, 201, "{b}");
 }
 
 /// Check-in messages by message id (duplicates folded), with their count.
@@ -214,15 +204,7 @@ fn county_notices_and_hazard_updates_arrive_and_bad_ones_are_counted() {
         .unwrap_or_default()
         .to_owned();
     // Wait until the station is connected (and subscribed).
-    let end = Instant::now() + Duration::from_secs(15);
-    while !pithead_e2e::http_get(http, "/metrics")
-        .map(|r| r.1)
-        .unwrap_or_default()
-        .contains("pithead_uplink_connected 1")
-    {
-        assert!(Instant::now() < end, "never connected");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_connected(http, true, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(500));
     let mut o = rumqttc::MqttOptions::new("county-test-sender", "127.0.0.1", broker.port);
     o.set_keep_alive(Duration::from_secs(5));

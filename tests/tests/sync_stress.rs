@@ -13,16 +13,8 @@ use std::time::{Duration, Instant};
 
 use pithead_e2e::{
     Daemon, Mosquitto, Subscriber, assert_county_has_exactly_the_store, count, free_port,
-    http_request, metric, outbox_messages, store_rows, uplink_config,
+    http_request, metric, outbox_messages, store_rows, uplink_config, wait_connected,
 };
-
-fn wait_connected(http: SocketAddr, yes: bool, within: Duration) {
-    let end = Instant::now() + within;
-    while (metric(http, "pithead_uplink_connected") == 1.0) != yes {
-        assert!(Instant::now() < end, "uplink never became connected={yes}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Queues `n` check-in records in the store under `dir`, as an outage
 /// would have (the daemon must not be running).

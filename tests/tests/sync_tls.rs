@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pithead_e2e::{Daemon, Mosquitto, Subscriber, free_port, http_request, metric, uplink_config};
+use pithead_e2e::{Daemon, Mosquitto, Subscriber, check_in, free_port, metric, uplink_config};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -47,15 +47,7 @@ fn station(url: &str, tls: &str) -> Station {
     cfg.push_str(tls);
     let mut daemon = Daemon::start(dir.path(), &cfg, http);
     daemon.wait_healthy(Duration::from_secs(20));
-    let (s, b) = http_request(
-        http,
-        "POST",
-        "/api/v1/checkins",
-        &[],
-        "{\"badge\": \"0001\", \"direction\": \"in\"}",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s, 201, "{b}");
+    check_in(http, 1);
     Station {
         daemon,
         http,
