@@ -20,4 +20,6 @@ pub mod roster;
 pub mod simulator;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod web;

@@ -286,4 +286,33 @@ pub(crate) mod tests {
         assert!(path_of(Path::new("/d"), &format!("{}.exe", "a".repeat(64))).is_none());
         assert!(path_of(Path::new("/d"), &format!("{}.jpg", "a".repeat(64))).is_some());
     }
+
+    fn png_sample() -> Vec<u8> {
+        let mut p = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+        p.extend(png_chunk(b"IHDR", &[0; 13]));
+        p.extend(png_chunk(b"tEXt", b"GPS\x0039.9N"));
+        p.extend(png_chunk(b"IDAT", &[1, 2, 3]));
+        p.extend(png_chunk(b"IEND", &[]));
+        p
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// A damaged or hostile upload is refused or cleaned, never a panic
+        /// and never a file that claims another type or grew.
+        #[test]
+        fn a_damaged_photo_is_refused_or_cleaned_never_a_panic(
+            bytes in proptest::prop_oneof![
+                crate::testing::mutated(jpeg_with_exif()),
+                crate::testing::mutated(png_sample()),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            ]
+        ) {
+            if let Ok((kind, out)) = strip(&bytes) {
+                proptest::prop_assert_eq!(sniff(&out), Some(kind));
+                proptest::prop_assert!(out.len() <= bytes.len());
+            }
+        }
+    }
 }

@@ -667,4 +667,38 @@ mod tests {
         assert!(normalize_badge("<script>").is_err());
         assert!(normalize_badge(&"9".repeat(33)).is_err());
     }
+
+    const SAMPLE: &str = "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n\"0002\",\"李, 强\",掘进二队,\"班长 \"\"老李\"\"\"\n0003,王芳,通风队,瓦斯检查员\n";
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// A damaged roster file is imported whole or refused with
+        /// numbered lines, never a panic; what is imported is valid.
+        #[test]
+        fn a_damaged_roster_is_all_or_nothing_never_a_panic(
+            bytes in crate::testing::mutated(SAMPLE.as_bytes().to_vec())
+        ) {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines = text.lines().count().max(1);
+            match parse_csv(&text) {
+                Ok(workers) => {
+                    let mut seen = std::collections::HashSet::new();
+                    for w in &workers {
+                        let normal = normalize_badge(&w.badge);
+                        proptest::prop_assert_eq!(normal.as_deref(), Ok(w.badge.as_str()));
+                        proptest::prop_assert!(seen.insert(w.badge.clone()), "badge {} twice", w.badge);
+                        proptest::prop_assert!(!w.name.trim().is_empty());
+                    }
+                }
+                Err(errors) => {
+                    proptest::prop_assert!(!errors.is_empty());
+                    for e in errors {
+                        proptest::prop_assert!((1..=lines + 1).contains(&e.line), "line {} of {lines}: {e}", e.line);
+                        proptest::prop_assert!(!e.message.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

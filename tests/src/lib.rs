@@ -69,6 +69,12 @@ pub fn uplink_config(dir: &Path, http: SocketAddr, url: &str, miners: usize) -> 
 
 /// Checks badge `badge` (as `{badge:04}`) in and expects `201`.
 pub fn check_in(http: SocketAddr, badge: usize) {
+    let (s, b) = check_in_answer(http, badge);
+    assert_eq!(s, 201, "{b}");
+}
+
+/// Checks badge `badge` (as `{badge:04}`) in; the status and the JSON answer.
+pub fn check_in_answer(http: SocketAddr, badge: usize) -> (u16, serde_json::Value) {
     let (s, b) = http_request(
         http,
         "POST",
@@ -77,7 +83,42 @@ pub fn check_in(http: SocketAddr, badge: usize) {
         &format!("{{\"badge\": \"{badge:04}\", \"direction\": \"in\"}}"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s, 201, "{b}");
+    (
+        s,
+        serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}")),
+    )
+}
+
+/// A small xorshift giving numbers below its argument, seeded from
+/// `PITHEAD_SEED` or the clock and printed, so a failing run can be
+/// repeated.
+pub fn rng() -> impl FnMut(u64) -> u64 {
+    let mut seed = std::env::var("PITHEAD_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(7)
+        });
+    eprintln!("PITHEAD_SEED={seed}");
+    move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    }
+}
+
+/// Resident memory of a process, in KiB (0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits until `/metrics` says the uplink is connected (`yes`) or not.
@@ -137,14 +178,21 @@ pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 /// [`minimal_config`] with `http.api_token_file` holding [`TEST_TOKEN`]
 /// (written into `dir`).
 pub fn config_with_token(dir: &Path, http: SocketAddr) -> String {
+    with_token(dir, http, &minimal_config(&dir.join("data"), http))
+}
+
+/// `config` (listening on `http`) with `http.api_token_file` holding
+/// [`TEST_TOKEN`] (written into `dir`).
+pub fn with_token(dir: &Path, http: SocketAddr, config: &str) -> String {
     let token = dir.join("token");
     std::fs::write(&token, TEST_TOKEN).unwrap_or_else(|e| panic!("{e}"));
-    minimal_config(&dir.join("data"), http).replace(
+    config.replacen(
         &format!("listen = \"{http}\"\n"),
         &format!(
             "listen = \"{http}\"\napi_token_file = \"{}\"\n",
             token.display()
         ),
+        1,
     )
 }
 
@@ -172,11 +220,31 @@ impl Daemon {
         http: SocketAddr,
         env: &[(&str, &str)],
     ) -> Daemon {
+        Self::start_under(dir, config, http, env, &[])
+    }
+
+    /// As [`Daemon::start_with_env`], run by `wrapper` (a program and its
+    /// arguments that ends by exec'ing the rest of its command line), so
+    /// the daemon's pid is the child's.
+    pub fn start_under(
+        dir: &Path,
+        config: &str,
+        http: SocketAddr,
+        env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> Daemon {
         let cfg = dir.join("pithead.toml");
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("write config: {e}"));
         let log = dir.join("stderr.log");
         let stderr = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
-        let mut cmd = Command::new(pithead_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(pithead_bin());
+                c
+            }
+            None => Command::new(pithead_bin()),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&cfg)
@@ -764,6 +832,19 @@ pub fn assert_county_has_exactly_the_store(
     within: Duration,
     in_order: bool,
 ) {
+    assert_county_has_the_store_after_drops(dir, sub, within, in_order, 0);
+}
+
+/// As [`assert_county_has_exactly_the_store`] for a store that dropped its
+/// `dropped` oldest summaries at the outbox cap: the summary lane's
+/// sequence then runs from `dropped + 1`, still without a gap.
+pub fn assert_county_has_the_store_after_drops(
+    dir: &Path,
+    sub: &Subscriber,
+    within: Duration,
+    in_order: bool,
+    dropped: i64,
+) {
     let end = Instant::now() + within;
     let (rows, got) = loop {
         let rows = store_rows(dir);
@@ -805,10 +886,12 @@ pub fn assert_county_has_exactly_the_store(
     for (lane, seqs) in &arrival {
         let set: BTreeSet<i64> = seqs.iter().copied().collect();
         let n = i64::try_from(set.len()).unwrap_or(i64::MAX);
+        let first = if lane == "summary" { dropped + 1 } else { 1 };
         assert_eq!(
             set,
-            (1..=n).collect(),
-            "lane {lane}: sequence 1..{n} without a gap"
+            (first..first + n).collect(),
+            "lane {lane}: sequence {first}..{} without a gap",
+            first + n - 1
         );
         if in_order {
             assert!(

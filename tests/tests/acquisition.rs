@@ -545,3 +545,228 @@ fn the_demo_runs_the_simulator_and_reads_every_channel() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// How the hostile RS-485 device answers unit 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hostile {
+    Good,
+    BadCrc,
+    /// The byte count says more than is sent.
+    ShortFrame,
+    /// More bytes than the byte count says.
+    LongFrame,
+    /// The first three bytes, then nothing.
+    HalfFrame,
+    /// A well-formed answer from unit 2.
+    WrongUnit,
+    /// A well-formed answer to another function.
+    WrongFunction,
+    /// The request sent back.
+    Echo,
+    /// 64 bytes of noise.
+    Noise,
+    /// An exception, then a dozen more nobody asked for.
+    ExceptionStorm,
+}
+
+fn crc16(frame: &[u8]) -> [u8; 2] {
+    let mut crc: u16 = 0xFFFF;
+    for b in frame {
+        crc ^= u16::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc.to_le_bytes()
+}
+
+fn with_crc(mut frame: Vec<u8>) -> Vec<u8> {
+    let crc = crc16(&frame);
+    frame.extend_from_slice(&crc);
+    frame
+}
+
+/// A device on one end of an RS-485 line (a pty) that answers unit 3
+/// properly and unit 1 as `mode` says. Runs until the line closes.
+fn hostile_device(path: &std::path::Path, mode: Arc<Mutex<Hostile>>) {
+    use std::io::{Read, Write};
+    let mut line = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::thread::spawn(move || {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut byte = [0u8; 256];
+        let mut noise: u32 = 0x9e37_79b9;
+        loop {
+            let n = match line.read(&mut byte) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&byte[..n]);
+            // Every request here is a read: unit, function, address, count, CRC.
+            while buf.len() >= 8 {
+                let req: Vec<u8> = buf.drain(..8).collect();
+                if crc16(&req[..6]) != [req[6], req[7]] {
+                    buf.clear(); // out of step: wait for the next request
+                    break;
+                }
+                let (unit, function) = (req[0], req[1]);
+                let count = u16::from_be_bytes([req[4], req[5]]);
+                let value: u16 = if unit == 1 { 87 } else { 1234 };
+                let mut data = vec![u8::try_from(count * 2).unwrap_or(0)];
+                for _ in 0..count {
+                    data.extend_from_slice(&value.to_be_bytes());
+                }
+                let good = with_crc([vec![unit, function], data.clone()].concat());
+                let m = if unit == 1 {
+                    *mode
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                } else {
+                    Hostile::Good
+                };
+                let out: Vec<u8> = match m {
+                    Hostile::Good => good,
+                    Hostile::BadCrc => {
+                        let mut f = good;
+                        let last = f.len() - 1;
+                        f[last] ^= 0x5a;
+                        f
+                    }
+                    Hostile::ShortFrame => {
+                        let mut f = vec![unit, function, data[0] + 4];
+                        f.extend_from_slice(&data[1..]);
+                        with_crc(f)
+                    }
+                    Hostile::LongFrame => {
+                        let mut f = vec![unit, function];
+                        f.extend_from_slice(&data);
+                        f.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+                        with_crc(f)
+                    }
+                    Hostile::HalfFrame => good[..3].to_vec(),
+                    Hostile::WrongUnit => with_crc([vec![2, function], data].concat()),
+                    Hostile::WrongFunction => with_crc([vec![unit, 3], data].concat()),
+                    Hostile::Echo => req.clone(),
+                    Hostile::Noise => (0..64)
+                        .map(|_| {
+                            noise ^= noise << 13;
+                            noise ^= noise >> 17;
+                            noise ^= noise << 5;
+                            noise.to_le_bytes()[0]
+                        })
+                        .collect(),
+                    Hostile::ExceptionStorm => (0..13)
+                        .flat_map(|_| with_crc(vec![unit, function | 0x80, 4]))
+                        .collect(),
+                };
+                if line.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Item 5 of RELIABILITY.md: a hostile device on the RS-485 line. Unit 1
+/// answers with a bad CRC, a short and a long frame, half a frame, the
+/// wrong unit, the wrong function, an echo, noise and an exception storm,
+/// each for three polls. The daemon never takes a wrong value, reports
+/// unit 1's channel as a fault, keeps reading unit 3 on the same line,
+/// counts the failures, never panics or hangs, and reads unit 1 again as
+/// soon as it behaves.
+#[test]
+fn a_hostile_rtu_device_gets_faults_never_a_wrong_value_or_a_hang() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pty = PtyPair::new(dir.path());
+    let mode = Arc::new(Mutex::new(Hostile::Good));
+    hostile_device(&pty.a, Arc::clone(&mode));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = format!(
+        "{}[acquisition]\nwarm_up = \"0s\"\n\
+         [[bus]]\nid = \"rs485\"\ntransport = \"rtu\"\npath = \"{}\"\nbaud = 9600\ntimeout = \"300ms\"\nretries = 1\n\
+         [[device]]\nid = \"face\"\nbus = \"rs485\"\nunit = 1\n\
+         [[device]]\nid = \"sump\"\nbus = \"rs485\"\nunit = 3\n\
+         [[channel]]\nid = \"ch4\"\ndevice = \"face\"\nkind = \"ch4\"\nunit = \"%vol\"\ntable = \"input\"\naddress = 0\nscale = 0.01\n\
+         [[channel]]\nid = \"level\"\ndevice = \"sump\"\nkind = \"water_level\"\nunit = \"m\"\ntable = \"input\"\naddress = 0\nscale = 0.01\n",
+        minimal_config(&dir.path().join("data"), http),
+        pty.b.display()
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    wait_channels(http, Duration::from_secs(10), "both units read", |c| {
+        c["ch4"].value == Some(0.87) && c["level"].value == Some(12.34)
+    });
+    let errors = |http| {
+        ["timeout", "protocol", "exception", "transport"]
+            .iter()
+            .map(|k| {
+                pithead_e2e::metric(
+                    http,
+                    &format!("pithead_modbus_errors_total{{bus=\"rs485\",kind=\"{k}\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    for m in [
+        Hostile::BadCrc,
+        Hostile::ShortFrame,
+        Hostile::LongFrame,
+        Hostile::HalfFrame,
+        Hostile::WrongUnit,
+        Hostile::WrongFunction,
+        Hostile::Echo,
+        Hostile::Noise,
+        Hostile::ExceptionStorm,
+    ] {
+        let before = errors(http);
+        *mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = m;
+        let start = std::time::Instant::now();
+        let (mut level_ok, mut ch4_fault) = (false, false);
+        while start.elapsed() < Duration::from_secs(3) {
+            let c = channels(http);
+            assert!(
+                matches!(c["ch4"].value, None | Some(0.87)),
+                "{m:?}: ch4 took a wrong value: {:?}",
+                c["ch4"]
+            );
+            assert!(
+                matches!(c["level"].value, None | Some(12.34)),
+                "{m:?}: unit 3 took a wrong value: {:?}",
+                c["level"]
+            );
+            level_ok |= c["level"].state == "ok";
+            ch4_fault |= c["ch4"].state == "comm_fault";
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(ch4_fault, "{m:?}: unit 1 never reported as a fault");
+        assert!(level_ok, "{m:?}: unit 3 starved by unit 1");
+        let after = errors(http);
+        assert!(after > before, "{m:?}: no failure counted");
+        assert!(
+            d.child.try_wait().ok().flatten().is_none(),
+            "{m:?}: the daemon died:\n{}",
+            d.log_text()
+        );
+        eprintln!("{m:?}: {} failures counted", after - before);
+        *mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Hostile::Good;
+        wait_channels(http, Duration::from_secs(8), "unit 1 behaves again", |c| {
+            c["ch4"].state == "ok" && c["ch4"].value == Some(0.87)
+        });
+    }
+    assert!(
+        !d.log_text().contains("panicked"),
+        "a panic in the log:\n{}",
+        d.log_text()
+    );
+}

@@ -266,3 +266,238 @@ fn a_photo_is_sniffed_stripped_of_its_location_and_stored_by_hash() {
         .unwrap_or(-1);
     assert_eq!(n, 1, "only the good report was taken");
 }
+
+/// A multipart body from `parts` (name, extra headers, content) with
+/// boundary `b`.
+fn parts(b: &str, parts: &[(&str, &str, &[u8])], close: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, headers, content) in parts {
+        out.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"{headers}\r\n\r\n")
+                .as_bytes(),
+        );
+        out.extend_from_slice(content);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    }
+    out
+}
+
+/// Item 6 of RELIABILITY.md: hostile multipart bodies. Each is answered
+/// 201 (a well-formed report hidden in it) or 4xx with a reason in both
+/// languages, never 5xx; a body that names two reports or two photos is
+/// refused; the daemon stays healthy and stores exactly the reports it
+/// answered 201, each photo with them.
+#[test]
+fn hostile_multipart_bodies_get_a_reason_never_a_5xx() {
+    let (dir, mut d, http) = start();
+    let ct = "multipart/form-data; boundary=XyZ";
+    let jpeg = jpeg_with_gps();
+    let report = REPORT.as_bytes();
+    let other = REPORT.replace("水仓渗水", "另一条").into_bytes();
+    let mut cases: Vec<(&str, String, Vec<u8>)> = vec![
+        (
+            "no closing boundary",
+            ct.into(),
+            parts("XyZ", &[("report", "", report)], false),
+        ),
+        (
+            "cut inside a part",
+            ct.into(),
+            parts("XyZ", &[("report", "", report)], true)[..40].to_vec(),
+        ),
+        (
+            "no boundary parameter",
+            "multipart/form-data".into(),
+            parts("XyZ", &[("report", "", report)], true),
+        ),
+        (
+            "another boundary",
+            ct.into(),
+            parts("AbC", &[("report", "", report)], true),
+        ),
+        (
+            "two reports",
+            ct.into(),
+            parts(
+                "XyZ",
+                &[("report", "", report), ("report", "", &other)],
+                true,
+            ),
+        ),
+        (
+            "two photos",
+            ct.into(),
+            parts(
+                "XyZ",
+                &[
+                    ("report", "", report),
+                    ("photo", "; filename=\"a.jpg\"", &jpeg),
+                    ("photo", "; filename=\"b.jpg\"", &jpeg),
+                ],
+                true,
+            ),
+        ),
+        (
+            "report not UTF-8",
+            ct.into(),
+            parts(
+                "XyZ",
+                &[("report", "", b"{\"category\": \"\xff\xfe\"}")],
+                true,
+            ),
+        ),
+        (
+            "a 100 KB header",
+            ct.into(),
+            parts(
+                "XyZ",
+                &[(
+                    "report",
+                    &format!("\r\nX-Junk: {}", "j".repeat(100_000)),
+                    report,
+                )],
+                true,
+            ),
+        ),
+        ("10 000 empty parts", ct.into(), {
+            let empties: Vec<(&str, &str, &[u8])> =
+                (0..10_000).map(|_| ("junk", "", &b""[..])).collect();
+            parts("XyZ", &empties, true)
+        }),
+        (
+            "a nested multipart",
+            ct.into(),
+            parts(
+                "XyZ",
+                &[(
+                    "report",
+                    "\r\nContent-Type: multipart/mixed; boundary=in",
+                    b"--in\r\n\r\nx\r\n--in--",
+                )],
+                true,
+            ),
+        ),
+        (
+            "the photo as the report",
+            ct.into(),
+            parts(
+                "XyZ",
+                &[(
+                    "report",
+                    "; filename=\"r.jpg\"\r\nContent-Type: image/jpeg",
+                    &jpeg,
+                )],
+                true,
+            ),
+        ),
+        (
+            "a photo without a report",
+            ct.into(),
+            parts("XyZ", &[("photo", "; filename=\"a.jpg\"", &jpeg)], true),
+        ),
+        (
+            "a quote in the name",
+            ct.into(),
+            parts("XyZ", &[("report\"; name=\"photo", "", report)], true),
+        ),
+        (
+            "well-formed, with unknown parts",
+            ct.into(),
+            parts(
+                "XyZ",
+                &[
+                    ("junk", "", b"x"),
+                    ("report", "", report),
+                    ("photo", "; filename=\"a.jpg\"", &jpeg),
+                ],
+                true,
+            ),
+        ),
+    ];
+    // And mutations of a well-formed body, from a printed seed.
+    let good = parts(
+        "XyZ",
+        &[
+            ("report", "", report),
+            ("photo", "; filename=\"a.jpg\"", &jpeg),
+        ],
+        true,
+    );
+    let mut rng = pithead_e2e::rng();
+    let mut next = move |n: usize| usize::try_from(rng(n as u64)).unwrap_or(0);
+    for _ in 0..16 {
+        let mut b = good.clone();
+        for _ in 0..1 + next(4) {
+            let i = next(b.len());
+            match next(3) {
+                0 => b.truncate(i),
+                1 => {
+                    let end = (i + 1 + next(40)).min(b.len());
+                    b.drain(i..end);
+                }
+                _ => {
+                    let (at, bit) = (i.min(b.len().saturating_sub(1)), next(8));
+                    if let Some(x) = b.get_mut(at) {
+                        *x ^= 1 << bit;
+                    }
+                }
+            }
+        }
+        cases.push(("a mutated body", ct.into(), b));
+    }
+    let (mut created, mut with_photo) = (0i64, 0i64);
+    for (i, (what, content_type, body)) in cases.iter().enumerate() {
+        if i >= 18 {
+            // Stay under the public rate limit (a burst of 20, then 2/s).
+            std::thread::sleep(Duration::from_millis(550));
+        }
+        let (s, b) = pithead_e2e::http_send(
+            http,
+            "POST",
+            "/api/v1/hazards",
+            &[],
+            Some(content_type),
+            body,
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let v: Value = serde_json::from_str(&b).unwrap_or_else(|e| panic!("{what}: {s} {e}: {b}"));
+        match s {
+            201 => {
+                created += 1;
+                with_photo += i64::from(v["photo"] == true);
+            }
+            400..=499 => assert!(
+                v["message_zh"].as_str().is_some_and(|m| !m.is_empty())
+                    && v["message_en"].as_str().is_some_and(|m| !m.is_empty()),
+                "{what}: {s} without a reason: {b}"
+            ),
+            _ => panic!("{what}: answered {s}: {b}"),
+        }
+        if matches!(
+            *what,
+            "two reports" | "two photos" | "no closing boundary" | "cut inside a part"
+        ) {
+            assert_eq!(s, 400, "{what}: {b}");
+        }
+        if *what == "well-formed, with unknown parts" {
+            assert_eq!(s, 201, "{what}: {b}");
+        }
+    }
+    d.wait_healthy(Duration::from_secs(5));
+    drop(d);
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (n, photos): (i64, i64) = db
+        .query_row("SELECT count(*), count(photo) FROM hazards", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap_or((-1, -1));
+    assert_eq!((n, photos), (created, with_photo), "stored vs answered 201");
+    eprintln!(
+        "{} bodies: {created} taken ({with_photo} with a photo), the rest refused with a reason",
+        cases.len()
+    );
+}

@@ -443,4 +443,33 @@ mod tests {
             d[0].hint
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// A damaged file (a half-saved edit, a bad merge, a stray paste)
+        /// is refused with diagnostics that name the file and a line in it,
+        /// never a panic.
+        #[test]
+        fn a_damaged_config_gets_named_errors_never_a_panic(
+            bytes in crate::testing::mutated(crate::config::DEMO.as_bytes().to_vec())
+        ) {
+            let src = String::from_utf8_lossy(&bytes);
+            let lines = src.lines().count() + 1;
+            if let Err(e) = load_str(&src, Path::new("damaged.toml")) {
+                let d = e.diagnostics();
+                proptest::prop_assert!(!d.is_empty(), "an error without diagnostics: {e}");
+                for x in d {
+                    proptest::prop_assert!(x.line <= lines, "line {} of {lines}: {x:?}", x.line);
+                    proptest::prop_assert!(!x.message.is_empty());
+                }
+                proptest::prop_assert!(e.to_string().contains("damaged.toml"), "{e}");
+            }
+        }
+
+        #[test]
+        fn any_text_is_a_config_or_errors(src in "\\PC{0,200}") {
+            let _ = load_str(&src, Path::new("any.toml"));
+        }
+    }
 }

@@ -434,4 +434,29 @@ mod tests {
             "expired notices are not shown"
         );
     }
+
+    const NOTICE: &str = r#"{"schema":"pithead/v1","msg_id":"n1","title":"停电检修","body":"明天 8:00-10:00 主井停电检修","priority":"urgent","valid_until":"2999-01-01T00:00:00Z"}"#;
+    const STEP: &str = r#"{"schema":"pithead/v1","msg_id":"h1","ticket":"S1-20261124-0001","status":"assigned","owner":"李工","deadline":"2999-01-01T00:00:00Z","measures":"加强支护","note":"县里督办"}"#;
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Whatever the broker delivers on a command topic is stored or
+        /// refused with a reason; never a panic, never a database error.
+        #[test]
+        fn a_damaged_county_command_is_refused_never_a_panic(
+            (kind, bytes) in proptest::prop_oneof![
+                crate::testing::mutated(NOTICE.as_bytes().to_vec()).prop_map(|b| ("notice", b)),
+                crate::testing::mutated(STEP.as_bytes().to_vec()).prop_map(|b| ("hazard", b)),
+                crate::testing::mutated(NOTICE.as_bytes().to_vec()).prop_map(|b| ("comment", b)),
+                crate::testing::mutated(STEP.as_bytes().to_vec()).prop_map(|b| ("../../x", b)),
+            ]
+        ) {
+            let c = db();
+            let r = handle(&c, &cfg(), kind, &bytes, SystemTime::now());
+            proptest::prop_assert!(r.is_ok(), "{kind}: {r:?}");
+        }
+    }
 }
