@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pithead_e2e::webdriver::Browser;
 use pithead_e2e::{
     Daemon, Mosquitto, Simulator, Subscriber, TEST_TOKEN, assert_county_has_exactly_the_store,
-    check_in, face_station, free_port, http_get, http_request, http_send, jpeg_with_gps, multipart,
+    check_in, check_in_answer, face_station, free_port, http_get, http_request, http_send,
+    jpeg_with_gps, metric, multipart, rng, with_token,
 };
 use serde_json::Value;
 
@@ -20,27 +22,6 @@ fn cycles() -> usize {
         50
     } else {
         5
-    }
-}
-
-/// A small xorshift, seeded from the clock and printed, so a failing run
-/// can be repeated with `PITHEAD_SEED`.
-fn rng() -> impl FnMut(u64) -> u64 {
-    let mut seed = std::env::var("PITHEAD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64 | 1)
-                .unwrap_or(7)
-        });
-    eprintln!("PITHEAD_SEED={seed}");
-    move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n.max(1)
     }
 }
 
@@ -57,10 +38,13 @@ fn libfaketime() -> String {
     .unwrap_or_else(|| panic!("libfaketime missing: apt-get install faketime"))
 }
 
-/// Alarm events in the station's event log, in order.
+/// Alarm events in the station's event log (`dir/data/pithead.db`), in order.
 fn alarm_events(dir: &Path) -> Vec<(String, String)> {
-    let db =
-        rusqlite::Connection::open(dir.join("data/pithead.db")).unwrap_or_else(|e| panic!("{e}"));
+    alarm_events_in(&dir.join("data/pithead.db"))
+}
+
+fn alarm_events_in(db: &Path) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open(db).unwrap_or_else(|e| panic!("{e}"));
     let mut st = db
         .prepare(
             "SELECT kind, coalesce(subject, '') FROM events WHERE kind LIKE 'alarm.%' ORDER BY id",
@@ -97,22 +81,15 @@ fn clock_jumps_of_an_hour_raise_clear_or_repeat_nothing() {
     let sim = Simulator::start("normal", None);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let token = dir.path().join("token");
-    std::fs::write(&token, TEST_TOKEN).unwrap_or_else(|e| panic!("{e}"));
-    let config = face_station(dir.path(), http, &sim, "")
-        .replacen(
+    let config = with_token(
+        dir.path(),
+        http,
+        &face_station(dir.path(), http, &sim, "").replacen(
             "[roster]\n",
             "[roster]\nshift_length = \"20m\"\noverdue_grace = \"1m\"\n",
             1,
-        )
-        .replacen(
-            &format!("listen = \"{http}\"\n"),
-            &format!(
-                "listen = \"{http}\"\napi_token_file = \"{}\"\n",
-                token.display()
-            ),
-            1,
-        );
+        ),
+    );
     let offset = dir.path().join("faketime");
     std::fs::write(&offset, "+0\n").unwrap_or_else(|e| panic!("{e}"));
     let lib = libfaketime();
@@ -299,7 +276,11 @@ fn kill_9_under_mixed_load_loses_nothing_that_was_answered() {
                     } else {
                         "set 1 input 0 30"
                     });
-                    std::thread::sleep(Duration::from_millis(250));
+                    // A 650 ms cycle, not a divisor of the 1 s poll: a
+                    // 500 ms one locked in phase with the polls, so a run
+                    // could see the register low at every poll (seed
+                    // 1795497391685593655 did: no alarm in 5 cycles).
+                    std::thread::sleep(Duration::from_millis(if high { 350 } else { 300 }));
                 }
             });
             std::thread::sleep(kill_after);
@@ -363,4 +344,234 @@ fn kill_9_under_mixed_load_loses_nothing_that_was_answered() {
         !checkins.is_empty() && !hazards.is_empty() && alarms > 0,
         "the load did not run"
     );
+}
+
+/// A wrapper for [`Daemon::start_under`] that gives the daemon a mount
+/// namespace of its own with a `size_mib` tmpfs on `data`: a small disk
+/// that fills up, gone with the process. Without root it maps the user to
+/// root in a user namespace first.
+fn on_small_tmpfs(data: &Path, size_mib: u32) -> Vec<String> {
+    // SAFETY: geteuid(2) has no preconditions and touches no memory.
+    #[expect(unsafe_code, reason = "geteuid(2) has no safe wrapper in std")]
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut w: Vec<String> = vec!["unshare".into()];
+    if !root {
+        w.extend(["--user".into(), "--map-root-user".into()]);
+    }
+    w.extend(
+        [
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=\"$1\"m pithead-small-disk \"$0\" && shift && exec \"$@\"",
+        ]
+        .map(String::from),
+    );
+    w.push(data.display().to_string());
+    w.push(size_mib.to_string());
+    w
+}
+
+/// Fills the filesystem holding `path` with one file until it says ENOSPC.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    // Whatever the page cache still holds must hit the limit now.
+    let _ = f.sync_all();
+    written
+}
+
+/// A copy of the daemon's database as a crash would leave it: the daemon
+/// is stopped (SIGSTOP) while `pithead.db` and its WAL are copied out of
+/// `inside` into a new directory under `to`. (SQLite cannot open the file
+/// through `/proc/<pid>/root`: it resolves that link to `/`.)
+fn crash_copy(d: &Daemon, inside: &Path, to: &Path) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dest = to.join(format!("copy-{}", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dest).unwrap_or_else(|e| panic!("{e}"));
+    d.signal(libc::SIGSTOP);
+    for f in ["pithead.db", "pithead.db-wal"] {
+        if inside.join(f).exists() {
+            std::fs::copy(inside.join(f), dest.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+    d.signal(libc::SIGCONT);
+    dest.join("pithead.db")
+}
+
+/// Item 2: the data disk fills up under a running station. Check-ins and
+/// hazard reports are refused with the reason (API, kiosk and console in
+/// a real browser), a methane alarm still cuts the power at once, and when
+/// space returns the station saves again by itself: the refused miner can
+/// check in, the alarm events held in memory reach the log, and the
+/// database is intact.
+#[test]
+fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    let config = with_token(dir.path(), http, &face_station(dir.path(), http, &sim, ""));
+    let roster: String = std::iter::once("badge,name,team,role\n".to_owned())
+        .chain((0..300).map(|i| format!("{i:04},工人{i},一队,工\n")))
+        .collect();
+    std::fs::write(dir.path().join("roster.csv"), roster).unwrap_or_else(|e| panic!("{e}"));
+    let mut d = Daemon::start_under(dir.path(), &config, http, &[], &on_small_tmpfs(&data, 16));
+    d.wait_healthy(Duration::from_secs(30));
+    // The daemon's view of its data directory: the tmpfs in its namespace.
+    let inside = Path::new("/proc")
+        .join(d.child.id().to_string())
+        .join("root")
+        .join(data.strip_prefix("/").unwrap_or(&data));
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mounts", d.child.id()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        mounts.contains("pithead-small-disk"),
+        "the daemon is not on the small disk:\n{mounts}"
+    );
+    assert!(
+        inside.join("pithead.db").exists(),
+        "no database in {}",
+        inside.display()
+    );
+
+    let mut saved = 0usize;
+    for badge in 1..=5 {
+        check_in(http, badge);
+        saved += 1;
+    }
+    let filled = fill(&inside.join("filler"));
+    eprintln!("filled the small disk with {filled} bytes");
+
+    // Check-ins: the first that needs a new page of the database is
+    // refused (one that fits in space SQLite already holds is saved, and
+    // must then really be saved).
+    let mut refused = None;
+    for badge in 6..=200 {
+        match check_in_answer(http, badge) {
+            (201, _) => saved += 1,
+            (507, v) => {
+                refused = Some((badge, v));
+                break;
+            }
+            (s, v) => panic!("check-in on a full disk answered {s}: {v}"),
+        }
+    }
+    let (refused_badge, answer) = refused.unwrap_or_else(|| panic!("no check-in was refused"));
+    assert_eq!(answer["error"], "disk_full", "{answer}");
+    assert!(
+        answer["message_zh"]
+            .as_str()
+            .is_some_and(|m| m.contains("存储空间已满")),
+        "{answer}"
+    );
+    eprintln!("{saved} check-ins saved, badge {refused_badge} refused for a full disk");
+
+    // A hazard report with a photo, and one without.
+    let report = r#"{"category": "water", "location": "中央水仓", "grade": "general", "description": "磁盘满时的报告", "anonymous": true}"#;
+    let jpeg = jpeg_with_gps();
+    for photo in [Some(jpeg.as_slice()), None] {
+        let (ct, body) = multipart(report, photo);
+        let (status, body) = http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            status,
+            507,
+            "hazard report (photo: {}): {body}",
+            photo.is_some()
+        );
+        assert!(body.contains("message_zh"), "{body}");
+    }
+    let (status, health) = http_get(http, "/healthz").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("\"storage\":\"full\""), "{health}");
+    assert_eq!(metric(http, "pithead_store_disk_full"), 1.0);
+
+    // The alarm path does not need the disk: methane over 1.5 % cuts power.
+    sim.control("set 1 input 0 160");
+    wait_until(Duration::from_secs(10), "power cut on a full disk", || {
+        http_get(http, "/api/v1/outputs")
+            .map(|r| r.1.contains("\"power_allowed\":false"))
+            .unwrap_or(false)
+    });
+    assert!(
+        alarm_events_in(&crash_copy(&d, &inside, dir.path())).is_empty(),
+        "an alarm event was written to a full disk?"
+    );
+
+    // The kiosk and the console say why, in a real browser.
+    let b = Browser::start(1280, 1000);
+    let wait = Duration::from_secs(15);
+    b.open(&format!("http://{http}/"));
+    b.wait_text("#storage", wait, "the kiosk's full-disk banner", |t| {
+        t.contains("存储空间已满")
+    });
+    b.type_into(
+        &b.find("#badge", wait),
+        &format!("{refused_badge:04}\u{E007}"),
+    );
+    b.wait_text("#checkin-result", wait, "the refusal's reason", |t| {
+        t.contains("存储空间已满")
+    });
+    b.open(&format!("http://{http}/console"));
+    b.wait_text("#storage", wait, "the console's full-disk banner", |t| {
+        t.contains("存储空间已满") && t.contains("报警输出不受影响")
+    });
+
+    // Space returns: the station saves again without a restart.
+    std::fs::remove_file(inside.join("filler")).unwrap_or_else(|e| panic!("{e}"));
+    wait_until(
+        Duration::from_secs(20),
+        "healthz ok again",
+        || matches!(http_get(http, "/healthz"), Ok((200, ref b)) if b.contains("\"storage\":\"ok\"")),
+    );
+    let (status, v) = check_in_answer(http, refused_badge);
+    assert_eq!(status, 201, "the refused miner after recovery: {v}");
+    saved += 1;
+    b.wait_text("#storage", wait, "the console's banner gone", str::is_empty);
+    // The alarm events held in memory (retried with a backoff of at most
+    // 30 s) reach the log.
+    wait_until(Duration::from_secs(45), "the alarm events recorded", || {
+        alarm_events_in(&crash_copy(&d, &inside, dir.path()))
+            .iter()
+            .any(|(kind, subject)| kind == "alarm.raised" && subject == "ch4-1201-face")
+    });
+    let underground = get_json(http, "/api/v1/underground");
+    assert_eq!(
+        underground["people"].as_array().map(Vec::len),
+        Some(saved),
+        "every check-in answered 201 is underground: {underground}"
+    );
+    let db = rusqlite::Connection::open(crash_copy(&d, &inside, dir.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check, "ok");
+    assert!(
+        metric(http, "pithead_store_refused_disk_full_total") >= 1.0,
+        "refusals not counted"
+    );
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("new records are refused until space is freed")
+            .count(),
+        1,
+        "the full disk should be logged once:\n{log}"
+    );
+    assert!(log.contains("disk space is back"), "{log}");
+    d.signal(libc::SIGTERM);
 }

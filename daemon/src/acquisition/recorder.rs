@@ -191,7 +191,12 @@ pub async fn run(
     .await;
 }
 
-async fn flush(
+/// Writes one batch of raw readings (`(channel index into ids, reading)`)
+/// and finished minute aggregates in one bulk transaction, as the recorder
+/// does every `raw_interval`; failures are logged, not returned (the
+/// readings of a full disk are dropped, never the daemon). Public for the
+/// ingest benchmark.
+pub async fn flush(
     store: &Store,
     ids: &std::sync::Arc<Vec<String>>,
     raw: Vec<(usize, Reading)>,
@@ -208,8 +213,17 @@ async fn flush(
             write_aggregates(c, &ids, &aggs)
         })
         .await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, raw = n.0, aggregates = n.1, "readings not stored");
+    match r {
+        Ok(()) => {}
+        // The store logs a full disk once, not every poll.
+        Err(StoreError::DiskFull) => {
+            tracing::debug!(
+                raw = n.0,
+                aggregates = n.1,
+                "readings not stored: disk full"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, raw = n.0, aggregates = n.1, "readings not stored"),
     }
 }
 

@@ -20,7 +20,7 @@ pub mod retention;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -167,6 +167,49 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Notified after a commit that added outbox rows.
     outbox: Arc<tokio::sync::Notify>,
+    /// Whether the disk is full, as the writer last found it.
+    disk: Arc<DiskState>,
+}
+
+/// Whether the disk is full, kept by the writer thread: set when a write
+/// fails for want of space, cleared only by a commit that wrote something
+/// (a transaction that changes nothing commits on a full disk too). Each
+/// change is logged once.
+#[derive(Debug)]
+struct DiskState {
+    path: PathBuf,
+    full: AtomicBool,
+    refused: AtomicU64,
+}
+
+impl DiskState {
+    fn new(path: PathBuf) -> Arc<DiskState> {
+        Arc::new(DiskState {
+            path,
+            full: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// `writes` were refused for want of space.
+    fn full(&self, writes: usize) {
+        self.refused
+            .fetch_add(u64::try_from(writes).unwrap_or(u64::MAX), Ordering::Relaxed);
+        if !self.full.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                path = %self.path.display(),
+                "the disk is full: new records are refused until space is freed \
+                 (alarms and outputs are not affected)"
+            );
+        }
+    }
+
+    /// A commit wrote rows: there is space.
+    fn wrote(&self) {
+        if self.full.swap(false, Ordering::Relaxed) {
+            tracing::warn!("disk space is back: records are saved again");
+        }
+    }
 }
 
 impl Store {
@@ -202,9 +245,11 @@ impl Store {
             notify: Arc::clone(&outbox),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
+        let disk = DiskState::new(path.clone());
+        let writer_disk = Arc::clone(&disk);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &notify))
+            .spawn(move || writer_loop(conn, rx, &notify, &writer_disk))
             .map_err(|e| StoreError::Rejected(format!("cannot start the store writer: {e}")))?;
         Ok(Store {
             jobs: tx,
@@ -214,6 +259,7 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(writer)),
                 outbox,
+                disk,
             }),
         })
     }
@@ -223,6 +269,7 @@ impl Store {
     /// `reason`, and everything that does not need the disk goes on.
     pub fn unavailable(path: PathBuf, reason: String) -> Store {
         let (jobs, _) = mpsc::channel(1);
+        let disk = DiskState::new(path.clone());
         Store {
             jobs,
             inner: Arc::new(Inner {
@@ -231,6 +278,7 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(None),
                 outbox: Arc::new(tokio::sync::Notify::new()),
+                disk,
             }),
         }
     }
@@ -281,6 +329,23 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether the disk is full: records are being refused. Clears by
+    /// itself once a commit writes again.
+    pub fn disk_full(&self) -> bool {
+        self.inner.disk.full.load(Ordering::Relaxed)
+    }
+
+    /// Writes refused because the disk was full, since start.
+    pub fn refused_for_full_disk(&self) -> u64 {
+        self.inner.disk.refused.load(Ordering::Relaxed)
+    }
+
+    /// A file beside the database (a hazard photo) could not be written for
+    /// want of space: the disk is full for the store too.
+    pub fn note_disk_full(&self) {
+        self.inner.disk.full(1);
     }
 
     /// Runs `f` on a read-only connection on the blocking pool. Readers see
@@ -436,7 +501,12 @@ impl OutboxNotify {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, notify: &OutboxNotify) {
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    notify: &OutboxNotify,
+    disk: &DiskState,
+) {
     let mut synchronous_full = true;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = rx.blocking_recv() {
@@ -470,7 +540,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, notify: &OutboxNot
                 }
             }
         }
-        if run_batch(&conn, &mut batch, &notify.added) {
+        if run_batch(&conn, &mut batch, &notify.added, disk) {
             notify.committed();
         } else {
             notify.rolled_back();
@@ -483,9 +553,18 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, notify: &OutboxNot
 ///
 /// `added` is the outbox hook's flag: a job rolled back to its savepoint
 /// leaves it as it was before the job.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> bool {
+fn run_batch(
+    conn: &Connection,
+    batch: &mut Vec<Job>,
+    added: &AtomicBool,
+    disk: &DiskState,
+) -> bool {
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
     let mut open = false;
+    // Whether a job of this batch found the disk full, and whether one
+    // that succeeded changed rows (only that proves there is space).
+    let (mut refused, mut wrote) = (0usize, false);
+    let is_full = |e: &rusqlite::Error| e.sqlite_error_code() == Some(ErrorCode::DiskFull);
     // Answers every job run so far in this batch with an error: their
     // writes are gone with the transaction.
     let abandon = |finishes: &mut Vec<Finish>, err: &dyn Fn() -> StoreError| {
@@ -497,6 +576,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> boo
         if !open {
             if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
                 tracing::error!(error = %e, "cannot begin a transaction");
+                refuse(disk, &mut refused, usize::from(is_full(&e)));
                 let (_, finish) = (job.run)(Err(StoreError::for_batch(&e)));
                 finish(Ok(()));
                 continue;
@@ -507,15 +587,20 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> boo
             // Without a savepoint a failing job could not be undone alone:
             // do not run it.
             tracing::error!(error = %e, "savepoint failed");
+            refuse(disk, &mut refused, usize::from(is_full(&e)));
             let (_, finish) = (job.run)(Err(StoreError::for_batch(&e)));
             finish(Ok(()));
             if conn.is_autocommit() {
+                if is_full(&e) {
+                    refuse(disk, &mut refused, finishes.len());
+                }
                 open = false;
                 abandon(&mut finishes, &|| StoreError::for_batch(&e));
             }
             continue;
         }
         let added_before = added.load(Ordering::Relaxed);
+        let changes_before = conn.total_changes();
         let (outcome, finish) = (job.run)(Ok(conn));
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back by itself (it does so
@@ -526,11 +611,17 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> boo
                 Outcome::DiskFull => StoreError::DiskFull,
                 _ => StoreError::Rejected("the transaction was rolled back by the database".into()),
             };
-            tracing::error!(
-                jobs = finishes.len() + 1,
-                ?outcome,
-                "transaction rolled back: batch not saved"
-            );
+            if outcome == Outcome::DiskFull {
+                // DiskState logs the change of state once.
+                tracing::debug!(jobs = finishes.len() + 1, "disk full: batch rolled back");
+                refuse(disk, &mut refused, finishes.len() + 1);
+            } else {
+                tracing::error!(
+                    jobs = finishes.len() + 1,
+                    ?outcome,
+                    "transaction rolled back: batch not saved"
+                );
+            }
             abandon(&mut finishes, &err);
             // Even a job that swallowed its error was rolled back.
             finish(Err(err()));
@@ -540,6 +631,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> boo
             if let Err(e) = conn.execute_batch("RELEASE job") {
                 tracing::error!(error = %e, "releasing a savepoint failed");
             }
+            wrote |= conn.total_changes() > changes_before;
         } else if let Err(e) = conn
             .execute_batch("ROLLBACK TO job; RELEASE job")
             .inspect(|()| added.store(added_before, Ordering::Relaxed))
@@ -551,10 +643,18 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> boo
                 let _ = conn.execute_batch("ROLLBACK");
             }
             open = false;
+            if is_full(&e) {
+                refuse(disk, &mut refused, finishes.len() + 1);
+            }
             abandon(&mut finishes, &|| StoreError::for_batch(&e));
             finish(Err(StoreError::for_batch(&e)));
             continue;
         }
+        refuse(
+            disk,
+            &mut refused,
+            usize::from(outcome == Outcome::DiskFull),
+        );
         finishes.push(finish);
     }
     if !open {
@@ -562,14 +662,22 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> boo
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
+            // Only a commit that wrote rows, in a batch where nothing found
+            // the disk full, shows there is space again. The state is set
+            // before anyone is answered, so an answer never runs ahead of it.
+            if refused == 0 && wrote {
+                disk.wrote();
+            }
             for finish in finishes {
                 finish(Ok(()));
             }
             true
         }
         Err(e) => {
-            if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
-                tracing::error!(jobs = finishes.len(), "disk full: batch not saved");
+            if is_full(&e) {
+                // DiskState logs the change of state once.
+                tracing::debug!(jobs = finishes.len(), "disk full: batch not saved");
+                refuse(disk, &mut refused, finishes.len());
             } else {
                 tracing::error!(error = %e, jobs = finishes.len(), "commit failed: batch not saved");
             }
@@ -579,6 +687,15 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, added: &AtomicBool) -> boo
             abandon(&mut finishes, &|| StoreError::for_batch(&e));
             false
         }
+    }
+}
+
+/// `writes` of a batch were refused for want of space: the state is set at
+/// once, before they are answered.
+fn refuse(disk: &DiskState, refused: &mut usize, writes: usize) {
+    if writes > 0 {
+        disk.full(writes);
+        *refused += writes;
     }
 }
 

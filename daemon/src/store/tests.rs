@@ -236,6 +236,12 @@ async fn full_disk_is_an_error_the_writer_survives() -> Result<(), StoreError> {
         })
         .await;
     assert!(matches!(r, Err(StoreError::DiskFull)), "{r:?}");
+    assert!(store.disk_full(), "the full disk is not reported");
+    assert_eq!(store.refused_for_full_disk(), 1);
+    // A write that changes nothing commits on a full disk too: it proves
+    // nothing about space.
+    store.write(Durability::Bulk, |_| Ok(())).await?;
+    assert!(store.disk_full(), "an empty commit cleared the full disk");
     // A small record batched with a failing big one: whatever the answer,
     // it must match what is on disk ("ok" means saved, an error means not).
     let big = "x".repeat(512 * 1024);
@@ -270,6 +276,7 @@ async fn full_disk_is_an_error_the_writer_survives() -> Result<(), StoreError> {
     store
         .write(Durability::Acknowledged, |c| record_with_outbox(c, "after"))
         .await?;
+    assert!(!store.disk_full(), "the full disk is still reported");
     let n = store
         .read(|c| count(c, "SELECT count(*) FROM events WHERE kind = 'big'"))
         .await?;
@@ -365,13 +372,20 @@ async fn retention_drops_old_data_and_only_summaries_over_the_cap() -> Result<()
         })
         .await?;
     assert_eq!(pruned.readings, 1);
+    // 10 alarms and 20 summaries of ~1.1 KB against a 15 000-byte cap:
+    // exactly the oldest 16 summaries make room, and no alarm goes.
     assert_eq!(
-        pruned.dropped_summaries, 20,
-        "all summaries go before any alarm"
+        pruned.dropped_summaries, 16,
+        "only as many summaries as needed, and never an alarm"
     );
     let backlog = store.read(outbox::backlog).await?;
-    assert_eq!(backlog.pending, 10);
-    assert_eq!(backlog.dropped_summaries, 20);
+    assert_eq!(backlog.pending, 14);
+    assert!(backlog.bytes <= 15_000, "{backlog:?}");
+    assert_eq!(backlog.dropped_summaries, 16);
+    let oldest_kept = store
+        .read(|c| count(c, "SELECT min(seq) FROM outbox WHERE lane = 3"))
+        .await?;
+    assert_eq!(oldest_kept, 17, "the oldest went first");
     let alarms = store
         .read(|c| count(c, "SELECT count(*) FROM outbox WHERE lane = 0"))
         .await?;

@@ -78,6 +78,26 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             ));
         }
     }
+    out.push_str("# HELP pithead_http_connections_open HTTP connections open now.\n# TYPE pithead_http_connections_open gauge\n");
+    out.push_str(&format!(
+        "pithead_http_connections_open {}\n",
+        s.http.open()
+    ));
+    out.push_str("# HELP pithead_http_connections_refused_total Connections closed at once for being over a limit.\n# TYPE pithead_http_connections_refused_total counter\n");
+    out.push_str(&format!(
+        "pithead_http_connections_refused_total {}\n",
+        s.http.refused()
+    ));
+    out.push_str("# HELP pithead_store_disk_full Whether the disk is full and records are refused.\n# TYPE pithead_store_disk_full gauge\n");
+    out.push_str(&format!(
+        "pithead_store_disk_full {}\n",
+        u8::from(s.store.disk_full())
+    ));
+    out.push_str("# HELP pithead_store_refused_disk_full_total Writes refused because the disk was full.\n# TYPE pithead_store_refused_disk_full_total counter\n");
+    out.push_str(&format!(
+        "pithead_store_refused_disk_full_total {}\n",
+        s.store.refused_for_full_disk()
+    ));
     if let Ok(b) = s.store.read(crate::store::outbox::backlog).await {
         out.push_str("# HELP pithead_outbox_pending Messages waiting for the county.\n# TYPE pithead_outbox_pending gauge\n");
         out.push_str(&format!("pithead_outbox_pending {}\n", b.pending));
@@ -764,6 +784,11 @@ pub async fn hazard_report(State(s): State<AppState>, req: axum::extract::Reques
         loop {
             match mp.next_field().await {
                 Ok(None) => break,
+                // Two reports or two photos in one request: which one the
+                // miner meant cannot be told, so neither is taken.
+                Ok(Some(field)) if field.name() == Some("report") && json.is_some() => {
+                    return bad_body("more than one `report` part".into());
+                }
                 Ok(Some(field)) => match field.name() {
                     Some("report") => match field.text().await {
                         Ok(t) if t.len() <= MAX_REPORT_JSON => json = Some(t),
@@ -772,7 +797,12 @@ pub async fn hazard_report(State(s): State<AppState>, req: axum::extract::Reques
                     },
                     Some("photo") => match field.bytes().await {
                         Ok(b) if b.len() > crate::photos::MAX_BYTES => return too_large(),
+                        // An empty part is a form whose file field was left
+                        // empty, wherever it comes.
                         Ok(b) if b.is_empty() => {}
+                        Ok(_) if photo.is_some() => {
+                            return bad_body("more than one `photo` part".into());
+                        }
                         Ok(b) => photo = Some(b),
                         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                             return too_large();
@@ -834,6 +864,12 @@ pub async fn hazard_report(State(s): State<AppState>, req: axum::extract::Reques
                 Ok(Ok((name, _))) => Some(name),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "cannot store a hazard photo");
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                    ) {
+                        s.store.note_disk_full();
+                    }
                     return ApiError::respond(
                         StatusCode::INSUFFICIENT_STORAGE,
                         "photo_not_stored",

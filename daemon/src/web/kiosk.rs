@@ -100,6 +100,9 @@ struct KioskState {
     station: String,
     beacon: Beacon,
     channels: Vec<Tile>,
+    /// The disk is full: check-ins and reports are refused until space is
+    /// freed (alarms are not affected).
+    storage_full: bool,
 }
 
 fn severity(level: &str) -> u8 {
@@ -131,6 +134,7 @@ fn state_of(s: &AppState) -> KioskState {
         station: s.config.station.name.clone(),
         beacon: alarms.outputs.beacon,
         channels,
+        storage_full: s.store.disk_full(),
     }
 }
 

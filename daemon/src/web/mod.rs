@@ -98,6 +98,8 @@ struct Health {
     station: String,
     uptime_s: u64,
     database: String,
+    /// `ok`, or `full`: the disk is full and new records are refused.
+    storage: &'static str,
 }
 
 async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
@@ -106,8 +108,10 @@ async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Res
         .store
         .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
         .await;
+    let full = s.store.disk_full();
+    let healthy = db.is_ok() && !full;
     let body = Health {
-        status: if db.is_ok() { "ok" } else { "degraded" },
+        status: if healthy { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         station: s.config.station.id.clone(),
         uptime_s: s.started.elapsed().as_secs(),
@@ -115,8 +119,9 @@ async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Res
             Ok(_) => "ok".to_owned(),
             Err(e) => e.to_string(),
         },
+        storage: if full { "full" } else { "ok" },
     };
-    let code = if db.is_ok() {
+    let code = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

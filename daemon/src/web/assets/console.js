@@ -19,6 +19,7 @@ const T = {
     comm_fault: "断线", out_of_range: "故障/超量程", stale: "数据过期", warming_up: "预热中", ok: "正常",
     next_step: "下一步", owner: "负责人", measures: "整改措施", deadline: "期限", note: "备注", save: "提交",
     uplink_on: "上报已连接", uplink_off: "上报未连接", uplink_disabled: "上报未启用", pending: "待发", yes: "是", no: "否", switch: "English", wrong: "登录失败", no_data: "暂无数据", reporter: "举报人", anonymous: "匿名",
+    storage_full: "存储空间已满：新的下井登记、隐患报告和报警记录无法保存。请清理数据盘（/var/lib/pithead 所在分区）。报警输出不受影响，腾出空间后自动恢复。",
   },
   en: {
     title: "Supervisor console", logout: "Log out", login: "Supervisor login", user: "User", password: "Password", log_in: "Log in",
@@ -35,6 +36,7 @@ const T = {
     comm_fault: "COMM FAULT", out_of_range: "SENSOR FAULT", stale: "STALE", warming_up: "WARMING UP", ok: "ok",
     next_step: "Next step", owner: "Owner", measures: "Measures", deadline: "Deadline", note: "Note", save: "Save",
     uplink_on: "uplink connected", uplink_off: "uplink down", uplink_disabled: "uplink off", pending: "waiting", yes: "yes", no: "no", switch: "中文", wrong: "Login failed", no_data: "No data", reporter: "Reporter", anonymous: "anonymous",
+    storage_full: "Storage is full: new check-ins, hazard reports and alarm records cannot be saved. Free space on the data disk (where /var/lib/pithead is). Alarm outputs are not affected; saving resumes by itself once there is space.",
   },
 };
 const NEXT = {
@@ -266,6 +268,10 @@ async function beacon() {
   try {
     const { data } = await api("GET", "/api/v1/outputs");
     if (data) $("beacon").className = "beacon " + data.beacon;
+    const { data: h } = await api("GET", "/healthz");
+    const full = !!h && h.storage === "full";
+    $("storage").hidden = !full;
+    $("storage").textContent = full ? t("storage_full") : "";
     if (csrf) {
       const { data: u } = await api("GET", "/api/v1/uplink");
       if (u) {

@@ -16,6 +16,7 @@ const T = {
     offline: "与主机连接中断，数据可能不是最新", your_ticket: "您的隐患编号",
     reported: "已上报", acknowledged: "已受理", assigned: "整改中", rectified: "已整改", closed: "已销号", rejected: "已驳回",
     overdue: "已超期", deadline: "期限", owner: "负责人", sending: "正在提交…", network: "网络错误，请重试",
+    storage_full: "存储空间已满：下井/升井登记和隐患报告暂时无法保存，请向群监员报告。气体报警不受影响。",
     switch: "English",
   },
   en: {
@@ -30,6 +31,7 @@ const T = {
     offline: "Connection to the station lost; data may be old", your_ticket: "Your ticket",
     reported: "Reported", acknowledged: "Acknowledged", assigned: "Being fixed", rectified: "Fixed", closed: "Closed", rejected: "Rejected",
     overdue: "Overdue", deadline: "Deadline", owner: "Owner", sending: "Sending…", network: "Network error, try again",
+    storage_full: "Storage is full: check-ins and hazard reports cannot be saved for now. Tell the station supervisor. Gas alarms are not affected.",
     switch: "中文",
   },
 };
@@ -78,6 +80,8 @@ function render(s) {
   }
   $("beacon").className = "beacon " + s.beacon;
   $("beacon").title = s.beacon;
+  $("storage").hidden = !s.storage_full;
+  $("storage").textContent = s.storage_full ? t("storage_full") : "";
 }
 
 function formatValue(v) {
