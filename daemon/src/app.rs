@@ -151,6 +151,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot count supervisor accounts"),
     }
+    let http_stats = Arc::new(crate::web::serve::ConnStats::default());
     let app = crate::web::router(crate::web::AppState {
         sessions: Arc::new(crate::auth::Sessions::default()),
         limiter: Arc::new(crate::web::limit::Limiter::default()),
@@ -162,19 +163,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         acquisition,
         alarms,
         overdue: overdue_clock,
+        http: Arc::clone(&http_stats),
     });
     let http_shutdown = shutdown.clone();
-    tracker.spawn(async move {
-        if let Err(e) = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(http_shutdown.cancelled_owned())
-        .await
-        {
-            tracing::error!(error = %e, "web server failed");
-        }
-    });
+    tracker.spawn(crate::web::serve::serve(
+        listener,
+        app,
+        http_stats,
+        http_shutdown,
+    ));
     tracing::info!(http = %local, "serving");
     crate::lifecycle::notify_ready(&format!("serving on {local}"));
 

@@ -14,6 +14,7 @@ use serde::Serialize;
 mod api;
 mod kiosk;
 pub mod limit;
+pub mod serve;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -42,6 +43,8 @@ pub struct AppState {
     /// Who is overdue, on the monotonic clock: check-ins are anchored here
     /// as they are recorded.
     pub overdue: Arc<std::sync::Mutex<crate::roster::OverdueClock>>,
+    /// Connection counts of the HTTP server.
+    pub http: Arc<serve::ConnStats>,
 }
 
 /// The whole HTTP interface.
