@@ -131,7 +131,8 @@ pub fn headcount(
     outbox::enqueue(conn, Lane::Checkin, "headcount", &at, &body)
 }
 
-/// Every [`EVERY`], a head-count and the summaries of settled minutes.
+/// Every [`EVERY`], a head-count and the summaries of settled minutes; then
+/// the outbox is brought back within its cap.
 pub async fn run(store: Store, cfg: Arc<Config>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,6 +166,14 @@ pub async fn run(store: Store, cfg: Arc<Config>, shutdown: CancellationToken) {
                     break;
                 }
             }
+        }
+        // Check-ins, alarms and hazard reports queued since the last tick
+        // take the place of the oldest summaries.
+        if let Err(e) = store
+            .write(Durability::Bulk, outbox::enforce_recorded_cap)
+            .await
+        {
+            tracing::warn!(error = %e, "outbox cap not enforced");
         }
     }
 }

@@ -12,8 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pithead_e2e::{
-    Daemon, Mosquitto, Subscriber, assert_county_has_exactly_the_store, count, free_port,
-    http_request, metric, outbox_messages, store_rows, uplink_config, wait_connected,
+    Daemon, Mosquitto, Subscriber, assert_county_has_exactly_the_store,
+    assert_county_has_the_store_after_drops, check_in, count, free_port, metric, outbox_messages,
+    rss_kib, store_rows, uplink_config, wait_connected,
 };
 
 /// Queues `n` check-in records in the store under `dir`, as an outage
@@ -53,15 +54,7 @@ fn a_burst_of_10000_during_an_outage_arrives_complete_and_in_order() {
         for t in 0..8 {
             s.spawn(move || {
                 for badge in (t..10_000).step_by(8) {
-                    let (status, body) = http_request(
-                        http,
-                        "POST",
-                        "/api/v1/checkins",
-                        &[],
-                        &format!("{{\"badge\": \"{badge:04}\", \"direction\": \"in\"}}"),
-                    )
-                    .unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(status, 201, "{body}");
+                    check_in(http, badge);
                 }
             });
         }
@@ -176,4 +169,131 @@ fn the_station_killed_20_times_mid_drain_delivers_exactly_the_store() {
     let d = Daemon::start(dir.path(), &config, http);
     assert_county_has_exactly_the_store(dir.path(), &sub, Duration::from_secs(120), false);
     d.signal(libc::SIGTERM);
+}
+
+/// RELIABILITY.md item 4: 96 hours without the broker at a station's real
+/// rate (12 channels summarised every 5 minutes, head-counts, 300 miners a
+/// shift, alarms and hazard reports; played through the daemon's own report
+/// and outbox code by `pithead-outbox-fill … station`) against a 4 MiB cap.
+/// The outbox stays within the cap by dropping only the oldest summaries;
+/// the daemon then starts with the broker still down (RSS sampled), the
+/// broker returns, and the county receives exactly the store's records,
+/// the summaries' sequence running without a gap from the first kept one.
+#[test]
+fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let config = uplink_config(dir.path(), http, &url, 300).replacen(
+        "[storage]\n",
+        "[storage]\noutbox_cap_mb = 4\n",
+        1,
+    );
+    let cfg_file = dir.path().join("pithead.toml");
+    std::fs::write(&cfg_file, &config).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_pithead-outbox-fill"))
+        .arg(dir.path().join("data"))
+        .args(["96", "station"])
+        .arg(&cfg_file)
+        .arg("12")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let played: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("96 h played: {played}");
+    let cap = played["cap_bytes"].as_i64().unwrap_or(0);
+    assert_eq!(played["steps"], 1152, "96 h of 5-minute reports");
+    assert!(
+        played["bytes"].as_i64().unwrap_or(i64::MAX) <= cap,
+        "over the cap: {played}"
+    );
+    let dropped = played["dropped_summaries"].as_i64().unwrap_or(0);
+    assert!(dropped > 0, "the cap was never reached: {played}");
+    // Only summaries were dropped, the oldest first: every other lane is
+    // whole, and the summaries kept are the newest.
+    {
+        let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let lanes: Vec<(i64, i64, i64, i64)> = db
+            .prepare(
+                "SELECT lane, count(*), min(seq), max(seq) FROM outbox GROUP BY lane ORDER BY lane",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (lane, n, lo, hi) in &lanes {
+            if *lane == 3 {
+                assert_eq!((*lo, *hi), (dropped + 1, 1152), "summaries kept: {lanes:?}");
+                assert_eq!(*n, hi - lo + 1);
+            } else {
+                assert_eq!((*lo, *hi), (1, *n), "lane {lane} lost records: {lanes:?}");
+            }
+        }
+        let expected = [(0, 32), (1, 8), (2, 12 * 600 + 1152)];
+        for (lane, n) in expected {
+            assert!(
+                lanes.iter().any(|l| l.0 == lane && l.1 == n),
+                "lane {lane}: {lanes:?}"
+            );
+        }
+    }
+
+    // The daemon starts with the broker still down.
+    let mut d = Daemon::start(dir.path(), &config, http);
+    d.wait_healthy(Duration::from_secs(20));
+    let pid = d.child.id();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        metric(http, "pithead_outbox_dropped_summaries_total"),
+        dropped as f64
+    );
+    let broker = Mosquitto::start_on(port);
+    let sub = Subscriber::start(broker.port);
+    wait_connected(http, true, Duration::from_secs(60));
+    let start = Instant::now();
+    let mut draining = Vec::new();
+    while metric(http, "pithead_outbox_pending") > 0.0 && start.elapsed() < Duration::from_secs(120)
+    {
+        draining.push(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let drain = start.elapsed();
+    assert_county_has_the_store_after_drops(
+        dir.path(),
+        &sub,
+        Duration::from_secs(60),
+        false,
+        dropped,
+    );
+    let idle_max = idle.iter().copied().max().unwrap_or(0);
+    let drain_max = draining.iter().copied().max().unwrap_or(idle_max);
+    eprintln!(
+        "96 h offline: {} messages, {} bytes (cap {cap}), {dropped} oldest summaries dropped; \
+         RSS offline {}..{idle_max} KiB, while draining max {drain_max} KiB; drained in {:.1} s",
+        played["pending"],
+        played["bytes"],
+        idle.iter().copied().min().unwrap_or(0),
+        drain.as_secs_f64()
+    );
+    assert!(
+        idle_max <= idle.iter().copied().min().unwrap_or(0) + 2 * 1024,
+        "RSS grew while offline: {idle:?}"
+    );
+    assert!(
+        drain_max < idle_max + 16 * 1024,
+        "RSS grew by {} KiB while draining",
+        drain_max - idle_max
+    );
 }

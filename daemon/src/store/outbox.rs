@@ -79,19 +79,29 @@ pub fn enqueue(
     let id = conn.last_insert_rowid();
     // Summaries are the only messages dropped for room: check the cap as
     // they come, not only in the hourly retention pass.
-    if lane == Lane::Summary
-        && let Some(cap) = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'outbox.cap_bytes'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .ok()
-            .and_then(|v| v.parse::<i64>().ok())
-    {
-        enforce_cap(conn, cap)?;
+    if lane == Lane::Summary {
+        enforce_recorded_cap(conn)?;
     }
     Ok(Enqueued { id, msg_id, seq })
+}
+
+/// [`enforce_cap`] with the cap recorded by [`set_cap`], if any. Run as
+/// summaries are queued and at every report tick, so that records that are
+/// never dropped (check-ins, alarms, hazards) take the place of the oldest
+/// summaries within minutes.
+pub fn enforce_recorded_cap(conn: &Connection) -> Result<usize, StoreError> {
+    let cap = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'outbox.cap_bytes'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok());
+    match cap {
+        Some(cap) => enforce_cap(conn, cap),
+        None => Ok(0),
+    }
 }
 
 /// Records the outbox cap for [`enqueue`] to enforce.
@@ -103,31 +113,36 @@ pub fn set_cap(conn: &Connection, cap_bytes: i64) -> Result<(), StoreError> {
 /// summaries (and counts them); alarms, hazards and check-ins are never
 /// dropped. Returns how many were dropped.
 pub fn enforce_cap(conn: &Connection, cap_bytes: i64) -> Result<usize, StoreError> {
-    let mut dropped = 0;
-    loop {
-        let bytes: i64 = conn.query_row(
-            "SELECT coalesce(sum(bytes), 0) FROM outbox WHERE sent_at IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
-        if bytes <= cap_bytes {
-            break;
-        }
-        let n = conn.execute(
-            "DELETE FROM outbox WHERE id IN (
-                 SELECT id FROM outbox WHERE sent_at IS NULL AND lane = ?1 ORDER BY id LIMIT 100)",
-            [Lane::Summary.code()],
-        )?;
-        if n == 0 {
-            // Only records that must never be dropped are left: keep them all.
-            tracing::warn!(
-                bytes,
-                cap = cap_bytes,
-                "outbox over its cap with no summaries left to drop"
-            );
-            break;
-        }
-        dropped += n;
+    let bytes: i64 = conn.query_row(
+        "SELECT coalesce(sum(bytes), 0) FROM outbox WHERE sent_at IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    if bytes <= cap_bytes {
+        return Ok(0);
+    }
+    // Exactly the oldest summaries whose bytes make up the excess: each
+    // one whose predecessors alone do not.
+    let dropped = conn.execute(
+        "DELETE FROM outbox WHERE id IN (
+             SELECT id FROM (
+                 SELECT id, bytes, sum(bytes) OVER (ORDER BY id) AS upto
+                 FROM outbox WHERE sent_at IS NULL AND lane = ?1)
+             WHERE upto - bytes < ?2)",
+        (Lane::Summary.code(), bytes - cap_bytes),
+    )?;
+    let left: i64 = conn.query_row(
+        "SELECT coalesce(sum(bytes), 0) FROM outbox WHERE sent_at IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    if left > cap_bytes {
+        // Only records that must never be dropped are left: keep them all.
+        tracing::warn!(
+            bytes = left,
+            cap = cap_bytes,
+            "outbox over its cap with no summaries left to drop"
+        );
     }
     if dropped > 0 {
         conn.execute(
@@ -135,7 +150,8 @@ pub fn enforce_cap(conn: &Connection, cap_bytes: i64) -> Result<usize, StoreErro
              ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
             [i64::try_from(dropped).unwrap_or(i64::MAX)],
         )?;
-        tracing::warn!(dropped, "outbox cap reached: oldest summaries dropped");
+        // Every few minutes in a long outage: counted, and logged at info.
+        tracing::info!(dropped, "outbox cap reached: oldest summaries dropped");
     }
     Ok(dropped)
 }
