@@ -8,6 +8,11 @@ the same invocation. The daemon is then killed with SIGKILL and the
 database counted: every answered check-in must be there.
 
 Usage: bench/checkins.py [--seconds 20] [--bin PATH]   (needs wrk: apt-get install wrk)
+
+Targets (BENCHMARKS.md), at 64 connections: at least 5000 check-ins/s with
+p99 at most 20 ms; and every answered check-in stored after the SIGKILL.
+The figures also go to the summary table (bench/results.py), with the
+group-commit ratio (64 connections / 1) as a figure.
 """
 
 import argparse
@@ -19,6 +24,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 from acquisition import free_port, wait_port  # noqa: E402
+from results import record  # noqa: E402
 
 
 def run(binary, seconds, connections):
@@ -79,8 +85,18 @@ def main():
             target = f"≥ 5000/s, p99 ≤ 20 ms: {'pass' if ok else 'SHORT'}"
         print(f"| {c} | {f['per_s']:.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['max_ms']:.2f} | "
               f"{f['requests']:.0f} | {f['stored']} | {f['outbox']} | {target} |")
-    print(f"\n64 connections (group commit shares each fsync) / 1 connection: "
-          f"{rows[0][1]['per_s'] / rows[1][1]['per_s']:.1f}x the throughput")
+    ratio = rows[0][1]["per_s"] / rows[1][1]["per_s"]
+    print(f"\n64 connections (group commit shares each fsync) / 1 connection: {ratio:.1f}x the throughput")
+    g, f = "check-ins", rows[0][1]
+    record(g, "throughput, 64 connections", f["per_s"], "check-ins/s", target="≥ 5 000/s", ok=f["per_s"] >= 5000,
+           note=f"durable (synchronous=FULL), {a.seconds} s")
+    record(g, "p99, 64 connections", f["p99_ms"], "ms", target="≤ 20 ms", ok=f["p99_ms"] <= 20)
+    for c, f in rows:
+        record(g, f"stored after SIGKILL / answered, {c} connection{'s' if c > 1 else ''}",
+               f"{f['stored']} / {f['requests']:.0f}", "", target="every answered one",
+               ok=f["stored"] >= f["requests"])
+    record(g, "group commit: check-ins/s at 64 connections / 1", ratio, "×",
+           note=f"1 connection: {rows[1][1]['per_s']:.0f}/s, same run")
 
 
 if __name__ == "__main__":
