@@ -31,6 +31,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (alarms, supervisor, alarm_events) = crate::alarm::start(
         &config,
         acquisition.snapshot.clone(),
+        Arc::clone(&acquisition.changes),
         beats,
         &tracker,
         &shutdown,

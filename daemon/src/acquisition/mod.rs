@@ -145,6 +145,67 @@ pub struct Snapshot {
 /// One poll's results for the recorder: (channel index, reading).
 pub type Batch = Vec<(usize, Reading)>;
 
+/// Which channels' readings changed since the alarm task last looked, so
+/// that it does not walk every channel whenever one changes. Marked while
+/// the snapshot is being modified (under its write lock) and taken while
+/// the alarm task holds a borrow of it, so the two always agree.
+#[derive(Debug)]
+pub struct Changes(std::sync::Mutex<ChangeSet>);
+
+#[derive(Debug)]
+struct ChangeSet {
+    marked: Vec<bool>,
+    list: Vec<usize>,
+}
+
+impl Changes {
+    /// Every one of `channels` marked changed: the first look sees all.
+    pub fn new(channels: usize) -> Self {
+        Changes(std::sync::Mutex::new(ChangeSet {
+            marked: vec![true; channels],
+            list: (0..channels).collect(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChangeSet> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Channel `i` changed.
+    pub(crate) fn mark(&self, i: usize) {
+        self.mark_all([i]);
+    }
+
+    /// These channels changed (one lock for a poll's batch).
+    pub(crate) fn mark_all(&self, channels: impl IntoIterator<Item = usize>) {
+        let mut c = self.lock();
+        let ChangeSet { marked, list } = &mut *c;
+        for i in channels {
+            if let Some(m) = marked.get_mut(i)
+                && !*m
+            {
+                *m = true;
+                list.push(i);
+            }
+        }
+    }
+
+    /// The channels changed since the last call, into `into` (cleared
+    /// first). There is one taker, the alarm task: another would take the
+    /// marks from it.
+    pub(crate) fn take(&self, into: &mut Vec<usize>) {
+        into.clear();
+        let mut c = self.lock();
+        let ChangeSet { marked, list } = &mut *c;
+        for &i in list.iter() {
+            marked[i] = false;
+        }
+        std::mem::swap(list, into);
+    }
+}
+
 /// What acquisition hands to the rest of the daemon.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -152,6 +213,8 @@ pub struct Handle {
     pub snapshot: watch::Receiver<Snapshot>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The channels changed since the alarm task last looked.
+    pub changes: Arc<Changes>,
 }
 
 /// How readings leave the bus tasks.
@@ -159,6 +222,7 @@ pub struct Handle {
 pub(crate) struct Sink {
     beats: Arc<crate::alarm::supervisor::Heartbeats>,
     snapshot: Arc<watch::Sender<Snapshot>>,
+    changes: Arc<Changes>,
     recorder: mpsc::Sender<Batch>,
     metrics: Arc<Metrics>,
     warm_until: Instant,
@@ -190,6 +254,7 @@ impl Sink {
                     *slot = r.clone();
                 }
             }
+            self.changes.mark_all(batch.iter().map(|(i, _)| *i));
             if let Some(d) = s.devices.get_mut(device) {
                 *d = health.clone();
             }
@@ -265,6 +330,7 @@ pub fn start(
     };
     let (tx, rx) = watch::channel(snapshot);
     let tx = Arc::new(tx);
+    let changes = Arc::new(Changes::new(cfg.channels.len()));
     let metrics = Arc::new(Metrics::new(cfg.buses.iter().map(|b| b.id.clone())));
     // Room for a few seconds of polls; beyond that the recorder is behind
     // (stalled disk) and batches are dropped and counted, never waited for.
@@ -272,6 +338,7 @@ pub fn start(
     let sink = Sink {
         beats: Arc::clone(beats),
         snapshot: Arc::clone(&tx),
+        changes: Arc::clone(&changes),
         recorder: rec_tx,
         metrics: Arc::clone(&metrics),
         warm_until: now + cfg.acquisition.warm_up,
@@ -304,11 +371,12 @@ pub fn start(
             tracker.spawn(task.run(shutdown.clone()).instrument(span));
         }
     }
-    tracker.spawn(sweep_stale(tx, shutdown.clone()));
+    tracker.spawn(sweep_stale(tx, Arc::clone(&changes), shutdown.clone()));
     (
         Handle {
             snapshot: rx,
             metrics,
+            changes,
         },
         rec_rx,
     )
@@ -316,28 +384,53 @@ pub fn start(
 
 /// Marks readings stale that are older than two poll intervals. It runs
 /// apart from the bus tasks so that a hung bus still shows as stale.
-async fn sweep_stale(tx: Arc<watch::Sender<Snapshot>>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+///
+/// It sleeps until the first live reading would turn stale, but never
+/// longer than the shortest poll interval: a reading that arrives while it
+/// sleeps turns stale two of its intervals later at the earliest, so it is
+/// always looked at in time. Readings turn stale on the millisecond, and
+/// with every channel polled on time the sweep walks the channels once per
+/// shortest interval, not ten times a second.
+async fn sweep_stale(
+    tx: Arc<watch::Sender<Snapshot>>,
+    changes: Arc<Changes>,
+    shutdown: CancellationToken,
+) {
+    let shortest = tx
+        .borrow()
+        .info
+        .iter()
+        .map(|c| c.poll)
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_millis(100));
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
         let now = Instant::now();
+        let mut next = now + shortest;
         tx.send_if_modified(|s| {
             let mut changed = false;
-            for (r, info) in s.readings.iter_mut().zip(s.info.iter()) {
-                let live = matches!(r.state, State::Ok | State::WarmingUp);
-                if live && now.duration_since(r.at) > info.poll * 2 {
+            for (i, (r, info)) in s.readings.iter_mut().zip(s.info.iter()).enumerate() {
+                if !matches!(r.state, State::Ok | State::WarmingUp) {
+                    continue;
+                }
+                let limit = info.poll * 2;
+                if now.duration_since(r.at) > limit {
                     tracing::warn!(channel = %info.id, "reading is stale");
                     // Stamped when detected, so history shows when it went stale.
                     *r = Reading::fault(State::Stale, "no fresh reading", now, SystemTime::now());
+                    changes.mark(i);
                     changed = true;
+                } else {
+                    // Stale once strictly older than the limit.
+                    next = next.min(r.at + limit + Duration::from_millis(1));
                 }
             }
             changed
         });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(next.into()) => {}
+        }
     }
 }
 
@@ -374,7 +467,11 @@ mod tests {
             Reading::ok(0.42, old, SystemTime::now()),
         ));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(sweep_stale(Arc::new(tx), stop.clone()));
+        let task = tokio::spawn(sweep_stale(
+            Arc::new(tx),
+            Arc::new(Changes::new(1)),
+            stop.clone(),
+        ));
         let _ = tokio::time::timeout(Duration::from_secs(2), rx.changed()).await;
         let r = rx.borrow().readings[0].clone();
         assert_eq!((r.state, r.value), (State::Stale, None));
@@ -389,11 +486,89 @@ mod tests {
             Reading::ok(0.42, Instant::now(), SystemTime::now()),
         ));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(sweep_stale(Arc::new(tx), stop.clone()));
+        let task = tokio::spawn(sweep_stale(
+            Arc::new(tx),
+            Arc::new(Changes::new(1)),
+            stop.clone(),
+        ));
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(rx.borrow().readings[0].state, State::Ok);
         stop.cancel();
         let _ = task.await;
+    }
+
+    #[tokio::test]
+    async fn a_reading_that_arrives_while_the_sweep_sleeps_turns_stale_in_time() {
+        // Channel 0 polls hourly, so the sweep would sleep long; channel 1
+        // polls every 200 ms and has no live reading yet.
+        let mut snap = snapshot(
+            Duration::from_secs(3600),
+            Reading::ok(1.0, Instant::now(), SystemTime::now()),
+        );
+        let mut fast = snap.info[0].clone();
+        fast.id = "co".into();
+        fast.poll = Duration::from_millis(200);
+        snap.info = Arc::new(vec![snap.info[0].clone(), fast]);
+        snap.readings.push(Reading::fault(
+            State::CommFault,
+            "timeout",
+            Instant::now(),
+            SystemTime::now(),
+        ));
+        let (tx, mut rx) = watch::channel(snap);
+        let tx = Arc::new(tx);
+        let changes = Arc::new(Changes::new(2));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sweep_stale(
+            Arc::clone(&tx),
+            Arc::clone(&changes),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut seen = Vec::new();
+        changes.take(&mut seen);
+        let arrived = Instant::now();
+        tx.send_modify(|s| s.readings[1] = Reading::ok(5.0, arrived, SystemTime::now()));
+        rx.borrow_and_update();
+        let stale = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                let _ = rx.changed().await;
+                if rx.borrow_and_update().readings[1].state == State::Stale {
+                    return Instant::now();
+                }
+            }
+        })
+        .await;
+        let after = stale.map(|t| t.duration_since(arrived));
+        assert!(
+            after
+                .as_ref()
+                .is_ok_and(|d| *d > Duration::from_millis(400) && *d < Duration::from_millis(1500)),
+            "stale {after:?} after its reading: two polls are 400 ms, and an hourly neighbour must not put the sweep to sleep"
+        );
+        assert_eq!(rx.borrow().readings[0].state, State::Ok);
+        changes.take(&mut seen);
+        assert_eq!(seen, [1], "the sweep tells the alarm task what it changed");
+        stop.cancel();
+        let _ = task.await;
+    }
+
+    #[test]
+    fn changes_are_taken_once_each_and_in_order() {
+        let c = Changes::new(4);
+        let mut got = Vec::new();
+        c.take(&mut got);
+        assert_eq!(got, [0, 1, 2, 3], "the first look sees every channel");
+        c.take(&mut got);
+        assert!(got.is_empty());
+        for i in [2, 0, 2, 9, 2] {
+            c.mark(i);
+        }
+        c.take(&mut got);
+        assert_eq!(got, [2, 0], "each once; unknown channels ignored");
+        c.mark(2);
+        c.take(&mut got);
+        assert_eq!(got, [2]);
     }
 
     #[test]
@@ -407,6 +582,7 @@ mod tests {
         let sink = Sink {
             beats: crate::alarm::supervisor::Heartbeats::new(),
             snapshot: Arc::new(tx),
+            changes: Arc::new(Changes::new(1)),
             recorder: rec,
             metrics: Arc::new(Metrics::new(std::iter::empty())),
             warm_until: now + Duration::from_secs(30),

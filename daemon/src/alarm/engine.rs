@@ -18,7 +18,7 @@
 //! * `warming_up` raises nothing but keeps the beacon yellow and the power
 //!   cut on channels that guard it, until the first real reading.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -277,6 +277,18 @@ pub struct Engine {
     /// Overdue miners, by subject (`worker:BADGE`).
     people: BTreeMap<String, Alarm>,
     next_id: u64,
+    /// Channels with a delay running: [`Engine::tick`] evaluates them when
+    /// one ends. Every other channel's state changes only with its next
+    /// reading, so a tick costs what is pending, not every channel.
+    due: BTreeSet<usize>,
+    /// Channels whose alarms changed outside a reading (restore,
+    /// acknowledgement): the next tick evaluates them, whatever their
+    /// delays.
+    recheck: BTreeSet<usize>,
+    /// Channels without a trusted value (not read yet, warming up, faulty),
+    /// and those of them that guard the power.
+    unknown: usize,
+    unknown_guards: usize,
 }
 
 impl Engine {
@@ -289,10 +301,14 @@ impl Engine {
                 .iter()
                 .map(|r| vec![Pending::default(); r.levels.len()])
                 .collect(),
+            unknown: rules.len(),
+            unknown_guards: rules.iter().filter(|r| r.guards_power()).count(),
             rules,
             active: BTreeMap::new(),
             people: BTreeMap::new(),
             next_id: first_id,
+            due: BTreeSet::new(),
+            recheck: BTreeSet::new(),
         }
     }
 
@@ -376,19 +392,58 @@ impl Engine {
         if ch >= self.rules.len() {
             return Vec::new();
         }
-        self.last[ch] = Some((r.value.filter(|_| r.state == State::Ok), r.state));
+        let last = Some((r.value.filter(|_| r.state == State::Ok), r.state));
+        let (was, is) = (unknown(self.last[ch]), unknown(last));
+        if was != is {
+            let guards = usize::from(self.rules[ch].guards_power());
+            if is {
+                self.unknown += 1;
+                self.unknown_guards += guards;
+            } else {
+                self.unknown -= 1;
+                self.unknown_guards -= guards;
+            }
+        }
+        self.last[ch] = last;
         let mut out = Vec::new();
         self.evaluate(ch, now, wall, &mut out);
         out
     }
 
-    /// Re-evaluates every channel's delays at `now` with its last reading.
+    /// Re-evaluates, at `now` and with their last readings, the channels
+    /// whose delays run or whose alarms changed without a reading.
     pub fn tick(&mut self, now: Instant, wall: SystemTime) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
-        for ch in 0..self.rules.len() {
+        let due: Vec<usize> = self.due.union(&self.recheck).copied().collect();
+        for ch in due {
             self.evaluate(ch, now, wall, &mut out);
         }
         out
+    }
+
+    /// When [`Engine::tick`] next has something to do: now if a channel
+    /// must be evaluated again, else the earliest end of a running delay.
+    /// `None` when nothing waits: only a reading or a command changes
+    /// anything then.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if !self.recheck.is_empty() {
+            return Some(now);
+        }
+        let mut next: Option<Instant> = None;
+        for &ch in &self.due {
+            for (p, rule) in self.pending[ch].iter().zip(&self.rules[ch].levels) {
+                for t in [
+                    p.on_since.map(|s| s + rule.on_delay),
+                    p.off_since.map(|s| s + rule.off_delay),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            }
+        }
+        next
     }
 
     /// A supervisor acknowledges alarm `id`.
@@ -456,6 +511,7 @@ impl Engine {
             self.active.remove(&key);
             out.push(event(EventKind::Cleared));
         }
+        self.recheck.insert(key.0);
         Ok(out)
     }
 
@@ -476,15 +532,13 @@ impl Engine {
             .active
             .keys()
             .any(|(_, k)| *k == AlarmKind::Level(LevelName::PowerCut));
-        for (ch, rules) in self.rules.iter().enumerate() {
-            // Not read yet, or warming up: no value to trust.
-            let unknown = !matches!(self.last[ch], Some((Some(_), State::Ok)));
-            if unknown {
-                beacon = beacon.max(Beacon::Yellow);
-                if rules.guards_power() {
-                    power_allowed = false;
-                }
-            }
+        // A channel not read yet, warming up or faulty has no value to
+        // trust (counted as readings come, not walked here).
+        if self.unknown > 0 {
+            beacon = beacon.max(Beacon::Yellow);
+        }
+        if self.unknown_guards > 0 {
+            power_allowed = false;
         }
         Outputs {
             siren,
@@ -609,6 +663,8 @@ impl Engine {
                     acked: r.acked.clone(),
                 },
             );
+            // Judged again at the next tick with the reading there is.
+            self.recheck.insert(ch);
         }
     }
 
@@ -618,6 +674,25 @@ impl Engine {
     }
 
     fn evaluate(&mut self, ch: usize, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
+        self.evaluate_levels(ch, now, wall, out);
+        self.recheck.remove(&ch);
+        let timed = self.pending[ch]
+            .iter()
+            .any(|p| p.on_since.is_some() || p.off_since.is_some());
+        if timed {
+            self.due.insert(ch);
+        } else {
+            self.due.remove(&ch);
+        }
+    }
+
+    fn evaluate_levels(
+        &mut self,
+        ch: usize,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Vec<AlarmEvent>,
+    ) {
         let Some((value, state)) = self.last[ch] else {
             return;
         };
@@ -705,6 +780,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// No value to trust: not read yet, warming up, or faulty.
+fn unknown(last: Option<(Option<f64>, State)>) -> bool {
+    !matches!(last, Some((Some(_), State::Ok)))
 }
 
 #[cfg(test)]

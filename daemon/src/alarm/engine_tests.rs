@@ -668,3 +668,182 @@ fn restored_alarms_keep_power_cut_until_acknowledged_and_ids_continue() {
     assert_eq!(e.ack(5000, "王", wall).map(|v| v.len()), Ok(2));
     assert!(e.outputs().power_allowed);
 }
+
+/// Two channels with delays, so that ticks have timers to honour.
+fn delayed_engine() -> Engine {
+    let delayed = |name, threshold, deadband, latching, on, off| LevelRule {
+        on_delay: Duration::from_millis(on),
+        off_delay: Duration::from_millis(off),
+        ..level(name, threshold, deadband, latching)
+    };
+    Engine::new(
+        vec![
+            ChannelRules {
+                id: "ch4".into(),
+                levels: vec![
+                    delayed(LevelName::Warning, 0.8, 0.05, false, 300, 200),
+                    delayed(LevelName::Alarm, 1.0, 0.05, true, 0, 500),
+                    delayed(LevelName::PowerCut, 1.5, 0.5, true, 0, 1000),
+                ],
+            },
+            ChannelRules {
+                id: "co".into(),
+                levels: vec![delayed(LevelName::Alarm, 24.0, 2.0, false, 700, 400)],
+            },
+        ],
+        1,
+    )
+}
+
+impl Engine {
+    /// What `tick` did before it kept its due set: every channel, always.
+    fn tick_every_channel(&mut self, now: Instant, wall: SystemTime) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        for ch in 0..self.rules.len() {
+            self.evaluate(ch, now, wall, &mut out);
+        }
+        out
+    }
+
+    /// What `outputs` computed before it kept counts: every channel walked.
+    fn outputs_by_walking(&self) -> Outputs {
+        let mut o = self.outputs();
+        let mut beacon = Beacon::Green;
+        for a in self.active() {
+            beacon = beacon.max(match a.kind {
+                AlarmKind::Level(LevelName::Alarm | LevelName::PowerCut) => Beacon::Red,
+                _ => Beacon::Yellow,
+            });
+        }
+        let mut power = !self
+            .active
+            .keys()
+            .any(|(_, k)| *k == AlarmKind::Level(LevelName::PowerCut));
+        for (ch, rules) in self.rules.iter().enumerate() {
+            if !matches!(self.last[ch], Some((Some(_), State::Ok))) {
+                beacon = beacon.max(Beacon::Yellow);
+                power &= !rules.guards_power();
+            }
+        }
+        o.beacon = beacon;
+        o.power_allowed = power;
+        o
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step2 {
+    Value(usize, f64),
+    Special(usize, State),
+    AckOne(usize),
+    Restore(usize, bool),
+    Wait(u64),
+}
+
+fn step2() -> impl Strategy<Value = Step2> {
+    prop_oneof![
+        6 => (0usize..2, 0.0f64..30.0).prop_map(|(c, v)| Step2::Value(c, if c == 0 { v / 10.0 } else { v })),
+        1 => (0usize..2, prop_oneof![Just(State::CommFault), Just(State::Stale), Just(State::WarmingUp)]).prop_map(|(c, s)| Step2::Special(c, s)),
+        2 => (0usize..4).prop_map(Step2::AckOne),
+        1 => (0usize..2, any::<bool>()).prop_map(|(c, a)| Step2::Restore(c, a)),
+        4 => (0u64..1200).prop_map(Step2::Wait),
+    ]
+}
+
+proptest! {
+    /// Ticking only the due channels, at the deadlines the engine gives,
+    /// decides exactly what ticking every channel every 10 ms decided; and
+    /// the counted outputs are the walked ones.
+    #[test]
+    fn ticking_only_due_channels_at_their_deadlines_changes_nothing(steps in proptest::collection::vec(step2(), 1..60)) {
+        let (mut fast, mut every) = (delayed_engine(), delayed_engine());
+        let t0 = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut t = Duration::ZERO;
+        let kinds = |v: Vec<AlarmEvent>| v.into_iter().map(|e| (e.kind, e.alarm_id, e.channel)).collect::<Vec<_>>();
+        for s in steps {
+            t += Duration::from_millis(10);
+            let now = t0 + t;
+            match s {
+                Step2::Value(c, v) => {
+                    let r = Reading::ok(v, now, SystemTime::now());
+                    prop_assert_eq!(kinds(fast.update(c, &r, now, wall)), kinds(every.update(c, &r, now, wall)));
+                }
+                Step2::Special(c, st) => {
+                    let r = Reading::fault(st, "x", now, SystemTime::now());
+                    prop_assert_eq!(kinds(fast.update(c, &r, now, wall)), kinds(every.update(c, &r, now, wall)));
+                }
+                Step2::AckOne(i) => {
+                    let id = every.active().map(|a| a.id).nth(i);
+                    if let Some(id) = id {
+                        let a = fast.ack(id, "p", wall).map(kinds).map_err(|e| e.to_string());
+                        let b = every.ack(id, "p", wall).map(kinds).map_err(|e| e.to_string());
+                        prop_assert_eq!(a, b);
+                    }
+                }
+                Step2::Restore(c, acked) => {
+                    let r = Restored {
+                        id: 900 + c as u64,
+                        channel: ["ch4", "co"][c].into(),
+                        kind: AlarmKind::Level(LevelName::Alarm),
+                        value: Some(1.0),
+                        raised_wall: wall,
+                        acked: acked.then(|| Ack { by: "p".into(), at: wall }),
+                    };
+                    fast.restore(std::slice::from_ref(&r), now);
+                    every.restore(std::slice::from_ref(&r), now);
+                }
+                Step2::Wait(ms) => {
+                    // The reference ticks every 10 ms; the engine under
+                    // test only when its next deadline says so.
+                    // Compared at every step, so a late alarm is caught.
+                    let end = t + Duration::from_millis(ms);
+                    while t < end {
+                        t += Duration::from_millis(10);
+                        let now = t0 + t;
+                        let b = kinds(every.tick_every_channel(now, wall));
+                        let a = if fast.next_deadline(now).is_some_and(|d| d <= now) {
+                            kinds(fast.tick(now, wall))
+                        } else {
+                            Vec::new()
+                        };
+                        prop_assert_eq!(a, b, "at {:?}", t);
+                        prop_assert_eq!(fast.outputs(), every.outputs_by_walking());
+                    }
+                }
+            }
+            prop_assert_eq!(fast.outputs(), every.outputs_by_walking());
+            prop_assert_eq!(fast.outputs(), every.outputs());
+        }
+    }
+}
+
+#[test]
+fn the_next_deadline_is_the_end_of_the_earliest_running_delay() {
+    let mut e = delayed_engine();
+    let mut c = Clock::new();
+    let (now, _) = c.at(0.0);
+    assert_eq!(e.next_deadline(now), None, "nothing read, nothing waits");
+    feed(&mut e, &mut c, 0, 1.0, 0.5);
+    feed(&mut e, &mut c, 1, 1.0, 10.0);
+    assert_eq!(e.next_deadline(now), None, "normal values, nothing waits");
+    feed(&mut e, &mut c, 1, 2.2, 30.0);
+    feed(&mut e, &mut c, 0, 2.5, 0.9);
+    assert_eq!(
+        e.next_deadline(now),
+        Some(c.t0 + Duration::from_millis(2800)),
+        "the warning's 300 ms ends before CO's 700 ms"
+    );
+    let (now, wall) = c.at(2.8);
+    let raised = e.tick(now, wall);
+    assert_eq!(raised.len(), 1);
+    assert_eq!(
+        e.next_deadline(now),
+        Some(c.t0 + Duration::from_millis(2900)),
+        "then CO's"
+    );
+    let (now, wall) = c.at(2.9);
+    assert_eq!(e.tick(now, wall).len(), 1);
+    assert_eq!(e.next_deadline(now), None);
+}
+

@@ -20,8 +20,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::acquisition::Snapshot;
 use crate::acquisition::metrics::{FAST_BUCKETS, Histogram};
+use crate::acquisition::{Changes, Snapshot};
 use crate::config::Config;
 use crate::store::outbox::{self, Lane};
 use crate::store::{self, Durability, Store, StoreError, events};
@@ -151,6 +151,10 @@ pub struct Handle {
     pub reading_to_output: Arc<Histogram>,
 }
 
+/// The alarm task tells the supervisor it is alive at least this often
+/// when nothing else wakes it (the supervisor's stall limit is 2 s).
+const BEAT: Duration = Duration::from_millis(500);
+
 /// Alarm events held in memory while the store cannot take them.
 const MAX_QUEUED: usize = 100_000;
 
@@ -173,6 +177,7 @@ pub struct EventQueue(mpsc::UnboundedReceiver<Pending>);
 pub fn start(
     cfg: &Arc<Config>,
     snapshot: watch::Receiver<Snapshot>,
+    changes: Arc<Changes>,
     beats: Arc<Heartbeats>,
     tracker: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
@@ -253,6 +258,7 @@ pub fn start(
         Arc::clone(&panel),
         cfg.outputs.self_test,
         snapshot,
+        changes,
         beats,
         cmd_rx,
         state_tx,
@@ -310,6 +316,7 @@ async fn run(
     panel: Arc<Mutex<Panel>>,
     self_test: bool,
     mut snapshot: watch::Receiver<Snapshot>,
+    changes: Arc<Changes>,
     beats: Arc<Heartbeats>,
     mut commands: mpsc::Receiver<Command>,
     state: watch::Sender<AlarmState>,
@@ -331,15 +338,19 @@ async fn run(
         beating.abort();
     }
     let mut seen: Vec<Option<Instant>> = vec![None; engine.rules().len()];
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changed: Vec<usize> = Vec::new();
+    // Woken by a reading, a command, the end of a running delay, or else
+    // every BEAT to tell the supervisor the engine is alive; never on a
+    // fixed fast tick, and each wake costs the channels that changed.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     let mut last_published: Option<AlarmState> = None;
     loop {
         let mut acks = Vec::new();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = snapshot.changed() => if r.is_err() { break },
-            _ = tick.tick() => {}
+            () = &mut timer => {}
             Some(cmd) = commands.recv() => acks.push(cmd),
         }
         let now = Instant::now();
@@ -348,11 +359,14 @@ async fn run(
         let mut earliest: Option<Instant> = None;
         {
             let snap = snapshot.borrow_and_update();
-            for (ch, r) in snap.readings.iter().enumerate() {
-                if seen.get(ch).copied().flatten() != Some(r.at) {
-                    if let Some(s) = seen.get_mut(ch) {
-                        *s = Some(r.at);
-                    }
+            // Taken under the borrow: exactly the channels changed in it.
+            changes.take(&mut changed);
+            for &ch in &changed {
+                let (Some(r), Some(s)) = (snap.readings.get(ch), seen.get_mut(ch)) else {
+                    continue;
+                };
+                if *s != Some(r.at) {
+                    *s = Some(r.at);
                     earliest = Some(earliest.map_or(r.at, |e| e.min(r.at)));
                     out.extend(
                         engine
@@ -364,6 +378,7 @@ async fn run(
             }
         }
         out.extend(engine.tick(now, wall).into_iter().map(|e| (e, None)));
+        let had_commands = !acks.is_empty();
         for cmd in acks {
             let (id, by, reply) = match cmd {
                 Command::Overdue(list) => {
@@ -431,15 +446,23 @@ async fn run(
             );
             let _ = events.send(Pending { event: e, done });
         }
-        let rules = engine.rules();
-        let current = AlarmState {
-            alarms: engine.active().map(|a| AlarmView::of(a, rules)).collect(),
-            outputs,
-        };
-        if last_published.as_ref() != Some(&current) {
-            state.send_replace(current.clone());
-            last_published = Some(current);
+        // Alarms change only with events or commands; the list is built
+        // only then, not on every reading.
+        let outputs_changed = last_published.as_ref().map(|p| &p.outputs) != Some(&outputs);
+        if !out.is_empty() || had_commands || outputs_changed {
+            let rules = engine.rules();
+            let current = AlarmState {
+                alarms: engine.active().map(|a| AlarmView::of(a, rules)).collect(),
+                outputs,
+            };
+            if last_published.as_ref() != Some(&current) {
+                state.send_replace(current.clone());
+                last_published = Some(current);
+            }
         }
+        let beat = Instant::now() + BEAT;
+        let next = engine.next_deadline(now).map_or(beat, |d| d.min(beat));
+        timer.as_mut().reset(next.into());
     }
     // A daemon that stops no longer guards: power cut, red lamp.
     if let Ok(mut p) = panel.lock() {
@@ -618,4 +641,172 @@ pub fn unfinished(
         }
     }
     Ok((open.into_values().collect(), max_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acquisition::{ChannelInfo, DeviceHealth, Reading};
+    use crate::config::{ChannelKind, Direction, LevelName, OutputBackend, OutputsConfig};
+    use engine::{AlarmKind, EventKind, Restored};
+
+    struct Rig {
+        beats: Arc<Heartbeats>,
+        commands: mpsc::Sender<Command>,
+        state: watch::Receiver<AlarmState>,
+        events: mpsc::UnboundedReceiver<Pending>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        // Kept so the task does not see the acquisition side go away.
+        _snapshot: watch::Sender<Snapshot>,
+    }
+
+    /// The alarm task on one methane channel (alarm 1.0 latching, power
+    /// cut 1.5) whose one reading is `value`, and that never changes.
+    fn rig(value: f64) -> Rig {
+        let level = |name, threshold| LevelRule {
+            name,
+            threshold,
+            direction: Direction::Rising,
+            deadband: 0.1,
+            on_delay: Duration::ZERO,
+            off_delay: Duration::ZERO,
+            latching: true,
+        };
+        let engine = Engine::new(
+            vec![ChannelRules {
+                id: "ch4".into(),
+                levels: vec![
+                    level(LevelName::Alarm, 1.0),
+                    level(LevelName::PowerCut, 1.5),
+                ],
+            }],
+            1_000,
+        );
+        let snapshot = Snapshot {
+            info: Arc::new(vec![ChannelInfo {
+                id: "ch4".into(),
+                kind: ChannelKind::Ch4,
+                unit: "%".into(),
+                location: String::new(),
+                device: "d".into(),
+                poll: Duration::from_secs(30),
+            }]),
+            readings: vec![Reading::ok(value, Instant::now(), SystemTime::now())],
+            devices: vec![DeviceHealth {
+                id: "d".into(),
+                online: true,
+                consecutive_failures: 0,
+                last_error: None,
+                last_ok: None,
+            }],
+        };
+        let (snap_tx, snap_rx) = watch::channel(snapshot);
+        let panel = Panel::open(&OutputsConfig {
+            backend: OutputBackend::Sim,
+            ..OutputsConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let beats = Heartbeats::new();
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (state_tx, state_rx) = watch::channel(AlarmState {
+            alarms: Vec::new(),
+            outputs: Outputs::FAIL_SAFE,
+        });
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Arc::new(Histogram::new(&FAST_BUCKETS)),
+            engine,
+            Arc::new(Mutex::new(panel)),
+            false,
+            snap_rx,
+            Arc::new(Changes::new(1)),
+            Arc::clone(&beats),
+            cmd_rx,
+            state_tx,
+            ev_tx,
+            stop.clone(),
+        ));
+        Rig {
+            beats,
+            commands: cmd_tx,
+            state: state_rx,
+            events: ev_rx,
+            stop,
+            task,
+            _snapshot: snap_tx,
+        }
+    }
+
+    #[tokio::test]
+    async fn with_no_reading_and_no_delay_running_the_engine_still_beats() {
+        let mut r = rig(0.5);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            r.state.wait_for(|s| s.outputs.power_allowed),
+        )
+        .await;
+        assert!(
+            r.state.borrow().outputs.power_allowed,
+            "the first pass judges the reading there is"
+        );
+        let mut oldest = Duration::ZERO;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            oldest = oldest.max(r.beats.engine_age());
+        }
+        assert!(
+            oldest < Duration::from_millis(1000),
+            "{oldest:?} without a beat; the supervisor cuts power after 2 s"
+        );
+        r.stop.cancel();
+        let _ = r.task.await;
+    }
+
+    #[tokio::test]
+    async fn a_restored_alarm_is_judged_at_once_without_waiting_for_a_reading() {
+        let mut r = rig(0.5);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            r.state.wait_for(|s| s.outputs.power_allowed),
+        )
+        .await;
+        let restored = Restored {
+            id: 5_000,
+            channel: "ch4".into(),
+            kind: AlarmKind::Level(LevelName::Alarm),
+            value: Some(1.2),
+            raised_wall: SystemTime::now(),
+            acked: None,
+        };
+        r.commands
+            .send(Command::Restore(vec![restored], Some(5_000)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The reading (0.5) no longer holds the condition: the alarm has
+        // returned and waits for its acknowledgement. No new reading comes
+        // for 30 s; the engine must not wait for one.
+        let returned = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(p) = r.events.recv().await {
+                if p.event.alarm_id == 5_000 {
+                    return Some(p.event.kind);
+                }
+            }
+            None
+        })
+        .await;
+        assert_eq!(returned.ok().flatten(), Some(EventKind::Returned));
+        let state = r.state.borrow().clone();
+        assert_eq!(
+            state
+                .alarms
+                .iter()
+                .map(|a| (a.id, a.state))
+                .collect::<Vec<_>>(),
+            [(5_000, "returned")]
+        );
+        r.stop.cancel();
+        let _ = r.task.await;
+    }
 }

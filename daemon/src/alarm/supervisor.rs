@@ -49,6 +49,12 @@ impl Heartbeats {
             .store(self.ms(Instant::now()), Ordering::Relaxed);
     }
 
+    /// Since the engine last completed a loop.
+    #[cfg(test)]
+    pub(crate) fn engine_age(&self) -> Duration {
+        self.ages(Instant::now()).0
+    }
+
     fn ages(&self, now: Instant) -> (Duration, Duration) {
         let now = self.ms(now);
         (
@@ -58,11 +64,16 @@ impl Heartbeats {
     }
 }
 
+/// How often the supervisor looks at most: the fail-safe follows a stall
+/// within this of the stall limit. Half the feed interval when that is
+/// shorter, so a short systemd `WatchdogSec` is still fed in time.
+const STEP: Duration = Duration::from_millis(100);
+
 /// When progress counts as stalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The engine loops every 100 ms; longer than this without a loop is a
-    /// stall.
+    /// The engine loops at least every 500 ms (more often with readings);
+    /// longer than this without a loop is a stall.
     pub engine: Duration,
     /// Acquisition publishes at least once per slowest poll or probe.
     pub acquisition: Duration,
@@ -111,8 +122,9 @@ pub fn spawn(
         let mut stalled = false;
         let mut starving = false;
         let mut output_errors = 0;
+        let step = STEP.min(limits.feed_every / 2).max(Duration::from_millis(10));
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(step);
             let now = Instant::now();
             let (engine_age, acquisition_age) = beats.ages(now);
             let since_feed = last_feed.map_or(Duration::MAX, |t| now.duration_since(t));
@@ -265,7 +277,7 @@ mod tests {
         for _ in 0..10 {
             beats.engine_beat();
             beats.acquisition_beat();
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(STEP);
         }
         let fed_while_healthy = timeline.of("watchdog").len();
         assert!(fed_while_healthy >= 2, "{fed_while_healthy}");
