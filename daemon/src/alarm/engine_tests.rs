@@ -846,4 +846,3 @@ fn the_next_deadline_is_the_end_of_the_earliest_running_delay() {
     assert_eq!(e.tick(now, wall).len(), 1);
     assert_eq!(e.next_deadline(now), None);
 }
-
