@@ -1,8 +1,38 @@
-//! Test-only helpers shared by the parsers' property tests: inputs from
+//! Test-only helpers: for the parsers' property tests, inputs from
 //! outside (a config file, a roster CSV, a photo, a county command) made
-//! hostile by mutating a valid one, the way a fuzzer would.
+//! hostile by mutating a valid one, the way a fuzzer would; and a snapshot
+//! of one channel for the acquisition and alarm tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use proptest::prelude::*;
+
+use crate::acquisition::{ChannelInfo, DeviceHealth, Reading, Snapshot};
+use crate::config::ChannelKind;
+
+/// A snapshot of one methane channel `ch4` polled every `poll`, on an
+/// online device `d`, holding `reading`.
+pub(crate) fn one_channel_snapshot(poll: Duration, reading: Reading) -> Snapshot {
+    Snapshot {
+        info: Arc::new(vec![ChannelInfo {
+            id: "ch4".into(),
+            kind: ChannelKind::Ch4,
+            unit: "%".into(),
+            location: String::new(),
+            device: "d".into(),
+            poll,
+        }]),
+        readings: vec![reading],
+        devices: vec![DeviceHealth {
+            id: "d".into(),
+            online: true,
+            consecutive_failures: 0,
+            last_error: None,
+            last_ok: None,
+        }],
+    }
+}
 
 /// One change to a byte string.
 #[derive(Debug, Clone)]

@@ -61,10 +61,16 @@ pub fn uplink_config(dir: &Path, http: SocketAddr, url: &str, miners: usize) -> 
         .collect();
     std::fs::write(&roster, csv).unwrap_or_else(|e| panic!("{e}"));
     format!(
-        "{}[roster]\nfile = \"{}\"\n[mqtt]\nenabled = true\nurl = \"{url}\"\nkeep_alive = \"5s\"\n",
+        "{}[roster]\nfile = \"{}\"\n{}",
         minimal_config(&dir.join("data"), http),
-        roster.display()
+        roster.display(),
+        mqtt_section(url)
     )
+}
+
+/// The `[mqtt]` section of a station sending to `url`, 5 s keep-alive.
+pub fn mqtt_section(url: &str) -> String {
+    format!("[mqtt]\nenabled = true\nurl = \"{url}\"\nkeep_alive = \"5s\"\n")
 }
 
 /// Checks badge `badge` (as `{badge:04}`) in and expects `201`.

@@ -193,10 +193,7 @@ fn kill_9_under_mixed_load_loses_nothing_that_was_answered() {
         dir.path(),
         http,
         &sim,
-        &format!(
-            "[mqtt]\nenabled = true\nurl = \"{}\"\nkeep_alive = \"5s\"\n",
-            broker.url()
-        ),
+        &pithead_e2e::mqtt_section(&broker.url()),
     );
     // 300 miners instead of the one face_station writes.
     let roster: String = std::iter::once("badge,name,team,role\n".to_owned())

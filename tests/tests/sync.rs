@@ -344,10 +344,7 @@ fn every_record_kind_arrives_with_the_documented_payload() {
         dir.path(),
         http,
         &sim,
-        &format!(
-            "[mqtt]\nenabled = true\nurl = \"{}\"\nkeep_alive = \"5s\"\n",
-            broker.url()
-        ),
+        &pithead_e2e::mqtt_section(&broker.url()),
     );
     let mut d = Daemon::start(dir.path(), &config, http);
     d.wait_healthy(Duration::from_secs(20));

@@ -437,27 +437,7 @@ async fn sweep_stale(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn snapshot(poll: Duration, reading: Reading) -> Snapshot {
-        Snapshot {
-            info: Arc::new(vec![ChannelInfo {
-                id: "ch4".into(),
-                kind: ChannelKind::Ch4,
-                unit: "%".into(),
-                location: String::new(),
-                device: "d".into(),
-                poll,
-            }]),
-            readings: vec![reading],
-            devices: vec![DeviceHealth {
-                id: "d".into(),
-                online: true,
-                consecutive_failures: 0,
-                last_error: None,
-                last_ok: None,
-            }],
-        }
-    }
+    use crate::testing::one_channel_snapshot as snapshot;
 
     #[tokio::test]
     async fn a_reading_older_than_two_polls_turns_stale_not_zero() {

@@ -646,8 +646,8 @@ pub fn unfinished(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acquisition::{ChannelInfo, DeviceHealth, Reading};
-    use crate::config::{ChannelKind, Direction, LevelName, OutputBackend, OutputsConfig};
+    use crate::acquisition::Reading;
+    use crate::config::{Direction, LevelName, OutputBackend, OutputsConfig};
     use engine::{AlarmKind, EventKind, Restored};
 
     struct Rig {
@@ -683,24 +683,10 @@ mod tests {
             }],
             1_000,
         );
-        let snapshot = Snapshot {
-            info: Arc::new(vec![ChannelInfo {
-                id: "ch4".into(),
-                kind: ChannelKind::Ch4,
-                unit: "%".into(),
-                location: String::new(),
-                device: "d".into(),
-                poll: Duration::from_secs(30),
-            }]),
-            readings: vec![Reading::ok(value, Instant::now(), SystemTime::now())],
-            devices: vec![DeviceHealth {
-                id: "d".into(),
-                online: true,
-                consecutive_failures: 0,
-                last_error: None,
-                last_ok: None,
-            }],
-        };
+        let snapshot = crate::testing::one_channel_snapshot(
+            Duration::from_secs(30),
+            Reading::ok(value, Instant::now(), SystemTime::now()),
+        );
         let (snap_tx, snap_rx) = watch::channel(snapshot);
         let panel = Panel::open(&OutputsConfig {
             backend: OutputBackend::Sim,
