@@ -1,7 +1,11 @@
-//! Simulated outputs that record every change with its time.
+//! Simulated outputs that record every change with its time, optionally
+//! mirrored to a file that outlives the process (as a GPIO line keeps its
+//! level when the process that drove it dies), and faults to inject.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::{HalError, Output, Watchdog};
 
@@ -21,10 +25,17 @@ pub struct Change {
 /// Changes a timeline keeps; the oldest tenth goes when it is full.
 pub const TIMELINE_CAP: usize = 10_000;
 
+/// The name under which watchdog feeds (on) and its disarming (off) are
+/// recorded.
+pub const WATCHDOG: &str = "watchdog";
+
 /// The shared record of the changes of every simulated output (the last
 /// [`TIMELINE_CAP`]).
 #[derive(Debug, Clone, Default)]
-pub struct Timeline(Arc<Mutex<Vec<Change>>>);
+pub struct Timeline {
+    changes: Arc<Mutex<Vec<Change>>>,
+    mirror: Option<Arc<Mirror>>,
+}
 
 impl Timeline {
     /// An empty timeline.
@@ -32,9 +43,27 @@ impl Timeline {
         Self::default()
     }
 
+    /// An empty timeline whose outputs' states are also written to `path`
+    /// (one `name=0|1` line each), by a thread of its own so that no output
+    /// ever waits for the disk. The file is what a simulated output "is"
+    /// once the process is gone: another process (a test, `pithead outputs
+    /// safe`) reads or sets it.
+    pub fn mirrored(path: &Path) -> std::io::Result<Self> {
+        Ok(Timeline {
+            changes: Arc::default(),
+            mirror: Some(Mirror::start(path.to_owned())?),
+        })
+    }
+
+    /// Waits (up to `within`) until the mirror file holds every change so
+    /// far; false when it could not be written.
+    pub fn flush(&self, within: Duration) -> bool {
+        self.mirror.as_ref().is_none_or(|m| m.flush(within))
+    }
+
     /// A copy of every change so far, in order.
     pub fn changes(&self) -> Vec<Change> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+        self.changes.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// The changes of one output.
@@ -46,7 +75,12 @@ impl Timeline {
     }
 
     fn push(&self, change: Change) {
-        if let Ok(mut v) = self.0.lock() {
+        if let Some(m) = &self.mirror
+            && change.output != WATCHDOG
+        {
+            m.set(&change.output, change.on);
+        }
+        if let Ok(mut v) = self.changes.lock() {
             // A ring: a box on simulated outputs may run for months.
             if v.len() >= TIMELINE_CAP {
                 v.drain(..TIMELINE_CAP / 10);
@@ -56,12 +90,127 @@ impl Timeline {
     }
 }
 
+/// Reads a mirror file written by [`Timeline::mirrored`]: output → on.
+pub fn read_mirror(path: &Path) -> std::io::Result<BTreeMap<String, bool>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim() == "1"))
+        .collect())
+}
+
+/// The latest states, written to a file by a thread of its own.
+#[derive(Debug)]
+struct Mirror {
+    state: Mutex<MirrorState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct MirrorState {
+    outputs: BTreeMap<String, bool>,
+    /// Bumped by every change; `written` catches up.
+    version: u64,
+    written: u64,
+    failed: bool,
+}
+
+impl Mirror {
+    fn start(path: PathBuf) -> std::io::Result<Arc<Mirror>> {
+        let m = Arc::new(Mirror {
+            state: Mutex::new(MirrorState::default()),
+            wake: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&m);
+        std::thread::Builder::new()
+            .name("sim-outputs".into())
+            .spawn(move || Mirror::run(&weak, &path))?;
+        Ok(m)
+    }
+
+    fn set(&self, output: &str, on: bool) {
+        if let Ok(mut s) = self.state.lock() {
+            s.outputs.insert(output.to_owned(), on);
+            s.version += 1;
+            self.wake.notify_all();
+        }
+    }
+
+    fn flush(&self, within: Duration) -> bool {
+        let Ok(s) = self.state.lock() else {
+            return false;
+        };
+        let target = s.version;
+        match self
+            .wake
+            .wait_timeout_while(s, within, |s| s.written < target && !s.failed)
+        {
+            Ok((s, _)) => s.written >= target,
+            Err(_) => false,
+        }
+    }
+
+    fn run(this: &std::sync::Weak<Mirror>, path: &Path) {
+        let tmp = path.with_extension("tmp");
+        loop {
+            let Some(m) = this.upgrade() else {
+                return;
+            };
+            let (text, version) = {
+                let Ok(s) = m.state.lock() else {
+                    return;
+                };
+                let Ok(mut s) = m
+                    .wake
+                    .wait_timeout_while(s, Duration::from_millis(500), |s| s.written >= s.version)
+                    .map(|(s, _)| s)
+                else {
+                    return;
+                };
+                if s.written >= s.version {
+                    continue;
+                }
+                s.failed = false;
+                let text: String = s
+                    .outputs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}\n", u8::from(*v)))
+                    .collect();
+                (text, s.version)
+            };
+            let ok = std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .is_ok();
+            if let Ok(mut s) = m.state.lock() {
+                if ok {
+                    s.written = s.written.max(version);
+                } else {
+                    s.failed = true;
+                }
+                m.wake.notify_all();
+            }
+        }
+    }
+}
+
+/// A fault to inject into a simulated output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimFault {
+    /// It cannot be switched off (a welded contact, a driver stuck on):
+    /// `set(false)` fails.
+    StuckOn,
+    /// It cannot be switched at all: every change fails.
+    Dead,
+}
+
 /// A simulated output; changes go to its [`Timeline`].
 #[derive(Debug)]
 pub struct SimOutput {
     name: String,
     state: bool,
     timeline: Timeline,
+    fault: Option<SimFault>,
 }
 
 impl SimOutput {
@@ -78,13 +227,32 @@ impl SimOutput {
             name,
             state: initial,
             timeline: timeline.clone(),
+            fault: None,
         }
+    }
+
+    /// The same output with `fault` injected from now on.
+    #[must_use]
+    pub fn with_fault(mut self, fault: Option<SimFault>) -> Self {
+        self.fault = fault;
+        self
     }
 }
 
 impl Output for SimOutput {
     fn set(&mut self, on: bool) -> Result<(), HalError> {
         if on != self.state {
+            let refused = match self.fault {
+                Some(SimFault::Dead) => true,
+                Some(SimFault::StuckOn) => !on,
+                None => false,
+            };
+            if refused {
+                return Err(HalError::Output {
+                    name: self.name.clone(),
+                    reason: format!("simulated fault {:?}: the line did not change", self.fault),
+                });
+            }
             self.state = on;
             self.timeline.push(Change {
                 output: self.name.clone(),
@@ -123,8 +291,18 @@ impl SimWatchdog {
 impl Watchdog for SimWatchdog {
     fn feed(&mut self) -> Result<(), HalError> {
         self.timeline.push(Change {
-            output: "watchdog".into(),
+            output: WATCHDOG.into(),
             on: true,
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        });
+        Ok(())
+    }
+
+    fn disarm(&mut self) -> Result<(), HalError> {
+        self.timeline.push(Change {
+            output: WATCHDOG.into(),
+            on: false,
             at: Instant::now(),
             wall: SystemTime::now(),
         });
@@ -154,6 +332,50 @@ mod tests {
         assert_eq!(t.changes().len(), 5);
         assert!(relay.get());
         assert!(t.changes().windows(2).all(|w| w[0].at <= w[1].at));
+        Ok(())
+    }
+
+    #[test]
+    fn a_stuck_output_refuses_to_go_off_and_keeps_its_state() -> Result<(), HalError> {
+        let t = Timeline::new();
+        let mut relay = SimOutput::new("relay", false, &t).with_fault(Some(SimFault::StuckOn));
+        relay.set(true)?;
+        assert!(relay.set(false).is_err());
+        assert!(
+            relay.get(),
+            "get() is what the line does, not what was asked"
+        );
+        let mut dead = SimOutput::new("siren", false, &t).with_fault(Some(SimFault::Dead));
+        assert!(dead.set(true).is_err());
+        assert!(!dead.get());
+        Ok(())
+    }
+
+    #[test]
+    fn the_mirror_file_holds_the_latest_states() -> Result<(), HalError> {
+        let dir = std::env::temp_dir().join(format!("pithead-mirror-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("outputs");
+        let t = Timeline::mirrored(&path).map_err(|e| HalError::Output {
+            name: "mirror".into(),
+            reason: e.to_string(),
+        })?;
+        let mut relay = SimOutput::new("power_relay", false, &t);
+        let mut siren = SimOutput::new("siren", false, &t);
+        relay.set(true)?;
+        siren.set(true)?;
+        siren.set(false)?;
+        SimWatchdog::new(&t).feed()?;
+        assert!(t.flush(Duration::from_secs(5)));
+        let m = read_mirror(&path).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            m.into_iter().collect::<Vec<_>>(),
+            [
+                ("power_relay".to_owned(), true),
+                ("siren".to_owned(), false)
+            ]
+        );
         Ok(())
     }
 }
