@@ -306,10 +306,19 @@ fn a_late_reply_is_never_taken_for_the_next_answer() {
     let sim = Simulator::start("normal", None);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut d = Daemon::start(dir.path(), &sim_config(dir.path(), http, &sim), http);
+    // Every channel its own request: ch4 and co are neighbours, which
+    // would otherwise be read together and could not take each other's
+    // late replies.
+    let cfg = sim_config(dir.path(), http, &sim).replacen(
+        "[acquisition]\nwarm_up = \"0s\"\n",
+        "[acquisition]\nwarm_up = \"0s\"\ncoalesce = false\n",
+        1,
+    );
+    assert!(cfg.contains("coalesce = false"));
+    let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
     // Two channels of one device with different values, read by separate
-    // requests (not adjacent): a late reply to one would carry the other's.
+    // requests: a late reply to one would carry the other's.
     sim.control("set 1 input 0 111");
     sim.control("set 1 input 1 222");
     wait_channels(http, Duration::from_secs(10), "set values", |c| {
@@ -396,7 +405,7 @@ fn rtu_over_a_pty_pair_one_silent_unit_does_not_starve_the_other() {
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = format!(
         "{}[acquisition]\nwarm_up = \"0s\"\n\
-         [[bus]]\nid = \"rs485\"\ntransport = \"rtu\"\npath = \"{}\"\nbaud = 9600\ntimeout = \"300ms\"\nretries = 1\n\
+         [[bus]]\nid = \"rs485\"\ntransport = \"rtu\"\npath = \"{}\"\nbaud = 9600\ntimeout = \"250ms\"\nretries = 1\n\
          [[device]]\nid = \"face\"\nbus = \"rs485\"\nunit = 1\n\
          [[device]]\nid = \"sump\"\nbus = \"rs485\"\nunit = 3\n\
          [[channel]]\nid = \"ch4\"\ndevice = \"face\"\nkind = \"ch4\"\nunit = \"%vol\"\ntable = \"input\"\naddress = 0\nscale = 0.01\n\
@@ -567,6 +576,11 @@ enum Hostile {
     Noise,
     /// An exception, then a dozen more nobody asked for.
     ExceptionStorm,
+    /// A well-formed answer with one register more than asked for
+    /// (tokio-modbus checks that only in debug builds, with a panic).
+    ExtraRegister,
+    /// A well-formed answer with one register fewer.
+    MissingRegister,
 }
 
 fn crc16(frame: &[u8]) -> [u8; 2] {
@@ -619,11 +633,18 @@ fn hostile_device(path: &std::path::Path, mode: Arc<Mutex<Hostile>>) {
                 let (unit, function) = (req[0], req[1]);
                 let count = u16::from_be_bytes([req[4], req[5]]);
                 let value: u16 = if unit == 1 { 87 } else { 1234 };
-                let mut data = vec![u8::try_from(count * 2).unwrap_or(0)];
-                for _ in 0..count {
-                    data.extend_from_slice(&value.to_be_bytes());
-                }
+                let frame = |v: u16, n: u16| {
+                    let mut data = vec![u8::try_from(n * 2).unwrap_or(0)];
+                    for _ in 0..n {
+                        data.extend_from_slice(&v.to_be_bytes());
+                    }
+                    data
+                };
+                let data = frame(value, count);
                 let good = with_crc([vec![unit, function], data.clone()].concat());
+                // Every abusive answer carries a wrong value: taking one
+                // for an answer would show.
+                let bad = frame(4242, count);
                 let m = if unit == 1 {
                     *mode
                         .lock()
@@ -634,25 +655,27 @@ fn hostile_device(path: &std::path::Path, mode: Arc<Mutex<Hostile>>) {
                 let out: Vec<u8> = match m {
                     Hostile::Good => good,
                     Hostile::BadCrc => {
-                        let mut f = good;
+                        let mut f = with_crc([vec![unit, function], bad].concat());
                         let last = f.len() - 1;
                         f[last] ^= 0x5a;
                         f
                     }
                     Hostile::ShortFrame => {
-                        let mut f = vec![unit, function, data[0] + 4];
-                        f.extend_from_slice(&data[1..]);
+                        let mut f = vec![unit, function, bad[0] + 4];
+                        f.extend_from_slice(&bad[1..]);
                         with_crc(f)
                     }
                     Hostile::LongFrame => {
                         let mut f = vec![unit, function];
-                        f.extend_from_slice(&data);
+                        f.extend_from_slice(&bad);
                         f.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
                         with_crc(f)
                     }
-                    Hostile::HalfFrame => good[..3].to_vec(),
-                    Hostile::WrongUnit => with_crc([vec![2, function], data].concat()),
-                    Hostile::WrongFunction => with_crc([vec![unit, 3], data].concat()),
+                    Hostile::HalfFrame => {
+                        with_crc([vec![unit, function], bad].concat())[..3].to_vec()
+                    }
+                    Hostile::WrongUnit => with_crc([vec![2, function], bad].concat()),
+                    Hostile::WrongFunction => with_crc([vec![unit, 3], bad].concat()),
                     Hostile::Echo => req.clone(),
                     Hostile::Noise => (0..64)
                         .map(|_| {
@@ -665,6 +688,12 @@ fn hostile_device(path: &std::path::Path, mode: Arc<Mutex<Hostile>>) {
                     Hostile::ExceptionStorm => (0..13)
                         .flat_map(|_| with_crc(vec![unit, function | 0x80, 4]))
                         .collect(),
+                    Hostile::ExtraRegister => {
+                        with_crc([vec![unit, function], frame(4242, count + 1)].concat())
+                    }
+                    Hostile::MissingRegister => with_crc(
+                        [vec![unit, function], frame(4242, count.saturating_sub(1))].concat(),
+                    ),
                 };
                 if line.write_all(&out).is_err() {
                     return;
@@ -690,7 +719,7 @@ fn a_hostile_rtu_device_gets_faults_never_a_wrong_value_or_a_hang() {
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = format!(
         "{}[acquisition]\nwarm_up = \"0s\"\n\
-         [[bus]]\nid = \"rs485\"\ntransport = \"rtu\"\npath = \"{}\"\nbaud = 9600\ntimeout = \"300ms\"\nretries = 1\n\
+         [[bus]]\nid = \"rs485\"\ntransport = \"rtu\"\npath = \"{}\"\nbaud = 9600\ntimeout = \"250ms\"\nretries = 1\n\
          [[device]]\nid = \"face\"\nbus = \"rs485\"\nunit = 1\n\
          [[device]]\nid = \"sump\"\nbus = \"rs485\"\nunit = 3\n\
          [[channel]]\nid = \"ch4\"\ndevice = \"face\"\nkind = \"ch4\"\nunit = \"%vol\"\ntable = \"input\"\naddress = 0\nscale = 0.01\n\
@@ -724,6 +753,8 @@ fn a_hostile_rtu_device_gets_faults_never_a_wrong_value_or_a_hang() {
         Hostile::Echo,
         Hostile::Noise,
         Hostile::ExceptionStorm,
+        Hostile::ExtraRegister,
+        Hostile::MissingRegister,
     ] {
         let before = errors(http);
         *mode
@@ -767,6 +798,154 @@ fn a_hostile_rtu_device_gets_faults_never_a_wrong_value_or_a_hang() {
     assert!(
         !d.log_text().contains("panicked"),
         "a panic in the log:\n{}",
+        d.log_text()
+    );
+}
+
+/// Item 2 of the fail-safe issue: a device on the RS-485 line that answers
+/// late. Unit 1 answers every request at `factor` × the timeout (1.5, 2 and
+/// 2.5), unit 3 at once; every request reads registers holding values of
+/// its own (and the two requests of unit 1 differ in size), so a late
+/// reply taken for another request's answer would show as a foreign
+/// value. None may ever show; late replies are counted as errors, the
+/// daemon keeps reading unit 3 and never panics.
+#[test]
+fn late_rtu_replies_never_become_another_requests_value() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pty = PtyPair::new(dir.path());
+    let timeout = Duration::from_millis(200);
+    let factor = Arc::new(Mutex::new(0.0_f64));
+    // The register at `addr` of `unit` holds unit × 1000 + addr.
+    let value = |unit: u8, addr: u16| u16::from(unit) * 1000 + addr;
+    {
+        let line = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&pty.a)
+            .unwrap_or_else(|e| panic!("{}: {e}", pty.a.display()));
+        let writer = Arc::new(Mutex::new(
+            line.try_clone().unwrap_or_else(|e| panic!("{e}")),
+        ));
+        let mut line = line;
+        let factor = Arc::clone(&factor);
+        std::thread::spawn(move || {
+            let mut buf: Vec<u8> = Vec::new();
+            let mut byte = [0u8; 256];
+            loop {
+                let n = match line.read(&mut byte) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&byte[..n]);
+                while buf.len() >= 8 {
+                    let req: Vec<u8> = buf.drain(..8).collect();
+                    if crc16(&req[..6]) != [req[6], req[7]] {
+                        buf.clear();
+                        break;
+                    }
+                    let (unit, function) = (req[0], req[1]);
+                    let start = u16::from_be_bytes([req[2], req[3]]);
+                    let count = u16::from_be_bytes([req[4], req[5]]);
+                    let mut frame = vec![unit, function, u8::try_from(count * 2).unwrap_or(0)];
+                    for i in 0..count {
+                        frame.extend_from_slice(&value(unit, start + i).to_be_bytes());
+                    }
+                    let frame = with_crc(frame);
+                    let delay = if unit == 1 {
+                        timeout.mul_f64(
+                            *factor
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                        )
+                    } else {
+                        Duration::ZERO
+                    };
+                    let w = Arc::clone(&writer);
+                    std::thread::spawn(move || {
+                        std::thread::sleep(delay);
+                        let _ = w
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .write_all(&frame);
+                    });
+                }
+            }
+        });
+    }
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let chan = |id: &str, dev: &str, addr: u16, extra: &str| {
+        format!(
+            "[[channel]]\nid = \"{id}\"\ndevice = \"{dev}\"\nkind = \"generic\"\nunit = \"-\"\ntable = \"input\"\naddress = {addr}\n{extra}"
+        )
+    };
+    let cfg = format!(
+        "{}[acquisition]\nwarm_up = \"0s\"\ncoalesce = false\n\
+         [[bus]]\nid = \"rs485\"\ntransport = \"rtu\"\npath = \"{}\"\nbaud = 19200\ntimeout = \"200ms\"\nretries = 1\n\
+         [[device]]\nid = \"slow\"\nbus = \"rs485\"\nunit = 1\n\
+         [[device]]\nid = \"quick\"\nbus = \"rs485\"\nunit = 3\n{}{}{}{}",
+        minimal_config(&dir.path().join("data"), http),
+        pty.b.display(),
+        chan("a", "slow", 0, ""),
+        // Two registers: a different reply size from `a`'s.
+        chan("b", "slow", 10, "data_type = \"u32\"\n"),
+        chan("c", "quick", 0, ""),
+        chan("d", "quick", 20, ""),
+    );
+    // The values each channel may show: its own, or none.
+    let own: BTreeMap<&str, f64> = BTreeMap::from([
+        ("a", f64::from(value(1, 0))),
+        (
+            "b",
+            f64::from(u32::from(value(1, 10)) << 16 | u32::from(value(1, 11))),
+        ),
+        ("c", f64::from(value(3, 0))),
+        ("d", f64::from(value(3, 20))),
+    ]);
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    wait_channels(http, Duration::from_secs(10), "every unit read", |c| {
+        own.iter().all(|(id, v)| c[*id].value == Some(*v))
+    });
+    let errors = || {
+        ["timeout", "protocol"]
+            .iter()
+            .map(|k| {
+                pithead_e2e::metric(
+                    http,
+                    &format!("pithead_modbus_errors_total{{bus=\"rs485\",kind=\"{k}\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    for f in [1.5, 2.0, 2.5] {
+        *factor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = f;
+        let before = errors();
+        let start = std::time::Instant::now();
+        let (mut slow_fault, mut quick_ok) = (false, false);
+        while start.elapsed() < Duration::from_secs(5) {
+            let c = channels(http);
+            for (id, v) in &own {
+                assert!(
+                    c[*id].value.is_none_or(|got| got == *v),
+                    "{f}× the timeout: {id} shows {:?}, not its own {v}",
+                    c[*id]
+                );
+            }
+            slow_fault |= c["a"].state == "comm_fault" || c["b"].state == "comm_fault";
+            quick_ok |= c["c"].state == "ok" && c["d"].state == "ok";
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        assert!(slow_fault, "{f}×: the late unit never showed as a fault");
+        assert!(quick_ok, "{f}×: unit 3 starved by the late one");
+        assert!(errors() > before, "{f}×: nothing counted");
+        eprintln!("{f}× the timeout: {} errors counted", errors() - before);
+    }
+    assert!(
+        d.child.try_wait().ok().flatten().is_none() && !d.log_text().contains("panicked"),
+        "{}",
         d.log_text()
     );
 }

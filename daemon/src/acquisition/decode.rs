@@ -18,6 +18,60 @@ pub struct Encoding {
     pub offset: f64,
     /// Sensor range; outside it there is no value.
     pub range: Option<[f64; 2]>,
+    /// Decimal places the value is rounded to (the channel's resolution);
+    /// `None`: only a float register's own precision (7 significant digits).
+    pub decimals: Option<u8>,
+}
+
+impl Encoding {
+    /// Decimal places of a channel without a `decimals` key: what its scale
+    /// and offset imply for an integer register (`scale = 0.01` → 2), none
+    /// (the register's precision) for a float one.
+    pub fn implied_decimals(data_type: DataType, scale: f64, offset: f64) -> Option<u8> {
+        (data_type != DataType::F32).then(|| decimals_of(scale).max(decimals_of(offset)))
+    }
+}
+
+/// The decimal places `x` needs when written shortest (0.01 → 2, 0.5 → 1,
+/// 1 → 0), at most 6.
+pub fn decimals_of(x: f64) -> u8 {
+    (0u8..=6)
+        .find(|&d| {
+            let p = 10f64.powi(i32::from(d));
+            let y = x * p;
+            (y - y.round()).abs() <= 1e-9 * y.abs().max(1.0)
+        })
+        .unwrap_or(6)
+}
+
+/// `v` rounded to `decimals` places: the nearest double to the decimal
+/// number a person reads (0.35000000000000003 → 0.35).
+pub fn round_to(v: f64, decimals: u8) -> f64 {
+    let p = 10f64.powi(i32::from(decimals));
+    let r = (v * p).round() / p;
+    // -0.0 shows as "-0" on some screens.
+    if r == 0.0 { 0.0 } else { r }
+}
+
+/// `v` rounded to `digits` significant digits (an f32 register holds
+/// about 7: 0.41999998688697815 → 0.42).
+pub fn round_significant(v: f64, digits: i32) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the exponent of a finite double fits an i32"
+    )]
+    let magnitude = v.abs().log10().floor() as i32;
+    let places = digits - 1 - magnitude;
+    if places >= 0 {
+        let p = 10f64.powi(places);
+        (v * p).round() / p
+    } else {
+        let p = 10f64.powi(-places);
+        (v / p).round() * p
+    }
 }
 
 /// Why decoded registers give no value.
@@ -64,9 +118,19 @@ pub fn raw(words: &[u16], e: &Encoding) -> Result<f64, NoValue> {
     Ok(v)
 }
 
-/// The engineering value of `words`, checked against the sensor range.
+/// The engineering value of `words`, rounded to the channel's resolution
+/// (once, here, so every screen, log and message shows the same number)
+/// and checked against the sensor range.
 pub fn value(words: &[u16], e: &Encoding) -> Result<f64, NoValue> {
-    let v = raw(words, e)? * e.scale + e.offset;
+    let mut raw = raw(words, e)?;
+    if e.data_type == DataType::F32 {
+        raw = round_significant(raw, 7);
+    }
+    let v = raw * e.scale + e.offset;
+    let v = match e.decimals {
+        Some(d) if v.is_finite() => round_to(v, d),
+        _ => v,
+    };
     in_range(v, e.range)
 }
 
@@ -124,7 +188,38 @@ mod tests {
             scale: 1.0,
             offset: 0.0,
             range: None,
+            decimals: None,
         }
+    }
+
+    #[test]
+    fn values_carry_the_channels_resolution_not_float_noise() {
+        let e = |data_type, scale, offset| Encoding {
+            scale,
+            offset,
+            decimals: Encoding::implied_decimals(data_type, scale, offset),
+            ..enc(data_type, Order::Big, Order::Big)
+        };
+        // 35 × 0.01 is 0.35000000000000003 in doubles; 82 × 0.01 0.8200000000000001.
+        assert_eq!(value(&[35], &e(DataType::U16, 0.01, 0.0)), Ok(0.35));
+        assert_eq!(value(&[82], &e(DataType::U16, 0.01, 0.0)), Ok(0.82));
+        assert_eq!(value(&[1234], &e(DataType::U16, 0.001, 0.0)), Ok(1.234));
+        assert_eq!(value(&[7], &e(DataType::U16, 0.1, -0.5)), Ok(0.2));
+        assert_eq!(value(&[40], &e(DataType::U16, 1.0, 0.0)), Ok(40.0));
+        // An f32 0.42 is 0.41999998688697815 as a double.
+        let words = encode(0.42, DataType::F32, Order::Big, Order::Big);
+        assert_eq!(value(&words, &e(DataType::F32, 1.0, 0.0)), Ok(0.42));
+        let words = encode(20.8, DataType::F32, Order::Big, Order::Big);
+        assert_eq!(value(&words, &e(DataType::F32, 1.0, 0.0)), Ok(20.8));
+        // An explicit `decimals` wins.
+        let one = Encoding {
+            decimals: Some(1),
+            ..e(DataType::U16, 0.01, 0.0)
+        };
+        assert_eq!(value(&[87], &one), Ok(0.9));
+        assert_eq!(decimals_of(0.05), 2);
+        assert_eq!(decimals_of(2.0), 0);
+        assert_eq!(round_significant(123_456_789.0, 7), 123_456_800.0);
     }
 
     #[test]

@@ -57,6 +57,19 @@ impl State {
             State::WarmingUp => "warming_up",
         }
     }
+
+    /// The state named `s` (as [`State::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<State> {
+        [
+            State::Ok,
+            State::CommFault,
+            State::OutOfRange,
+            State::Stale,
+            State::WarmingUp,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
 }
 
 /// The latest of one channel.

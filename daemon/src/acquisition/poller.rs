@@ -2,9 +2,17 @@
 //!
 //! Rules that keep readings honest on badly behaved lines:
 //! * after a timeout or a reply that does not fit the request, the
-//!   connection is dropped (TCP) or the port closed, left quiet for one
-//!   timeout and reopened with its input flushed (RTU), so a late reply can
-//!   never be taken as the answer to the next request;
+//!   connection is dropped (TCP), or the port is closed and reopened with
+//!   its input flushed (RTU); before the next request (a retry too) goes
+//!   out on a serial line it is listened to until it has been silent for
+//!   [`quiet`] (a timeout and a quarter; every late byte starts the wait
+//!   again and is thrown away), so a reply up to 2.25 timeouts late is
+//!   never taken as an answer;
+//! * every reply is checked against its request before anything is
+//!   decoded: unit and function (tokio-modbus), and the number of
+//!   registers or bits (here: tokio-modbus checks that only in debug
+//!   builds); one that does not fit is a counted protocol error and a
+//!   fault, never a value;
 //! * a device that failed is offline: only one of its requests probes it,
 //!   once per [`PROBE`] at most and without retries, so a dead unit costs
 //!   the line one timeout per probe and never starves the others;
@@ -14,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
-use tokio_modbus::client::{Client as _, Context, Reader as _};
+use tokio_modbus::client::{Client as _, Context};
 use tokio_modbus::prelude::SlaveContext as _;
 use tokio_modbus::{ExceptionCode, Slave};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +71,8 @@ pub(crate) struct BusPoller {
     conn: Option<Context>,
     backoff: Duration,
     next_connect: Instant,
-    quiet_until: Option<Instant>,
+    /// The line must be listened to until silent before the next request.
+    drain: bool,
 }
 
 impl BusPoller {
@@ -94,7 +103,7 @@ impl BusPoller {
             conn: None,
             backoff: Duration::from_millis(200),
             next_connect: now,
-            quiet_until: None,
+            drain: false,
         }
     }
 
@@ -166,17 +175,21 @@ impl BusPoller {
             detail: "not tried".into(),
             resync: false,
         });
-        for _ in 0..attempts {
+        for attempt in 1..=attempts {
             outcome = self.attempt(idx).await;
             match &outcome {
                 Ok(_) => break,
                 Err(f) => {
                     if f.resync {
+                        // Not even a retry of the same request goes out
+                        // before the line is silent: a device that queues
+                        // requests would otherwise answer every later one
+                        // with the reply before.
                         self.drop_connection();
                     }
                     // An exception is the device's answer: asking again
                     // gives the same one.
-                    if f.kind == ErrorKind::Exception {
+                    if attempt == attempts || f.kind == ErrorKind::Exception {
                         break;
                     }
                 }
@@ -242,27 +255,15 @@ impl BusPoller {
         let req = &self.requests[idx].req;
         let (table, start, count) = (req.table, req.start, req.count);
         self.sink.metrics.buses[self.bus].polls.inc();
-        let call = async {
-            match table {
-                Table::Holding => ctx
-                    .read_holding_registers(start, count)
-                    .await
-                    .map(|r| r.map(Data::Words)),
-                Table::Input => ctx
-                    .read_input_registers(start, count)
-                    .await
-                    .map(|r| r.map(Data::Words)),
-                Table::Coil => ctx
-                    .read_coils(start, count)
-                    .await
-                    .map(|r| r.map(Data::Bits)),
-                Table::Discrete => ctx
-                    .read_discrete_inputs(start, count)
-                    .await
-                    .map(|r| r.map(Data::Bits)),
-            }
+        let request = match table {
+            Table::Holding => tokio_modbus::Request::ReadHoldingRegisters(start, count),
+            Table::Input => tokio_modbus::Request::ReadInputRegisters(start, count),
+            Table::Coil => tokio_modbus::Request::ReadCoils(start, count),
+            Table::Discrete => tokio_modbus::Request::ReadDiscreteInputs(start, count),
         };
-        match tokio::time::timeout(timeout, call).await {
+        // `call`, not the typed readers: they only debug_assert the count
+        // (a panic in a debug build, a wrong value in a release build).
+        match tokio::time::timeout(timeout, ctx.call(request)).await {
             Err(_) => Err(Failure {
                 kind: ErrorKind::Timeout,
                 detail: format!("no answer within {}", humantime::format_duration(timeout)),
@@ -287,20 +288,11 @@ impl BusPoller {
                 detail: exception_text(code),
                 resync: false,
             }),
-            Ok(Ok(Ok(data))) => {
-                let got = match &data {
-                    Data::Words(w) => w.len(),
-                    Data::Bits(b) => b.len(),
-                };
-                if got < usize::from(count) {
-                    return Err(Failure {
-                        kind: ErrorKind::Protocol,
-                        detail: format!("short reply: {got} of {count}"),
-                        resync: true,
-                    });
-                }
-                Ok(data)
-            }
+            Ok(Ok(Ok(response))) => fits(table, count, response).map_err(|detail| Failure {
+                kind: ErrorKind::Protocol,
+                detail,
+                resync: true,
+            }),
         }
     }
 
@@ -309,14 +301,22 @@ impl BusPoller {
         if now < self.next_connect {
             return Err(transport("waiting to reconnect"));
         }
-        if let Some(quiet) = self.quiet_until.take() {
-            // Let a late reply arrive and die with the old port.
-            tokio::time::sleep_until(quiet.into()).await;
-        }
         let bus = self.bus().clone();
         let opened = match bus.transport {
             Transport::Tcp => open_tcp(&bus).await,
-            Transport::Rtu => open_rtu(&bus),
+            Transport::Rtu => match open_rtu(&bus) {
+                Ok(mut port) => {
+                    if std::mem::take(&mut self.drain) {
+                        // Let a late reply arrive, and die here.
+                        let late = drain(&mut port, quiet(bus.timeout)).await;
+                        if late > 0 {
+                            tracing::debug!(bus = %bus.id, bytes = late, "late bytes thrown away");
+                        }
+                    }
+                    Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(1)))
+                }
+                Err(e) => Err(e),
+            },
         };
         self.sink.metrics.buses[self.bus].connects.inc();
         match opened {
@@ -334,10 +334,12 @@ impl BusPoller {
         }
     }
 
+    /// Drops the connection: reopened, its input flushed and (a serial
+    /// line) left silent for [`quiet`] before the next request.
     fn drop_connection(&mut self) {
         self.conn = None;
         if self.bus().transport == Transport::Rtu {
-            self.quiet_until = Some(Instant::now() + quiet(self.bus().timeout));
+            self.drain = true;
         }
     }
 
@@ -361,6 +363,9 @@ impl BusPoller {
                             scale: ch.scale,
                             offset: ch.offset,
                             range: ch.range,
+                            decimals: ch.decimals.or_else(|| {
+                                Encoding::implied_decimals(ch.data_type, ch.scale, ch.offset)
+                            }),
                         };
                         decode::value(words.get(off..).unwrap_or(&[]), &e)
                     }
@@ -398,10 +403,68 @@ impl BusPoller {
     }
 }
 
-/// How long a serial line is left quiet after a timeout before the port is
-/// reopened and flushed: a late reply arrives and is thrown away with it.
+/// How long a serial line must have been silent, after a timeout or a
+/// reply that did not fit, before the next request goes out: a timeout and
+/// a quarter, so that a reply as late as twice the timeout is still heard
+/// and thrown away.
 pub fn quiet(timeout: Duration) -> Duration {
-    timeout / 2
+    timeout + timeout / 4
+}
+
+/// Listens to a just-opened port until it has been silent for `quiet`,
+/// throwing away whatever arrives (each byte starts the wait again), but
+/// never longer than four times `quiet` in all (a line full of noise is
+/// then the next request's problem, and its reply is checked). Returns the
+/// bytes thrown away.
+async fn drain(port: &mut tokio_serial::SerialStream, quiet: Duration) -> usize {
+    use tokio::io::AsyncReadExt as _;
+    let end = Instant::now() + quiet * 4;
+    let mut buf = [0u8; 256];
+    let mut thrown = 0;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return thrown;
+        }
+        match tokio::time::timeout(quiet.min(left), port.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => thrown += n,
+            // Silent for `quiet`, or the port failed (the request will say).
+            _ => return thrown,
+        }
+    }
+}
+
+/// Whether a reply fits its request (`count` registers or bits of
+/// `table`), and its data if so. tokio-modbus has checked the unit, the
+/// function and the frame; the quantity is checked here: a register reply
+/// must hold exactly `count` words, a bit reply exactly ⌈count/8⌉ bytes.
+fn fits(table: Table, count: u16, response: tokio_modbus::Response) -> Result<Data, String> {
+    use tokio_modbus::Response as R;
+    let want_bits = usize::from(count).div_ceil(8) * 8;
+    match (table, response) {
+        (Table::Holding, R::ReadHoldingRegisters(w)) | (Table::Input, R::ReadInputRegisters(w)) => {
+            if w.len() == usize::from(count) {
+                Ok(Data::Words(w))
+            } else {
+                Err(format!(
+                    "reply holds {} registers, {count} were asked for",
+                    w.len()
+                ))
+            }
+        }
+        (Table::Coil, R::ReadCoils(b)) | (Table::Discrete, R::ReadDiscreteInputs(b)) => {
+            if b.len() == want_bits {
+                Ok(Data::Bits(b))
+            } else {
+                Err(format!(
+                    "reply holds {} bytes of bits, {} were asked for ({count} bits)",
+                    b.len() / 8,
+                    want_bits / 8
+                ))
+            }
+        }
+        (_, other) => Err(format!("reply to another request: {other:?}")),
+    }
 }
 
 /// The next time a request is due: one interval on, but never in the past
@@ -440,7 +503,7 @@ async fn open_tcp(bus: &Bus) -> Result<Context, String> {
     Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(0)))
 }
 
-fn open_rtu(bus: &Bus) -> Result<Context, String> {
+fn open_rtu(bus: &Bus) -> Result<tokio_serial::SerialStream, String> {
     use tokio_serial::{SerialPort as _, SerialPortBuilderExt as _};
     let path = bus.path.clone().unwrap_or_default();
     let name = path.display().to_string();
@@ -467,12 +530,47 @@ fn open_rtu(bus: &Bus) -> Result<Context, String> {
         .map_err(|e| format!("cannot open {name}: {e}"))?;
     // Whatever arrived while the port was closed belongs to no request.
     let _ = port.clear(tokio_serial::ClearBuffer::All);
-    Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(1)))
+    Ok(port)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_must_hold_exactly_what_was_asked() {
+        use tokio_modbus::Response as R;
+        let words = |n| vec![7u16; n];
+        assert!(
+            matches!(fits(Table::Input, 3, R::ReadInputRegisters(words(3))), Ok(Data::Words(w)) if w.len() == 3)
+        );
+        assert!(
+            fits(Table::Input, 3, R::ReadInputRegisters(words(4))).is_err(),
+            "one more"
+        );
+        assert!(
+            fits(Table::Input, 3, R::ReadInputRegisters(words(2))).is_err(),
+            "one fewer"
+        );
+        assert!(
+            fits(Table::Holding, 3, R::ReadInputRegisters(words(3))).is_err(),
+            "another table"
+        );
+        // 10 coils come as 2 bytes: 16 bits.
+        assert!(matches!(
+            fits(Table::Coil, 10, R::ReadCoils(vec![true; 16])),
+            Ok(Data::Bits(_))
+        ));
+        assert!(fits(Table::Coil, 10, R::ReadCoils(vec![true; 24])).is_err());
+        assert!(fits(Table::Coil, 10, R::ReadCoils(vec![true; 8])).is_err());
+        assert!(fits(Table::Discrete, 8, R::ReadDiscreteInputs(vec![false; 8])).is_ok());
+    }
+
+    #[test]
+    fn the_line_is_quiet_for_more_than_a_timeout() {
+        let t = Duration::from_millis(300);
+        assert!(quiet(t) > t);
+    }
 
     #[test]
     fn late_polls_do_not_burst() {

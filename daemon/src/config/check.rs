@@ -398,9 +398,9 @@ fn outputs(cfg: &Config, p: &mut Problems) {
 }
 
 /// Polled in turn (a serial line, a shared gateway connection), every device
-/// waits while a dead one times out, is retried after a quiet period, and
-/// times out again: the worst case must fit in the fastest poll, or live
-/// devices turn stale.
+/// waits while a dead one times out, is retried and times out again, the
+/// line left quiet after each (a serial line): that must leave the others
+/// room within two polls, or their readings turn stale.
 fn line_timing(cfg: &Config, p: &mut Problems) {
     for (i, b) in cfg.buses.iter().enumerate() {
         if b.transport == Transport::Tcp && b.concurrent {
@@ -416,21 +416,30 @@ fn line_timing(cfg: &Config, p: &mut Problems) {
             })
             .map(|c| c.poll)
             .min();
-        let per_try = b
+        // A serial line must be silent for a while after each failed
+        // attempt (TCP connects again instead).
+        let quiet = if b.transport == Transport::Rtu {
+            crate::acquisition::quiet(b.timeout)
+        } else {
+            Duration::ZERO
+        };
+        let worst = b
             .timeout
-            .saturating_add(crate::acquisition::quiet(b.timeout));
-        let worst = per_try
+            .saturating_add(quiet)
             .saturating_mul(1 + u32::from(b.retries))
             .saturating_add(b.frame_gap);
+        // The others' readings turn stale after two polls without one; the
+        // dead device holds the line that long once (then it is offline
+        // and only probed), so it must leave them half a poll.
         if let Some(poll) = fastest
-            && worst >= poll
+            && worst.saturating_mul(2) > poll.saturating_mul(3)
         {
             p.add(
                 format!("bus[{i}].timeout"),
                 format!(
-                    "a dead device costs (timeout + quiet) × (1 + retries) + frame_gap = {} of line time, \
-                     not shorter than the fastest poll on this line ({}); \
-                     it would make every other reading on the line stale",
+                    "a device that stops answering holds the line for (timeout + quiet) × (1 + retries) + frame_gap = {} \
+                     (quiet = 1.25 × timeout on a serial line), more than 1.5 × the fastest poll on this line ({}); \
+                     it would make other readings on the line stale",
                     humantime::format_duration(worst),
                     humantime::format_duration(poll)
                 ),
@@ -603,6 +612,13 @@ fn channels(cfg: &Config, p: &mut Problems) {
             );
         }
         others.push((first, last, c.id.as_str()));
+        if c.decimals.is_some_and(|d| d > 6) {
+            p.add(
+                k("decimals"),
+                "must be 0 to 6",
+                Some("the decimal places of the sensor's resolution"),
+            );
+        }
         if !c.scale.is_finite() || c.scale == 0.0 {
             p.add(k("scale"), "must be a number other than zero", None);
         }
@@ -826,7 +842,7 @@ mod tests {
         assert_eq!(d[0].key, "bus[0].timeout");
         assert!(
             d[0].message.contains(
-                "= 905ms of line time, not shorter than the fastest poll on this line (500ms)"
+                "= 1s 355ms (quiet = 1.25 × timeout on a serial line), more than 1.5 × the fastest poll on this line (500ms)"
             ),
             "{}",
             d[0].message

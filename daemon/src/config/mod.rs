@@ -482,6 +482,13 @@ pub struct Channel {
     /// Added after scaling.
     #[serde(default)]
     pub offset: f64,
+    /// Decimal places of the value (its resolution), 0 to 6. Without it,
+    /// what `scale` and `offset` imply for an integer register
+    /// (`scale = 0.01` → 2), and a float register's own precision. Values
+    /// are rounded to it once, as they are read, so every screen, log and
+    /// message shows the same number.
+    #[serde(default)]
+    pub decimals: Option<u8>,
     /// Measuring range of the sensor `[low, high]`, in engineering units. A
     /// value outside it is `out_of_range`, never a value.
     pub range: Option<[f64; 2]>,
