@@ -1,4 +1,12 @@
 //! Wiring: starts every task of the daemon and stops them on shutdown.
+//!
+//! The order is the order of what matters: acquisition, the alarms and the
+//! outputs first, needing neither the disk nor the network; then the
+//! store (retried in the background when it cannot be opened); then
+//! everything that needs it; the web server last, retried when its port or
+//! token cannot be had. Nothing after the outputs are up ends the process:
+//! a daemon that exits on a busy port would leave the mine without gas
+//! alarms in a restart loop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +22,16 @@ use crate::store::{self, Durability, Store, events};
 /// How long tasks get to finish after a shutdown request.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Longest pause between attempts to start the web server.
+const WEB_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Runs the daemon until `shutdown` is cancelled. `on_force` receives the
+/// function that cuts the power, for the signal handler's hard exit.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    on_force: &crate::lifecycle::ForceExit,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -37,56 +53,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &shutdown,
     )
     .context("cannot drive the alarm outputs ([outputs])")?;
+    on_force.set(supervisor.cutter());
+    // The guard is up: from here on nothing ends the process but a signal.
+    crate::lifecycle::notify_ready("guarding: acquisition, alarms and outputs running");
 
     let data_dir = config.storage.data_dir.clone();
-    let db_path = data_dir.join(store::DB_FILE);
-    let store = match tokio::task::spawn_blocking(move || Store::open(&data_dir)).await {
-        Ok(Ok(store)) => store,
-        Ok(Err(e)) => {
-            // Keep guarding the mine without a database: alarms and outputs
-            // work, records are refused with this reason, /healthz says so.
-            tracing::error!(error = %e, "running WITHOUT a database: nothing will be recorded");
-            crate::lifecycle::notify_status(&format!("no database: {e}"));
-            Store::unavailable(db_path, e.to_string())
-        }
-        Err(e) => return Err(anyhow::anyhow!("store open task failed: {e}")),
-    };
-    let started_detail = serde_json::json!({ "version": env!("CARGO_PKG_VERSION") });
-    if let Err(e) = store
-        .write(Durability::Bulk, move |c| {
-            events::insert(
-                c,
-                &store::now_rfc3339(),
-                &events::NewEvent {
-                    kind: "daemon.started".into(),
-                    actor: None,
-                    subject: None,
-                    detail: started_detail,
-                },
-            )
-        })
-        .await
-    {
-        // A full disk must not keep the alarms from running.
-        tracing::error!(error = %e, "cannot record the start event");
+    let (store, first_error) =
+        match tokio::task::spawn_blocking(move || Store::open_retrying(&data_dir)).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                let path = config.storage.data_dir.join(store::DB_FILE);
+                let e = format!("store open task failed: {e}");
+                (
+                    Store::unavailable(path, e.clone()),
+                    Some(store::StoreError::Rejected(e)),
+                )
+            }
+        };
+    if let Some(e) = &first_error {
+        // Keep guarding the mine without a database: alarms and outputs
+        // work, records are refused with this reason, /healthz says so, and
+        // the store keeps trying to open it.
+        tracing::error!(error = %e, "running WITHOUT a database: nothing is recorded until it can be opened");
+        crate::lifecycle::notify_status(&format!("no database: {e}"));
     }
-
     tracker.spawn(crate::alarm::record(
         store.clone(),
         Arc::clone(&config),
         alarm_events,
     ));
-    // Alarms that were active when the daemon stopped come back latched.
-    match store.read(crate::alarm::unfinished).await {
-        Ok((restored, max_id)) => {
-            let _ = alarms
-                .commands
-                .send(crate::alarm::Command::Restore(restored, max_id))
-                .await;
-        }
-        Err(e) => tracing::error!(error = %e, "cannot read unfinished alarms"),
-    }
-    crate::roster::import_configured(&store, &config).await;
+    tracker.spawn(store_up(
+        store.clone(),
+        Arc::clone(&config),
+        alarms.commands.clone(),
+        first_error.map(|e| e.to_string()),
+        shutdown.clone(),
+    ));
     tracker.spawn(crate::reports::run(
         store.clone(),
         Arc::clone(&config),
@@ -107,13 +109,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         alarms.commands.clone(),
         shutdown.clone(),
     ));
-    let cap = i64::from(config.storage.outbox_cap_mb) * 1024 * 1024;
-    if let Err(e) = store
-        .write(Durability::Bulk, move |c| store::outbox::set_cap(c, cap))
-        .await
-    {
-        tracing::warn!(error = %e, "cannot record the outbox cap");
-    }
     tracker.spawn(store::retention::run(
         store.clone(),
         store::retention::Policy::from(&config.storage),
@@ -126,38 +121,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.acquisition.raw_interval,
         shutdown.clone(),
     ));
-
-    let addr: SocketAddr = config
-        .http
-        .listen
-        .parse()
-        .with_context(|| format!("http.listen `{}` is not an address", config.http.listen))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
-    let local = listener.local_addr().unwrap_or(addr);
-    let api_token: Option<Arc<str>> = match &config.http.api_token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read http.api_token_file {}", f.display()))?
-                .trim()
-                .into(),
-        ),
-        None => None,
-    };
-    match store.read(crate::auth::count).await {
-        Ok(0) => tracing::warn!(
-            "no supervisor account yet: nobody can log in to the console; create one with `pithead user add NAME`"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot count supervisor accounts"),
-    }
     let http_stats = Arc::new(crate::web::serve::ConnStats::default());
-    let app = crate::web::router(crate::web::AppState {
+    let state = crate::web::AppState {
         sessions: Arc::new(crate::auth::Sessions::default()),
         limiter: Arc::new(crate::web::limit::Limiter::default()),
         uplink,
-        api_token,
+        api_token: None,
         config: Arc::clone(&config),
         store: store.clone(),
         started: Instant::now(),
@@ -165,16 +134,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         alarms,
         overdue: overdue_clock,
         http: Arc::clone(&http_stats),
-    });
-    let http_shutdown = shutdown.clone();
-    tracker.spawn(crate::web::serve::serve(
-        listener,
-        app,
-        http_stats,
-        http_shutdown,
-    ));
-    tracing::info!(http = %local, "serving");
-    crate::lifecycle::notify_ready(&format!("serving on {local}"));
+    };
+    tracker.spawn(web(state, http_stats, shutdown.clone()));
 
     shutdown.cancelled().await;
     supervisor.stopping();
@@ -183,12 +144,154 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
         tracing::warn!(limit = ?DRAIN, "tasks did not stop in time; stopping anyway");
     }
-    // The alarm task has put the outputs in their stopped state; stop
-    // feeding the watchdogs.
+    // The guard cuts the power (again: the alarm task did if it stopped in
+    // time) and only then disarms the watchdogs.
     drop(supervisor);
     if tokio::time::timeout(DRAIN, store.close()).await.is_err() {
         tracing::warn!(limit = ?DRAIN, "store writer did not finish in time");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Once the database is open (at start, or later when it could not be
+/// opened then): records the start, brings the alarms of before the last
+/// stop back to the engine, imports the configured roster and sets the
+/// outbox cap. Until then, and for good if the history cannot be read, the
+/// engine keeps the power cut behind a fault alarm a supervisor must
+/// acknowledge.
+async fn store_up(
+    store: Store,
+    config: Arc<Config>,
+    alarms: tokio::sync::mpsc::Sender<crate::alarm::Command>,
+    first_error: Option<String>,
+    shutdown: CancellationToken,
+) {
+    use crate::alarm::Command;
+    if let Some(e) = first_error {
+        let _ = alarms.send(Command::HistoryUnavailable(e)).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = store.opened() => {}
+        }
+    }
+    let started_detail = serde_json::json!({ "version": env!("CARGO_PKG_VERSION") });
+    if let Err(e) = store
+        .write(Durability::Bulk, move |c| {
+            events::insert(
+                c,
+                &store::now_rfc3339(),
+                &events::NewEvent {
+                    kind: "daemon.started".into(),
+                    actor: None,
+                    subject: None,
+                    detail: started_detail,
+                },
+            )
+        })
+        .await
+    {
+        // A full disk must not keep the alarms from running.
+        tracing::error!(error = %e, "cannot record the start event");
+    }
+    // Alarms that were active when the daemon stopped come back latched.
+    let started = Instant::now();
+    match store.read(crate::alarm::history::unfinished).await {
+        Ok((restored, max_id)) => {
+            tracing::info!(
+                open = restored.len(),
+                took_ms = started.elapsed().as_millis(),
+                "alarm history read"
+            );
+            let _ = alarms.send(Command::Restore(restored, max_id)).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read unfinished alarms");
+            let _ = alarms
+                .send(Command::HistoryUnavailable(e.to_string()))
+                .await;
+        }
+    }
+    crate::roster::import_configured(&store, &config).await;
+    let cap = i64::from(config.storage.outbox_cap_mb) * 1024 * 1024;
+    if let Err(e) = store
+        .write(Durability::Bulk, move |c| store::outbox::set_cap(c, cap))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record the outbox cap");
+    }
+    match store.read(crate::auth::count).await {
+        Ok(0) => tracing::warn!(
+            "no supervisor account yet: nobody can log in to the console; create one with `pithead user add NAME`"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot count supervisor accounts"),
+    }
+}
+
+/// The kiosk, console and API. A port that is taken or a token file that
+/// cannot be read is reported and tried again, with a growing pause, while
+/// everything else keeps running.
+async fn web(
+    mut state: crate::web::AppState,
+    stats: Arc<crate::web::serve::ConnStats>,
+    shutdown: CancellationToken,
+) {
+    let mut wait = Duration::from_secs(1);
+    let mut last_error = String::new();
+    let listener = loop {
+        match bind(&state.config).await {
+            Ok((listener, token)) => {
+                state.api_token = token;
+                break listener;
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                if text != last_error {
+                    tracing::error!(error = %text, retry_in = ?wait, "web server not started: kiosk and console unavailable; alarms and outputs are not affected");
+                    crate::lifecycle::notify_status(&format!(
+                        "guarding, web server not started: {text}"
+                    ));
+                    last_error = text;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(WEB_RETRY_MAX);
+            }
+        }
+    };
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| state.config.http.listen.clone(), |a| a.to_string());
+    if !last_error.is_empty() {
+        tracing::warn!("web server started after all");
+    }
+    tracing::info!(http = %local, "serving");
+    crate::lifecycle::notify_status(&format!("serving on {local}"));
+    let app = crate::web::router(state);
+    crate::web::serve::serve(listener, app, stats, shutdown).await;
+}
+
+/// The listening socket and the API token, or why not.
+async fn bind(cfg: &Config) -> anyhow::Result<(tokio::net::TcpListener, Option<Arc<str>>)> {
+    let addr: SocketAddr = cfg
+        .http
+        .listen
+        .parse()
+        .with_context(|| format!("http.listen `{}` is not an address", cfg.http.listen))?;
+    let token: Option<Arc<str>> = match &cfg.http.api_token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read http.api_token_file {}", f.display()))?
+                .trim()
+                .into(),
+        ),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
+    Ok((listener, token))
 }

@@ -67,6 +67,16 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Drive the outputs to their safe state and exit: power-cut relay
+    /// de-energised, beacon red, siren off. The service unit runs
+    /// `pithead outputs safe` after the daemon has stopped or died
+    /// (`ExecStopPost=`), so a line that keeps its last level never keeps
+    /// the power on.
+    Outputs {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: OutputsAction,
+    },
     /// Manage the roster of workers.
     Roster {
         /// What to do with it.
@@ -119,6 +129,13 @@ pub enum UserAction {
     },
 }
 
+/// Output sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum OutputsAction {
+    /// Power cut, beacon red, siren off; then exit.
+    Safe,
+}
+
 /// Roster sub-commands.
 #[derive(Debug, Subcommand)]
 pub enum RosterAction {
@@ -166,6 +183,12 @@ pub fn run(cli: Cli) -> ExitCode {
         } => demo(http, data, scenario, mqtt),
         Command::User { action } => match config::load_file(&cli.config) {
             Ok(cfg) => user(&cfg, action),
+            Err(e) => config_failure(&e),
+        },
+        Command::Outputs {
+            action: OutputsAction::Safe,
+        } => match config::load_file(&cli.config) {
+            Ok(cfg) => outputs_safe(&cfg),
             Err(e) => config_failure(&e),
         },
         Command::Roster {
@@ -223,9 +246,9 @@ fn daemon(cfg: Config, extra: impl FnOnce(&CancellationToken) -> std::io::Result
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let shutdown = crate::lifecycle::shutdown_on_signals()?;
+        let (shutdown, force) = crate::lifecycle::shutdown_on_signals()?;
         extra(&shutdown)?;
-        crate::app::run(cfg, shutdown).await
+        crate::app::run(cfg, shutdown, &force).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -347,7 +370,7 @@ fn simulate(
         Err(code) => return code,
     };
     let result: std::io::Result<()> = runtime.block_on(async {
-        let shutdown = crate::lifecycle::shutdown_on_signals()?;
+        let (shutdown, _) = crate::lifecycle::shutdown_on_signals()?;
         let sim = crate::simulator::Sim::with_bulk(scenario, bulk.0, bulk.1);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -377,6 +400,33 @@ fn simulate(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pithead simulate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn outputs_safe(cfg: &Config) -> ExitCode {
+    use crate::alarm::panel::{Panel, SIM_STATE_FILE};
+    let sim_state = (cfg.outputs.backend == config::OutputBackend::Sim)
+        .then(|| cfg.storage.data_dir.join(SIM_STATE_FILE));
+    // Opening the outputs drives every line to the start state, which is
+    // the safe one; the lines are released when the process ends.
+    match Panel::open(&cfg.outputs, sim_state.as_deref()) {
+        Ok(panel) => {
+            if let Some(t) = panel.timeline()
+                && !t.flush(std::time::Duration::from_secs(5))
+            {
+                eprintln!(
+                    "pithead outputs safe: cannot write {}",
+                    sim_state.as_deref().unwrap_or(Path::new("-")).display()
+                );
+                return ExitCode::FAILURE;
+            }
+            println!("outputs safe: power-cut relay de-energised, beacon red, siren off");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pithead outputs safe: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,15 +1,46 @@
 //! Process lifecycle: signals, systemd notifications.
 
+use std::sync::{Arc, OnceLock};
+
 use tokio_util::sync::CancellationToken;
 
+/// What must happen before the process ends at once on a second signal:
+/// the power cut (set by the daemon once its outputs are open).
+#[derive(Clone, Default)]
+pub struct ForceExit(Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>);
+
+impl std::fmt::Debug for ForceExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ForceExit")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl ForceExit {
+    /// Sets what to do before a forced exit (once; later calls are ignored).
+    pub fn set(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.0.set(Box::new(f));
+    }
+
+    fn run(&self) {
+        if let Some(f) = self.0.get() {
+            f();
+        }
+    }
+}
+
 /// Returns a token cancelled on the first SIGTERM or SIGINT. A second signal
-/// ends the process at once (exit 130), for an operator who means it.
-pub fn shutdown_on_signals() -> std::io::Result<CancellationToken> {
+/// ends the process at once (exit 130), for an operator who means it, but
+/// only after what the returned [`ForceExit`] holds (the power cut).
+pub fn shutdown_on_signals() -> std::io::Result<(CancellationToken, ForceExit)> {
     use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
+    let force = ForceExit::default();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let t = token.clone();
+    let f = force.clone();
     tokio::spawn(async move {
         for round in 0..2 {
             let name = tokio::select! {
@@ -20,12 +51,13 @@ pub fn shutdown_on_signals() -> std::io::Result<CancellationToken> {
                 tracing::info!(signal = name, "shutting down");
                 t.cancel();
             } else {
-                tracing::warn!(signal = name, "second signal: exiting now");
+                f.run();
+                tracing::warn!(signal = name, "second signal: power cut, exiting now");
                 std::process::exit(130);
             }
         }
     });
-    Ok(token)
+    Ok((token, force))
 }
 
 /// Tells systemd we are serving (`READY=1`). A no-op without `NOTIFY_SOCKET`.

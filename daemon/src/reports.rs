@@ -64,7 +64,7 @@ pub fn summarize(
                 "minute": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0))),
                 "min": r.get::<_, Option<f64>>(2)?,
                 "max": r.get::<_, Option<f64>>(3)?,
-                "mean": r.get::<_, Option<f64>>(4)?,
+                "mean": r.get::<_, Option<f64>>(4)?.map(|m| crate::acquisition::decode::round_significant(m, 6)),
                 "count": r.get::<_, i64>(5)?,
                 "faults": r.get::<_, i64>(6)?,
             }),

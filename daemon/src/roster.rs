@@ -324,10 +324,28 @@ pub struct Checkin {
     pub underground_since: Option<String>,
     /// For a check-out: minutes spent underground.
     pub minutes_underground: Option<i64>,
+    /// For a check-out by hand: the supervisor who made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// For a check-out by hand: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A check-out made by a supervisor rather than at the kiosk.
+#[derive(Debug, Clone)]
+pub struct ByHand {
+    /// The supervisor.
+    pub by: String,
+    /// Why (1 to 200 characters).
+    pub reason: String,
 }
 
 /// Records a check-in or check-out attempt with its outbox row, inside the
-/// caller's transaction; refused attempts are recorded too.
+/// caller's transaction; refused attempts are recorded too. A check-out of
+/// someone underground is always accepted, whatever the roster says now
+/// (an import may have removed them meanwhile): nobody is stranded
+/// underground on the list.
 pub fn check(
     conn: &Connection,
     cfg: &Config,
@@ -335,13 +353,56 @@ pub fn check(
     direction: Direction,
     at: SystemTime,
 ) -> Result<Checkin, StoreError> {
+    record(conn, cfg, badge, direction, at, None)
+}
+
+/// A supervisor checks someone out by hand, with a reason: recorded as a
+/// check-out (with who and why), sent to the county, and listed with the
+/// evacuation roll. Refused unless the badge is underground.
+pub fn check_out_by_hand(
+    conn: &Connection,
+    cfg: &Config,
+    badge: &str,
+    by: &ByHand,
+    at: SystemTime,
+) -> Result<Checkin, StoreError> {
+    let down: Option<i64> = conn
+        .query_row("SELECT 1 FROM underground WHERE badge = ?1", [badge], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if down.is_none() {
+        return Err(StoreError::Rejected(format!("{badge} is not underground")));
+    }
+    let record = record(conn, cfg, badge, Direction::Out, at, Some(by))?;
+    crate::store::events::insert(
+        conn,
+        &record.at,
+        &crate::store::events::NewEvent {
+            kind: "checkin.by_hand".into(),
+            actor: Some(by.by.clone()),
+            subject: Some(badge.to_owned()),
+            detail: serde_json::json!({ "checkin_id": record.id, "reason": by.reason }),
+        },
+    )?;
+    Ok(record)
+}
+
+fn record(
+    conn: &Connection,
+    cfg: &Config,
+    badge: &str,
+    direction: Direction,
+    at: SystemTime,
+    by_hand: Option<&ByHand>,
+) -> Result<Checkin, StoreError> {
     let at_s = crate::store::rfc3339(at);
     let at_ms = unix_ms(at);
-    let worker: Option<(String, String)> = conn
+    let known: Option<(String, String, bool)> = conn
         .query_row(
-            "SELECT name, team FROM workers WHERE badge = ?1 AND active = 1",
+            "SELECT name, team, active FROM workers WHERE badge = ?1",
             [badge],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
     let down: Option<(String, i64)> = conn
@@ -351,15 +412,32 @@ pub fn check(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
+    // Whoever is underground can always come up; only the active roster
+    // may go down.
+    let worker = match (&known, direction, &down) {
+        (Some((name, team, _)), Direction::Out, Some(_)) => Some((name.clone(), team.clone())),
+        (Some((name, team, true)), _, _) => Some((name.clone(), team.clone())),
+        _ => None,
+    };
     let outcome = match (&worker, direction, &down) {
+        (_, Direction::Out, Some(_)) => Outcome::Ok,
         (None, _, _) => Outcome::UnknownBadge,
         (Some(_), Direction::In, Some(_)) => Outcome::AlreadyIn,
         (Some(_), Direction::Out, None) => Outcome::NotIn,
-        (Some(_), _, _) => Outcome::Ok,
+        (Some(_), Direction::In, None) => Outcome::Ok,
     };
     conn.execute(
-        "INSERT INTO checkins(badge, name, direction, outcome, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        (badge, worker.as_ref().map(|w| &w.0), direction.as_str(), outcome.as_str(), &at_s, at_ms),
+        "INSERT INTO checkins(badge, name, direction, outcome, at, at_ms, by, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        (
+            badge,
+            worker.as_ref().map(|w| &w.0),
+            direction.as_str(),
+            outcome.as_str(),
+            &at_s,
+            at_ms,
+            by_hand.map(|b| &b.by),
+            by_hand.map(|b| &b.reason),
+        ),
     )?;
     let id = conn.last_insert_rowid();
     if outcome == Outcome::Ok {
@@ -388,6 +466,8 @@ pub fn check(
             (Direction::Out, Some((_, since))) => Some((at_ms - since) / 60_000),
             _ => None,
         },
+        by: by_hand.map(|b| b.by.clone()),
+        reason: by_hand.map(|b| b.reason.clone()),
     };
     let mut payload = serde_json::to_value(&record).unwrap_or_default();
     payload["county"] = cfg.station.county.clone().into();
@@ -495,6 +575,47 @@ pub fn underground(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A check-out made by hand, for the evacuation roll.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckedOutByHand {
+    /// Badge.
+    pub badge: String,
+    /// Name, from the roster.
+    pub name: String,
+    /// Team, from the roster.
+    pub team: String,
+    /// When, RFC 3339.
+    pub at: String,
+    /// The supervisor.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Check-outs made by hand since `since` (newest first): the roll shows
+/// them beside those underground, so nobody vanishes from it unexplained.
+pub fn checked_out_by_hand(
+    conn: &Connection,
+    since: SystemTime,
+) -> Result<Vec<CheckedOutByHand>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT c.badge, coalesce(c.name, w.name, ''), coalesce(w.team, ''), c.at, c.by, coalesce(c.reason, '')
+         FROM checkins c LEFT JOIN workers w ON w.badge = c.badge
+         WHERE c.by IS NOT NULL AND c.at_ms >= ?1 ORDER BY c.at_ms DESC",
+    )?;
+    let rows = st.query_map([unix_ms(since)], |r| {
+        Ok(CheckedOutByHand {
+            badge: r.get(0)?,
+            name: r.get(1)?,
+            team: r.get(2)?,
+            at: r.get(3)?,
+            by: r.get(4)?,
+            reason: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Imports the roster file from the configuration, if any.
 pub async fn import_configured(store: &Store, cfg: &Config) {
     let Some(path) = cfg.roster.file.clone() else {
@@ -544,15 +665,19 @@ pub async fn watch_overdue(
     // Every 15 s, or more often for short shifts (tests, drills).
     let every = (limit / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
     let mut tick = tokio::time::interval(every);
+    // A watch that cannot read the check-ins does not go quiet: it says so
+    // with a fault alarm, which it clears once it reads again.
+    let mut blind = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match store
+        let read = store
             .read(move |c| underground(c, SystemTime::now(), limit))
-            .await
-        {
+            .await;
+        let failed = read.is_err();
+        match read {
             Ok(list) => {
                 let list: Vec<(String, i64)> =
                     list.into_iter().map(|u| (u.badge, u.since_ms)).collect();
@@ -569,10 +694,28 @@ pub async fn watch_overdue(
                     return;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read who is underground"),
+            Err(e) => {
+                if !blind {
+                    tracing::error!(error = %e, "cannot read who is underground: overdue miners cannot be told");
+                }
+            }
+        }
+        if failed != blind {
+            blind = failed;
+            let fault = Command::Fault {
+                subject: OVERDUE_WATCH,
+                active: failed,
+            };
+            if alarms.send(fault).await.is_err() {
+                return;
+            }
         }
     }
 }
+
+/// Subject of the fault alarm raised while the overdue watch cannot read
+/// the check-ins.
+pub const OVERDUE_WATCH: &str = "system:overdue_watch";
 
 #[cfg(test)]
 mod tests {

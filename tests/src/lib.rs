@@ -146,6 +146,37 @@ pub fn metric(http: SocketAddr, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The states simulated outputs left in `data_dir/sim-outputs` (what the
+/// relay "is" for another process, also after the daemon died): output →
+/// on. Empty when the file is not there (yet).
+pub fn sim_outputs(data_dir: &Path) -> BTreeMap<String, bool> {
+    std::fs::read_to_string(data_dir.join("sim-outputs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v == "1"))
+        .collect()
+}
+
+/// Waits until the simulated outputs' file satisfies `pred`, or panics.
+pub fn wait_sim_outputs(
+    data_dir: &Path,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&BTreeMap<String, bool>) -> bool,
+) {
+    let end = Instant::now() + within;
+    let mut last = BTreeMap::new();
+    while Instant::now() < end {
+        last = sim_outputs(data_dir);
+        if pred(&last) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("simulated outputs never showed {what}: {last:?}");
+}
+
 /// A minimal valid configuration for a station whose data lives in `data_dir`.
 pub fn minimal_config(data_dir: &Path, http: SocketAddr) -> String {
     format!(

@@ -237,6 +237,19 @@ impl Browser {
         )
     }
 
+    /// The page printed to PDF by Chromium (its print view: `@media
+    /// print`), on A4.
+    pub fn print_pdf(&self) -> Vec<u8> {
+        let v = self.call(
+            "POST",
+            &self.s("/print"),
+            &json!({ "page": { "width": 21.0, "height": 29.7 }, "background": false }),
+        );
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("print: {e}"))
+    }
+
     /// A PNG screenshot of the page, written to `path`.
     pub fn screenshot(&self, path: &std::path::Path) {
         let v = self.call("GET", &self.s("/screenshot"), &Value::Null);

@@ -484,3 +484,134 @@ fn a_restart_does_not_return_power_or_silence_an_unacknowledged_alarm() {
         "{a:#}"
     );
 }
+
+/// The alarm history cannot be read after a crash (the database is
+/// damaged): a power-cut alarm that was latched may be lost with it, so the
+/// power stays cut behind a fault alarm until a supervisor acknowledges it
+/// — never returned after warm-up by itself.
+#[test]
+fn a_restart_on_a_damaged_database_keeps_the_power_cut_until_acknowledged() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = config(dir.path(), http, &sim, true);
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    sim.control("set 1 input 0 170");
+    wait(http, Duration::from_secs(5), "power cut", |o, _| {
+        o["power_allowed"] == false
+    });
+    // The gas clears; the power-cut alarm stays latched, unacknowledged.
+    sim.control("set 1 input 0 30");
+    wait(http, Duration::from_secs(5), "returned", |_, a| {
+        a.as_array().is_some_and(|v| {
+            v.iter()
+                .any(|x| x["level"] == "power_cut" && x["state"] == "returned")
+        })
+    });
+    d.signal(libc::SIGKILL);
+    let _ = d.wait_exit(Duration::from_secs(10));
+    // The database is damaged while the box is down.
+    let db = dir.path().join("data/pithead.db");
+    let mut bytes = std::fs::read(&db).unwrap_or_else(|e| panic!("{e}"));
+    bytes[..100].fill(0x5a);
+    std::fs::write(&db, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(dir.path().join("data/pithead.db-wal"));
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    // Up (it answers, 503 for the database), warm-up is 0 s, the gas is
+    // fine: power must still be cut, for seconds, behind the fault.
+    let end = Instant::now() + Duration::from_secs(20);
+    while !matches!(http_get(http, "/healthz"), Ok((503, _))) {
+        assert!(Instant::now() < end, "not up:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..30 {
+        let o = outputs(http);
+        assert_eq!(o["power_allowed"], false, "power returned by itself: {o:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let a = json(http, "/api/v1/alarms?active=true");
+    assert!(
+        levels(&a).contains(&"system:alarm_history/fault".to_owned()),
+        "{a:#}"
+    );
+    assert_eq!(outputs(http)["siren"], true);
+    // The acknowledgement cannot be written (no database); it is applied,
+    // and said to be not recorded yet.
+    let id = a
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["channel"] == "system:alarm_history"))
+        .and_then(|x| x["id"].as_u64())
+        .unwrap_or_default();
+    let auth = format!("Bearer {TOKEN}");
+    let (status, body) = http_request(
+        http,
+        "POST",
+        &format!("/api/v1/alarms/{id}/ack"),
+        &[("Authorization", &auth)],
+        "{\"by\": \"值班长\"}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(status, 200 | 507), "{status} {body}");
+    wait(
+        http,
+        Duration::from_secs(5),
+        "power back after the ack",
+        |o, _| o["power_allowed"] == true,
+    );
+    d.signal(libc::SIGTERM);
+    let _ = d.wait_exit(Duration::from_secs(15));
+}
+
+/// A relay the backend cannot drive (simulated: it cannot be switched off)
+/// is a box that cannot guard: a fault alarm names it, the siren sounds,
+/// and the watchdog is no longer fed for as long as it lasts.
+#[test]
+fn a_relay_that_cannot_be_driven_is_a_fault_and_starves_the_watchdog() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut d = Daemon::start_with_env(
+        dir.path(),
+        &config(dir.path(), http, &sim, true),
+        http,
+        &[("PITHEAD_SIM_OUTPUT_FAULT", "power_relay=stuck_on")],
+    );
+    d.wait_healthy(Duration::from_secs(20));
+    wait(http, Duration::from_secs(10), "power allowed", |o, _| {
+        o["power_allowed"] == true
+    });
+    let feeds = |o: &Value| {
+        o["changes"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|c| c["output"] == "watchdog" && c["on"] == true)
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = feeds(&outputs(http));
+    assert!(before >= 2, "fed while healthy: {before}");
+    // Methane: power must be cut, and the relay does not follow.
+    sim.control("set 1 input 0 170");
+    wait(http, Duration::from_secs(5), "the output fault", |_, a| {
+        levels(a).contains(&"output:power_relay/fault".to_owned())
+    });
+    let o = outputs(http);
+    assert_eq!(o["siren"], true, "{o:#}");
+    let starved_from = feeds(&o);
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        feeds(&outputs(http)),
+        starved_from,
+        "the watchdog was fed while the relay could not be cut"
+    );
+    assert!(
+        d.log_text()
+            .contains("outputs not in the state they were told"),
+        "{}",
+        d.log_text()
+    );
+}

@@ -282,3 +282,114 @@ fn the_roster_uploads_over_the_api_all_or_nothing() {
         http_request(http, "POST", "/api/v1/roster", &[], ROSTER).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s, 401);
 }
+
+/// A roster import that drops someone underground never strands them: the
+/// check-out at the kiosk is accepted. A supervisor can check someone out
+/// by hand, with a reason, recorded with who and why and kept beside the
+/// roll.
+#[test]
+fn nobody_is_stranded_underground_by_an_import_and_a_supervisor_can_check_out_by_hand() {
+    let (dir, http, file) = setup("8h");
+    assert_eq!(import(&file, ROSTER).0, Some(0));
+    let d = start(dir.path(), &file, http);
+    assert_eq!(check(http, "0001", "in").0, 201);
+    assert_eq!(check(http, "0002", "in").0, 201);
+    // 张伟 leaves the roster while underground.
+    let auth = format!("Bearer {TOKEN}");
+    let (s, b) = pithead_e2e::http_send(
+        http,
+        "POST",
+        "/api/v1/roster",
+        &[("Authorization", &auth)],
+        Some("text/csv; charset=utf-8"),
+        b"badge,name,team,role\n0002,\xe7\x8e\x8b\xe8\x8a\xb3,\xe7\xbb\xbc\xe9\x87\x87\xe4\xb8\x80\xe9\x98\x9f,\xe6\x94\xaf\xe6\x9e\xb6\xe5\xb7\xa5\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    let (s, v) = check(http, "0001", "out");
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        v["message_zh"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("张伟"),
+        "{v}"
+    );
+    // Off the roster now: he cannot go down again.
+    assert_eq!(check(http, "0001", "in").0, 404);
+
+    // By hand: a reason is required, and only for someone underground.
+    let by_hand = |badge: &str, body: &str| {
+        http_request(
+            http,
+            "POST",
+            &format!("/api/v1/underground/{badge}/checkout"),
+            &[("Authorization", &auth)],
+            body,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(
+        by_hand("0002", "{\"reason\": \"\", \"by\": \"王班长\"}").0,
+        400
+    );
+    assert_eq!(
+        by_hand("0002", "{\"reason\": \"x\"}").0,
+        400,
+        "who, with the token"
+    );
+    assert_eq!(
+        http_request(
+            http,
+            "POST",
+            "/api/v1/underground/0002/checkout",
+            &[],
+            "{\"reason\": \"x\"}"
+        )
+        .map(|r| r.0)
+        .ok(),
+        Some(401),
+        "never without a supervisor"
+    );
+    let (s, b) = by_hand(
+        "0002",
+        "{\"reason\": \"卡丢失，已确认在地面\", \"by\": \"王班长\"}",
+    );
+    assert_eq!(s, 201, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap_or_default();
+    assert_eq!(
+        (v["direction"].as_str(), v["by"].as_str()),
+        (Some("out"), Some("王班长"))
+    );
+    assert_eq!(
+        by_hand("0002", "{\"reason\": \"again\", \"by\": \"王班长\"}").0,
+        409
+    );
+    let u = authed(http, "/api/v1/underground");
+    assert_eq!(u["count"], 0, "{u}");
+    let hand = &u["checked_out_by_hand"][0];
+    assert_eq!(
+        (
+            hand["name"].as_str(),
+            hand["by"].as_str(),
+            hand["reason"].as_str()
+        ),
+        (Some("王芳"), Some("王班长"), Some("卡丢失，已确认在地面")),
+        "{u}"
+    );
+    // The county gets it with who and why.
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let payload: String = db
+        .query_row(
+            "SELECT payload FROM outbox WHERE kind = 'checkin' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        payload.contains("卡丢失") && payload.contains("\"by\":\"王班长\""),
+        "{payload}"
+    );
+    drop(d);
+}

@@ -10,17 +10,49 @@ use std::time::Duration;
 use pithead_e2e::webdriver::Browser;
 use pithead_e2e::{Daemon, Simulator, free_port, http_request, pithead_bin};
 
-#[test]
-fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
-    let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let cfg = pithead_e2e::face_station(dir.path(), http, &sim, "");
-    let file = dir.path().join("pithead.toml");
-    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+/// The text of a PDF (pdftotext, from poppler-utils).
+fn pdf_text(pdf: &[u8], dir: &std::path::Path) -> String {
+    let file = dir.join("roll.pdf");
+    std::fs::write(&file, pdf).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new("pdftotext")
+        .arg(&file)
+        .arg("-")
+        .output()
+        .unwrap_or_else(|e| panic!("pdftotext (apt-get install poppler-utils): {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// When `badge` went down, as the console shows it (`YYYY-MM-DD HH:MM:SS`).
+fn underground_since(http: SocketAddr, badge: &str) -> String {
+    let token = format!("Bearer {}", pithead_e2e::TEST_TOKEN);
+    let (s, body) = http_request(
+        http,
+        "GET",
+        "/api/v1/underground",
+        &[("Authorization", &token)],
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["people"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["badge"] == badge))
+        .and_then(|p| p["since"].as_str())
+        .map(|t| t.replace('T', " ").chars().take(19).collect())
+        .unwrap_or_else(|| panic!("{badge} not underground: {body}"))
+}
+
+/// Creates supervisor 王班长 for the configuration in `file`.
+fn add_supervisor(file: &std::path::Path) {
     let mut add = Command::new(pithead_bin())
         .args(["user", "add", "王班长", "--config"])
-        .arg(&file)
+        .arg(file)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -29,6 +61,21 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
         let _ = writeln!(i, "井口安全第一 2026");
     }
     assert!(add.wait().map(|s| s.success()).unwrap_or(false));
+}
+
+#[test]
+fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = pithead_e2e::with_token(
+        dir.path(),
+        http,
+        &pithead_e2e::face_station(dir.path(), http, &sim, ""),
+    );
+    let file = dir.path().join("pithead.toml");
+    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    add_supervisor(&file);
 
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
@@ -81,12 +128,44 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
             .join("../target/screenshots/console.png"),
     );
 
-    // The people underground, for the evacuation roll.
+    // The people underground, for the evacuation roll: as Chromium prints
+    // it, the station, when it was printed, and everyone underground with
+    // team and time in.
     b.click(&b.find(".tabs button[data-tab='people']", wait));
     b.wait_text("#people-rows", wait, "the miner", |t| {
         t.contains("张伟") && t.contains("0001")
     });
-    assert_eq!(b.find_all("#print").len(), 1);
+    let roll = pdf_text(&b.print_pdf(), dir.path());
+    let since = underground_since(http, "0001");
+    for want in [
+        "测试站",
+        "撤离名单",
+        "打印时间",
+        "张伟",
+        "0001",
+        "综采一队",
+        &since,
+    ] {
+        assert!(
+            roll.contains(want),
+            "`{want}` not on the printed roll:\n{roll}"
+        );
+    }
+    assert!(!roll.contains("人工升井</"), "no buttons on paper:\n{roll}");
+    // Checked out by hand, with a reason: off the roll, listed beside it.
+    let reason = b.find("#people-rows form.checkout input[name=reason]", wait);
+    b.type_into(&reason, "已确认从副井升井");
+    b.click(&b.find("#people-rows form.checkout button", wait));
+    b.wait_text("#checkout-result", wait, "checked out", |t| {
+        t.contains("张伟")
+    });
+    b.wait_text("#by-hand-rows", wait, "by hand", |t| {
+        t.contains("张伟") && t.contains("王班长") && t.contains("已确认从副井升井")
+    });
+    assert!(
+        b.find_all("#people-rows tr").is_empty(),
+        "still on the roll"
+    );
 
     // The hazard through its lifecycle; its hostile text stays text.
     b.click(&b.find(".tabs button[data-tab='hazards']", wait));
@@ -139,6 +218,67 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
             .as_array()
             .is_some_and(|v| v.iter().skip(1).all(|s| s["by"] == "王班长")),
         "{h}"
+    );
+    d.signal(libc::SIGTERM);
+}
+
+/// The console loses the daemon (frozen, then killed): the alarm list and
+/// the readings give way to "connection lost — readings unavailable", no
+/// number is left on screen, and it comes back by itself.
+#[test]
+fn the_console_shows_nothing_it_does_not_know_when_the_daemon_is_gone() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = pithead_e2e::face_station(dir.path(), http, &sim, "");
+    let file = dir.path().join("pithead.toml");
+    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    add_supervisor(&file);
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    sim.control("set 1 input 0 120");
+    let b = Browser::start(1280, 1000);
+    let wait = Duration::from_secs(15);
+    b.open(&format!("http://{http}/console"));
+    b.type_into(&b.find("#user", wait), "王班长");
+    b.type_into(&b.find("#password", wait), "井口安全第一 2026\u{E007}");
+    b.wait_text("#alarm-rows", wait, "the alarm", |t| {
+        t.contains("ch4-1201-face")
+    });
+    b.click(&b.find(".tabs button[data-tab='sensors']", wait));
+    b.wait_text("#sensor-tiles", wait, "a reading", |t| t.contains("1.20"));
+
+    d.signal(libc::SIGSTOP);
+    b.wait_text("#link-lost", Duration::from_secs(5), "the banner", |t| {
+        t.contains("与主机连接中断") && t.contains("读数不可用")
+    });
+    let values = b.execute(
+        "return [...document.querySelectorAll('#sensor-tiles .value')].map(e => e.textContent).join('|')",
+    );
+    let values = values.as_str().unwrap_or_default().to_owned();
+    assert!(
+        !values.is_empty() && !values.chars().any(|c| c.is_ascii_digit()),
+        "a number on a console that lost the daemon: {values}"
+    );
+    b.click(&b.find(".tabs button[data-tab='alarms']", wait));
+    b.wait_text("#alarm-rows", wait, "no alarm list", |t| {
+        t.contains("与主机连接中断")
+    });
+    assert_eq!(
+        b.attribute(&b.find("#beacon", wait), "class")
+            .unwrap_or_default(),
+        "beacon unknown"
+    );
+    d.signal(libc::SIGCONT);
+    b.wait_text(
+        "#alarm-rows",
+        Duration::from_secs(20),
+        "the alarm again",
+        |t| t.contains("ch4-1201-face"),
+    );
+    assert!(
+        b.execute("return document.getElementById('link-lost').hidden") == true,
+        "the banner goes once the daemon is back"
     );
     d.signal(libc::SIGTERM);
 }

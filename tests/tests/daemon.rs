@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use pithead_e2e::{Daemon, free_port, http_get, minimal_config};
+use pithead_e2e::{
+    Daemon, Simulator, face_station, free_port, http_get, minimal_config, pithead_bin, sim_outputs,
+    wait_sim_outputs,
+};
 
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
@@ -30,8 +33,10 @@ fn serves_health_notifies_systemd_and_stops_on_sigterm() {
         .recv(&mut buf)
         .unwrap_or_else(|e| panic!("no sd_notify message: {e}\n{}", d.log_text()));
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // READY=1 is sent once the outputs are guarded, before the web server
+    // (which may not get its port) serves.
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
-    // READY=1 is sent once serving: health answers at once.
+    d.wait_healthy(Duration::from_secs(20));
     let (status, body) = http_get(http, "/healthz").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value =
@@ -45,10 +50,17 @@ fn serves_health_notifies_systemd_and_stops_on_sigterm() {
     assert!(body.contains("没有这个页面"), "{body}");
 
     d.signal(libc::SIGTERM);
-    let n = sock
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("no STOPPING: {e}"));
-    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim_end(), "STOPPING=1");
+    // Status lines may come first.
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no STOPPING: {e}"));
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.lines().any(|l| l == "STOPPING=1") {
+            break;
+        }
+        assert!(msg.starts_with("STATUS="), "{msg}");
+    }
     let status = d.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status}\n{}", d.log_text());
     let log = d.log_text();
@@ -139,22 +151,116 @@ fn a_damaged_database_is_named_and_the_daemon_guards_on_without_it() {
     );
 }
 
+/// A taken port (or an unreadable token file) must not take the alarms
+/// down with the web server: the daemon says what is wrong, keeps guarding
+/// and serves once it can.
 #[test]
-fn a_taken_port_is_a_clear_error() {
+fn a_taken_port_is_reported_retried_and_the_outputs_keep_guarding() {
+    let sim = Simulator::start("normal", None);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let http = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    let mut d = Daemon::start(
-        dir.path(),
-        &minimal_config(&dir.path().join("data"), http),
-        http,
-    );
-    let status = d.wait_exit(Duration::from_secs(15));
-    assert_eq!(status.code(), Some(1));
+    let data = dir.path().join("data");
+    let mut d = Daemon::start(dir.path(), &face_station(dir.path(), http, &sim, ""), http);
+    sim.control("set 1 input 0 31");
+    wait_sim_outputs(&data, Duration::from_secs(15), "power allowed", |o| {
+        o.get("power_relay") == Some(&true) && o.get("beacon_green") == Some(&true)
+    });
+    let log = d.log_text();
     assert!(
-        d.log_text()
-            .contains(&format!("cannot listen on {http} (http.listen)")),
+        log.contains(&format!("cannot listen on {http} (http.listen)")),
+        "{log}"
+    );
+    // Methane over the power-cut level: the relay drops, the beacon goes
+    // red, the siren sounds; no web server is needed for that.
+    sim.control("set 1 input 0 160");
+    wait_sim_outputs(&data, Duration::from_secs(5), "power cut", |o| {
+        o.get("power_relay") == Some(&false)
+            && o.get("beacon_red") == Some(&true)
+            && o.get("siren") == Some(&true)
+    });
+    assert!(
+        d.child.try_wait().ok().flatten().is_none(),
         "{}",
         d.log_text()
+    );
+    // The port comes free: the kiosk is served without a restart.
+    drop(taken);
+    d.wait_healthy(Duration::from_secs(45));
+    assert!(d.log_text().contains("web server started after all"));
+}
+
+/// Killed outright, the daemon leaves its lines as they were (a Raspberry
+/// Pi keeps released lines' levels); the unit's `ExecStopPost=pithead
+/// outputs safe` drives them safe.
+#[test]
+fn after_sigkill_outputs_safe_leaves_the_relay_cut() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = addr();
+    let data = dir.path().join("data");
+    let cfg = face_station(dir.path(), http, &sim, "");
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    sim.control("set 1 input 0 31");
+    wait_sim_outputs(&data, Duration::from_secs(15), "power allowed", |o| {
+        o.get("power_relay") == Some(&true)
+    });
+    d.signal(libc::SIGKILL);
+    let _ = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        sim_outputs(&data).get("power_relay"),
+        Some(&true),
+        "a dead daemon's relay stays as it was: what ExecStopPost is for"
+    );
+    let out = std::process::Command::new(pithead_bin())
+        .args(["outputs", "safe", "--config"])
+        .arg(dir.path().join("pithead.toml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = sim_outputs(&data);
+    assert_eq!(
+        (
+            o.get("power_relay"),
+            o.get("beacon_red"),
+            o.get("beacon_green"),
+            o.get("siren")
+        ),
+        (Some(&false), Some(&true), Some(&false), Some(&false)),
+        "{o:?}"
+    );
+}
+
+/// A second signal ends the process at once, but the power is cut first.
+#[test]
+fn a_second_signal_exits_at_once_with_the_power_cut() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = addr();
+    let data = dir.path().join("data");
+    let mut d = Daemon::start(dir.path(), &face_station(dir.path(), http, &sim, ""), http);
+    d.wait_healthy(Duration::from_secs(20));
+    sim.control("set 1 input 0 31");
+    wait_sim_outputs(&data, Duration::from_secs(15), "power allowed", |o| {
+        o.get("power_relay") == Some(&true)
+    });
+    // Two signals at once: the orderly stop has no time to run.
+    d.signal(libc::SIGTERM);
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(15));
+    assert!(
+        !status.success() || d.log_text().contains("stopped"),
+        "{status}"
+    );
+    wait_sim_outputs(
+        &data,
+        Duration::from_secs(2),
+        "power cut after the exit",
+        |o| o.get("power_relay") == Some(&false),
     );
 }

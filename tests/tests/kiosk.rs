@@ -122,3 +122,122 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     b.screenshot(&screenshots().join("kiosk-en.png"));
     d.signal(libc::SIGTERM);
 }
+
+/// No tile shows a digit: the page's readings, as text.
+fn tile_values(b: &Browser) -> String {
+    b.execute(
+        "return [...document.querySelectorAll('#tiles .tile .value')].map(e => e.textContent).join('|')",
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+fn wait_no_digits(b: &Browser, within: Duration, what: &str) {
+    let end = std::time::Instant::now() + within;
+    loop {
+        let v = tile_values(b);
+        if !v.is_empty() && !v.chars().any(|c| c.is_ascii_digit()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{what}: still numbers on the kiosk: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.wait_text("#link-lost", Duration::from_secs(2), "the banner", |t| {
+        t == "与主机连接中断 — 读数不可用"
+    });
+    assert_eq!(
+        b.attribute(&b.find("#beacon", Duration::from_secs(2)), "class")
+            .unwrap_or_default(),
+        "beacon unknown"
+    );
+    assert!(
+        b.find_all("#tiles .tile:not(.nodata)").is_empty(),
+        "every tile in the no-data colour"
+    );
+}
+
+fn wait_live(b: &Browser, within: Duration, what: &str) {
+    b.wait_text("[data-channel='ch4-1201-face'] .value", within, what, |t| {
+        t.starts_with("0.31")
+    });
+    assert!(b.execute("return document.getElementById('link-lost').hidden") == true);
+}
+
+/// Takes every live-stream slot of the daemon at `http`, from addresses
+/// of their own (the per-address cap would stop one address first).
+fn hog_streams(rt: &tokio::runtime::Runtime, http: SocketAddr) -> Vec<tokio::net::TcpStream> {
+    rt.block_on(async {
+        let mut v = Vec::new();
+        for i in 0..70u8 {
+            let from = std::net::Ipv4Addr::new(127, 0, 1 + i / 30, 1 + i % 30);
+            let sock = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+            sock.bind(SocketAddr::from((from, 0)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut s = sock.connect(http).await.unwrap_or_else(|e| panic!("{e}"));
+            tokio::io::AsyncWriteExt::write_all(
+                &mut s,
+                format!("GET /api/v1/stream HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            v.push(s);
+        }
+        // Until the server has answered them all.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        v
+    })
+}
+
+/// Item 1 of the fail-safe issue: the kiosk that loses the daemon — refused
+/// a stream (503), frozen (SIGSTOP), killed and restarted — shows no
+/// reading within seconds, says why across the page, and goes live again
+/// by itself without a reload.
+#[test]
+fn the_kiosk_shows_no_reading_once_it_loses_the_daemon_and_recovers_by_itself() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = pithead_e2e::face_station(dir.path(), http, &sim, "");
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    sim.control("set 1 input 0 31");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Every stream slot taken: the page's stream is answered 503, which
+    // closes an EventSource for good; the page must say so and try again.
+    let hogs = hog_streams(&rt, http);
+    let b = Browser::start(1280, 900);
+    b.open(&format!("http://{http}/"));
+    b.wait_text("#link-lost", Duration::from_secs(6), "the banner", |t| {
+        t == "与主机连接中断 — 读数不可用"
+    });
+    assert!(!tile_values(&b).chars().any(|c| c.is_ascii_digit()));
+    b.execute("window.__not_reloaded = true");
+    drop(hogs);
+    wait_live(&b, Duration::from_secs(25), "live once a slot is free");
+
+    d.signal(libc::SIGSTOP);
+    wait_no_digits(&b, Duration::from_secs(5), "frozen daemon");
+    b.screenshot(&screenshots().join("kiosk-link-lost.png"));
+    d.signal(libc::SIGCONT);
+    wait_live(&b, Duration::from_secs(20), "live after SIGCONT");
+
+    d.signal(libc::SIGKILL);
+    let _ = d.wait_exit(Duration::from_secs(10));
+    wait_no_digits(&b, Duration::from_secs(5), "dead daemon");
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    wait_live(&b, Duration::from_secs(25), "live after a restart");
+    assert!(
+        b.execute("return window.__not_reloaded === true") == true,
+        "the page was reloaded"
+    );
+    d.signal(libc::SIGTERM);
+}

@@ -88,6 +88,7 @@ fn systemd_verifies_the_units_and_rates_the_service_at_most_1_5() {
         "DeviceAllow=char-ttyACM rw",
         "ExecStartPre=/usr/bin/pithead validate --config /etc/pithead/pithead.toml",
         "ExecStart=/usr/bin/pithead run --config /etc/pithead/pithead.toml",
+        "ExecStopPost=/usr/bin/pithead outputs safe --config /etc/pithead/pithead.toml",
         "Restart=always",
         "StateDirectory=pithead",
         "ConfigurationDirectory=pithead",
@@ -226,7 +227,19 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
         std::fs::create_dir_all(root.join(d)).unwrap_or_else(|e| panic!("{e}"));
     }
     std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap_or_else(|e| panic!("{e}"));
+    // A Raspberry Pi OS boot partition.
+    let boot = root.join("boot/firmware/config.txt");
+    std::fs::create_dir_all(root.join("boot/firmware")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&boot, "dtparam=audio=on\n[pi4]\narm_boost=1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     dpkg(&root, &["-i", &deb]);
+    // A released GPIO line returns to an input, under [all] whatever
+    // section the file ended in.
+    let txt = std::fs::read_to_string(&boot).unwrap_or_default();
+    assert!(
+        txt.ends_with("[all]\ndtparam=strict_gpiod\n") && txt.starts_with("dtparam=audio=on\n"),
+        "{txt}"
+    );
 
     // postinst: the user in gpio and dialout, the data directory, the unit
     // enabled; nothing of this on the machine running the test.
@@ -290,9 +303,11 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
         .arg(&conf));
     assert!(out.status.success(), "{}", text(&out));
 
-    // Reinstalling (an upgrade to the same version) keeps the edited file.
+    // Reinstalling (an upgrade to the same version) keeps the edited file,
+    // and adds strict_gpiod no second time.
     dpkg(&root, &["-i", &deb]);
     assert_eq!(std::fs::read_to_string(&conf).unwrap_or_default(), edited);
+    assert_eq!(std::fs::read_to_string(&boot).unwrap_or_default(), txt);
     // Removing keeps the configuration; purging removes it but never the
     // station's records.
     std::fs::write(data.join("pithead.db"), "records").unwrap_or_else(|e| panic!("{e}"));

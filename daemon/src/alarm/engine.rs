@@ -101,6 +101,19 @@ impl AlarmKind {
             AlarmKind::Overdue => "overdue",
         }
     }
+
+    /// The kind named `s` (as [`AlarmKind::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<AlarmKind> {
+        [
+            AlarmKind::Fault,
+            AlarmKind::Level(LevelName::Warning),
+            AlarmKind::Level(LevelName::Alarm),
+            AlarmKind::Level(LevelName::PowerCut),
+            AlarmKind::Overdue,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// Who acknowledged an alarm, and when.
@@ -136,8 +149,22 @@ pub struct Alarm {
     pub condition: bool,
     /// Whether it stays until acknowledged.
     pub latching: bool,
+    /// Whether it keeps the power cut while active, whatever the channels
+    /// say (the alarm history could not be read at start).
+    pub holds_power: bool,
     /// The acknowledgement, if any.
     pub acked: Option<Ack>,
+}
+
+/// Subject of the alarm raised when the alarm history cannot be read at
+/// start: it keeps the power cut until a supervisor acknowledges it.
+pub const HISTORY_SUBJECT: &str = "system:alarm_history";
+
+/// Whether a subject alarm (`output:…`, `system:…`) is one the event log
+/// brings back after a restart; overdue miners (`worker:…`) are judged
+/// again from the check-ins instead.
+pub fn restorable_subject(subject: &str) -> bool {
+    subject.starts_with("output:") || subject.starts_with("system:")
 }
 
 /// What happened to an alarm.
@@ -274,8 +301,14 @@ pub struct Engine {
     last: Vec<Option<(Option<f64>, State)>>,
     pending: Vec<Vec<Pending>>,
     active: BTreeMap<(usize, AlarmKind), Alarm>,
-    /// Overdue miners, by subject (`worker:BADGE`).
-    people: BTreeMap<String, Alarm>,
+    /// Alarms about something other than a channel, by subject: overdue
+    /// miners (`worker:BADGE`), outputs that cannot be driven
+    /// (`output:NAME`), the station's own faults (`system:…`).
+    subjects: BTreeMap<String, Alarm>,
+    /// Whether the alarms of before the last stop are back (or known to be
+    /// lost): until then the power stays cut, so a restart never returns
+    /// power before the history that may forbid it is read.
+    restored: bool,
     next_id: u64,
     /// Channels with a delay running: [`Engine::tick`] evaluates them when
     /// one ends. Every other channel's state changes only with its next
@@ -292,9 +325,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine with no alarms; ids start at `first_id` (give something
-    /// that grows across restarts, such as Unix milliseconds × 1000).
+    /// An engine with no alarms and no history to wait for; ids start at
+    /// `first_id`.
     pub fn new(rules: Vec<ChannelRules>, first_id: u64) -> Self {
+        let mut e = Self::awaiting_history(rules, first_id);
+        e.restored = true;
+        e
+    }
+
+    /// The daemon's engine: no alarms yet, and power withheld until
+    /// [`Engine::restore`] brings back the alarms of before the last stop or
+    /// [`Engine::history_unavailable`] says they cannot be known. Ids start
+    /// at `first_id` (give something that grows across restarts, such as
+    /// Unix milliseconds × 1000).
+    pub fn awaiting_history(rules: Vec<ChannelRules>, first_id: u64) -> Self {
         Engine {
             last: vec![None; rules.len()],
             pending: rules
@@ -305,7 +349,8 @@ impl Engine {
             unknown_guards: rules.iter().filter(|r| r.guards_power()).count(),
             rules,
             active: BTreeMap::new(),
-            people: BTreeMap::new(),
+            subjects: BTreeMap::new(),
+            restored: false,
             next_id: first_id,
             due: BTreeSet::new(),
             recheck: BTreeSet::new(),
@@ -317,9 +362,15 @@ impl Engine {
         &self.rules
     }
 
-    /// Active alarms, by channel then kind, then those about people.
+    /// Active alarms, by channel then kind, then those about a subject.
     pub fn active(&self) -> impl Iterator<Item = &Alarm> {
-        self.active.values().chain(self.people.values())
+        self.active.values().chain(self.subjects.values())
+    }
+
+    /// Whether the alarms of before the last stop are back (or known to be
+    /// lost).
+    pub fn is_restored(&self) -> bool {
+        self.restored
     }
 
     /// The miners who are overdue now (`worker:BADGE` subjects): raises an
@@ -343,13 +394,13 @@ impl Engine {
             at: wall,
         };
         for s in subjects {
-            if let Some(a) = self.people.get_mut(s) {
+            if let Some(a) = self.subjects.get_mut(s) {
                 a.condition = true;
                 continue;
             }
             let id = self.next_id;
             self.next_id += 1;
-            self.people.insert(
+            self.subjects.insert(
                 s.clone(),
                 Alarm {
                     id,
@@ -362,22 +413,105 @@ impl Engine {
                     raised_wall: wall,
                     condition: true,
                     latching: false,
+                    holds_power: false,
                     acked: None,
                 },
             );
             out.push(event(EventKind::Raised, id, s, None));
         }
         let gone: Vec<String> = self
-            .people
-            .keys()
-            .filter(|k| !subjects.contains(k))
-            .cloned()
+            .subjects
+            .iter()
+            .filter(|(k, a)| a.kind == AlarmKind::Overdue && !subjects.contains(k))
+            .map(|(k, _)| k.clone())
             .collect();
         for s in gone {
-            if let Some(a) = self.people.remove(&s) {
+            if let Some(a) = self.subjects.remove(&s) {
                 out.push(event(EventKind::Cleared, a.id, &s, None));
             }
         }
+        out
+    }
+
+    /// A fault of something other than a channel (`output:NAME` for an
+    /// output that cannot be driven, `system:…` for the station's own
+    /// faults) holds (`active`) or not. Like a channel's fault it latches:
+    /// raised when it first holds, returned when it no longer holds, and
+    /// gone once it no longer holds and a supervisor acknowledged it.
+    pub fn set_fault(
+        &mut self,
+        subject: &str,
+        active: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
+        let event = |kind, id| AlarmEvent {
+            kind,
+            alarm_id: id,
+            channel: subject.to_owned(),
+            level: AlarmKind::Fault,
+            value: None,
+            state: State::Ok,
+            by: None,
+            at: wall,
+        };
+        match (active, self.subjects.get_mut(subject)) {
+            (true, None) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.subjects.insert(
+                    subject.to_owned(),
+                    Alarm {
+                        id,
+                        channel: usize::MAX,
+                        subject: Some(subject.to_owned()),
+                        kind: AlarmKind::Fault,
+                        value: None,
+                        state: State::Ok,
+                        raised_at: now,
+                        raised_wall: wall,
+                        condition: true,
+                        latching: true,
+                        holds_power: false,
+                        acked: None,
+                    },
+                );
+                vec![event(EventKind::Raised, id)]
+            }
+            (true, Some(a)) if !a.condition => {
+                a.condition = true;
+                vec![event(EventKind::Recurred, a.id)]
+            }
+            (false, Some(a)) if a.condition => {
+                a.condition = false;
+                let id = a.id;
+                if a.acked.is_some() {
+                    self.subjects.remove(subject);
+                    vec![event(EventKind::Cleared, id)]
+                } else {
+                    vec![event(EventKind::Returned, id)]
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The alarms of before the last stop cannot be read (no database): a
+    /// latching fault alarm keeps the power cut until a supervisor has
+    /// acknowledged it, since a power-cut alarm that was active then may
+    /// be among them. Power is no longer withheld for the restore itself.
+    pub fn history_unavailable(&mut self, now: Instant, wall: SystemTime) -> Vec<AlarmEvent> {
+        self.restored = true;
+        if self.subjects.contains_key(HISTORY_SUBJECT) {
+            return Vec::new();
+        }
+        let mut out = self.set_fault(HISTORY_SUBJECT, true, now, wall);
+        if let Some(a) = self.subjects.get_mut(HISTORY_SUBJECT) {
+            a.holds_power = true;
+        }
+        // Nothing will make it hold again: it is about the start, not a
+        // condition. It ends with the acknowledgement.
+        out.extend(self.set_fault(HISTORY_SUBJECT, false, now, wall));
         out
     }
 
@@ -453,7 +587,7 @@ impl Engine {
         by: &str,
         wall: SystemTime,
     ) -> Result<Vec<AlarmEvent>, AckError> {
-        if let Some(a) = self.people.values_mut().find(|a| a.id == id) {
+        if let Some((subject, a)) = self.subjects.iter_mut().find(|(_, a)| a.id == id) {
             if let Some(ack) = &a.acked {
                 return Err(AckError::AlreadyAcknowledged {
                     id,
@@ -464,16 +598,25 @@ impl Engine {
                 by: by.to_owned(),
                 at: wall,
             });
-            return Ok(vec![AlarmEvent {
-                kind: EventKind::Acknowledged,
+            let event = |kind| AlarmEvent {
+                kind,
                 alarm_id: id,
-                channel: a.subject.clone().unwrap_or_default(),
-                level: AlarmKind::Overdue,
+                channel: subject.clone(),
+                level: a.kind,
                 value: None,
                 state: State::Ok,
                 by: Some(by.to_owned()),
                 at: wall,
-            }]);
+            };
+            let mut out = vec![event(EventKind::Acknowledged)];
+            // A latched fault whose condition is gone ends here; an overdue
+            // miner stays shown until he comes up.
+            if a.latching && !a.condition {
+                out.push(event(EventKind::Cleared));
+                let subject = subject.clone();
+                self.subjects.remove(&subject);
+            }
+            return Ok(out);
         }
         let key = self
             .active
@@ -521,6 +664,7 @@ impl Engine {
         let mut beacon = Beacon::Green;
         for a in self.active() {
             let b = match a.kind {
+                _ if a.holds_power => Beacon::Red,
                 AlarmKind::Level(LevelName::Alarm | LevelName::PowerCut) => Beacon::Red,
                 AlarmKind::Level(LevelName::Warning) | AlarmKind::Fault | AlarmKind::Overdue => {
                     Beacon::Yellow
@@ -528,10 +672,15 @@ impl Engine {
             };
             beacon = beacon.max(b);
         }
-        let mut power_allowed = !self
-            .active
-            .keys()
-            .any(|(_, k)| *k == AlarmKind::Level(LevelName::PowerCut));
+        let mut power_allowed = self.restored
+            && !self
+                .active
+                .keys()
+                .any(|(_, k)| *k == AlarmKind::Level(LevelName::PowerCut))
+            && !self.subjects.values().any(|a| a.holds_power);
+        if !self.restored {
+            beacon = beacon.max(Beacon::Yellow);
+        }
         // A channel not read yet, warming up or faulty has no value to
         // trust (counted as readings come, not walked here).
         if self.unknown > 0 {
@@ -573,6 +722,7 @@ impl Engine {
                 raised_wall: wall,
                 condition: true,
                 latching,
+                holds_power: false,
                 acked: None,
             },
         );
@@ -639,8 +789,34 @@ impl Engine {
     /// Their conditions are judged again with the next readings. Ids of new
     /// alarms continue above every restored one.
     pub fn restore(&mut self, alarms: &[Restored], now: Instant) {
+        self.restored = true;
         for r in alarms {
             self.next_id = self.next_id.max(r.id.saturating_add(1));
+            if restorable_subject(&r.channel) {
+                if r.channel == HISTORY_SUBJECT || self.subjects.contains_key(&r.channel) {
+                    continue;
+                }
+                // Judged again by whoever reports it (the panel, the
+                // overdue watch): latched until acknowledged meanwhile.
+                self.subjects.insert(
+                    r.channel.clone(),
+                    Alarm {
+                        id: r.id,
+                        channel: usize::MAX,
+                        subject: Some(r.channel.clone()),
+                        kind: AlarmKind::Fault,
+                        value: None,
+                        state: State::Ok,
+                        raised_at: now,
+                        raised_wall: r.raised_wall,
+                        condition: true,
+                        latching: true,
+                        holds_power: false,
+                        acked: r.acked.clone(),
+                    },
+                );
+                continue;
+            }
             let Some(ch) = self.rules.iter().position(|c| c.id == r.channel) else {
                 continue;
             };
@@ -660,6 +836,7 @@ impl Engine {
                     raised_wall: r.raised_wall,
                     condition: true,
                     latching: true,
+                    holds_power: false,
                     acked: r.acked.clone(),
                 },
             );

@@ -562,28 +562,42 @@ proptest! {
         let t0 = Instant::now();
         let mut t = Duration::ZERO;
         let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // The test's own account of the alarms, from the events alone:
+        // id → acknowledged. The siren must sound exactly while one of them
+        // is unacknowledged, whatever the engine keeps inside.
+        let mut model: std::collections::BTreeMap<u64, bool> = std::collections::BTreeMap::new();
+        let track = |evs: Vec<AlarmEvent>, model: &mut std::collections::BTreeMap<u64, bool>| {
+            for ev in evs {
+                match ev.kind {
+                    EventKind::Raised | EventKind::Escalated => { model.insert(ev.alarm_id, false); }
+                    EventKind::Acknowledged => { model.insert(ev.alarm_id, true); }
+                    EventKind::Cleared => { model.remove(&ev.alarm_id); }
+                    EventKind::Returned | EventKind::Recurred => {}
+                }
+            }
+        };
         for s in steps {
             t += Duration::from_millis(100);
             let now = t0 + t;
             let danger = match s {
-                Step::Value(v) => { e.update(0, &Reading::ok(v, now, wall), now, wall); v >= 1.5 }
-                Step::Special(st) => { e.update(0, &Reading::fault(st, "x", now, wall), now, wall); true }
+                Step::Value(v) => { let evs = e.update(0, &Reading::ok(v, now, wall), now, wall); track(evs, &mut model); v >= 1.5 }
+                Step::Special(st) => { let evs = e.update(0, &Reading::fault(st, "x", now, wall), now, wall); track(evs, &mut model); true }
                 Step::AckAll => {
-                    let all: Vec<u64> = e.active().map(|a| a.id).collect();
-                    for id in all { let _ = e.ack(id, "p", wall); }
-                    continue;
+                    let ids: Vec<u64> = model.keys().copied().collect();
+                    for id in ids {
+                        if let Ok(evs) = e.ack(id, "p", wall) { track(evs, &mut model); }
+                    }
+                    false
                 }
-                Step::Wait(ms) => { t += Duration::from_millis(ms); e.tick(t0 + t, wall); continue; }
+                Step::Wait(ms) => { t += Duration::from_millis(ms); let evs = e.tick(t0 + t, wall); track(evs, &mut model); false }
             };
             if danger {
                 prop_assert!(!e.outputs().power_allowed);
                 prop_assert!(e.active().any(|a| a.kind == AlarmKind::Level(LevelName::PowerCut) && a.condition));
                 prop_assert_eq!(e.outputs().beacon, Beacon::Red);
             }
-            // An unacknowledged alarm always sounds the siren.
-            if e.active().any(|a| a.acked.is_none()) {
-                prop_assert!(e.outputs().siren);
-            }
+            let unacked = model.values().any(|acked| !acked);
+            prop_assert_eq!(e.outputs().siren, unacked, "siren vs the alarms the events told of: {:?}", model);
         }
     }
 }
@@ -845,4 +859,117 @@ fn the_next_deadline_is_the_end_of_the_earliest_running_delay() {
     let (now, wall) = c.at(2.9);
     assert_eq!(e.tick(now, wall).len(), 1);
     assert_eq!(e.next_deadline(now), None);
+}
+
+#[test]
+fn the_daemons_engine_keeps_power_cut_until_its_history_is_back() {
+    let mut e = Engine::awaiting_history(engine().rules().to_vec(), 1000);
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    let o = e.outputs();
+    assert!(!o.power_allowed, "good readings alone: {o:?}");
+    assert_eq!(o.beacon, Beacon::Yellow);
+    let (now, _) = c.at(1.0);
+    e.restore(&[], now);
+    assert!(
+        e.outputs().power_allowed,
+        "nothing was open: readings decide"
+    );
+}
+
+#[test]
+fn a_lost_history_holds_power_behind_an_alarm_until_it_is_acknowledged() {
+    let mut e = Engine::awaiting_history(engine().rules().to_vec(), 1000);
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    let (now, wall) = c.at(1.0);
+    let evs = e.history_unavailable(now, wall);
+    assert_eq!(
+        evs.iter()
+            .map(|e| (e.kind, e.channel.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (EventKind::Raised, HISTORY_SUBJECT),
+            (EventKind::Returned, HISTORY_SUBJECT)
+        ]
+    );
+    let o = e.outputs();
+    assert_eq!(
+        o,
+        Outputs {
+            siren: true,
+            beacon: Beacon::Red,
+            power_allowed: false
+        }
+    );
+    assert!(e.history_unavailable(now, wall).is_empty(), "raised once");
+    // Readings come and go; the power stays cut.
+    for (i, v) in [0.2, 0.4, 0.3].into_iter().enumerate() {
+        feed(&mut e, &mut c, 0, 2.0 + i as f64, v);
+        assert!(!e.outputs().power_allowed);
+    }
+    let id = e
+        .active()
+        .find(|a| a.subject.as_deref() == Some(HISTORY_SUBJECT))
+        .map(|a| a.id);
+    let (_, wall) = c.at(10.0);
+    let evs = e
+        .ack(id.unwrap_or_default(), "王班长", wall)
+        .unwrap_or_default();
+    assert_eq!(
+        evs.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Acknowledged, EventKind::Cleared]
+    );
+    assert!(e.outputs().power_allowed && !e.outputs().siren);
+}
+
+#[test]
+fn an_output_that_cannot_be_driven_latches_a_fault_until_acknowledged_and_fixed() {
+    let mut e = engine();
+    let mut c = Clock::new();
+    settle(&mut e, &mut c);
+    let (now, wall) = c.at(1.0);
+    let evs = e.set_fault("output:power_relay", true, now, wall);
+    assert_eq!(
+        evs.iter()
+            .map(|e| (e.kind, e.level, e.channel.as_str()))
+            .collect::<Vec<_>>(),
+        [(EventKind::Raised, AlarmKind::Fault, "output:power_relay")]
+    );
+    assert!(e.outputs().siren, "the siren sounds for it");
+    assert_eq!(e.outputs().beacon, Beacon::Yellow);
+    assert!(
+        e.set_fault("output:power_relay", true, now, wall)
+            .is_empty()
+    );
+    let id = e.active().next().map(|a| a.id).unwrap_or_default();
+    let (_, wall) = c.at(2.0);
+    assert_eq!(
+        e.ack(id, "王", wall).map(|v| v.len()),
+        Ok(1),
+        "still failing: stays"
+    );
+    assert!(!e.outputs().siren);
+    let (now, wall) = c.at(3.0);
+    assert_eq!(
+        e.set_fault("output:power_relay", false, now, wall)
+            .iter()
+            .map(|e| e.kind)
+            .collect::<Vec<_>>(),
+        [EventKind::Cleared]
+    );
+    assert_eq!(e.active().count(), 0);
+    // Failing again, and fixed before anyone acknowledged: it waits.
+    e.set_fault("output:siren", true, now, wall);
+    assert_eq!(
+        e.set_fault("output:siren", false, now, wall)
+            .iter()
+            .map(|e| e.kind)
+            .collect::<Vec<_>>(),
+        [EventKind::Returned]
+    );
+    assert!(e.outputs().siren);
+    let id = e.active().next().map(|a| a.id).unwrap_or_default();
+    assert_eq!(e.ack(id, "王", wall).map(|v| v.len()), Ok(2));
+    assert_eq!(e.active().count(), 0);
 }

@@ -3,15 +3,16 @@
 //!
 //! The alarm path is: a reading lands in the acquisition snapshot → this
 //! task wakes, feeds the engine, and drives the panel at once → only then
-//! are the events handed (without waiting) to the recorder task that writes
-//! them to the store with their outbox rows. Nothing on that path awaits
-//! the disk, the network or the browser.
+//! are the events handed (without waiting) to the bounded [`queue`] the
+//! recorder task writes to the store with their outbox rows. Nothing on
+//! that path awaits the disk, the network or the browser.
 
 pub mod engine;
+pub mod history;
 pub mod panel;
+pub mod queue;
 pub mod supervisor;
 
-use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ use crate::store::outbox::{self, Lane};
 use crate::store::{self, Durability, Store, StoreError, events};
 use engine::{AckError, Alarm, AlarmEvent, ChannelRules, Engine, LevelRule, Outputs};
 use panel::Panel;
+use queue::{EventQueue, Pending, Recorded};
 use supervisor::Heartbeats;
 
 /// The engine's rules from the configuration.
@@ -57,9 +59,11 @@ pub fn rules(cfg: &Config) -> Vec<ChannelRules> {
 pub struct AlarmView {
     /// Alarm id, for acknowledging.
     pub id: u64,
-    /// Channel id.
+    /// Channel id, or what else the alarm is about: `worker:BADGE` (an
+    /// overdue miner), `output:NAME` (an output that cannot be driven),
+    /// `system:alarm_history`, `system:overdue_watch`.
     pub channel: String,
-    /// `fault`, `warning`, `alarm` or `power_cut`.
+    /// `fault`, `warning`, `alarm`, `power_cut` or `overdue`.
     pub level: &'static str,
     /// `active` (condition holds, not acknowledged), `acknowledged`
     /// (condition holds), `returned` (condition gone, waiting for an
@@ -115,6 +119,9 @@ pub struct AlarmState {
     pub alarms: Vec<AlarmView>,
     /// What the outputs show.
     pub outputs: Outputs,
+    /// Whether the alarms of before the last stop are back (until then the
+    /// power stays cut).
+    pub restored: bool,
 }
 
 /// Requests to the alarm task.
@@ -123,8 +130,18 @@ pub enum Command {
     /// The miners overdue now, as `worker:BADGE` (from the roster task).
     Overdue(Vec<String>),
     /// Alarms unfinished when the daemon last stopped, and the highest alarm
-    /// id ever recorded (from the event log, once the store is open).
+    /// id ever recorded (from the store, once it is open).
     Restore(Vec<engine::Restored>, Option<u64>),
+    /// The alarms of before the last stop cannot be read: a latching fault
+    /// keeps the power cut until a supervisor acknowledges it.
+    HistoryUnavailable(String),
+    /// A fault of the station itself (`system:…`) holds or not.
+    Fault {
+        /// `system:…`.
+        subject: &'static str,
+        /// Whether it holds now.
+        active: bool,
+    },
     /// A supervisor acknowledges an alarm. The reply comes once the outputs
     /// changed; its receiver resolves once the acknowledgement is recorded.
     Ack {
@@ -149,28 +166,16 @@ pub struct Handle {
     /// From a reading taken to the outputs set, when the reading changed
     /// them.
     pub reading_to_output: Arc<Histogram>,
+    /// Events on their way to the store.
+    pub queue: Arc<EventQueue>,
 }
 
 /// The alarm task tells the supervisor it is alive at least this often
 /// when nothing else wakes it (the supervisor's stall limit is 2 s).
 const BEAT: Duration = Duration::from_millis(500);
 
-/// Alarm events held in memory while the store cannot take them.
-const MAX_QUEUED: usize = 100_000;
-
-/// Told once an event is recorded (or why not).
-type Recorded = oneshot::Sender<Result<(), String>>;
-
-/// An event on its way to the store, with whoever waits for it.
-#[derive(Debug)]
-struct Pending {
-    event: AlarmEvent,
-    done: Option<Recorded>,
-}
-
-/// Alarm events waiting for [`record`].
-#[derive(Debug)]
-pub struct EventQueue(mpsc::UnboundedReceiver<Pending>);
+/// Most alarm events written in one transaction.
+const RECORD_BATCH: usize = 512;
 
 /// Starts the alarm task and the supervisor thread. They need no disk: the
 /// events wait in the returned queue until [`record`] runs.
@@ -181,8 +186,14 @@ pub fn start(
     beats: Arc<Heartbeats>,
     tracker: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
-) -> Result<(Handle, SupervisorGuard, EventQueue), pithead_hal::HalError> {
-    let panel = Arc::new(Mutex::new(Panel::open(&cfg.outputs)?));
+) -> Result<(Handle, SupervisorGuard, Arc<EventQueue>), pithead_hal::HalError> {
+    let sim_state = (cfg.outputs.backend == crate::config::OutputBackend::Sim).then(|| {
+        // Best effort: without the directory the mirror file is not
+        // written, and the simulated outputs work as before.
+        let _ = std::fs::create_dir_all(&cfg.storage.data_dir);
+        cfg.storage.data_dir.join(panel::SIM_STATE_FILE)
+    });
+    let panel = Arc::new(Mutex::new(Panel::open(&cfg.outputs, sim_state.as_deref())?));
     let mut watchdogs: Vec<Box<dyn pithead_hal::Watchdog>> = Vec::new();
     if std::env::var_os("WATCHDOG_USEC").is_some() && std::env::var_os("NOTIFY_SOCKET").is_some() {
         watchdogs.push(Box::new(supervisor::SystemdWatchdog));
@@ -243,14 +254,16 @@ pub fn start(
     )
     .unwrap_or(0)
     .saturating_mul(1000);
-    let engine = Engine::new(rules, first_id);
+    // Power stays cut until the alarm history is back (or known lost).
+    let engine = Engine::awaiting_history(rules, first_id);
     let initial = AlarmState {
         alarms: Vec::new(),
         outputs: engine.outputs(),
+        restored: false,
     };
     let (state_tx, state_rx) = watch::channel(initial);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let queue = Arc::new(EventQueue::default());
     let latency = Arc::new(Histogram::new(&FAST_BUCKETS));
     tracker.spawn(run(
         Arc::clone(&latency),
@@ -262,30 +275,34 @@ pub fn start(
         beats,
         cmd_rx,
         state_tx,
-        ev_tx,
+        Arc::clone(&queue),
         shutdown.clone(),
     ));
     Ok((
         Handle {
             state: state_rx,
             commands: cmd_tx,
-            panel,
+            panel: Arc::clone(&panel),
             reading_to_output: latency,
+            queue: Arc::clone(&queue),
         },
         SupervisorGuard {
             stop,
             stopping,
+            panel,
             thread: Some(thread),
         },
-        EventQueue(ev_rx),
+        queue,
     ))
 }
 
-/// Stops the supervisor thread (disarming the watchdogs) when dropped.
+/// Stops the supervisor thread when dropped: power cut first, then the
+/// watchdogs disarmed.
 #[derive(Debug)]
 pub struct SupervisorGuard {
     stop: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    panel: Arc<Mutex<Panel>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -295,14 +312,93 @@ impl SupervisorGuard {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// Puts the outputs in their stopped state (power cut, red lamp) now,
+    /// from any thread: the last thing done before the process exits on a
+    /// path that skips the orderly stop (a second signal).
+    pub fn cut_now(&self) {
+        let mut p = self
+            .panel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.apply(&panel::STOPPED);
+        p.settle();
+    }
+
+    /// A function that does [`SupervisorGuard::cut_now`], for the signal
+    /// handler.
+    pub fn cutter(&self) -> impl Fn() + Send + Sync + 'static {
+        let panel = Arc::clone(&self.panel);
+        move || {
+            let mut p = panel
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            p.apply(&panel::STOPPED);
+            p.settle();
+        }
+    }
 }
 
 impl Drop for SupervisorGuard {
     fn drop(&mut self) {
+        // Whatever happened before: power cut before anything is disarmed.
+        self.cut_now();
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// What the alarm task works with besides the engine.
+struct Io {
+    panel: Arc<Mutex<Panel>>,
+    state: watch::Sender<AlarmState>,
+    queue: Arc<EventQueue>,
+    /// The outputs that could not be driven, as last told to the engine
+    /// (`None`: tell it at the next pass).
+    failing: Option<Vec<String>>,
+    last_published: Option<AlarmState>,
+}
+
+impl Io {
+    /// Drives the panel to what the engine says; tells the engine about
+    /// outputs that cannot be driven (a latching fault each, which sounds
+    /// the siren) and drives the panel again if that changed the outputs.
+    fn drive(
+        &mut self,
+        engine: &mut Engine,
+        now: Instant,
+        wall: SystemTime,
+    ) -> (Outputs, Vec<AlarmEvent>) {
+        let mut events = Vec::new();
+        let mut outputs = engine.outputs();
+        let mut p = self
+            .panel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.apply(&outputs);
+        let failing: Vec<String> = p
+            .failing()
+            .into_iter()
+            .map(|n| format!("output:{n}"))
+            .collect();
+        if self.failing.as_ref() != Some(&failing) {
+            let known = self.failing.take().unwrap_or_default();
+            for name in known.iter().filter(|n| !failing.contains(n)) {
+                events.extend(engine.set_fault(name, false, now, wall));
+            }
+            for name in &failing {
+                events.extend(engine.set_fault(name, true, now, wall));
+            }
+            self.failing = Some(failing);
+            let again = engine.outputs();
+            if again != outputs {
+                outputs = again;
+                p.apply(&outputs);
+            }
+        }
+        (outputs, events)
     }
 }
 
@@ -320,7 +416,7 @@ async fn run(
     beats: Arc<Heartbeats>,
     mut commands: mpsc::Receiver<Command>,
     state: watch::Sender<AlarmState>,
-    events: mpsc::UnboundedSender<Pending>,
+    queue: Arc<EventQueue>,
     shutdown: CancellationToken,
 ) {
     if self_test {
@@ -337,6 +433,13 @@ async fn run(
         Panel::self_test(&panel).await;
         beating.abort();
     }
+    let mut io = Io {
+        panel,
+        state,
+        queue,
+        failing: None,
+        last_published: None,
+    };
     let mut seen: Vec<Option<Instant>> = vec![None; engine.rules().len()];
     let mut changed: Vec<usize> = Vec::new();
     // Woken by a reading, a command, the end of a running delay, or else
@@ -344,7 +447,6 @@ async fn run(
     // fixed fast tick, and each wake costs the channels that changed.
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
-    let mut last_published: Option<AlarmState> = None;
     loop {
         let mut acks = Vec::new();
         tokio::select! {
@@ -390,6 +492,15 @@ async fn run(
                     );
                     continue;
                 }
+                Command::Fault { subject, active } => {
+                    out.extend(
+                        engine
+                            .set_fault(subject, active, now, wall)
+                            .into_iter()
+                            .map(|e| (e, None)),
+                    );
+                    continue;
+                }
                 Command::Restore(restored, max_id) => {
                     if let Some(id) = max_id {
                         engine.ids_above(id);
@@ -401,6 +512,23 @@ async fn run(
                         );
                     }
                     engine.restore(&restored, now);
+                    // Restored output faults are judged again now.
+                    io.failing = None;
+                    continue;
+                }
+                Command::HistoryUnavailable(reason) => {
+                    if !engine.is_restored() {
+                        tracing::error!(
+                            %reason,
+                            "the alarm history cannot be read: power stays cut until a supervisor acknowledges the fault alarm"
+                        );
+                    }
+                    out.extend(
+                        engine
+                            .history_unavailable(now, wall)
+                            .into_iter()
+                            .map(|e| (e, None)),
+                    );
                     continue;
                 }
                 Command::Ack { id, by, reply } => (id, by, reply),
@@ -408,7 +536,7 @@ async fn run(
             match engine.ack(id, &by, wall) {
                 Ok(evs) => {
                     // The caller waits for the last of its events: the
-                    // recorder writes a queue in one transaction.
+                    // recorder writes a queue in order, in transactions.
                     let (done_tx, done_rx) = oneshot::channel();
                     let mut evs: Vec<_> = evs.into_iter().map(|e| (e, None)).collect();
                     if let Some(last) = evs.last_mut() {
@@ -423,12 +551,9 @@ async fn run(
             }
         }
         // Outputs first, before anything else is done with the events.
-        let outputs = engine.outputs();
-        panel
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .apply(&outputs);
-        if let (Some(t), Some(prev)) = (earliest, &last_published)
+        let (outputs, output_events) = io.drive(&mut engine, now, wall);
+        out.extend(output_events.into_iter().map(|e| (e, None)));
+        if let (Some(t), Some(prev)) = (earliest, &io.last_published)
             && prev.outputs != outputs
         {
             latency.observe(t.elapsed());
@@ -444,34 +569,33 @@ async fn run(
                 by = ?e.by,
                 "alarm"
             );
-            let _ = events.send(Pending { event: e, done });
+            io.queue.push(Pending { event: e, done });
         }
         // Alarms change only with events or commands; the list is built
         // only then, not on every reading.
-        let outputs_changed = last_published.as_ref().map(|p| &p.outputs) != Some(&outputs);
+        let outputs_changed = io.last_published.as_ref().map(|p| &p.outputs) != Some(&outputs);
         if !out.is_empty() || had_commands || outputs_changed {
             let rules = engine.rules();
             let current = AlarmState {
                 alarms: engine.active().map(|a| AlarmView::of(a, rules)).collect(),
                 outputs,
+                restored: engine.is_restored(),
             };
-            if last_published.as_ref() != Some(&current) {
-                state.send_replace(current.clone());
-                last_published = Some(current);
+            if io.last_published.as_ref() != Some(&current) {
+                io.state.send_replace(current.clone());
+                io.last_published = Some(current);
             }
         }
         let beat = Instant::now() + BEAT;
         let next = engine.next_deadline(now).map_or(beat, |d| d.min(beat));
         timer.as_mut().reset(next.into());
     }
+    io.queue.close();
     // A daemon that stops no longer guards: power cut, red lamp.
-    if let Ok(mut p) = panel.lock() {
-        p.apply(&Outputs {
-            siren: false,
-            beacon: engine::Beacon::Red,
-            power_allowed: false,
-        });
-    }
+    io.panel
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .apply(&panel::STOPPED);
 }
 
 /// The payload of an alarm event in the event log and the outbox.
@@ -490,157 +614,107 @@ fn payload(cfg: &Config, e: &AlarmEvent) -> serde_json::Value {
     })
 }
 
-/// Writes alarm events to the store, each with its outbox row, durably. A
-/// write that fails (full disk) is kept in memory and retried: alarm events
-/// are never dropped while the process lives.
-pub async fn record(store: Store, cfg: Arc<Config>, queue: EventQueue) {
-    let EventQueue(mut rx) = queue;
-    let mut queue: VecDeque<Pending> = VecDeque::new();
+/// Writes alarm events to the store, each with its outbox row and its
+/// alarm's row in the history, durably. A batch that cannot be written
+/// (full disk, no database yet) is kept and retried with a backoff; new
+/// events wait in the bounded queue meanwhile (see [`queue`]): what the
+/// queue had to drop is counted and, once the store takes events again,
+/// recorded as an event of its own.
+pub async fn record(store: Store, cfg: Arc<Config>, queue: Arc<EventQueue>) {
     let mut retry = Duration::from_millis(500);
+    let mut dropped_recorded = 0;
     loop {
-        if queue.is_empty() {
-            match rx.recv().await {
-                Some(p) => queue.push_back(p),
-                None => return,
-            }
-        }
-        while let Ok(p) = rx.try_recv() {
-            queue.push_back(p);
-        }
-        // Bounded: with the disk gone for good, the oldest events go first
-        // (they are in the log, with a count), never the process.
-        if queue.len() > MAX_QUEUED {
-            let dropped = queue.len() - MAX_QUEUED;
-            queue.drain(..dropped);
-            tracing::error!(
-                dropped,
-                "alarm events dropped: the store has not taken any for too long"
-            );
-        }
-        let batch: Vec<(serde_json::Value, String, Option<String>, String)> = queue
-            .iter()
-            .map(|p| {
-                (
-                    payload(&cfg, &p.event),
-                    format!("alarm.{}", p.event.kind.as_str()),
-                    p.event.by.clone(),
-                    p.event.channel.clone(),
-                )
-            })
-            .collect();
-        let n = batch.len();
-        let r = store
-            .write(Durability::Acknowledged, move |c| {
-                let at = store::now_rfc3339();
-                for (detail, kind, actor, subject) in batch {
-                    events::insert(
-                        c,
-                        &at,
-                        &events::NewEvent {
-                            kind,
-                            actor,
-                            subject: Some(subject),
-                            detail: detail.clone(),
-                        },
-                    )?;
-                    outbox::enqueue(c, Lane::Alarm, "alarm", &at, &detail)?;
-                }
-                Ok(())
-            })
-            .await;
-        match r {
-            Ok(()) => {
-                for p in queue.drain(..n) {
-                    if let Some(done) = p.done {
-                        let _ = done.send(Ok(()));
+        let Some(mut batch) = queue.take(RECORD_BATCH).await else {
+            return;
+        };
+        loop {
+            let dropped = queue.dropped();
+            let rows: Vec<(AlarmEvent, serde_json::Value)> = batch
+                .iter()
+                .map(|p| (p.event.clone(), payload(&cfg, &p.event)))
+                .collect();
+            let n = rows.len();
+            let r = store
+                .write(Durability::Acknowledged, move |c| {
+                    let at = store::now_rfc3339();
+                    for (event, detail) in rows {
+                        events::insert(
+                            c,
+                            &at,
+                            &events::NewEvent {
+                                kind: format!("alarm.{}", event.kind.as_str()),
+                                actor: event.by.clone(),
+                                subject: Some(event.channel.clone()),
+                                detail: detail.clone(),
+                            },
+                        )?;
+                        history::apply(c, &event, &rfc3339(event.at))?;
+                        outbox::enqueue(c, Lane::Alarm, "alarm", &at, &detail)?;
                     }
-                }
-                retry = Duration::from_millis(500);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = n, "alarm events not recorded yet; will retry");
-                for p in queue.iter_mut() {
-                    if let Some(done) = p.done.take() {
-                        let _ = done.send(Err(e.to_string()));
+                    if dropped > dropped_recorded {
+                        events::insert(
+                            c,
+                            &at,
+                            &events::NewEvent {
+                                kind: "alarm.events_dropped".into(),
+                                actor: None,
+                                subject: None,
+                                detail: serde_json::json!({
+                                    "dropped": dropped - dropped_recorded,
+                                    "since_start": dropped,
+                                }),
+                            },
+                        )?;
                     }
+                    Ok(())
+                })
+                .await;
+            match r {
+                Ok(()) => {
+                    if dropped > dropped_recorded {
+                        tracing::warn!(
+                            dropped = dropped - dropped_recorded,
+                            "alarm events were dropped while the store took none; recorded"
+                        );
+                        dropped_recorded = dropped;
+                    }
+                    for p in batch.drain(..) {
+                        if let Some(done) = p.done {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                    retry = Duration::from_millis(500);
+                    break;
                 }
-                if matches!(e, StoreError::Unavailable(_) | StoreError::Closed) && rx.is_closed() {
-                    return;
+                Err(e) => {
+                    tracing::error!(error = %e, events = n, waiting = queue.len(), "alarm events not recorded yet; will retry");
+                    for p in &mut batch {
+                        if let Some(done) = p.done.take() {
+                            let _ = done.send(Err(e.to_string()));
+                        }
+                    }
+                    // Stopping, and the store will not come: what is left
+                    // is in the log, with a count.
+                    if matches!(e, StoreError::Closed)
+                        || (queue.is_closed() && matches!(e, StoreError::Unavailable(_)))
+                    {
+                        return;
+                    }
+                    // Wait out the failure, but try again at once when a
+                    // supervisor waits for an acknowledgement to be
+                    // recorded (in order: behind what is already here).
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {
+                            retry = (retry * 2).min(Duration::from_secs(30));
+                        }
+                        () = queue.urgent() => {}
+                    }
+                    let room = RECORD_BATCH.saturating_sub(batch.len());
+                    batch.extend(queue.take_now(room));
                 }
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(30));
             }
         }
     }
-}
-
-/// The alarms that were raised and never cleared, as the event log tells,
-/// and the highest alarm id in it.
-pub fn unfinished(
-    conn: &rusqlite::Connection,
-) -> Result<(Vec<engine::Restored>, Option<u64>), StoreError> {
-    use crate::config::LevelName;
-    use engine::{Ack, AlarmKind, Restored};
-    let mut st = conn
-        .prepare("SELECT kind, actor, detail FROM events WHERE kind LIKE 'alarm.%' ORDER BY id")?;
-    let rows = st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, Option<String>>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    let mut open: std::collections::BTreeMap<u64, Restored> = std::collections::BTreeMap::new();
-    let mut max_id = None;
-    for row in rows {
-        let (kind, actor, detail) = row?;
-        let Ok(d) = serde_json::from_str::<serde_json::Value>(&detail) else {
-            continue;
-        };
-        let Some(id) = d["alarm_id"].as_u64() else {
-            continue;
-        };
-        max_id = Some(max_id.map_or(id, |m: u64| m.max(id)));
-        let at = d["at"]
-            .as_str()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-            .unwrap_or_else(SystemTime::now);
-        match kind.as_str() {
-            "alarm.raised" | "alarm.escalated" => {
-                let kind = match d["level"].as_str() {
-                    Some("fault") => AlarmKind::Fault,
-                    Some("warning") => AlarmKind::Level(LevelName::Warning),
-                    Some("alarm") => AlarmKind::Level(LevelName::Alarm),
-                    Some("power_cut") => AlarmKind::Level(LevelName::PowerCut),
-                    _ => continue,
-                };
-                open.insert(
-                    id,
-                    Restored {
-                        id,
-                        channel: d["channel"].as_str().unwrap_or_default().to_owned(),
-                        kind,
-                        value: d["value"].as_f64(),
-                        raised_wall: at,
-                        acked: None,
-                    },
-                );
-            }
-            "alarm.acknowledged" => {
-                if let Some(r) = open.get_mut(&id) {
-                    r.acked = Some(Ack {
-                        by: actor.unwrap_or_default(),
-                        at,
-                    });
-                }
-            }
-            "alarm.cleared" => {
-                open.remove(&id);
-            }
-            _ => {}
-        }
-    }
-    Ok((open.into_values().collect(), max_id))
 }
 
 #[cfg(test)]
@@ -654,7 +728,7 @@ mod tests {
         beats: Arc<Heartbeats>,
         commands: mpsc::Sender<Command>,
         state: watch::Receiver<AlarmState>,
-        events: mpsc::UnboundedReceiver<Pending>,
+        events: Arc<EventQueue>,
         stop: CancellationToken,
         task: tokio::task::JoinHandle<()>,
         // Kept so the task does not see the acquisition side go away.
@@ -673,7 +747,7 @@ mod tests {
             off_delay: Duration::ZERO,
             latching: true,
         };
-        let engine = Engine::new(
+        let engine = Engine::awaiting_history(
             vec![ChannelRules {
                 id: "ch4".into(),
                 levels: vec![
@@ -688,18 +762,22 @@ mod tests {
             Reading::ok(value, Instant::now(), SystemTime::now()),
         );
         let (snap_tx, snap_rx) = watch::channel(snapshot);
-        let panel = Panel::open(&OutputsConfig {
-            backend: OutputBackend::Sim,
-            ..OutputsConfig::default()
-        })
+        let panel = Panel::open(
+            &OutputsConfig {
+                backend: OutputBackend::Sim,
+                ..OutputsConfig::default()
+            },
+            None,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
         let beats = Heartbeats::new();
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (state_tx, state_rx) = watch::channel(AlarmState {
             alarms: Vec::new(),
             outputs: Outputs::FAIL_SAFE,
+            restored: false,
         });
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(EventQueue::default());
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             Arc::new(Histogram::new(&FAST_BUCKETS)),
@@ -711,23 +789,48 @@ mod tests {
             Arc::clone(&beats),
             cmd_rx,
             state_tx,
-            ev_tx,
+            Arc::clone(&queue),
             stop.clone(),
         ));
         Rig {
             beats,
             commands: cmd_tx,
             state: state_rx,
-            events: ev_rx,
+            events: queue,
             stop,
             task,
             _snapshot: snap_tx,
         }
     }
 
+    async fn next_event(r: &mut Rig, id: Option<u64>) -> Option<AlarmEvent> {
+        tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                for p in r.events.take(100).await? {
+                    if id.is_none_or(|id| p.event.alarm_id == id) {
+                        return Some(p.event);
+                    }
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     #[tokio::test]
-    async fn with_no_reading_and_no_delay_running_the_engine_still_beats() {
+    async fn power_stays_cut_until_the_history_is_back_and_the_engine_beats_meanwhile() {
         let mut r = rig(0.5);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            !r.state.borrow().outputs.power_allowed,
+            "a good reading alone must not return power before the history is read"
+        );
+        assert!(r.beats.engine_age() < Duration::from_millis(1000));
+        r.commands
+            .send(Command::Restore(Vec::new(), None))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             r.state.wait_for(|s| s.outputs.power_allowed),
@@ -735,7 +838,7 @@ mod tests {
         .await;
         assert!(
             r.state.borrow().outputs.power_allowed,
-            "the first pass judges the reading there is"
+            "nothing was active before: the reading there is decides"
         );
         let mut oldest = Duration::ZERO;
         for _ in 0..50 {
@@ -753,11 +856,6 @@ mod tests {
     #[tokio::test]
     async fn a_restored_alarm_is_judged_at_once_without_waiting_for_a_reading() {
         let mut r = rig(0.5);
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            r.state.wait_for(|s| s.outputs.power_allowed),
-        )
-        .await;
         let restored = Restored {
             id: 5_000,
             channel: "ch4".into(),
@@ -773,16 +871,8 @@ mod tests {
         // The reading (0.5) no longer holds the condition: the alarm has
         // returned and waits for its acknowledgement. No new reading comes
         // for 30 s; the engine must not wait for one.
-        let returned = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(p) = r.events.recv().await {
-                if p.event.alarm_id == 5_000 {
-                    return Some(p.event.kind);
-                }
-            }
-            None
-        })
-        .await;
-        assert_eq!(returned.ok().flatten(), Some(EventKind::Returned));
+        let returned = next_event(&mut r, Some(5_000)).await.map(|e| e.kind);
+        assert_eq!(returned, Some(EventKind::Returned));
         let state = r.state.borrow().clone();
         assert_eq!(
             state
@@ -792,6 +882,47 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(5_000, "returned")]
         );
+        r.stop.cancel();
+        let _ = r.task.await;
+    }
+
+    #[tokio::test]
+    async fn without_a_history_a_fault_keeps_the_power_cut_until_it_is_acknowledged() {
+        let mut r = rig(0.5);
+        r.commands
+            .send(Command::HistoryUnavailable("damaged".into()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let raised = next_event(&mut r, None).await;
+        assert_eq!(
+            raised.as_ref().map(|e| (e.kind, e.channel.as_str())),
+            Some((EventKind::Raised, engine::HISTORY_SUBJECT))
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let s = r.state.borrow().clone();
+        assert!(!s.outputs.power_allowed && s.outputs.siren, "{s:?}");
+        let id = s
+            .alarms
+            .iter()
+            .find(|a| a.channel == engine::HISTORY_SUBJECT)
+            .map(|a| a.id);
+        let (reply, answer) = oneshot::channel();
+        r.commands
+            .send(Command::Ack {
+                id: id.unwrap_or_default(),
+                by: "王班长".into(),
+                reply,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(answer.await, Ok(Ok(_))));
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            r.state.wait_for(|s| s.outputs.power_allowed),
+        )
+        .await;
+        let s = r.state.borrow().clone();
+        assert!(s.outputs.power_allowed && s.alarms.is_empty(), "{s:?}");
         r.stop.cancel();
         let _ = r.task.await;
     }

@@ -1,9 +1,10 @@
 //! The alarm panel: siren, three-lamp beacon and power-cut relay, driven
 //! from the engine's [`Outputs`].
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use pithead_hal::sim::{SimOutput, Timeline};
+use pithead_hal::sim::{SimFault, SimOutput, Timeline};
 use pithead_hal::{HalError, Output};
 
 use super::engine::{Beacon, Outputs};
@@ -19,20 +20,46 @@ pub struct Panel {
     relay: Box<dyn Output>,
     /// The record of changes, for simulated outputs.
     timeline: Option<Timeline>,
+    /// What the outputs were last told to show.
+    wanted: Outputs,
     errors: u64,
 }
 
-/// The state at start, before the engine has decided anything: power cut,
-/// red lamp, siren quiet.
-const START: Outputs = Outputs {
+/// The state at start, before the engine has decided anything, and when
+/// the daemon stops: power cut, red lamp, siren quiet.
+pub const STOPPED: Outputs = Outputs {
     siren: false,
     beacon: Beacon::Red,
     power_allowed: false,
 };
+const START: Outputs = STOPPED;
+
+/// The environment variable that injects faults into simulated outputs:
+/// `power_relay=stuck_on,siren=dead` (see `docs/SIMULATOR.md`).
+pub const SIM_FAULT_ENV: &str = "PITHEAD_SIM_OUTPUT_FAULT";
+
+/// The file, in the data directory, where simulated outputs keep their
+/// states for other processes (and after this one is gone).
+pub const SIM_STATE_FILE: &str = "sim-outputs";
+
+fn sim_fault(name: &str) -> Option<SimFault> {
+    let spec = std::env::var(SIM_FAULT_ENV).ok()?;
+    spec.split(',').find_map(|item| {
+        let (output, fault) = item.split_once('=')?;
+        (output.trim() == name).then_some(())?;
+        match fault.trim() {
+            "stuck_on" => Some(SimFault::StuckOn),
+            "dead" => Some(SimFault::Dead),
+            _ => None,
+        }
+    })
+}
 
 impl Panel {
-    /// Opens the outputs of `cfg`, each driven at once to the start state.
-    pub fn open(cfg: &OutputsConfig) -> Result<Panel, HalError> {
+    /// Opens the outputs of `cfg`, each driven at once to the start state
+    /// (power cut, red lamp, siren quiet). Simulated outputs keep their
+    /// states in `sim_state` too, when given.
+    pub fn open(cfg: &OutputsConfig, sim_state: Option<&Path>) -> Result<Panel, HalError> {
         let (siren, red, yellow, green, relay) = (
             START.siren,
             START.beacon == Beacon::Red,
@@ -42,14 +69,24 @@ impl Panel {
         );
         match cfg.backend {
             OutputBackend::Sim => {
-                let t = Timeline::new();
+                let t = match sim_state {
+                    Some(path) => Timeline::mirrored(path).map_err(|e| HalError::Output {
+                        name: "sim".into(),
+                        reason: format!("cannot keep states in {}: {e}", path.display()),
+                    })?,
+                    None => Timeline::new(),
+                };
+                let sim = |name: &str, on: bool| -> Box<dyn Output> {
+                    Box::new(SimOutput::new(name, on, &t).with_fault(sim_fault(name)))
+                };
                 Ok(Panel {
-                    siren: Box::new(SimOutput::new("siren", siren, &t)),
-                    red: Box::new(SimOutput::new("beacon_red", red, &t)),
-                    yellow: Box::new(SimOutput::new("beacon_yellow", yellow, &t)),
-                    green: Box::new(SimOutput::new("beacon_green", green, &t)),
-                    relay: Box::new(SimOutput::new("power_relay", relay, &t)),
+                    siren: sim("siren", siren),
+                    red: sim("beacon_red", red),
+                    yellow: sim("beacon_yellow", yellow),
+                    green: sim("beacon_green", green),
+                    relay: sim("power_relay", relay),
                     timeline: Some(t),
+                    wanted: START,
                     errors: 0,
                 })
             }
@@ -73,10 +110,46 @@ impl Panel {
                     green: open("beacon_green", cfg.beacon_green, green)?,
                     relay: open("power_relay", cfg.power_relay, relay)?,
                     timeline: None,
+                    wanted: START,
                     errors: 0,
                 })
             }
         }
+    }
+
+    /// A panel over given outputs (tests: failing ones), in the start state.
+    #[cfg(test)]
+    pub(crate) fn with_outputs(outputs: [Box<dyn Output>; 5], timeline: Option<Timeline>) -> Panel {
+        let [siren, red, yellow, green, relay] = outputs;
+        Panel {
+            siren,
+            red,
+            yellow,
+            green,
+            relay,
+            timeline,
+            wanted: START,
+            errors: 0,
+        }
+    }
+
+    /// The outputs whose state is not what they were last told to show
+    /// (a line that could not be set): while any is, the box cannot be
+    /// trusted to guard, so the supervisor stops feeding the watchdogs.
+    /// Every [`Panel::apply`] tries them again.
+    pub fn failing(&self) -> Vec<&str> {
+        let w = &self.wanted;
+        [
+            (&self.relay, w.power_allowed),
+            (&self.red, w.beacon == Beacon::Red),
+            (&self.yellow, w.beacon == Beacon::Yellow),
+            (&self.green, w.beacon == Beacon::Green),
+            (&self.siren, w.siren),
+        ]
+        .into_iter()
+        .filter(|(out, want)| out.get() != *want)
+        .map(|(out, _)| out.name())
+        .collect()
     }
 
     /// The change record of simulated outputs.
@@ -92,6 +165,7 @@ impl Panel {
     /// Drives every output to `o`. The relay is set first when power must
     /// be cut and last when it may return, so no other failure delays a cut.
     pub fn apply(&mut self, o: &Outputs) {
+        self.wanted = *o;
         if !o.power_allowed {
             self.set_relay(false);
         }
@@ -122,6 +196,15 @@ impl Panel {
         Self::drive(self.siren.as_mut(), o.siren, &mut self.errors);
         if o.power_allowed {
             self.set_relay(true);
+        }
+    }
+
+    /// Waits (briefly) until simulated outputs' states are in their file:
+    /// before the process exits, so that the file tells what the outputs
+    /// were left at. Real lines are set at once; nothing to wait for.
+    pub fn settle(&self) {
+        if let Some(t) = &self.timeline {
+            let _ = t.flush(Duration::from_millis(500));
         }
     }
 
@@ -225,7 +308,7 @@ mod tests {
             backend: OutputBackend::Sim,
             ..OutputsConfig::default()
         };
-        Panel::open(&cfg).unwrap_or_else(|e| panic!("{e}"))
+        Panel::open(&cfg, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

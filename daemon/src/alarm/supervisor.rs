@@ -106,9 +106,11 @@ pub fn decide(
     }
 }
 
-/// Starts the supervisor thread. It stops (disarming the watchdogs) when
-/// `stop` is set; while `stopping` is set (a clean shutdown draining) it
-/// no longer takes the engine's silence for a stall.
+/// Starts the supervisor thread. It stops when `stop` is set: it puts the
+/// outputs in their stopped state (power cut) and only then disarms the
+/// watchdogs, so no way out of the daemon leaves the power on with nothing
+/// guarding it. While `stopping` is set (a clean shutdown draining) it no
+/// longer takes the engine's silence for a stall.
 pub fn spawn(
     panel: Arc<Mutex<Panel>>,
     beats: Arc<Heartbeats>,
@@ -121,7 +123,7 @@ pub fn spawn(
         let mut last_feed: Option<Instant> = None;
         let mut stalled = false;
         let mut starving = false;
-        let mut output_errors = 0;
+        let mut failing_logged = false;
         let step = STEP.min(limits.feed_every / 2).max(Duration::from_millis(10));
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(step);
@@ -138,10 +140,10 @@ pub fn spawn(
                 // Act first, log after: a stalled log must not delay this.
                 p.fail_safe();
             }
-            let errors = p.errors();
+            // Sticky: as long as any output is not what it was told to be,
+            // not only in the step its error was counted.
+            let failing: Vec<String> = p.failing().into_iter().map(str::to_owned).collect();
             drop(p);
-            let outputs_failing = errors > output_errors;
-            output_errors = errors;
             if d.fail_safe && !stalled {
                 tracing::error!(?engine_age, "alarm engine stalled: outputs forced to fail-safe, watchdog no longer fed");
             } else if !d.fail_safe && stalled {
@@ -153,11 +155,18 @@ pub fn spawn(
                 tracing::error!(?acquisition_age, "acquisition made no progress: watchdog no longer fed");
             }
             starving = !acquisition_ok;
-            if outputs_failing {
+            if !failing.is_empty() {
                 // An output that cannot be set (the relay!) is a box that
                 // cannot guard: let the watchdog reset it.
-                tracing::error!(errors, "outputs failing: watchdog not fed");
+                if !failing_logged {
+                    tracing::error!(outputs = ?failing, "outputs not in the state they were told: watchdog no longer fed");
+                    failing_logged = true;
+                }
                 continue;
+            }
+            if failing_logged {
+                tracing::warn!("every output follows again: watchdog fed again");
+                failing_logged = false;
             }
             if d.feed {
                 for w in &mut watchdogs {
@@ -168,6 +177,13 @@ pub fn spawn(
                 last_feed = Some(now);
             }
         }
+        // Power first: a stop that went wrong (a drain that timed out, a
+        // task that hung) still ends with the power cut before the
+        // hardware watchdog is disarmed.
+        panel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(&super::panel::STOPPED);
         for w in &mut watchdogs {
             if let Err(e) = w.disarm() {
                 tracing::warn!(watchdog = w.name(), error = %e, "cannot disarm watchdog");
@@ -243,7 +259,7 @@ mod tests {
             ..OutputsConfig::default()
         };
         let panel = Arc::new(Mutex::new(
-            Panel::open(&cfg).unwrap_or_else(|e| panic!("{e}")),
+            Panel::open(&cfg, None).unwrap_or_else(|e| panic!("{e}")),
         ));
         let timeline = panel
             .lock()
@@ -310,5 +326,172 @@ mod tests {
         assert_eq!(relay_dropped, Some((false, true)));
         stop.store(true, Ordering::Relaxed);
         let _ = handle.join();
+    }
+
+    /// An output that refuses to change, like a relay whose driver died.
+    #[derive(Debug)]
+    struct Stuck {
+        name: &'static str,
+        on: bool,
+    }
+
+    impl pithead_hal::Output for Stuck {
+        fn set(&mut self, on: bool) -> Result<(), pithead_hal::HalError> {
+            if on == self.on {
+                return Ok(());
+            }
+            Err(pithead_hal::HalError::Output {
+                name: self.name.into(),
+                reason: "stuck".into(),
+            })
+        }
+        fn get(&self) -> bool {
+            self.on
+        }
+        fn name(&self) -> &str {
+            self.name
+        }
+    }
+
+    #[test]
+    fn an_output_that_cannot_be_driven_starves_the_watchdog_for_as_long_as_it_lasts() {
+        let timeline = pithead_hal::sim::Timeline::new();
+        let sim = |name: &'static str, on| -> Box<dyn pithead_hal::Output> {
+            Box::new(pithead_hal::sim::SimOutput::new(name, on, &timeline))
+        };
+        // The relay is energised and stays so whatever it is told.
+        let panel = Arc::new(Mutex::new(Panel::with_outputs(
+            [
+                sim("siren", false),
+                sim("beacon_red", true),
+                sim("beacon_yellow", false),
+                sim("beacon_green", false),
+                Box::new(Stuck {
+                    name: "power_relay",
+                    on: true,
+                }),
+            ],
+            Some(timeline.clone()),
+        )));
+        let beats = Heartbeats::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let limits = Limits {
+            engine: Duration::from_secs(5),
+            acquisition: Duration::from_secs(5),
+            feed_every: Duration::from_millis(100),
+        };
+        let handle = spawn(
+            Arc::clone(&panel),
+            Arc::clone(&beats),
+            vec![Box::new(SimWatchdog::new(&timeline))],
+            limits,
+            Arc::clone(&stop),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let feeds = || {
+            timeline
+                .of(pithead_hal::sim::WATCHDOG)
+                .into_iter()
+                .filter(|c| c.on)
+                .count()
+        };
+        // Power may flow: the stuck relay agrees, so all is well and fed.
+        if let Ok(mut p) = panel.lock() {
+            p.apply(&Outputs {
+                siren: false,
+                beacon: Beacon::Green,
+                power_allowed: true,
+            });
+        }
+        for _ in 0..8 {
+            beats.engine_beat();
+            beats.acquisition_beat();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(feeds() >= 2, "fed while every output follows: {}", feeds());
+        // Power must be cut; the relay does not follow. Everything else
+        // makes progress for two seconds: the watchdog must stay unfed
+        // throughout, not only in the step that saw the error.
+        if let Ok(mut p) = panel.lock() {
+            p.apply(&Outputs {
+                siren: true,
+                beacon: Beacon::Red,
+                power_allowed: false,
+            });
+            assert_eq!(p.failing(), ["power_relay"]);
+        }
+        let before = feeds();
+        for _ in 0..40 {
+            beats.engine_beat();
+            beats.acquisition_beat();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            feeds(),
+            before,
+            "the watchdog was fed while the relay could not be driven"
+        );
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+
+    #[test]
+    fn stopping_cuts_the_power_before_the_watchdog_is_disarmed() {
+        let cfg = OutputsConfig {
+            backend: OutputBackend::Sim,
+            ..OutputsConfig::default()
+        };
+        let panel = Arc::new(Mutex::new(
+            Panel::open(&cfg, None).unwrap_or_else(|e| panic!("{e}")),
+        ));
+        let timeline = panel
+            .lock()
+            .ok()
+            .and_then(|p| p.timeline().cloned())
+            .unwrap_or_default();
+        if let Ok(mut p) = panel.lock() {
+            p.apply(&Outputs {
+                siren: false,
+                beacon: Beacon::Green,
+                power_allowed: true,
+            });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = spawn(
+            Arc::clone(&panel),
+            Heartbeats::new(),
+            vec![Box::new(SimWatchdog::new(&timeline))],
+            L,
+            Arc::clone(&stop),
+            Arc::new(AtomicBool::new(true)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Nothing else put the outputs in their stopped state (a drain that
+        // timed out): the guard alone must.
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+        let order: Vec<(String, bool)> = timeline
+            .changes()
+            .into_iter()
+            .filter(|c| c.output == "power_relay" || c.output == pithead_hal::sim::WATCHDOG)
+            .map(|c| (c.output, c.on))
+            .collect();
+        let cut = order
+            .iter()
+            .rposition(|c| *c == ("power_relay".into(), false));
+        let disarmed = order
+            .iter()
+            .rposition(|c| *c == (pithead_hal::sim::WATCHDOG.into(), false));
+        assert!(
+            matches!((cut, disarmed), (Some(c), Some(d)) if c < d),
+            "power cut, then the watchdog disarmed: {order:?}"
+        );
+        assert!(
+            !panel
+                .lock()
+                .map(|p| p.current().power_allowed)
+                .unwrap_or(true)
+        );
     }
 }

@@ -161,8 +161,11 @@ impl std::fmt::Debug for Store {
 
 struct Inner {
     path: PathBuf,
-    /// Why the database could not be opened, for a store that runs without one.
-    broken: Option<String>,
+    /// Why the database cannot be used now, for a store that runs without
+    /// one (it may be opened later: [`Store::open_retrying`]).
+    broken: Mutex<Option<String>>,
+    /// Whether the database is open; watched by [`Store::opened`].
+    open: tokio::sync::watch::Sender<bool>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Notified after a commit that added outbox rows.
@@ -170,6 +173,19 @@ struct Inner {
     /// Whether the disk is full, as the writer last found it.
     disk: Arc<DiskState>,
 }
+
+impl Inner {
+    fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Longest wait between attempts to open a database that could not be
+/// opened at start.
+const MAX_REOPEN: Duration = Duration::from_secs(60);
 
 /// Whether the disk is full, kept by the writer thread: set when a write
 /// fails for want of space, cleared only by a commit that wrote something
@@ -218,74 +234,93 @@ impl Store {
     ///
     /// Blocking: call it before the runtime is busy, or in `spawn_blocking`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = open_writer(&path)?;
-        schema::migrate(&mut conn, None).map_err(|source| StoreError::Migrate {
-            path: path.clone(),
-            source,
-        })?;
-        init_meta(&conn)?;
-        // The sync task sleeps until a commit adds to the outbox, so a live
-        // alarm goes out at once instead of at the next poll of the table.
-        let added = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&added);
-        conn.update_hook(Some(move |action, _db: &str, table: &str, _row| {
-            if action == rusqlite::hooks::Action::SQLITE_INSERT && table == "outbox" {
-                flag.store(true, Ordering::Relaxed);
-            }
-        }))
-        .map_err(|e| StoreError::Rejected(format!("cannot watch the outbox: {e}")))?;
-        let outbox = Arc::new(tokio::sync::Notify::new());
-        let notify = OutboxNotify {
-            added,
-            notify: Arc::clone(&outbox),
-        };
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let disk = DiskState::new(path.clone());
-        let writer_disk = Arc::clone(&disk);
+        let mut conn = open_database(data_dir)?;
+        let (store, rx, notify) = Store::new(path, None);
+        let writer_disk = Arc::clone(&store.inner.disk);
+        notify.watch(&mut conn)?;
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(conn, rx, &notify, &writer_disk))
             .map_err(|e| StoreError::Rejected(format!("cannot start the store writer: {e}")))?;
-        Ok(Store {
-            jobs: tx,
+        store.inner.open.send_replace(true);
+        if let Ok(mut w) = store.inner.writer.lock() {
+            *w = Some(writer);
+        }
+        Ok(store)
+    }
+
+    /// As [`Store::open`]; when the database cannot be opened, a store
+    /// without one (every call fails with [`StoreError::Unavailable`]
+    /// naming the reason) that keeps trying in the background, every
+    /// second at first and at most every [`MAX_REOPEN`], and works as soon
+    /// as it succeeds ([`Store::opened`] resolves then). The first error
+    /// comes back with it.
+    ///
+    /// Blocking: call it in `spawn_blocking`.
+    pub fn open_retrying(data_dir: &Path) -> (Store, Option<StoreError>) {
+        let first = match Store::open(data_dir) {
+            Ok(store) => return (store, None),
+            Err(e) => e,
+        };
+        let path = data_dir.join(DB_FILE);
+        let (store, rx, notify) = Store::new(path, Some(first.to_string()));
+        let inner = Arc::clone(&store.inner);
+        let dir = data_dir.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || reopen_loop(&dir, &inner, rx, notify));
+        match thread {
+            Ok(t) => {
+                if let Ok(mut w) = store.inner.writer.lock() {
+                    *w = Some(t);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the store writer: the database will not be retried")
+            }
+        }
+        (store, Some(first))
+    }
+
+    fn new(path: PathBuf, broken: Option<String>) -> (Store, mpsc::Receiver<Job>, OutboxNotify) {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let outbox = Arc::new(tokio::sync::Notify::new());
+        let notify = OutboxNotify {
+            added: Arc::new(AtomicBool::new(false)),
+            notify: Arc::clone(&outbox),
+        };
+        let store = Store {
+            jobs,
             inner: Arc::new(Inner {
+                disk: DiskState::new(path.clone()),
                 path,
-                broken: None,
+                broken: Mutex::new(broken),
+                open: tokio::sync::watch::Sender::new(false),
                 readers: Mutex::new(Vec::new()),
-                writer: Mutex::new(Some(writer)),
+                writer: Mutex::new(None),
                 outbox,
-                disk,
             }),
-        })
+        };
+        (store, rx, notify)
     }
 
     /// A store without a database, for a daemon whose database could not be
     /// opened: every call fails with [`StoreError::Unavailable`] naming
     /// `reason`, and everything that does not need the disk goes on.
     pub fn unavailable(path: PathBuf, reason: String) -> Store {
-        let (jobs, _) = mpsc::channel(1);
-        let disk = DiskState::new(path.clone());
-        Store {
-            jobs,
-            inner: Arc::new(Inner {
-                path,
-                broken: Some(reason),
-                readers: Mutex::new(Vec::new()),
-                writer: Mutex::new(None),
-                outbox: Arc::new(tokio::sync::Notify::new()),
-                disk,
-            }),
-        }
+        Store::new(path, Some(reason)).0
     }
 
     /// Why the database is unavailable, if it is.
-    pub fn unavailable_reason(&self) -> Option<&str> {
-        self.inner.broken.as_deref()
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.inner.broken()
+    }
+
+    /// Resolves once the database is open (at once for one opened at start).
+    pub async fn opened(&self) {
+        let mut rx = self.inner.open.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
     }
 
     /// Resolves once a commit has added outbox rows since the last call
@@ -308,8 +343,8 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        if let Some(reason) = &self.inner.broken {
-            return Err(StoreError::Unavailable(reason.clone()));
+        if let Some(reason) = self.inner.broken() {
+            return Err(StoreError::Unavailable(reason));
         }
         let (reply, answer) = oneshot::channel();
         let run: Run = Box::new(move |conn| {
@@ -355,8 +390,8 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        if let Some(reason) = &self.inner.broken {
-            return Err(StoreError::Unavailable(reason.clone()));
+        if let Some(reason) = self.inner.broken() {
+            return Err(StoreError::Unavailable(reason));
         }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
@@ -400,6 +435,71 @@ impl Inner {
             && r.len() < 4
         {
             r.push(conn);
+        }
+    }
+}
+
+/// The database of `data_dir`, created if needed, its schema up to date.
+fn open_database(data_dir: &Path) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let path = data_dir.join(DB_FILE);
+    let mut conn = open_writer(&path)?;
+    schema::migrate(&mut conn, None).map_err(|source| StoreError::Migrate {
+        path: path.clone(),
+        source,
+    })?;
+    init_meta(&conn)?;
+    Ok(conn)
+}
+
+/// The writer of a store whose database could not be opened at start:
+/// tries again with a growing pause, answers the jobs that arrive meanwhile
+/// (there are few: writers check first) with the reason, and once the
+/// database opens becomes the normal writer.
+fn reopen_loop(
+    data_dir: &Path,
+    inner: &Arc<Inner>,
+    mut rx: mpsc::Receiver<Job>,
+    notify: OutboxNotify,
+) {
+    let mut wait = Duration::from_secs(1);
+    let mut last_error = inner.broken().unwrap_or_default();
+    loop {
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            while let Ok(job) = rx.try_recv() {
+                let (_, finish) = (job.run)(Err(StoreError::Unavailable(last_error.clone())));
+                finish(Ok(()));
+            }
+            if rx.is_closed() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match open_database(data_dir).and_then(|mut conn| notify.watch(&mut conn).map(|()| conn)) {
+            Ok(conn) => {
+                if let Ok(mut b) = inner.broken.lock() {
+                    *b = None;
+                }
+                inner.open.send_replace(true);
+                tracing::warn!(path = %inner.path.display(), "the database is open again: records are kept again");
+                writer_loop(conn, rx, &notify, &inner.disk);
+                return;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::error!(error = %text, "the database still cannot be opened");
+                }
+                if let Ok(mut b) = inner.broken.lock() {
+                    b.clone_from(&Some(text.clone()));
+                }
+                last_error = text;
+                wait = (wait * 2).min(MAX_REOPEN);
+            }
         }
     }
 }
@@ -490,6 +590,19 @@ struct OutboxNotify {
 }
 
 impl OutboxNotify {
+    /// Installs the update hook on the writer's connection: a commit that
+    /// added an outbox row wakes the sync task at once, instead of at the
+    /// next poll of the table.
+    fn watch(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        let flag = Arc::clone(&self.added);
+        conn.update_hook(Some(move |action, _db: &str, table: &str, _row| {
+            if action == rusqlite::hooks::Action::SQLITE_INSERT && table == "outbox" {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }))
+        .map_err(|e| StoreError::Rejected(format!("cannot watch the outbox: {e}")))
+    }
+
     fn committed(&self) {
         if self.added.swap(false, Ordering::Relaxed) {
             self.notify.notify_one();

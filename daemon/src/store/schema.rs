@@ -175,6 +175,49 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX events_county_hazard ON events(subject) WHERE kind = 'county.hazard';
     "#,
+    // v8: one row per alarm, kept with the event log by the recorder, so
+    // the restore at start reads the open alarms only (not the whole log)
+    // and the console's history is one indexed query. Filled once from the
+    // log of older versions.
+    r#"
+    CREATE TABLE alarms (
+        id         INTEGER PRIMARY KEY,     -- the alarm id
+        subject    TEXT NOT NULL,           -- channel id, or output:/system:/worker: subject
+        level      TEXT NOT NULL,           -- fault, warning, alarm, power_cut, overdue
+        value      REAL,                    -- when raised, if there was one
+        state      TEXT NOT NULL,           -- the reading's state when raised
+        raised_at  TEXT NOT NULL,
+        acked_by   TEXT,
+        acked_at   TEXT,
+        cleared_at TEXT
+    );
+    CREATE INDEX alarms_open ON alarms(id) WHERE cleared_at IS NULL;
+    CREATE INDEX alarms_ended ON alarms(id) WHERE cleared_at IS NOT NULL;
+    INSERT OR IGNORE INTO alarms(id, subject, level, value, state, raised_at)
+        SELECT json_extract(detail, '$.alarm_id'), coalesce(json_extract(detail, '$.channel'), ''),
+               json_extract(detail, '$.level'), json_extract(detail, '$.value'),
+               coalesce(json_extract(detail, '$.state'), 'ok'), coalesce(json_extract(detail, '$.at'), at)
+        FROM events
+        WHERE kind IN ('alarm.raised', 'alarm.escalated')
+          AND json_valid(detail) AND json_extract(detail, '$.alarm_id') IS NOT NULL
+          AND json_extract(detail, '$.level') IS NOT NULL
+        ORDER BY id;
+    UPDATE alarms SET acked_by = a.actor, acked_at = a.at
+        FROM (SELECT json_extract(detail, '$.alarm_id') AS alarm, actor, coalesce(json_extract(detail, '$.at'), at) AS at
+              FROM events WHERE kind = 'alarm.acknowledged' AND json_valid(detail)) AS a
+        WHERE alarms.id = a.alarm;
+    UPDATE alarms SET cleared_at = c.at
+        FROM (SELECT json_extract(detail, '$.alarm_id') AS alarm, max(coalesce(json_extract(detail, '$.at'), at)) AS at
+              FROM events WHERE kind = 'alarm.cleared' AND json_valid(detail) GROUP BY 1) AS c
+        WHERE alarms.id = c.alarm;
+    "#,
+    // v9: a supervisor may check a person out by hand (a badge lost, a
+    // miner who left by another way), with a reason.
+    r#"
+    ALTER TABLE checkins ADD COLUMN by TEXT;      -- the supervisor, for a check-out by hand
+    ALTER TABLE checkins ADD COLUMN reason TEXT;  -- why, for a check-out by hand
+    CREATE INDEX checkins_by_hand ON checkins(at_ms) WHERE by IS NOT NULL;
+    "#,
 ];
 
 /// The version a database has after every migration.

@@ -177,17 +177,45 @@ pub async fn run(
         tracing::info!("uplink disabled: everything for the county stays in the outbox");
         return;
     }
-    let opts = match options(&cfg) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(error = %e, "uplink not started");
-            return;
+    // A CA file or certificate that cannot be read now may be there later
+    // (a mount, an operator): reported, and tried again.
+    let mut wait = Duration::from_secs(1);
+    let mut last_error = String::new();
+    let opts = loop {
+        match options(&cfg) {
+            Ok(o) => break o,
+            Err(e) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::error!(error = %text, retry_in = ?wait, "uplink not started");
+                    last_error = text;
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
+    };
+    // Every message carries the database's epoch: nothing is published
+    // without it (a receiver could not order what it gets).
+    let epoch = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = store.opened() => {}
+        }
+        match store.read(outbox::epoch).await {
+            Ok(e) => break e,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the epoch yet; the uplink waits");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
         }
     };
-    let epoch = store
-        .read(outbox::epoch)
-        .await
-        .unwrap_or_else(|_| "unknown".into());
     let (county, station) = (cfg.station.county.clone(), cfg.station.id.clone());
     let status_topic = protocol::topic(&county, &station, "status");
     let cmd_prefix = protocol::topic(&county, &station, "cmd/");

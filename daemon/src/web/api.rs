@@ -55,6 +55,16 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     s.alarms
         .reading_to_output
         .render(&mut out, "pithead_alarm_reading_to_output_seconds", "");
+    out.push_str("# HELP pithead_alarm_events_queued Alarm events waiting for the store.\n# TYPE pithead_alarm_events_queued gauge\n");
+    out.push_str(&format!(
+        "pithead_alarm_events_queued {}\n",
+        s.alarms.queue.len()
+    ));
+    out.push_str("# HELP pithead_alarm_events_dropped_total Alarm events dropped to keep the queue bounded while the store took none.\n# TYPE pithead_alarm_events_dropped_total counter\n");
+    out.push_str(&format!(
+        "pithead_alarm_events_dropped_total {}\n",
+        s.alarms.queue.dropped()
+    ));
     s.uplink.render(&mut out);
     {
         let snap = s.acquisition.snapshot.borrow();
@@ -119,8 +129,6 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 
@@ -138,94 +146,24 @@ pub struct AlarmQuery {
 }
 
 /// `GET /api/v1/alarms[?active=true]`: active alarms; without `active=true`,
-/// also the alarms that ended in the last 1000 alarm events.
+/// also the 100 alarms that ended last.
 pub async fn alarms(State(s): State<AppState>, Query(q): Query<AlarmQuery>) -> Response {
     let mut list: Vec<AlarmView> = s.alarms.state.borrow().alarms.clone();
     if q.active {
         return Json(list).into_response();
     }
-    let active: std::collections::HashSet<u64> = list.iter().map(|a| a.id).collect();
-    let history = s
-        .store
-        .read(|c| {
-            let mut st = c.prepare(
-                "SELECT kind, actor, at, detail FROM events WHERE kind LIKE 'alarm.%' ORDER BY id DESC LIMIT 1000",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await;
-    let rows = match history {
-        Ok(rows) => rows,
-        Err(e) => {
-            return ApiError::respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "history_unavailable",
-                format!("报警记录暂时无法读取：{e}"),
-                format!("alarm history cannot be read: {e}"),
-            );
+    match s.store.read(|c| crate::alarm::history::ended(c, 100)).await {
+        Ok(ended) => {
+            list.extend(ended);
+            Json(list).into_response()
         }
-    };
-    let mut ended: BTreeMap<u64, AlarmView> = BTreeMap::new();
-    for (kind, actor, _at, detail) in rows.into_iter().rev() {
-        let Ok(d) = serde_json::from_str::<serde_json::Value>(&detail) else {
-            continue;
-        };
-        let Some(id) = d["alarm_id"].as_u64() else {
-            continue;
-        };
-        if active.contains(&id) {
-            continue;
-        }
-        let at = d["at"].as_str().unwrap_or_default().to_owned();
-        match kind.as_str() {
-            "alarm.raised" | "alarm.escalated" => {
-                ended.insert(
-                    id,
-                    AlarmView {
-                        id,
-                        channel: d["channel"].as_str().unwrap_or_default().to_owned(),
-                        level: match d["level"].as_str() {
-                            Some("fault") => "fault",
-                            Some("overdue") => "overdue",
-                            Some("warning") => "warning",
-                            Some("alarm") => "alarm",
-                            _ => "power_cut",
-                        },
-                        state: "cleared",
-                        value: d["value"].as_f64(),
-                        reading_state: match d["state"].as_str() {
-                            Some("ok") => "ok",
-                            Some("comm_fault") => "comm_fault",
-                            Some("out_of_range") => "out_of_range",
-                            Some("stale") => "stale",
-                            _ => "warming_up",
-                        },
-                        raised_at: at,
-                        acknowledged_by: None,
-                        acknowledged_at: None,
-                        cleared_at: None,
-                    },
-                );
-            }
-            "alarm.acknowledged" => {
-                if let Some(v) = ended.get_mut(&id) {
-                    v.acknowledged_by = actor;
-                    v.acknowledged_at = Some(at);
-                }
-            }
-            "alarm.cleared" => {
-                if let Some(v) = ended.get_mut(&id) {
-                    v.cleared_at = Some(at);
-                }
-            }
-            _ => {}
-        }
+        Err(e) => ApiError::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_unavailable",
+            format!("报警记录暂时无法读取：{e}"),
+            format!("alarm history cannot be read: {e}"),
+        ),
     }
-    list.extend(ended.into_values().rev().filter(|v| v.cleared_at.is_some()));
-    Json(list).into_response()
 }
 
 /// Body of `POST /api/v1/alarms/{id}/ack`.
@@ -668,15 +606,104 @@ pub async fn underground(State(s): State<AppState>, headers: HeaderMap) -> Respo
         .saturating_add(s.config.roster.overdue_grace);
     match s
         .store
-        .read(move |c| crate::roster::underground(c, std::time::SystemTime::now(), limit))
+        .read(move |c| {
+            let now = std::time::SystemTime::now();
+            let people = crate::roster::underground(c, now, limit)?;
+            let by_hand = crate::roster::checked_out_by_hand(c, now - limit)?;
+            Ok((people, by_hand))
+        })
         .await
     {
-        Ok(people) => Json(serde_json::json!({
+        Ok((people, by_hand)) => Json(serde_json::json!({
+            "station": s.config.station.name,
             "count": people.len(),
             "overdue_after_minutes": limit.as_secs() / 60,
             "people": people,
+            "checked_out_by_hand": by_hand,
         }))
         .into_response(),
+        Err(e) => store_refused(&e),
+    }
+}
+
+/// Body of `POST /api/v1/underground/{badge}/checkout`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutBody {
+    /// Why (a lost badge, left by another way, confirmed on the surface).
+    pub reason: String,
+    /// Who, when the API token is used (a console login names itself).
+    #[serde(default)]
+    pub by: String,
+}
+
+/// `POST /api/v1/underground/{badge}/checkout` `{"reason": "…"}`: a
+/// supervisor checks someone out by hand; recorded with who and why, sent
+/// to the county, listed with the roll.
+pub async fn checkout_by_hand(
+    State(s): State<AppState>,
+    Path(badge): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<CheckoutBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let who = match authorize(&s, &headers, true) {
+        Ok(w) => w,
+        Err(refused) => return *refused,
+    };
+    let Ok(Json(body)) = body else {
+        return ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "请求格式错误，应为 {\"reason\": \"原因\"}",
+            "expected {\"reason\": \"…\"}",
+        );
+    };
+    let reason = body.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return ApiError::respond(
+            StatusCode::BAD_REQUEST,
+            "bad_reason",
+            "请填写人工升井的原因（不超过200字）",
+            "give the reason for the check-out (1 to 200 characters)",
+        );
+    }
+    let by = match who {
+        Who::Supervisor(user) => user,
+        Who::Token if !body.by.trim().is_empty() && body.by.chars().count() <= 64 => {
+            body.by.trim().to_owned()
+        }
+        Who::Token => {
+            return ApiError::respond(
+                StatusCode::BAD_REQUEST,
+                "bad_name",
+                "请填写操作人姓名（不超过64个字）",
+                "give the name of who checks out (`by`, 1 to 64 characters)",
+            );
+        }
+    };
+    let badge = match crate::roster::normalize_badge(&badge) {
+        Ok(b) => b,
+        Err(why) => {
+            return ApiError::respond(StatusCode::BAD_REQUEST, "bad_badge", "卡号格式不正确", why);
+        }
+    };
+    let cfg = Arc::clone(&s.config);
+    let b = badge.clone();
+    let by_hand = crate::roster::ByHand { by, reason };
+    let result = s
+        .store
+        .write(crate::store::Durability::Acknowledged, move |c| {
+            crate::roster::check_out_by_hand(c, &cfg, &b, &by_hand, std::time::SystemTime::now())
+        })
+        .await;
+    match result {
+        Ok(record) => (StatusCode::CREATED, Json(record)).into_response(),
+        Err(crate::store::StoreError::Rejected(_)) => ApiError::respond(
+            StatusCode::CONFLICT,
+            "not_underground",
+            format!("{badge} 不在井下"),
+            format!("{badge} is not underground"),
+        ),
         Err(e) => store_refused(&e),
     }
 }
@@ -1138,7 +1165,7 @@ pub async fn trend(
                     "t": r.get::<_, i64>(0)?,
                     "min": r.get::<_, Option<f64>>(1)?,
                     "max": r.get::<_, Option<f64>>(2)?,
-                    "mean": r.get::<_, Option<f64>>(3)?,
+                    "mean": r.get::<_, Option<f64>>(3)?.map(|m| crate::acquisition::decode::round_significant(m, 6)),
                     "count": r.get::<_, i64>(4)?,
                     "faults": r.get::<_, i64>(5)?,
                 }))

@@ -25,6 +25,7 @@ const JS: &str = include_str!("assets/kiosk.js");
 const CSS: &str = include_str!("assets/kiosk.css");
 const CONSOLE_HTML: &str = include_str!("assets/console.html");
 const CONSOLE_JS: &str = include_str!("assets/console.js");
+const COMMON_JS: &str = include_str!("assets/common.js");
 
 /// Most kiosks and consoles following the live stream at once.
 pub const MAX_STREAMS: usize = 64;
@@ -78,6 +79,11 @@ pub async fn console(State(s): State<AppState>) -> Response {
 /// `GET /assets/console.js`.
 pub async fn console_script() -> Response {
     with_headers("text/javascript; charset=utf-8", CONSOLE_JS.to_owned())
+}
+
+/// `GET /assets/common.js`: what the kiosk and the console share.
+pub async fn common_script() -> Response {
+    with_headers("text/javascript; charset=utf-8", COMMON_JS.to_owned())
 }
 
 /// `GET /assets/kiosk.css`.
@@ -143,8 +149,15 @@ fn streams() -> &'static Arc<Semaphore> {
     S.get_or_init(|| Arc::new(Semaphore::new(MAX_STREAMS)))
 }
 
+/// How often the live stream says it is alive when nothing changed: a page
+/// that has heard nothing for three of these shows no readings.
+pub const BEAT: Duration = Duration::from_secs(1);
+
 /// `GET /api/v1/stream`: server-sent events named `state`, each the whole
-/// kiosk state, at most four a second and at least every 5 s.
+/// kiosk state, at most four a second and at least every 5 s; between
+/// them a `beat` every [`BEAT`] (its data: the milliseconds since the
+/// daemon started), so a page knows within seconds that it lost the daemon
+/// (frozen, dead, or the network) and stops showing numbers.
 pub async fn stream(State(s): State<AppState>) -> Response {
     let Ok(permit) = Arc::clone(streams()).try_acquire_owned() else {
         return ApiError::respond(
@@ -156,23 +169,61 @@ pub async fn stream(State(s): State<AppState>) -> Response {
     };
     let snapshot = s.acquisition.snapshot.clone();
     let alarms = s.alarms.state.clone();
-    let init = (s, snapshot, alarms, true, permit);
+    /// What comes next on the stream.
+    enum Next {
+        State,
+        Beat,
+    }
+    let init = (
+        s,
+        snapshot,
+        alarms,
+        Next::State,
+        tokio::time::Instant::now(),
+        permit,
+    );
     let events = futures_util::stream::unfold(
         init,
-        |(s, mut snap, mut alarms, first, permit)| async move {
-            if !first {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                tokio::select! {
-                    r = snap.changed() => if r.is_err() { return None },
-                    r = alarms.changed() => if r.is_err() { return None },
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        |(s, mut snap, mut alarms, next, mut last_state, permit)| async move {
+            let next = match next {
+                Next::State => Next::State,
+                Next::Beat => {
+                    // At most four states a second: a change soon after a
+                    // state waits out the rest of 250 ms.
+                    let paced = last_state + Duration::from_millis(250);
+                    tokio::select! {
+                        r = snap.changed() => {
+                            r.ok()?;
+                            tokio::time::sleep_until(paced).await;
+                            Next::State
+                        }
+                        r = alarms.changed() => {
+                            r.ok()?;
+                            tokio::time::sleep_until(paced).await;
+                            Next::State
+                        }
+                        () = tokio::time::sleep(BEAT) => {
+                            if last_state.elapsed() >= Duration::from_secs(5) { Next::State } else { Next::Beat }
+                        }
+                    }
                 }
-            }
-            snap.mark_unchanged();
-            alarms.mark_unchanged();
-            let data = serde_json::to_string(&state_of(&s)).unwrap_or_default();
-            let event = Ok::<_, Infallible>(Event::default().event("state").data(data));
-            Some((event, (s, snap, alarms, false, permit)))
+            };
+            let event = match next {
+                Next::State => {
+                    snap.mark_unchanged();
+                    alarms.mark_unchanged();
+                    last_state = tokio::time::Instant::now();
+                    let data = serde_json::to_string(&state_of(&s)).unwrap_or_default();
+                    Event::default().event("state").data(data)
+                }
+                Next::Beat => Event::default()
+                    .event("beat")
+                    .data(s.started.elapsed().as_millis().to_string()),
+            };
+            Some((
+                Ok::<_, Infallible>(event),
+                (s, snap, alarms, Next::Beat, last_state, permit),
+            ))
         },
     );
     Sse::new(events)

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .merge(public)
         .route("/", get(kiosk::page))
         .route("/assets/kiosk.js", get(kiosk::script))
+        .route("/assets/common.js", get(kiosk::common_script))
         .route("/assets/kiosk.css", get(kiosk::style))
         .route("/console", get(kiosk::console))
         .route("/assets/console.js", get(kiosk::console_script))
@@ -88,6 +89,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/notices", get(api::notices))
         .route("/api/v1/uplink", get(api::uplink))
         .route("/api/v1/underground", get(api::underground))
+        .route(
+            "/api/v1/underground/{badge}/checkout",
+            post(api::checkout_by_hand),
+        )
         .route("/api/v1/roster", get(api::roster).post(api::roster_upload))
         .route("/api/v1/hazards/{ticket}/steps", post(api::hazard_step))
         .fallback(not_found)

@@ -20,6 +20,10 @@ const T = {
     next_step: "下一步", owner: "负责人", measures: "整改措施", deadline: "期限", note: "备注", save: "提交",
     uplink_on: "上报已连接", uplink_off: "上报未连接", uplink_disabled: "上报未启用", pending: "待发", yes: "是", no: "否", switch: "English", wrong: "登录失败", no_data: "暂无数据", reporter: "举报人", anonymous: "匿名",
     storage_full: "存储空间已满：新的下井登记、隐患报告和报警记录无法保存。请清理数据盘（/var/lib/pithead 所在分区）。报警输出不受影响，腾出空间后自动恢复。",
+    link_lost: "与主机连接中断 — 读数不可用", no_reading: "无读数",
+    roll_title: "撤离名单 — 井下人员", printed_at: "打印时间", overdue_col: "超时", by_hand: "人工升井登记（本班）",
+    at: "时间", by: "操作人", reason: "原因", check_out: "人工升井", reason_needed: "请填写原因", checked_out: "已人工升井",
+    persons: "人",
   },
   en: {
     title: "Supervisor console", logout: "Log out", login: "Supervisor login", user: "User", password: "Password", log_in: "Log in",
@@ -37,6 +41,10 @@ const T = {
     next_step: "Next step", owner: "Owner", measures: "Measures", deadline: "Deadline", note: "Note", save: "Save",
     uplink_on: "uplink connected", uplink_off: "uplink down", uplink_disabled: "uplink off", pending: "waiting", yes: "yes", no: "no", switch: "中文", wrong: "Login failed", no_data: "No data", reporter: "Reporter", anonymous: "anonymous",
     storage_full: "Storage is full: new check-ins, hazard reports and alarm records cannot be saved. Free space on the data disk (where /var/lib/pithead is). Alarm outputs are not affected; saving resumes by itself once there is space.",
+    link_lost: "Connection lost — readings unavailable", no_reading: "no reading",
+    roll_title: "Evacuation roll — underground now", printed_at: "Printed", overdue_col: "Overdue", by_hand: "Checked out by hand (this shift)",
+    at: "Time", by: "By", reason: "Reason", check_out: "Check out", reason_needed: "Give a reason", checked_out: "checked out by hand",
+    persons: "people",
   },
 };
 const NEXT = {
@@ -48,6 +56,9 @@ let lang = document.documentElement.dataset.lang === "en" ? "en" : "zh-CN";
 let csrf = "";
 let tab = "alarms";
 let timer = null;
+// Whether the live link to the daemon is lost: then neither readings nor
+// the alarm list are shown, only that they are unavailable.
+let linkLost = false;
 const $ = (id) => document.getElementById(id);
 const t = (k) => (T[lang][k] ?? k);
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = String(text); if (cls) e.className = cls; return e; };
@@ -110,8 +121,25 @@ async function refresh() {
 
 function row(cells, cls) { const tr = el("tr", null, cls); cells.forEach((c) => { const td = el("td"); if (c instanceof Node) td.append(c); else td.textContent = c ?? ""; tr.append(td); }); return tr; }
 
+// What the tables show while the daemon is out of reach.
+function showLost() {
+  $("link-lost").hidden = false;
+  $("link-lost").textContent = t("link_lost");
+  $("beacon").className = "beacon unknown";
+  const lostRow = (cols) => { const tr = el("tr", null, "nodata"); const td = el("td", t("link_lost")); td.colSpan = cols; tr.append(td); return tr; };
+  $("alarm-rows").replaceChildren(lostRow(7));
+  $("history-rows").replaceChildren(lostRow(5));
+  for (const tile of document.querySelectorAll("#sensor-tiles .tile")) {
+    tile.className = "tile nodata";
+    const v = tile.querySelector(".value");
+    if (v) v.textContent = t("no_reading");
+  }
+  $("device-rows").replaceChildren(lostRow(3));
+}
+
 async function alarms() {
   const { data } = await api("GET", "/api/v1/alarms");
+  if (linkLost) return;
   const list = Array.isArray(data) ? data : [];
   const active = list.filter((a) => a.state !== "cleared");
   const body = $("alarm-rows"); body.replaceChildren();
@@ -140,11 +168,31 @@ async function ack(id) {
 
 async function people() {
   const { data } = await api("GET", "/api/v1/underground");
-  $("count").textContent = data ? "（" + data.count + "）" : "";
+  if (!data) return;
+  $("count").textContent = "（" + data.count + "）";
+  $("roll-station").textContent = data.station || "";
+  $("roll-count").textContent = data.count + " " + t("persons");
+  $("roll-time").textContent = new Date().toLocaleString(lang);
   const body = $("people-rows"); body.replaceChildren();
-  for (const p of (data && data.people) || []) {
-    body.append(row([p.badge, p.name, p.team, time(p.since), p.minutes], p.overdue ? "overdue" : ""));
+  // By team, then by time in: how a roll is read out at the shaft.
+  const list = (data.people || []).slice().sort((a, b) => (a.team || "").localeCompare(b.team || "", "zh-CN") || (a.since < b.since ? -1 : 1));
+  for (const p of list) {
+    const form = el("form", null, "checkout no-print");
+    const reason = el("input"); reason.name = "reason"; reason.maxLength = 200; reason.placeholder = t("reason");
+    const b = el("button", t("check_out")); b.type = "submit";
+    form.append(reason, b);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const r = reason.value.trim();
+      if (!r) { say("checkout-result", t("reason_needed"), false); return; }
+      const { status, data: d } = await api("POST", "/api/v1/underground/" + encodeURIComponent(p.badge) + "/checkout", { reason: r });
+      say("checkout-result", status === 201 ? p.name + " " + t("checked_out") : message(d), status === 201);
+      people();
+    });
+    body.append(row([p.team, p.name, p.badge, time(p.since), p.minutes, p.overdue ? t("yes") : "", form], p.overdue ? "overdue" : ""));
   }
+  const hand = $("by-hand-rows"); hand.replaceChildren();
+  for (const h of data.checked_out_by_hand || []) hand.append(row([h.name, h.badge, h.team, time(h.at), h.by, h.reason]));
 }
 
 async function hazards() {
@@ -193,6 +241,7 @@ function stepForm(h, next) {
 
 async function sensors() {
   const [{ data: devs }, { data: chans }] = await Promise.all([api("GET", "/api/v1/devices"), api("GET", "/api/v1/channels")]);
+  if (linkLost) return;
   const body = $("device-rows"); body.replaceChildren();
   for (const d of Array.isArray(devs) ? devs : []) body.append(row([d.id, d.online ? t("yes") : t("no"), d.last_error], d.online ? "" : "fault"));
   const tiles = $("sensor-tiles"); tiles.replaceChildren();
@@ -267,6 +316,7 @@ async function uploadRoster() {
 async function beacon() {
   try {
     const { data } = await api("GET", "/api/v1/outputs");
+    if (linkLost) return;
     if (data) $("beacon").className = "beacon " + data.beacon;
     const { data: h } = await api("GET", "/healthz");
     const full = !!h && h.storage === "full";
@@ -285,7 +335,7 @@ async function beacon() {
 document.addEventListener("DOMContentLoaded", async () => {
   $("lang").addEventListener("click", () => { lang = lang === "en" ? "zh-CN" : "en"; applyLang(); });
   $("logout").addEventListener("click", async () => { await api("DELETE", "/api/v1/session"); showLogin(); });
-  $("print").addEventListener("click", () => window.print());
+  $("print").addEventListener("click", async () => { await people(); window.print(); });
   $("roster-upload").addEventListener("click", uploadRoster);
   $("trend-channel").addEventListener("change", (e) => trend(e.target.value));
   document.querySelectorAll(".tabs button").forEach((b) => b.addEventListener("click", () => selectTab(b.dataset.tab)));
@@ -296,6 +346,11 @@ document.addEventListener("DOMContentLoaded", async () => {
     if (status === 200) { csrf = data.csrf; showApp(data.user); } else say("login-result", message(data) || t("wrong"), false);
   });
   applyLang();
+  Live.start("/api/v1/stream", {
+    onState: (s) => { if (!linkLost) $("beacon").className = "beacon " + s.beacon; },
+    onLost: () => { linkLost = true; showLost(); },
+    onLive: () => { linkLost = false; $("link-lost").hidden = true; if (csrf) refresh(); beacon(); },
+  });
   setInterval(beacon, 2000);
   const { status, data } = await api("GET", "/api/v1/session");
   if (status === 200) { csrf = data.csrf; showApp(data.user); } else showLogin();

@@ -13,7 +13,7 @@ const T = {
     cat_gas: "瓦斯", cat_water: "水害", cat_roof: "顶板", cat_ventilation: "通风", cat_electrical: "机电",
     cat_machinery: "设备", cat_fire: "火灾", cat_transport: "运输", cat_other: "其他",
     comm_fault: "断线", out_of_range: "故障/超量程", stale: "数据过期", warming_up: "预热中",
-    offline: "与主机连接中断，数据可能不是最新", your_ticket: "您的隐患编号",
+    link_lost: "与主机连接中断 — 读数不可用", no_reading: "无读数", your_ticket: "您的隐患编号",
     reported: "已上报", acknowledged: "已受理", assigned: "整改中", rectified: "已整改", closed: "已销号", rejected: "已驳回",
     overdue: "已超期", deadline: "期限", owner: "负责人", sending: "正在提交…", network: "网络错误，请重试",
     storage_full: "存储空间已满：下井/升井登记和隐患报告暂时无法保存，请向群监员报告。气体报警不受影响。",
@@ -28,7 +28,7 @@ const T = {
     cat_gas: "Gas", cat_water: "Water", cat_roof: "Roof/rib", cat_ventilation: "Ventilation", cat_electrical: "Electrical",
     cat_machinery: "Machinery", cat_fire: "Fire", cat_transport: "Transport", cat_other: "Other",
     comm_fault: "COMM FAULT", out_of_range: "SENSOR FAULT", stale: "STALE", warming_up: "WARMING UP",
-    offline: "Connection to the station lost; data may be old", your_ticket: "Your ticket",
+    link_lost: "Connection lost — readings unavailable", no_reading: "no reading", your_ticket: "Your ticket",
     reported: "Reported", acknowledged: "Acknowledged", assigned: "Being fixed", rectified: "Fixed", closed: "Closed", rejected: "Rejected",
     overdue: "Overdue", deadline: "Deadline", owner: "Owner", sending: "Sending…", network: "Network error, try again",
     storage_full: "Storage is full: check-ins and hazard reports cannot be saved for now. Tell the station supervisor. Gas alarms are not affected.",
@@ -39,6 +39,8 @@ const T = {
 let lang = document.documentElement.dataset.lang === "en" ? "en" : "zh-CN";
 let mode = "in";
 let lastState = null;
+// Whether the live link to the daemon is lost: then no tile shows a number.
+let linkLost = false;
 const $ = (id) => document.getElementById(id);
 const t = (k) => (T[lang][k] ?? k);
 
@@ -61,12 +63,15 @@ function render(s) {
   tiles.replaceChildren();
   for (const c of s.channels) {
     const tile = document.createElement("div");
-    tile.className = "tile " + c.level;
+    // Without the daemon, the last reading is yesterday's number: none is shown.
+    tile.className = "tile " + (linkLost ? "nodata" : c.level);
     tile.dataset.channel = c.id;
-    tile.dataset.state = c.state;
+    tile.dataset.state = linkLost ? "no_data" : c.state;
     const name = document.createElement("div"); name.className = "name"; name.textContent = c.kind.toUpperCase() + " · " + c.id;
     const value = document.createElement("div"); value.className = "value";
-    if (c.state === "ok" && typeof c.value === "number") {
+    if (linkLost) {
+      value.textContent = t("no_reading");
+    } else if (c.state === "ok" && typeof c.value === "number") {
       value.textContent = formatValue(c.value);
       const unit = document.createElement("span"); unit.className = "unit"; unit.textContent = c.unit;
       value.append(unit);
@@ -78,10 +83,22 @@ function render(s) {
     tile.append(name, value, loc);
     tiles.append(tile);
   }
-  $("beacon").className = "beacon " + s.beacon;
-  $("beacon").title = s.beacon;
-  $("storage").hidden = !s.storage_full;
+  $("beacon").className = "beacon " + (linkLost ? "unknown" : s.beacon);
+  $("beacon").title = linkLost ? t("link_lost") : s.beacon;
+  $("link-lost").hidden = !linkLost;
+  $("link-lost").textContent = linkLost ? t("link_lost") : "";
+  $("storage").hidden = linkLost || !s.storage_full;
   $("storage").textContent = s.storage_full ? t("storage_full") : "";
+}
+
+function lost() {
+  linkLost = true;
+  if (lastState) render(lastState);
+  else {
+    $("beacon").className = "beacon unknown";
+    $("link-lost").hidden = false;
+    $("link-lost").textContent = t("link_lost");
+  }
 }
 
 function formatValue(v) {
@@ -90,9 +107,11 @@ function formatValue(v) {
 }
 
 function connect() {
-  const es = new EventSource("/api/v1/stream");
-  es.addEventListener("state", (e) => { $("link").textContent = ""; render(JSON.parse(e.data)); });
-  es.onerror = () => { $("link").textContent = t("offline"); };
+  Live.start("/api/v1/stream", {
+    onState: render,
+    onLost: lost,
+    onLive: () => { linkLost = false; if (lastState) render(lastState); },
+  });
 }
 
 async function post(url, body) {

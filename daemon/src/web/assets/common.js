@@ -1,0 +1,81 @@
+"use strict";
+// Shared by the kiosk and the console: the live link to the daemon.
+//
+// A page that has heard nothing from the daemon for LOST_AFTER ms (the
+// daemon sends a `beat` every second) has lost it — the daemon is frozen
+// or dead, or the network is gone — and must show no readings: the page's
+// onLost does that. The link comes back by itself, with a growing pause
+// between attempts, also after an error answer (a 503 closes an
+// EventSource for good) and from a stream that is open but silent (a
+// frozen daemon still accepts connections).
+
+const Live = (() => {
+  const LOST_AFTER = 3000;
+  const FIRST_WAIT = 500;
+  const MAX_WAIT = 8000;
+
+  function start(url, { onState, onLost, onLive }) {
+    let es = null;
+    let opened = 0;
+    let last = Date.now(); // the page load: a first answer gets 3 s too
+    let alive = false;
+    let lostShown = false;
+    let wait = FIRST_WAIT;
+    let retryAt = 0;
+
+    const heard = () => {
+      last = Date.now();
+      wait = FIRST_WAIT;
+      if (!alive) {
+        alive = true;
+        lostShown = false;
+        if (onLive) onLive();
+      }
+    };
+    const later = () => {
+      retryAt = Date.now() + wait;
+      wait = Math.min(wait * 2, MAX_WAIT);
+    };
+    const connect = () => {
+      const src = new EventSource(url);
+      es = src;
+      opened = Date.now();
+      src.addEventListener("state", (e) => {
+        let s;
+        try { s = JSON.parse(e.data); } catch (_) { return; }
+        heard();
+        onState(s);
+      });
+      src.addEventListener("beat", heard);
+      src.onerror = () => {
+        // CONNECTING: the browser tries again by itself; CLOSED (an error
+        // answer): it never will, so we do.
+        if (es === src && src.readyState === EventSource.CLOSED) {
+          es = null;
+          later();
+        }
+      };
+    };
+    setInterval(() => {
+      const now = Date.now();
+      if (now - last > LOST_AFTER) {
+        if (alive || !lostShown) {
+          alive = false;
+          lostShown = true;
+          onLost();
+        }
+        // Open but silent for as long: drop it and try again.
+        if (es && now - opened > LOST_AFTER) {
+          es.close();
+          es = null;
+          later();
+        }
+      }
+      if (!es && now >= retryAt) connect();
+    }, 250);
+    connect();
+    return { alive: () => alive };
+  }
+
+  return { start };
+})();
