@@ -143,6 +143,22 @@ fn a_damaged_database_is_named_and_the_daemon_guards_on_without_it() {
         http_get(http, "/api/v1/channels").map(|r| r.0).ok(),
         Some(200)
     );
+    // Blind to who is underground, and to the alarms of before: both said.
+    let (_, alarms) =
+        http_get(http, "/api/v1/alarms?active=true").unwrap_or_else(|e| panic!("{e}"));
+    for subject in ["system:alarm_history", "system:overdue_watch"] {
+        assert!(alarms.contains(subject), "{subject}: {alarms}");
+    }
+    // The operator moves the damaged file aside: the daemon opens a new
+    // database by itself, without a restart.
+    std::fs::rename(&db, data.join("pithead.db.damaged")).unwrap_or_else(|e| panic!("{e}"));
+    d.wait_healthy(Duration::from_secs(70));
+    assert!(
+        d.log_text().contains("the database is open again"),
+        "{}",
+        d.log_text()
+    );
+    assert!(data.join("pithead.db").exists());
     d.signal(libc::SIGTERM);
     assert!(
         d.wait_exit(Duration::from_secs(15)).success(),
