@@ -225,6 +225,22 @@ mod tests {
         feed_every: Duration::from_secs(1),
     };
 
+    /// A simulated panel with power allowed, green, and its timeline.
+    fn powered_sim_panel() -> (Arc<Mutex<Panel>>, pithead_hal::sim::Timeline) {
+        let cfg = OutputsConfig {
+            backend: OutputBackend::Sim,
+            ..OutputsConfig::default()
+        };
+        let mut panel = Panel::open(&cfg, None).unwrap_or_else(|e| panic!("{e}"));
+        let timeline = panel.timeline().cloned().unwrap_or_default();
+        panel.apply(&Outputs {
+            siren: false,
+            beacon: Beacon::Green,
+            power_allowed: true,
+        });
+        (Arc::new(Mutex::new(panel)), timeline)
+    }
+
     #[test]
     fn feeds_only_while_both_make_progress() {
         let s = Duration::from_secs;
@@ -254,25 +270,7 @@ mod tests {
 
     #[test]
     fn a_stalled_engine_gets_fail_safe_outputs_and_starves_the_watchdog() {
-        let cfg = OutputsConfig {
-            backend: OutputBackend::Sim,
-            ..OutputsConfig::default()
-        };
-        let panel = Arc::new(Mutex::new(
-            Panel::open(&cfg, None).unwrap_or_else(|e| panic!("{e}")),
-        ));
-        let timeline = panel
-            .lock()
-            .ok()
-            .and_then(|p| p.timeline().cloned())
-            .unwrap_or_default();
-        if let Ok(mut p) = panel.lock() {
-            p.apply(&Outputs {
-                siren: false,
-                beacon: Beacon::Green,
-                power_allowed: true,
-            });
-        }
+        let (panel, timeline) = powered_sim_panel();
         let beats = Heartbeats::new();
         let stop = Arc::new(AtomicBool::new(false));
         let limits = Limits {
@@ -438,25 +436,7 @@ mod tests {
 
     #[test]
     fn stopping_cuts_the_power_before_the_watchdog_is_disarmed() {
-        let cfg = OutputsConfig {
-            backend: OutputBackend::Sim,
-            ..OutputsConfig::default()
-        };
-        let panel = Arc::new(Mutex::new(
-            Panel::open(&cfg, None).unwrap_or_else(|e| panic!("{e}")),
-        ));
-        let timeline = panel
-            .lock()
-            .ok()
-            .and_then(|p| p.timeline().cloned())
-            .unwrap_or_default();
-        if let Ok(mut p) = panel.lock() {
-            p.apply(&Outputs {
-                siren: false,
-                beacon: Beacon::Green,
-                power_allowed: true,
-            });
-        }
+        let (panel, timeline) = powered_sim_panel();
         let stop = Arc::new(AtomicBool::new(false));
         let handle = spawn(
             Arc::clone(&panel),
