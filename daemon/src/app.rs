@@ -101,6 +101,12 @@ pub async fn run(
         Arc::clone(&uplink),
         shutdown.clone(),
     ));
+    tracker.spawn(crate::sync::downlink::run(
+        Arc::clone(&config),
+        store.clone(),
+        Arc::clone(&uplink),
+        shutdown.clone(),
+    ));
     let overdue_clock = Arc::new(std::sync::Mutex::new(crate::roster::OverdueClock::default()));
     tracker.spawn(crate::roster::watch_overdue(
         store.clone(),
@@ -214,8 +220,12 @@ async fn store_up(
     }
     crate::roster::import_configured(&store, &config).await;
     let cap = i64::from(config.storage.outbox_cap_mb) * 1024 * 1024;
+    let (county, station) = (config.station.county.clone(), config.station.id.clone());
     if let Err(e) = store
-        .write(Durability::Bulk, move |c| store::outbox::set_cap(c, cap))
+        .write(Durability::Bulk, move |c| {
+            store::outbox::set_cap(c, cap)?;
+            store::outbox::set_station(c, &county, &station)
+        })
         .await
     {
         tracing::warn!(error = %e, "cannot record the outbox cap");

@@ -25,6 +25,52 @@ pub const MAX_MINUTES: i64 = 60;
 
 const KEY: &str = "summary.reported_until_ms";
 
+/// Room the envelope (ids, lane, epoch, topic) and MQTT's own header take
+/// beside the body.
+const ENVELOPE_ROOM: usize = 1024;
+
+/// `base` with `items` under `key`, in as many parts as it takes for each
+/// to serialize within `max` bytes (at least one item a part); each part
+/// says which it is (`part`, from 1) of how many (`parts`) when there is
+/// more than one. The receiver puts a summary or head-count back together
+/// from the parts of the same `from`/`to` or `at`.
+pub fn split_to_fit(
+    base: &serde_json::Value,
+    key: &str,
+    items: Vec<serde_json::Value>,
+    max: usize,
+) -> Vec<serde_json::Value> {
+    let budget = max.saturating_sub(ENVELOPE_ROOM);
+    let fixed = base.to_string().len() + key.len() + 40;
+    let mut parts: Vec<Vec<serde_json::Value>> = vec![Vec::new()];
+    let mut size = fixed;
+    for item in items {
+        let n = item.to_string().len() + 1;
+        if size + n > budget && parts.last().is_some_and(|p| !p.is_empty()) {
+            parts.push(Vec::new());
+            size = fixed;
+        }
+        size += n;
+        if let Some(p) = parts.last_mut() {
+            p.push(item);
+        }
+    }
+    let count = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, items)| {
+            let mut body = base.clone();
+            body[key] = serde_json::Value::Array(items);
+            if count > 1 {
+                body["part"] = (i + 1).into();
+                body["parts"] = count.into();
+            }
+            body
+        })
+        .collect()
+}
+
 /// Makes one summary of the stored minutes after the last one reported and
 /// before `until_ms` (at most [`MAX_MINUTES`]); `None` when there is
 /// nothing to report.
@@ -90,20 +136,18 @@ pub fn summarize(
         return Ok(None);
     }
     let at = crate::store::now_rfc3339();
-    let body = serde_json::json!({
+    let base = serde_json::json!({
         "county": cfg.station.county,
         "station": cfg.station.id,
         "from": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(from).unwrap_or(0))),
         "to": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(until).unwrap_or(0))),
-        "channels": channels,
     });
-    Ok(Some(outbox::enqueue(
-        conn,
-        Lane::Summary,
-        "summary",
-        &at,
-        &body,
-    )?))
+    let mut last = None;
+    let max = outbox::message_limit(conn, cfg.mqtt.max_message_bytes)?;
+    for body in split_to_fit(&base, "channels", channels, max) {
+        last = Some(outbox::enqueue(conn, Lane::Summary, "summary", &at, &body)?);
+    }
+    Ok(last)
 }
 
 /// Records a head-count message: how many are underground and who.
@@ -118,17 +162,33 @@ pub fn headcount(
         .saturating_add(cfg.roster.overdue_grace);
     let people = crate::roster::underground(conn, now, limit)?;
     let at = rfc3339(now);
-    let body = serde_json::json!({
+    let base = serde_json::json!({
         "county": cfg.station.county,
         "station": cfg.station.id,
         "at": at,
         "underground": people.len(),
         "overdue": people.iter().filter(|p| p.overdue).count(),
-        "people": people.iter().map(|p| serde_json::json!({
-            "badge": p.badge, "name": p.name, "team": p.team, "since": p.since, "overdue": p.overdue,
-        })).collect::<Vec<_>>(),
     });
-    outbox::enqueue(conn, Lane::Checkin, "headcount", &at, &body)
+    let people: Vec<serde_json::Value> = people
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "badge": p.badge, "name": p.name, "team": p.team, "since": p.since, "overdue": p.overdue,
+            })
+        })
+        .collect();
+    let mut last = None;
+    let max = outbox::message_limit(conn, cfg.mqtt.max_message_bytes)?;
+    for body in split_to_fit(&base, "people", people, max) {
+        last = Some(outbox::enqueue(
+            conn,
+            Lane::Checkin,
+            "headcount",
+            &at,
+            &body,
+        )?);
+    }
+    last.ok_or_else(|| StoreError::Rejected("no head-count part".into()))
 }
 
 /// Every [`EVERY`], a head-count and the summaries of settled minutes; then
@@ -183,6 +243,38 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn big_reports_are_split_into_parts_that_fit_and_lose_nothing() {
+        let base = serde_json::json!({ "county": "c1", "station": "s1", "from": "f", "to": "t" });
+        let channels: Vec<serde_json::Value> = (0..2000)
+            .map(|i| serde_json::json!({ "channel": format!("ch4-{i:04}"), "minutes": [{ "minute": "2026-12-02T06:00:00.000Z", "min": 0.29, "max": 0.33, "mean": 0.31, "count": 60, "faults": 0 }] }))
+            .collect();
+        let max = 48 * 1024;
+        let parts = split_to_fit(&base, "channels", channels.clone(), max);
+        assert!(parts.len() > 1);
+        for (i, p) in parts.iter().enumerate() {
+            assert!(
+                p.to_string().len() + ENVELOPE_ROOM <= max,
+                "part {i}: {}",
+                p.to_string().len()
+            );
+            assert_eq!(
+                (p["part"].as_u64(), p["parts"].as_u64()),
+                (Some(i as u64 + 1), Some(parts.len() as u64))
+            );
+            assert_eq!(p["from"], "f");
+        }
+        let back: Vec<serde_json::Value> = parts
+            .iter()
+            .flat_map(|p| p["channels"].as_array().cloned().unwrap_or_default())
+            .collect();
+        assert_eq!(back, channels, "every channel once, in order");
+        // Small: one message, without part numbers.
+        let one = split_to_fit(&base, "channels", channels[..3].to_vec(), max);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].get("part").is_none());
+    }
 
     fn cfg() -> Config {
         let src = format!(

@@ -421,7 +421,13 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
-    let config = with_token(dir.path(), http, &face_station(dir.path(), http, &sim, ""));
+    let broker = Mosquitto::start();
+    let sender = pithead_e2e::CountySender::start(broker.port);
+    let config = with_token(
+        dir.path(),
+        http,
+        &(face_station(dir.path(), http, &sim, "") + &pithead_e2e::mqtt_section(&broker.url())),
+    );
     let roster: String = std::iter::once("badge,name,team,role\n".to_owned())
         .chain((0..300).map(|i| format!("{i:04},工人{i},一队,工\n")))
         .collect();
@@ -509,6 +515,28 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
         "an alarm event was written to a full disk?"
     );
 
+    // A county notice on a full disk: not stored, so not acknowledged to
+    // the broker; it is applied once there is space (below).
+    wait_until(Duration::from_secs(20), "the downlink subscribed", || {
+        metric(http, "pithead_downlink_connected") == 1.0
+    });
+    sender.send("notice", &pithead_e2e::notice("n-full", "磁盘满时的通知"));
+    wait_until(
+        Duration::from_secs(10),
+        "the command refused by the disk",
+        || {
+            d.log_text()
+                .contains("command from the county not stored yet: not acknowledged")
+        },
+    );
+    assert!(
+        !http_get(http, "/api/v1/notices")
+            .map(|r| r.1)
+            .unwrap_or_default()
+            .contains("n-full"),
+        "a notice on a full disk?"
+    );
+
     // The kiosk and the console say why, in a real browser.
     let b = Browser::start(1280, 1000);
     let wait = Duration::from_secs(15);
@@ -537,6 +565,15 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
     );
     let (status, v) = check_in_answer(http, refused_badge);
     assert_eq!(status, 201, "the refused miner after recovery: {v}");
+    wait_until(
+        Duration::from_secs(15),
+        "the county's notice applied",
+        || {
+            http_get(http, "/api/v1/notices")
+                .map(|r| r.1.contains("n-full"))
+                .unwrap_or(false)
+        },
+    );
     saved += 1;
     b.wait_text("#storage", wait, "the console's banner gone", str::is_empty);
     // The alarm events held in memory (retried with a backoff of at most

@@ -12,6 +12,36 @@ use pithead_e2e::{
 };
 use serde_json::Value;
 
+/// Waits until the station's downlink is subscribed to its commands.
+fn wait_downlink(http: SocketAddr) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while pithead_e2e::metric(http, "pithead_downlink_connected") != 1.0 {
+        assert!(Instant::now() < end, "the downlink never subscribed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn notices(http: SocketAddr) -> Vec<Value> {
+    let (_, body) =
+        pithead_e2e::http_get(http, "/api/v1/notices").unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn wait_notice(http: SocketAddr, id: &str, within: Duration) {
+    let end = Instant::now() + within;
+    while !notices(http).iter().any(|n| n["msg_id"] == id) {
+        assert!(
+            Instant::now() < end,
+            "notice {id} never shown: {:?}",
+            notices(http)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn config(dir: &std::path::Path, http: SocketAddr, url: &str, miners: usize) -> String {
     pithead_e2e::uplink_config(dir, http, url, miners)
 }
@@ -205,7 +235,7 @@ fn county_notices_and_hazard_updates_arrive_and_bad_ones_are_counted() {
         .to_owned();
     // Wait until the station is connected (and subscribed).
     wait_connected(http, true, Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_downlink(http);
     let mut o = rumqttc::MqttOptions::new("county-test-sender", "127.0.0.1", broker.port);
     o.set_keep_alive(Duration::from_secs(5));
     // Large enough for the oversized notice to leave the sender.
@@ -524,4 +554,227 @@ fn every_record_kind_arrives_with_the_documented_payload() {
         "{summary}"
     );
     d.signal(libc::SIGTERM);
+}
+
+/// Issue 14, item 2: a county command is acknowledged to the broker only
+/// once it is stored; one published while the station is down waits at the
+/// broker (a persistent session) and is applied when it returns; one the
+/// station received but could not commit before it died comes again and is
+/// applied once; every command is answered with a `cmd_ack`.
+#[test]
+fn county_commands_are_stored_before_they_are_acknowledged_and_wait_for_the_station() {
+    let broker = Mosquitto::start();
+    let county = Subscriber::start(broker.port);
+    let sender = pithead_e2e::CountySender::start(broker.port);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = config(dir.path(), http, &broker.url(), 1);
+    // A retained command (the county never sends one) is delivered, marked
+    // retained, to every new subscription: refused, answered.
+    sender.send_to(
+        "pithead/v1/test-county/test-station/cmd/notice",
+        &pithead_e2e::notice("n-retained", "保留消息"),
+        true,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    wait_downlink(http);
+    let ack = pithead_e2e::wait_cmd_ack(&county, "n-retained", Duration::from_secs(10));
+    assert_eq!(ack["outcome"], "refused");
+    assert!(
+        ack["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("retained"),
+        "{ack}"
+    );
+    assert!(!notices(http).iter().any(|n| n["msg_id"] == "n-retained"));
+    sender.send_to("pithead/v1/test-county/test-station/cmd/notice", "", true);
+    sender.send("notice", &pithead_e2e::notice("n-live", "在线通知"));
+    wait_notice(http, "n-live", Duration::from_secs(10));
+    let ack = pithead_e2e::wait_cmd_ack(&county, "n-live", Duration::from_secs(10));
+    assert_eq!(
+        (ack["outcome"].as_str(), ack["cmd"].as_str()),
+        (Some("applied"), Some("notice"))
+    );
+
+    // Down: the notice waits at the broker.
+    d.signal(libc::SIGTERM);
+    let _ = d.wait_exit(Duration::from_secs(15));
+    sender.send("notice", &pithead_e2e::notice("n-offline", "离线时的通知"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    wait_notice(http, "n-offline", Duration::from_secs(15));
+    pithead_e2e::wait_cmd_ack(&county, "n-offline", Duration::from_secs(10));
+
+    // Received, not yet stored (the database is locked by another
+    // process), and the station dies: the broker delivers it again.
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    db.execute_batch("BEGIN IMMEDIATE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    sender.send(
+        "notice",
+        &pithead_e2e::notice("n-crash", "崩溃前收到的通知"),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while !d.log_text().contains("cmd/notice") {
+        assert!(
+            Instant::now() < end,
+            "the command never arrived:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.signal(libc::SIGKILL);
+    let _ = d.wait_exit(Duration::from_secs(10));
+    db.execute_batch("ROLLBACK")
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(db);
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    wait_notice(http, "n-crash", Duration::from_secs(15));
+    pithead_e2e::wait_cmd_ack(&county, "n-crash", Duration::from_secs(10));
+    // Applied once: one row, one answer.
+    std::thread::sleep(Duration::from_millis(500));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let acks: i64 = db
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE kind = 'cmd_ack' AND payload LIKE '%n-crash%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(acks, 1);
+
+    // Too big: refused, answered, and the connection stays.
+    let huge = pithead_e2e::notice("n-huge", &"很长".repeat(60_000));
+    sender.send("notice", &huge);
+    let ack = pithead_e2e::wait_cmd_ack(&county, "n-huge", Duration::from_secs(10));
+    assert_eq!(ack["outcome"], "refused");
+    assert_eq!(pithead_e2e::metric(http, "pithead_downlink_connected"), 1.0);
+    sender.send("notice", &pithead_e2e::notice("n-after", "之后的通知"));
+    wait_notice(http, "n-after", Duration::from_secs(10));
+
+    // A resend: rows still here go again with their numbers; pruned or
+    // never made ones are `gone`.
+    let epoch = county
+        .all()
+        .iter()
+        .find_map(|m| {
+            serde_json::from_str::<Value>(&m.payload).ok()?["epoch"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let before = county.all().len();
+    sender.send(
+        "resend",
+        &format!(
+            "{{\"schema\":\"pithead/v1\",\"msg_id\":\"r-1\",\"epoch\":\"{epoch}\",\"lane\":\"hazard\",\"from_seq\":1,\"to_seq\":1000}}"
+        ),
+    );
+    let ack = pithead_e2e::wait_cmd_ack(&county, "r-1", Duration::from_secs(10));
+    let resent = ack["resent"].as_u64().unwrap_or(0);
+    assert!(resent >= 6, "{ack}");
+    assert_eq!(ack["gone"][0][1], 1000, "{ack}");
+    let end = Instant::now() + Duration::from_secs(10);
+    while county.all()[before..]
+        .iter()
+        .filter(|m| m.topic.ends_with("/cmd_ack"))
+        .count()
+        < 6
+    {
+        assert!(Instant::now() < end, "the resent rows never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.signal(libc::SIGTERM);
+    let _ = d.wait_exit(Duration::from_secs(15));
+}
+
+/// The packet-id tracker (`daemon/src/sync/tracker.rs`) relies on rumqttc
+/// writing publishes in the order they were handed to the client, one
+/// `Outgoing::Publish(pkid)` each, and never reusing a packet id before its
+/// PUBACK (rumqttc 0.25 counts ids round 1..=inflight); rumqttc is pinned
+/// to the version this was checked with (`=0.25.1` in Cargo.toml). Checked
+/// here against the real event loop and a real broker, with the station's
+/// window of 64.
+#[test]
+fn rumqttc_reports_publishes_in_the_order_they_were_handed_over() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port);
+    let mut o = rumqttc::MqttOptions::new("pkid-order-test", "127.0.0.1", broker.port);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_clean_session(true);
+    o.set_inflight(64);
+    let (client, mut conn) = rumqttc::Client::new(o, 80);
+    let n: u32 = 2000;
+    let publisher = std::thread::spawn(move || {
+        for i in 0..n {
+            client
+                .publish(
+                    "pithead/v1/test/order/x",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    i.to_string().into_bytes(),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        client
+    });
+    let mut in_flight = std::collections::BTreeSet::new();
+    let (mut written, mut acked) = (0u32, 0u32);
+    let end = Instant::now() + Duration::from_secs(30);
+    for ev in conn.iter() {
+        match ev {
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                assert!(
+                    in_flight.insert(pkid),
+                    "packet id {pkid} reused before its PUBACK"
+                );
+                written += 1;
+            }
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a))) => {
+                assert!(
+                    in_flight.remove(&a.pkid),
+                    "PUBACK {} for nothing in flight",
+                    a.pkid
+                );
+                acked += 1;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+        if acked == n {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "only {written} of {n} written, {acked} acknowledged"
+        );
+    }
+    assert_eq!(written, n, "one Outgoing::Publish per publish");
+    let _ = publisher.join();
+    // Written in handing-over order: the broker has them in that order.
+    let end = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got: Vec<u32> = sub
+            .all()
+            .iter()
+            .filter(|m| m.topic == "pithead/v1/test/order/x")
+            .filter_map(|m| m.payload.parse().ok())
+            .collect();
+        if got.len() >= n as usize || Instant::now() > end {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        got,
+        (0..n).collect::<Vec<_>>(),
+        "not written in handing-over order"
+    );
 }

@@ -247,13 +247,7 @@ pub fn start(
     })?;
 
     let rules = rules(cfg);
-    let first_id = u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis()),
-    )
-    .unwrap_or(0)
-    .saturating_mul(1000);
+    let first_id = first_alarm_id(&cfg.storage.data_dir);
     // Power stays cut until the alarm history is back (or known lost).
     let engine = Engine::awaiting_history(rules, first_id);
     let initial = AlarmState {
@@ -294,6 +288,51 @@ pub fn start(
         },
         queue,
     ))
+}
+
+/// The file in the data directory that keeps alarm ids growing across
+/// restarts when the wall clock does not (a Pi without a real-time clock
+/// boots in 1970 until NTP answers).
+pub const ID_FLOOR_FILE: &str = "alarm-id-floor";
+
+/// Ids a run may use before the next one starts above them.
+const IDS_PER_RUN: u64 = 1_000_000_000;
+
+/// The first alarm id of this run: Unix milliseconds × 1000, or the floor
+/// the last run left if that is higher; the next run's floor is written
+/// above the ids this one may use. New ids also continue above every id in
+/// the history once it is read (`Engine::ids_above`), but alarms raised
+/// before that must not collide either. Reading the file waits 200 ms at
+/// most: the alarms never wait for a stalled disk.
+fn first_alarm_id(data_dir: &std::path::Path) -> u64 {
+    let wall = u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(0)
+    .saturating_mul(1000);
+    let path = data_dir.join(ID_FLOOR_FILE);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("alarm-id-floor".into())
+        .spawn(move || {
+            let floor = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            let first = wall.max(floor);
+            let _ = tx.send(first);
+            let next = first.saturating_add(IDS_PER_RUN).to_string();
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, next).and_then(|()| std::fs::rename(&tmp, &path)) {
+                tracing::warn!(error = %e, file = %path.display(), "cannot keep the alarm id floor");
+            }
+        });
+    match spawned {
+        Ok(_) => rx.recv_timeout(Duration::from_millis(200)).unwrap_or(wall),
+        Err(_) => wall,
+    }
 }
 
 /// Stops the supervisor thread when dropped: power cut first, then the
@@ -636,8 +675,11 @@ pub async fn record(store: Store, cfg: Arc<Config>, queue: Arc<EventQueue>) {
             let n = rows.len();
             let r = store
                 .write(Durability::Acknowledged, move |c| {
-                    let at = store::now_rfc3339();
+                    let now = store::now_rfc3339();
                     for (event, detail) in rows {
+                        // The event's own time, not the write's: after a
+                        // stall the write may come hours later.
+                        let at = rfc3339(event.at);
                         events::insert(
                             c,
                             &at,
@@ -648,13 +690,13 @@ pub async fn record(store: Store, cfg: Arc<Config>, queue: Arc<EventQueue>) {
                                 detail: detail.clone(),
                             },
                         )?;
-                        history::apply(c, &event, &rfc3339(event.at))?;
+                        history::apply(c, &event, &at)?;
                         outbox::enqueue(c, Lane::Alarm, "alarm", &at, &detail)?;
                     }
                     if dropped > dropped_recorded {
                         events::insert(
                             c,
-                            &at,
+                            &now,
                             &events::NewEvent {
                                 kind: "alarm.events_dropped".into(),
                                 actor: None,

@@ -212,6 +212,19 @@ fn mqtt(cfg: &Config, p: &mut Problems) {
             Some("set both client_cert and client_key, or neither"),
         );
     }
+    if !(crate::config::MESSAGE_BYTES[0]..=crate::config::MESSAGE_BYTES[1])
+        .contains(&m.max_message_bytes)
+    {
+        p.add(
+            "mqtt.max_message_bytes",
+            format!(
+                "must be {} to {} bytes",
+                crate::config::MESSAGE_BYTES[0],
+                crate::config::MESSAGE_BYTES[1]
+            ),
+            Some("at or below the county broker's packet limit; 131072 (128 KiB) unless the county says otherwise"),
+        );
+    }
     if m.keep_alive < Duration::from_secs(5) {
         p.add(
             "mqtt.keep_alive",

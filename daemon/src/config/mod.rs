@@ -298,7 +298,15 @@ pub struct Mqtt {
     /// How often the connection is checked when idle.
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// Largest message sent (its whole MQTT packet stays under it): summaries
+    /// and head-counts are split to fit as they are queued, and a row that
+    /// is still bigger is set aside rather than sent. Keep it at or below
+    /// the county broker's packet limit (Mosquitto `max_packet_size`).
+    pub max_message_bytes: usize,
 }
+
+/// The smallest and largest `[mqtt] max_message_bytes`.
+pub const MESSAGE_BYTES: [usize; 2] = [8 * 1024, 1024 * 1024];
 
 impl Default for Mqtt {
     fn default() -> Self {
@@ -311,6 +319,7 @@ impl Default for Mqtt {
             client_cert: None,
             client_key: None,
             keep_alive: Duration::from_secs(30),
+            max_message_bytes: 128 * 1024,
         }
     }
 }

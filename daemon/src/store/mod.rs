@@ -170,6 +170,10 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Notified after a commit that added outbox rows.
     outbox: Arc<tokio::sync::Notify>,
+    /// The highest outbox row id that is durable.
+    durable: Arc<std::sync::atomic::AtomicI64>,
+    /// `NORMAL` commits that added outbox rows and were synced after.
+    synced_after_bulk: Arc<AtomicU64>,
     /// Whether the disk is full, as the writer last found it.
     disk: Arc<DiskState>,
 }
@@ -286,14 +290,22 @@ impl Store {
     fn new(path: PathBuf, broken: Option<String>) -> (Store, mpsc::Receiver<Job>, OutboxNotify) {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let outbox = Arc::new(tokio::sync::Notify::new());
+        let durable = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let synced_after_bulk = Arc::new(AtomicU64::new(0));
         let notify = OutboxNotify {
             added: Arc::new(AtomicBool::new(false)),
             notify: Arc::clone(&outbox),
+            durable: Arc::clone(&durable),
+            wal: wal_path(&path),
+            seq: seq_file(&path),
+            synced_after_bulk: Arc::clone(&synced_after_bulk),
         };
         let store = Store {
             jobs,
             inner: Arc::new(Inner {
                 disk: DiskState::new(path.clone()),
+                durable,
+                synced_after_bulk,
                 path,
                 broken: Mutex::new(broken),
                 open: tokio::sync::watch::Sender::new(false),
@@ -315,6 +327,19 @@ impl Store {
     /// Why the database is unavailable, if it is.
     pub fn unavailable_reason(&self) -> Option<String> {
         self.inner.broken()
+    }
+
+    /// The highest outbox row id on the disk for good: rows above it are
+    /// committed but may still be lost to a power cut, and are not
+    /// published yet.
+    pub fn durable_outbox(&self) -> i64 {
+        self.inner.durable.load(Ordering::Relaxed)
+    }
+
+    /// Commits with `synchronous=NORMAL` that added outbox rows and had the
+    /// write-ahead log synced after them, since start.
+    pub fn outbox_syncs_after_bulk(&self) -> u64 {
+        self.inner.synced_after_bulk.load(Ordering::Relaxed)
     }
 
     /// Resolves once the database is open (at once for one opened at start).
@@ -439,6 +464,13 @@ impl Inner {
     }
 }
 
+/// The write-ahead log of the database at `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
 /// The database of `data_dir`, created if needed, its schema up to date.
 fn open_database(data_dir: &Path) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
@@ -452,7 +484,66 @@ fn open_database(data_dir: &Path) -> Result<Connection, StoreError> {
         source,
     })?;
     init_meta(&conn)?;
+    renew_epoch_if_restored(&conn, &path)?;
     Ok(conn)
+}
+
+/// The file beside the database that remembers how far the lanes' sequence
+/// numbers have gone (`EPOCH NEXT`, `NEXT` the sum of every lane's next
+/// number), written by the writer after durable commits that added outbox
+/// rows, without a sync: after a power cut it can only lag the database.
+fn seq_file(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".seq");
+    PathBuf::from(p)
+}
+
+fn seq_sum(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(
+        conn.query_row("SELECT coalesce(sum(next), 0) FROM lane_seq", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// A database whose sequence numbers are behind what this data directory
+/// already sent — an older copy put back (a backup restored) — would give
+/// the county numbers it already has under new message ids. It gets a new
+/// epoch instead: the county sees the numbers start a new series.
+fn renew_epoch_if_restored(conn: &Connection, db: &Path) -> Result<(), StoreError> {
+    let epoch = outbox::epoch(conn)?;
+    let now = seq_sum(conn)?;
+    let file = seq_file(db);
+    let seen = std::fs::read_to_string(&file).ok().and_then(|t| {
+        let (e, n) = t.trim().split_once(' ')?;
+        Some((e.to_owned(), n.parse::<i64>().ok()?))
+    });
+    let epoch = match seen {
+        Some((e, n)) if e == epoch && n > now => {
+            let new = uuid::Uuid::new_v4().to_string();
+            set_meta(conn, "epoch", &new)?;
+            events::insert(
+                conn,
+                &now_rfc3339(),
+                &events::NewEvent {
+                    kind: "store.epoch_renewed".into(),
+                    actor: None,
+                    subject: None,
+                    detail: serde_json::json!({
+                        "old": e, "new": new, "numbers_sent": n, "numbers_here": now,
+                        "reason": "the database is older than what this data directory already numbered (a backup put back?)",
+                    }),
+                },
+            )?;
+            tracing::warn!(old = %e, new = %new, "the database is behind its own sequence numbers (a backup put back?): a new epoch, so no number is given twice");
+            new
+        }
+        _ => epoch,
+    };
+    if let Err(e) = std::fs::write(&file, format!("{epoch} {now}\n")) {
+        tracing::warn!(error = %e, file = %file.display(), "cannot note the sequence numbers");
+    }
+    Ok(())
 }
 
 /// The writer of a store whose database could not be opened at start:
@@ -582,11 +673,22 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Tells the sync task that committed outbox rows are waiting.
+/// Tells the sync task that committed outbox rows are waiting, and how far
+/// they are durable.
 struct OutboxNotify {
     /// Set by the update hook when a row is inserted into the outbox.
     added: Arc<AtomicBool>,
     notify: Arc<tokio::sync::Notify>,
+    /// The highest outbox row id on the disk for good (fsynced): the sync
+    /// task publishes nothing above it.
+    durable: Arc<std::sync::atomic::AtomicI64>,
+    /// The database's write-ahead log, fsynced after a `NORMAL` commit
+    /// that added outbox rows.
+    wal: PathBuf,
+    /// How often that was needed, since start.
+    synced_after_bulk: Arc<AtomicU64>,
+    /// Where how far the sequence numbers went is noted.
+    seq: PathBuf,
 }
 
 impl OutboxNotify {
@@ -594,6 +696,19 @@ impl OutboxNotify {
     /// added an outbox row wakes the sync task at once, instead of at the
     /// next poll of the table.
     fn watch(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        // What is in the WAL at open may have outlived a killed process
+        // but not yet a power cut: sync it before anything is published.
+        if let Err(e) = std::fs::File::open(&self.wal).and_then(|f| f.sync_data())
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(StoreError::Rejected(format!(
+                "cannot sync {}: {e}",
+                self.wal.display()
+            )));
+        }
+        let max: i64 =
+            conn.query_row("SELECT coalesce(max(id), 0) FROM outbox", [], |r| r.get(0))?;
+        self.durable.store(max, Ordering::Relaxed);
         let flag = Arc::clone(&self.added);
         conn.update_hook(Some(move |action, _db: &str, table: &str, _row| {
             if action == rusqlite::hooks::Action::SQLITE_INSERT && table == "outbox" {
@@ -601,6 +716,42 @@ impl OutboxNotify {
             }
         }))
         .map_err(|e| StoreError::Rejected(format!("cannot watch the outbox: {e}")))
+    }
+
+    /// A batch that added outbox rows has committed (`full`: with
+    /// `synchronous=FULL`): make it durable if it is not yet, and only then
+    /// let the sync task see its rows. A row the broker acknowledged must
+    /// never be lost to a power cut, or its sequence number would be given
+    /// to another record.
+    fn made_durable(&self, conn: &Connection, full: bool) {
+        if !self.added.load(Ordering::Relaxed) {
+            return;
+        }
+        if !full {
+            // The commit is in the WAL; syncing the file makes it so on
+            // the disk (fsync is per file, whichever descriptor).
+            match std::fs::File::open(&self.wal).and_then(|f| f.sync_data()) {
+                Ok(()) => {
+                    self.synced_after_bulk.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, wal = %self.wal.display(), "cannot sync the write-ahead log: new outbox rows wait for the next durable commit");
+                    return;
+                }
+            }
+        }
+        match conn.query_row("SELECT coalesce(max(id), 0) FROM outbox", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(max) => self.durable.store(max, Ordering::Relaxed),
+            Err(e) => tracing::error!(error = %e, "cannot read the outbox's last row"),
+        }
+        // Note how far the numbers went (a restored backup is found by it).
+        if let (Ok(epoch), Ok(sum)) = (outbox::epoch(conn), seq_sum(conn))
+            && let Err(e) = std::fs::write(&self.seq, format!("{epoch} {sum}\n"))
+        {
+            tracing::debug!(error = %e, "cannot note the sequence numbers");
+        }
     }
 
     fn committed(&self) {
@@ -653,7 +804,7 @@ fn writer_loop(
                 }
             }
         }
-        if run_batch(&conn, &mut batch, &notify.added, disk) {
+        if run_batch(&conn, &mut batch, notify, synchronous_full, disk) {
             notify.committed();
         } else {
             notify.rolled_back();
@@ -669,9 +820,11 @@ fn writer_loop(
 fn run_batch(
     conn: &Connection,
     batch: &mut Vec<Job>,
-    added: &AtomicBool,
+    notify: &OutboxNotify,
+    full: bool,
     disk: &DiskState,
 ) -> bool {
+    let added = &*notify.added;
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
     let mut open = false;
     // Whether a job of this batch found the disk full, and whether one
@@ -775,6 +928,7 @@ fn run_batch(
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
+            notify.made_durable(conn, full);
             // Only a commit that wrote rows, in a batch where nothing found
             // the disk full, shows there is space again. The state is set
             // before anyone is answered, so an answer never runs ahead of it.

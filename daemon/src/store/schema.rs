@@ -218,6 +218,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE checkins ADD COLUMN reason TEXT;  -- why, for a check-out by hand
     CREATE INDEX checkins_by_hand ON checkins(at_ms) WHERE by IS NOT NULL;
     "#,
+    // v10: a row the broker will not take (too big) is set aside after a
+    // few tries instead of going first again for ever.
+    r#"
+    ALTER TABLE outbox ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN set_aside TEXT;   -- why, once set aside; never sent then
+    CREATE INDEX outbox_set_aside ON outbox(id) WHERE set_aside IS NOT NULL;
+    "#,
 ];
 
 /// The version a database has after every migration.

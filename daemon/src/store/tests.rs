@@ -139,13 +139,15 @@ async fn pending_rows_come_most_urgent_lane_first_skipping_the_excluded() -> Res
         })
         .await?;
     let [summary, checkin, alarm1, hazard, alarm2] = ids;
-    let all = store.read(|c| outbox::pending(c, &[], 10)).await?;
+    let all = store
+        .read(|c| outbox::pending(c, &[], 10, i64::MAX))
+        .await?;
     assert_eq!(
         all.iter().map(|p| p.id).collect::<Vec<_>>(),
         [alarm1, alarm2, hazard, checkin, summary]
     );
     let some = store
-        .read(move |c| outbox::pending(c, &[alarm1, checkin], 2))
+        .read(move |c| outbox::pending(c, &[alarm1, checkin], 2, i64::MAX))
         .await?;
     assert_eq!(
         some.iter().map(|p| p.id).collect::<Vec<_>>(),
@@ -156,7 +158,9 @@ async fn pending_rows_come_most_urgent_lane_first_skipping_the_excluded() -> Res
             outbox::mark_sent(c, &[alarm2, hazard], &now_rfc3339())
         })
         .await?;
-    let rest = store.read(|c| outbox::pending(c, &[], 10)).await?;
+    let rest = store
+        .read(|c| outbox::pending(c, &[], 10, i64::MAX))
+        .await?;
     assert_eq!(
         rest.iter().map(|p| p.id).collect::<Vec<_>>(),
         [alarm1, checkin, summary]
@@ -379,7 +383,10 @@ async fn retention_drops_old_data_and_only_summaries_over_the_cap() -> Result<()
         "only as many summaries as needed, and never an alarm"
     );
     let backlog = store.read(outbox::backlog).await?;
-    assert_eq!(backlog.pending, 14);
+    assert_eq!(
+        backlog.pending, 15,
+        "14 kept and the gap record announcing the 16"
+    );
     assert!(backlog.bytes <= 15_000, "{backlog:?}");
     assert_eq!(backlog.dropped_summaries, 16);
     let oldest_kept = store
@@ -473,6 +480,164 @@ async fn summaries_over_the_cap_are_dropped_as_they_come() -> Result<(), StoreEr
         .read(|c| count(c, "SELECT count(*) FROM outbox WHERE lane = 2"))
         .await?;
     assert_eq!(checkins, 15, "check-ins are never dropped");
+    store.close().await;
+    Ok(())
+}
+
+/// Issue 14, item 1: no outbox row is published before a durable commit
+/// covers it, whoever wrote it and however. The writer makes every commit
+/// that added outbox rows durable (a `NORMAL` one by syncing the WAL after
+/// it), and only then moves the mark the sync task reads up to.
+#[tokio::test]
+async fn outbox_rows_are_durable_before_anyone_may_publish_them() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    assert_eq!(store.durable_outbox(), 0);
+    // A bulk write without outbox rows: no sync is needed, none is made.
+    store
+        .write(Durability::Bulk, |c| {
+            crate::store::set_meta(c, "test", "1")?;
+            Ok(())
+        })
+        .await?;
+    assert_eq!(store.outbox_syncs_after_bulk(), 0);
+    // Every writer of outbox rows does it through `outbox::enqueue` inside
+    // `Store::write`; with bulk durability (head-counts, summaries) the
+    // commit is made durable after all, before the mark moves.
+    let j = serde_json::json!({});
+    let bulk = store
+        .write(Durability::Bulk, move |c| {
+            Ok(outbox::enqueue(c, Lane::Summary, "summary", &now_rfc3339(), &j)?.id)
+        })
+        .await?;
+    assert_eq!(store.outbox_syncs_after_bulk(), 1);
+    assert_eq!(store.durable_outbox(), bulk);
+    // An acknowledged write is durable by its own commit: no extra sync.
+    let j = serde_json::json!({});
+    let acked = store
+        .write(Durability::Acknowledged, move |c| {
+            Ok(outbox::enqueue(c, Lane::Alarm, "alarm", &now_rfc3339(), &j)?.id)
+        })
+        .await?;
+    assert_eq!(store.outbox_syncs_after_bulk(), 1);
+    assert_eq!(store.durable_outbox(), acked);
+    // What the sync task reads stops at the mark.
+    let upto = store
+        .read(move |c| outbox::pending(c, &[], 10, bulk))
+        .await?;
+    assert_eq!(upto.iter().map(|p| p.id).collect::<Vec<_>>(), [bulk]);
+    store.close().await;
+    // Reopened, the mark covers what is on disk.
+    let store = Store::open(dir.path())?;
+    assert_eq!(store.durable_outbox(), acked);
+    store.close().await;
+    Ok(())
+}
+
+/// Issue 14, item 4: an older copy of the database put back (a backup
+/// restored) would number records the county already has under new ids: it
+/// gets a new epoch instead, with an event saying why.
+#[tokio::test]
+async fn a_restored_backup_gets_a_new_epoch_never_reused_numbers() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let enqueue = |store: Store, n: usize| async move {
+        for _ in 0..n {
+            let j = serde_json::json!({});
+            store
+                .write(Durability::Acknowledged, move |c| {
+                    outbox::enqueue(c, Lane::Checkin, "checkin", &now_rfc3339(), &j)
+                })
+                .await?;
+        }
+        Ok::<_, StoreError>(store)
+    };
+    let store = enqueue(Store::open(dir.path())?, 2).await?;
+    let epoch = store.read(outbox::epoch).await?;
+    store.close().await;
+    // A backup as `sqlite3 .backup` makes it: one consistent file.
+    let db = rusqlite::Connection::open(dir.path().join(super::DB_FILE))?;
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    drop(db);
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(dir.path().join(super::DB_FILE), &backup)
+        .map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = enqueue(Store::open(dir.path())?, 3).await?;
+    assert_eq!(
+        store.read(outbox::epoch).await?,
+        epoch,
+        "a restart keeps it"
+    );
+    store.close().await;
+    // The backup is put back.
+    std::fs::copy(&backup, dir.path().join(super::DB_FILE))
+        .map_err(|e| StoreError::Rejected(e.to_string()))?;
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("{}{ext}", super::DB_FILE)));
+    }
+    let store = Store::open(dir.path())?;
+    let renewed = store.read(outbox::epoch).await?;
+    assert_ne!(renewed, epoch, "numbers 3 on would be given twice");
+    let events = store
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM events WHERE kind = 'store.epoch_renewed'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?)
+        })
+        .await?;
+    assert_eq!(events, 1);
+    store.close().await;
+    // And it stays: the next start is no restore.
+    let store = Store::open(dir.path())?;
+    assert_eq!(store.read(outbox::epoch).await?, renewed);
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn summaries_dropped_at_the_cap_are_announced_as_a_gap() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    let gaps = store
+        .write(Durability::Bulk, |c| {
+            outbox::set_station(c, "c1", "s1")?;
+            let big = serde_json::json!({ "pad": "x".repeat(1000) });
+            for _ in 0..10 {
+                outbox::enqueue(c, Lane::Summary, "summary", &now_rfc3339(), &big)?;
+            }
+            // Room for about five: the oldest five go.
+            outbox::set_cap(c, 5 * 1100)?;
+            outbox::enqueue(c, Lane::Summary, "summary", &now_rfc3339(), &big)?;
+            let mut st =
+                c.prepare("SELECT seq, payload FROM outbox WHERE kind = 'gap' ORDER BY seq")?;
+            let rows: Vec<(i64, String)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await?;
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let (seq, body) = &gaps[0];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    assert_eq!(
+        (
+            v["from_seq"].as_i64(),
+            v["reason"].as_str(),
+            v["station"].as_str()
+        ),
+        (Some(1), Some("outbox_cap"), Some("s1")),
+        "{v}"
+    );
+    let to = v["to_seq"].as_i64().unwrap_or_default();
+    assert!(
+        to >= 5 && *seq > 11,
+        "the gap 1..{to} is itself numbered after: {seq}"
+    );
+    assert_eq!(
+        outbox::ranges(&[1, 2, 3, 7, 8, 10]),
+        [(1, 3), (7, 8), (10, 10)]
+    );
     store.close().await;
     Ok(())
 }

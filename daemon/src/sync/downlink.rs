@@ -1,18 +1,31 @@
-//! Messages from the county: notices for the kiosk and hazard updates.
+//! Messages from the county: notices for the kiosk, hazard updates, and
+//! requests to send outbox rows again.
 //!
-//! Only this station's `cmd` topics are subscribed; a payload is capped,
-//! must parse as the schema says, and is ignored when its message id was
-//! seen. Anything else is logged and counted, never a crash.
+//! A connection of its own, with a persistent session: commands published
+//! while the station is offline wait at the broker. Each is acknowledged
+//! to the broker only once it is stored — applied, or refused with the
+//! refusal recorded — in one transaction with a `cmd_ack` row for the
+//! county; a crash, a full disk or a missing database before that leaves
+//! it unacknowledged, and the broker delivers it again. Only this station's
+//! `cmd` topics are subscribed; a payload is capped, must parse as the
+//! schema says, must not be retained, and is ignored when its message id
+//! was seen. Anything else is logged and counted, never a crash.
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
+use rumqttc::{Event, Packet, QoS};
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::protocol::SCHEMA;
+use super::{Link, SyncStats};
 use crate::config::Config;
 use crate::hazards::{self, Status, StepError};
-use crate::store::{StoreError, rfc3339};
+use crate::store::outbox::{self, Lane};
+use crate::store::{Durability, Store, StoreError, rfc3339};
 
 /// Largest downlink payload accepted.
 pub const MAX_PAYLOAD: usize = 16 * 1024;
@@ -76,11 +89,42 @@ pub struct HazardUpdate {
 /// Who county steps are recorded as.
 pub const COUNTY: &str = "县总工会";
 
+/// A request to send outbox rows again (`cmd/resend`): a receiver that
+/// found a gap it cannot explain asks for it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resend {
+    /// Must be [`SCHEMA`].
+    pub schema: String,
+    /// The county's message id.
+    pub msg_id: String,
+    /// The epoch the numbers belong to: this station's, or refused.
+    pub epoch: String,
+    /// `alarm`, `hazard`, `checkin` or `summary`.
+    pub lane: String,
+    /// First sequence number, inclusive.
+    pub from_seq: i64,
+    /// Last sequence number, inclusive.
+    pub to_seq: i64,
+}
+
+/// Most sequence numbers one `resend` may ask for.
+pub const MAX_RESEND: i64 = 100_000;
+
 /// What became of a downlink message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Stored.
     Accepted,
+    /// Rows of a `resend` marked to go again (`resent`); the ranges no
+    /// longer on the station (`gone`: pruned after being sent, or dropped
+    /// at the outbox cap).
+    Resent {
+        /// Rows that will be sent again, with their original ids and numbers.
+        resent: usize,
+        /// Inclusive ranges of sequence numbers the station no longer has.
+        gone: Vec<(i64, i64)>,
+    },
     /// Its message id was seen before.
     Replay,
     /// Refused, with the reason.
@@ -263,7 +307,297 @@ pub fn handle(
             )?;
             Ok(Outcome::Accepted)
         }
+        "resend" => {
+            let r: Resend = match serde_json::from_slice(payload) {
+                Ok(r) => r,
+                Err(e) => return Ok(Outcome::Refused(format!("not a resend request: {e}"))),
+            };
+            if r.schema != SCHEMA {
+                return Ok(Outcome::Refused(format!(
+                    "schema `{}` is not {SCHEMA}",
+                    r.schema
+                )));
+            }
+            if let Err(e) = check_text(&r.msg_id, 64, "msg_id") {
+                return Ok(Outcome::Refused(e));
+            }
+            let seen = conn
+                .query_row(
+                    "SELECT 1 FROM events WHERE kind = 'county.resend' AND subject = ?1",
+                    [&r.msg_id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if seen {
+                return Ok(Outcome::Replay);
+            }
+            let epoch = outbox::epoch(conn)?;
+            if r.epoch != epoch {
+                return Ok(Outcome::Refused(format!(
+                    "epoch {} is not this station's ({epoch}): those numbers are gone with the database they came from",
+                    r.epoch
+                )));
+            }
+            let Some(lane) = Lane::from_name(&r.lane) else {
+                return Ok(Outcome::Refused(format!("no lane `{}`", r.lane)));
+            };
+            if r.from_seq < 1 || r.to_seq < r.from_seq || r.to_seq - r.from_seq >= MAX_RESEND {
+                return Ok(Outcome::Refused(format!(
+                    "from_seq..to_seq must be 1 ≤ from ≤ to, at most {MAX_RESEND} numbers"
+                )));
+            }
+            let (resent, gone) = outbox::resend(conn, lane, r.from_seq, r.to_seq)?;
+            crate::store::events::insert(
+                conn,
+                &rfc3339(now),
+                &crate::store::events::NewEvent {
+                    kind: "county.resend".into(),
+                    actor: Some("county".into()),
+                    subject: Some(r.msg_id.clone()),
+                    detail: serde_json::json!({
+                        "lane": r.lane, "from_seq": r.from_seq, "to_seq": r.to_seq,
+                        "resent": resent, "gone": gone,
+                    }),
+                },
+            )?;
+            Ok(Outcome::Resent { resent, gone })
+        }
         other => Ok(Outcome::Refused(format!("unknown command `{other}`"))),
+    }
+}
+
+/// Handles a command and records its outcome for the county, inside the
+/// caller's transaction: an applied or refused command gets a `cmd_ack`
+/// row on the hazard lane (the lane of what the county asks), a refusal an
+/// event. A replay gets neither (its first delivery had them).
+pub fn apply(
+    conn: &Connection,
+    cfg: &Config,
+    kind: &str,
+    payload: &[u8],
+    retained: bool,
+    now: SystemTime,
+) -> Result<Outcome, StoreError> {
+    let outcome = if retained {
+        // A retained command would be carried out again by every station
+        // that ever subscribes: the county never sends one.
+        Outcome::Refused("retained: commands are never retained".into())
+    } else {
+        handle(conn, cfg, kind, payload, now)?
+    };
+    let msg_id = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["msg_id"].as_str().map(str::to_owned))
+        .filter(|m| m.chars().count() <= 64);
+    let at = rfc3339(now);
+    let mut body = serde_json::json!({
+        "county": cfg.station.county,
+        "station": cfg.station.id,
+        "cmd_msg_id": msg_id,
+        "cmd": kind.chars().take(32).collect::<String>(),
+        "at": at,
+    });
+    match &outcome {
+        Outcome::Replay => return Ok(outcome),
+        Outcome::Accepted => body["outcome"] = "applied".into(),
+        Outcome::Resent { resent, gone } => {
+            body["outcome"] = "applied".into();
+            body["resent"] = (*resent).into();
+            body["gone"] = serde_json::json!(gone);
+        }
+        Outcome::Refused(why) => {
+            body["outcome"] = "refused".into();
+            body["reason"] = why.clone().into();
+            crate::store::events::insert(
+                conn,
+                &at,
+                &crate::store::events::NewEvent {
+                    kind: "county.refused".into(),
+                    actor: Some("county".into()),
+                    subject: msg_id.clone(),
+                    detail: serde_json::json!({ "cmd": kind, "reason": why }),
+                },
+            )?;
+        }
+    }
+    outbox::enqueue(conn, Lane::Hazard, "cmd_ack", &at, &body)?;
+    Ok(outcome)
+}
+
+/// The client id of the downlink's persistent session.
+pub fn client_id(cfg: &Config) -> String {
+    format!("pithead-{}-{}-cmd", cfg.station.county, cfg.station.id)
+}
+
+/// Largest packet the downlink reads; a bigger one would end the
+/// connection, and come again with the persistent session (see [`run`]).
+const MAX_PACKET: usize = 1024 * 1024;
+
+/// Runs the downlink until `shutdown`. Does nothing when `[mqtt]` is off.
+pub async fn run(
+    cfg: Arc<Config>,
+    store: Store,
+    stats: Arc<SyncStats>,
+    shutdown: CancellationToken,
+) {
+    if !cfg.mqtt.enabled {
+        return;
+    }
+    let mut opts = loop {
+        match super::base_options(&cfg, client_id(&cfg)) {
+            Ok(o) => break o,
+            // The uplink says why, and retries the same way.
+            Err(_) => {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    };
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    opts.set_inflight(16);
+    opts.set_max_packet_size(MAX_PACKET, 64 * 1024);
+    let prefix = super::protocol::topic(&cfg.station.county, &cfg.station.id, "cmd/");
+    let mut link: Option<Link> = None;
+    let mut reconnect_at = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    // Connections lost to a packet too big to read, in a row: the same
+    // message comes first again with the persistent session, so after a
+    // few the session is dropped once (what else was queued goes with it).
+    let mut too_big = 0u32;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(reconnect_at), if link.is_none() => {
+                opts.set_clean_session(too_big >= 3);
+                if too_big >= 3 {
+                    tracing::error!("a command too big to read came back {too_big} times: dropping the downlink session (commands queued at the broker are lost)");
+                    stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
+                    too_big = 0;
+                }
+                link = Some(Link::open(opts.clone()));
+            }
+            ev = super::recv(&mut link) => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    backoff = Duration::from_millis(500);
+                    let Some(l) = &link else { continue };
+                    if !ack.session_present {
+                        // A new session: subscribe (a kept one keeps the
+                        // subscription, and what was queued for it).
+                        let _ = l.client.try_subscribe(format!("{prefix}+"), QoS::AtLeastOnce);
+                    } else {
+                        stats.downlink_connected.store(true, Ordering::Relaxed);
+                    }
+                    tracing::info!(session_present = ack.session_present, "downlink connected");
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    stats.downlink_connected.store(true, Ordering::Relaxed);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    too_big = 0;
+                    let stored = store_command(&store, &cfg, &stats, &prefix, &p, &shutdown).await;
+                    if !stored {
+                        // Shutting down: unacknowledged, it comes again.
+                        break;
+                    }
+                    if let Some(l) = &link
+                        && let Err(e) = l.client.ack(&p).await
+                    {
+                        tracing::warn!(error = %e, "cannot acknowledge a command; the broker will deliver it again");
+                    }
+                }
+                Ok(_) => {}
+                Err(why) => {
+                    if why.contains("PayloadSizeLimitExceeded") || why.contains("payload size") {
+                        too_big += 1;
+                        stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %why, max = MAX_PACKET, "a command too big to read ended the downlink connection");
+                    } else {
+                        tracing::debug!(error = %why, "downlink not connected");
+                    }
+                    stats.downlink_connected.store(false, Ordering::Relaxed);
+                    link = None;
+                    let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4);
+                    reconnect_at = tokio::time::Instant::now() + backoff + jitter;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            },
+        }
+    }
+    stats.downlink_connected.store(false, Ordering::Relaxed);
+    if let Some(l) = link {
+        let _ = l.client.try_disconnect();
+    }
+}
+
+/// Stores one command (applied, or refused and recorded), trying again
+/// while the store cannot take it (a full disk, no database). Returns
+/// false only when stopping first: the command is then not acknowledged.
+async fn store_command(
+    store: &Store,
+    cfg: &Arc<Config>,
+    stats: &SyncStats,
+    prefix: &str,
+    p: &rumqttc::Publish,
+    shutdown: &CancellationToken,
+) -> bool {
+    let kind = p.topic.strip_prefix(prefix).map(str::to_owned);
+    tracing::info!(topic = %p.topic, bytes = p.payload.len(), "command from the county received");
+    let mut wait = Duration::from_millis(200);
+    let mut failures = 0u32;
+    loop {
+        let kind = kind
+            .clone()
+            .unwrap_or_else(|| format!("(foreign topic {})", p.topic));
+        let payload = p.payload.to_vec();
+        let retained = p.retain;
+        let cfg2 = Arc::clone(cfg);
+        let r = store
+            .write(Durability::Acknowledged, move |c| {
+                apply(c, &cfg2, &kind, &payload, retained, SystemTime::now())
+            })
+            .await;
+        match r {
+            Ok(outcome) => {
+                match &outcome {
+                    Outcome::Accepted | Outcome::Resent { .. } => {
+                        stats.downlink_accepted.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(topic = %p.topic, ?outcome, "command from the county applied");
+                    }
+                    Outcome::Replay => {
+                        tracing::debug!(topic = %p.topic, "command from the county seen before: ignored");
+                    }
+                    Outcome::Refused(why) => {
+                        stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(topic = %p.topic, reason = %why, "command from the county refused");
+                    }
+                }
+                return true;
+            }
+            Err(e) => {
+                failures += 1;
+                let storage = matches!(e, StoreError::DiskFull | StoreError::Unavailable(_));
+                if failures == 1 {
+                    tracing::error!(topic = %p.topic, error = %e, "command from the county not stored yet: not acknowledged, trying again");
+                }
+                if !storage && failures >= 5 {
+                    // Not the disk: something about this command the store
+                    // refuses every time. Let it go rather than wedge every
+                    // command behind it.
+                    stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(topic = %p.topic, error = %e, "command from the county could not be stored after 5 tries: dropped");
+                    return true;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 

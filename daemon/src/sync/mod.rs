@@ -1,5 +1,10 @@
 //! Sync: the only code that speaks MQTT.
 //!
+//! Two connections: the uplink here (outbox → broker, a clean session: the
+//! outbox is the session), and the downlink in [`downlink`] (the county's
+//! commands, a persistent session with manual acknowledgements, so that
+//! nothing the broker was told "received" is lost).
+//!
 //! It reads the outbox most urgent lane first, publishes with QoS 1, and
 //! marks a row sent only when the broker's PUBACK for it arrives. Packet
 //! ids are matched to rows through rumqttc's `Outgoing::Publish(pkid)`
@@ -46,6 +51,11 @@ const REFILL_AT: usize = WINDOW / 2;
 /// at every tick).
 const FLUSH_AT: usize = 1024;
 
+/// A row in flight when the connection dropped counts a try only above
+/// this size: every broker takes smaller packets, so a small row is never
+/// the cause.
+const SUSPECT_BYTES: usize = 16 * 1024;
+
 /// Uplink figures for `/metrics` and the console.
 #[derive(Debug, Default)]
 pub struct SyncStats {
@@ -59,6 +69,8 @@ pub struct SyncStats {
     pub connects: AtomicU64,
     /// Connection failures and drops.
     pub failures: AtomicU64,
+    /// The downlink is connected and subscribed to this station's commands.
+    pub downlink_connected: AtomicBool,
     /// Downlink messages stored.
     pub downlink_accepted: AtomicU64,
     /// Downlink messages refused (malformed, over the cap, unknown).
@@ -73,6 +85,11 @@ impl SyncStats {
         out.push_str(&format!(
             "pithead_uplink_connected {}\n",
             u8::from(self.connected.load(Ordering::Relaxed))
+        ));
+        out.push_str("# HELP pithead_downlink_connected Whether the downlink is connected and subscribed to this station's commands.\n# TYPE pithead_downlink_connected gauge\n");
+        out.push_str(&format!(
+            "pithead_downlink_connected {}\n",
+            u8::from(self.downlink_connected.load(Ordering::Relaxed))
         ));
         for (name, help, v) in [
             (
@@ -113,7 +130,37 @@ impl SyncStats {
     }
 }
 
+/// The uplink's options: a clean session (the outbox is the session), the
+/// window; the last will is set again at every connection, with its time.
 fn options(cfg: &Config) -> Result<MqttOptions, String> {
+    let mut o = base_options(
+        cfg,
+        format!("pithead-{}-{}", cfg.station.county, cfg.station.id),
+    )?;
+    o.set_clean_session(true);
+    o.set_inflight(u16::try_from(WINDOW).unwrap_or(64));
+    o.set_request_channel_capacity(WINDOW + 16);
+    // Outgoing: what max_message_bytes lets through (checked before the
+    // publish, so rumqttc never fails a connection over it).
+    o.set_max_packet_size(256 * 1024, cfg.mqtt.max_message_bytes + 1024);
+    Ok(o)
+}
+
+/// The last will: `offline`, retained, stamped with the time of the
+/// connection it is left with.
+fn last_will(cfg: &Config) -> LastWill {
+    let status = protocol::topic(&cfg.station.county, &cfg.station.id, "status");
+    let offline = protocol::status(
+        &cfg.station.county,
+        &cfg.station.id,
+        "offline",
+        &crate::store::now_rfc3339(),
+    );
+    LastWill::new(status, offline, QoS::AtLeastOnce, true)
+}
+
+/// Broker, credentials and TLS, shared by the uplink and the downlink.
+fn base_options(cfg: &Config, client_id: String) -> Result<MqttOptions, String> {
     let m = &cfg.mqtt;
     let (host, port, tls) = protocol::parse_url(&m.url).ok_or_else(|| {
         format!(
@@ -121,16 +168,8 @@ fn options(cfg: &Config) -> Result<MqttOptions, String> {
             m.url
         )
     })?;
-    let client_id = format!("pithead-{}-{}", cfg.station.county, cfg.station.id);
     let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(m.keep_alive.max(Duration::from_secs(5)));
-    o.set_clean_session(true);
-    o.set_inflight(u16::try_from(WINDOW).unwrap_or(64));
-    o.set_request_channel_capacity(WINDOW + 16);
-    o.set_max_packet_size(256 * 1024, 1024 * 1024);
-    let status = protocol::topic(&cfg.station.county, &cfg.station.id, "status");
-    let offline = protocol::status(&cfg.station.county, &cfg.station.id, "offline", "");
-    o.set_last_will(LastWill::new(status, offline, QoS::AtLeastOnce, true));
     if let Some(user) = &m.username {
         let password = match &m.password_file {
             Some(f) => std::fs::read_to_string(f)
@@ -218,7 +257,7 @@ pub async fn run(
     };
     let (county, station) = (cfg.station.county.clone(), cfg.station.id.clone());
     let status_topic = protocol::topic(&county, &station, "status");
-    let cmd_prefix = protocol::topic(&county, &station, "cmd/");
+    let mut opts = opts;
     let mut link: Option<Link> = None;
     let mut reconnect_at = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(500);
@@ -227,10 +266,27 @@ pub async fn run(
     let mut last_error: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let configured = cfg.mqtt.max_message_bytes;
+    let learned = store
+        .read(move |c| outbox::message_limit(c, configured))
+        .await
+        .unwrap_or(configured);
+    let out = Out {
+        store: &store,
+        county: &county,
+        station: &station,
+        epoch: &epoch,
+        stats: &stats,
+        max_bytes: std::sync::atomic::AtomicUsize::new(learned),
+    };
+    // The packet size of each row in flight, to find the one a broker
+    // may have dropped the connection at.
+    let mut sizes = Sizes::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             () = tokio::time::sleep_until(reconnect_at), if link.is_none() => {
+                opts.set_last_will(last_will(&cfg));
                 link = Some(Link::open(opts.clone()));
             }
             ev = recv(&mut link) => match ev {
@@ -250,16 +306,14 @@ pub async fn run(
                     if l.client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, online).is_ok() {
                         tracker.handed(None);
                     }
-                    // This station's commands only, again on every connection.
-                    let _ = l.client.try_subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce);
-                    refill(&store, &l.client, &mut tracker, &county, &station, &epoch, &stats).await;
+                    refill(&out, &l.client, &mut tracker, &mut sizes).await;
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.written(pkid),
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    downlink(&store, &cfg, &stats, &cmd_prefix, &p.topic, p.payload.to_vec()).await;
-                }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if tracker.acknowledged(ack.pkid).is_some() {
+                    if let Some(row) = tracker.acknowledged(ack.pkid) {
+                        if let Some((packet, _)) = sizes.rows.remove(&row) {
+                            sizes.largest_acked = sizes.largest_acked.max(packet);
+                        }
                         stats.acknowledged.fetch_add(1, Ordering::Relaxed);
                     }
                     if tracker.acked() >= FLUSH_AT {
@@ -268,7 +322,7 @@ pub async fn run(
                     if let (true, Some(l)) = (connected, &link)
                         && WINDOW - tracker.busy().min(WINDOW) >= REFILL_AT
                     {
-                        refill(&store, &l.client, &mut tracker, &county, &station, &epoch, &stats).await;
+                        refill(&out, &l.client, &mut tracker, &mut sizes).await;
                     }
                 }
                 Ok(_) => {}
@@ -292,6 +346,42 @@ pub async fn run(
                     // and shift the packet-id mapping. The rows not
                     // acknowledged are still unsent on disk.
                     link = None;
+                    // A broker drops the connection at a packet over its
+                    // limit: it reads them in order, so the first large
+                    // row still in flight counts a try, and is set aside
+                    // at the third, so one such row never blocks the lane
+                    // behind it. The broker then takes less than that row:
+                    // the limit is learned, and what is queued bigger than
+                    // it is set aside at once, new reports split to fit.
+                    let in_flight: std::collections::HashSet<i64> = tracker.in_flight_rows().into_iter().collect();
+                    let floor = SUSPECT_BYTES.max(sizes.largest_acked);
+                    let suspect = sizes
+                        .rows
+                        .iter()
+                        .filter(|(r, (b, _))| in_flight.contains(r) && *b > floor)
+                        .min_by_key(|(_, (_, order))| *order)
+                        .map(|(&r, &(b, _))| (r, b));
+                    sizes.rows.clear();
+                    if let Some((row, bytes)) = suspect {
+                        match store.write(Durability::Acknowledged, move |c| outbox::strike(c, row)).await {
+                            Ok(true) => {
+                                let limit = (bytes / 2).max(sizes.largest_acked).max(crate::config::MESSAGE_BYTES[0]);
+                                if limit < out.max_bytes.load(Ordering::Relaxed) {
+                                    out.max_bytes.store(limit, Ordering::Relaxed);
+                                    let configured = cfg.mqtt.max_message_bytes;
+                                    let _ = store
+                                        .write(Durability::Bulk, move |c| outbox::learn_message_limit(c, configured, limit))
+                                        .await;
+                                }
+                                tracing::error!(
+                                    row, bytes, now_sending_at_most = out.max_bytes.load(Ordering::Relaxed),
+                                    "the broker will not take a row of this size: set aside; lower [mqtt] max_message_bytes to the county broker's limit"
+                                );
+                            }
+                            Ok(false) => tracing::warn!(row, bytes, "connection lost with a large row in flight: one try counted"),
+                            Err(e) => tracing::warn!(error = %e, "cannot count the try"),
+                        }
+                    }
                     tracker.reset();
                     // Backoff with jitter, so a county's stations do not all
                     // come back in the same second.
@@ -304,13 +394,13 @@ pub async fn run(
             // of any backlog of a lower lane.
             () = store.outbox_added(), if connected => {
                 if let Some(l) = &link {
-                    refill(&store, &l.client, &mut tracker, &county, &station, &epoch, &stats).await;
+                    refill(&out, &l.client, &mut tracker, &mut sizes).await;
                 }
             }
             _ = tick.tick() => {
                 flush(&store, &mut tracker).await;
                 if let (true, Some(l)) = (connected, &link) {
-                    refill(&store, &l.client, &mut tracker, &county, &station, &epoch, &stats).await;
+                    refill(&out, &l.client, &mut tracker, &mut sizes).await;
                 }
             }
         }
@@ -347,7 +437,7 @@ struct Link {
 }
 
 impl Link {
-    fn open(opts: MqttOptions) -> Link {
+    pub(crate) fn open(opts: MqttOptions) -> Link {
         let (client, eventloop) = AsyncClient::new(opts, WINDOW + 16);
         let (tx, events) = tokio::sync::mpsc::channel(16 * WINDOW);
         let pump = tokio::spawn(pump(eventloop, tx));
@@ -425,23 +515,56 @@ async fn flush(store: &Store, tracker: &mut tracker::Tracker) {
     }
 }
 
+/// What a refill needs besides the client and the tracker.
+struct Out<'a> {
+    store: &'a Store,
+    county: &'a str,
+    station: &'a str,
+    epoch: &'a str,
+    stats: &'a SyncStats,
+    /// The largest message sent: `[mqtt] max_message_bytes`, or less once
+    /// the broker showed it takes less.
+    max_bytes: std::sync::atomic::AtomicUsize,
+}
+
+/// The rows in flight: packet size and the order they were handed in (the
+/// broker reads them in that order).
+#[derive(Debug, Default)]
+struct Sizes {
+    rows: std::collections::HashMap<i64, (usize, u64)>,
+    next: u64,
+    /// The largest packet the broker has acknowledged: it takes at least
+    /// that.
+    largest_acked: usize,
+}
+
 async fn refill(
-    store: &Store,
+    out: &Out<'_>,
     client: &AsyncClient,
     tracker: &mut tracker::Tracker,
-    county: &str,
-    station: &str,
-    epoch: &str,
-    stats: &SyncStats,
+    sizes: &mut Sizes,
 ) {
+    let Out {
+        store,
+        county,
+        station,
+        epoch,
+        stats,
+        ..
+    } = *out;
+    let max_bytes = out.max_bytes.load(Ordering::Relaxed);
+    let mut aside: Vec<(i64, String)> = Vec::new();
     let busy = tracker.busy();
     if busy >= WINDOW {
         return;
     }
     let exclude = tracker.exclude();
     let room = WINDOW - busy;
+    // Only what is on the disk for good: a row acknowledged by the broker
+    // and then lost to a power cut would see its sequence number reused.
+    let durable = store.durable_outbox();
     let rows = match store
-        .read(move |c| outbox::pending(c, &exclude, room))
+        .read(move |c| outbox::pending(c, &exclude, room, durable))
         .await
     {
         Ok(r) => r,
@@ -452,57 +575,43 @@ async fn refill(
     };
     for row in rows {
         let topic = protocol::topic(county, station, &row.kind);
-        let body = protocol::envelope(&row, county, station, epoch);
+        let Some(body) = protocol::envelope(&row, county, station, epoch) else {
+            aside.push((
+                row.id,
+                format!("lane {} is no lane this station knows", row.lane),
+            ));
+            continue;
+        };
+        // MQTT's own header: the topic, a packet id, a few length bytes.
+        let packet = body.len() + topic.len() + 16;
+        if packet > max_bytes {
+            aside.push((
+                row.id,
+                format!("{packet} bytes, more than the {max_bytes} the broker takes ([mqtt] max_message_bytes, or less as learned)"),
+            ));
+            continue;
+        }
         if client
             .try_publish(topic, QoS::AtLeastOnce, false, body)
             .is_err()
         {
             break;
         }
+        sizes.rows.insert(row.id, (packet, sizes.next));
+        sizes.next += 1;
         tracker.handed(Some(row.id));
         stats.published.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Stores a message from the county, or refuses and counts it.
-async fn downlink(
-    store: &Store,
-    cfg: &Arc<Config>,
-    stats: &SyncStats,
-    prefix: &str,
-    topic: &str,
-    payload: Vec<u8>,
-) {
-    let Some(kind) = topic.strip_prefix(prefix).map(str::to_owned) else {
-        stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            topic,
-            "message on a topic that is not this station's: ignored"
-        );
-        return;
-    };
-    let t = topic.to_owned();
-    let cfg = Arc::clone(cfg);
-    let r = store
-        .write(Durability::Acknowledged, move |c| {
-            downlink::handle(c, &cfg, &kind, &payload, std::time::SystemTime::now())
-        })
-        .await;
-    match r {
-        Ok(downlink::Outcome::Accepted) => {
-            stats.downlink_accepted.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(topic = %t, "message from the county stored");
-        }
-        Ok(downlink::Outcome::Replay) => {
-            tracing::debug!(topic = %t, "message from the county seen before: ignored")
-        }
-        Ok(downlink::Outcome::Refused(why)) => {
-            stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(topic = %t, reason = %why, "message from the county refused");
-        }
-        Err(e) => {
-            stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(topic = %t, error = %e, "message from the county not stored");
-        }
+    if !aside.is_empty()
+        && let Err(e) = store
+            .write(Durability::Acknowledged, move |c| {
+                for (id, why) in &aside {
+                    outbox::set_aside(c, *id, why)?;
+                }
+                Ok(())
+            })
+            .await
+    {
+        tracing::warn!(error = %e, "cannot set rows aside; will try again");
     }
 }

@@ -13,14 +13,10 @@ pub fn topic(county: &str, station: &str, kind: &str) -> String {
     format!("pithead/v1/{county}/{station}/{kind}")
 }
 
-/// The name of a lane in messages.
-pub fn lane_name(lane: i64) -> &'static str {
-    match lane {
-        0 => "alarm",
-        1 => "hazard",
-        2 => "checkin",
-        _ => "summary",
-    }
+/// The name of a lane in messages; `None` for a code no lane has (never
+/// sent as something else).
+pub fn lane_name(lane: i64) -> Option<&'static str> {
+    crate::store::outbox::Lane::from_code(lane).map(crate::store::outbox::Lane::name)
 }
 
 /// Everything a receiver needs to de-duplicate and detect gaps.
@@ -49,8 +45,8 @@ pub struct Envelope<'a> {
     pub body: serde_json::Value,
 }
 
-/// The JSON of an outbox row's message.
-pub fn envelope(row: &Pending, county: &str, station: &str, epoch: &str) -> String {
+/// The JSON of an outbox row's message; `None` for a row of no known lane.
+pub fn envelope(row: &Pending, county: &str, station: &str, epoch: &str) -> Option<String> {
     let body = serde_json::from_str(&row.payload)
         .unwrap_or(serde_json::Value::String(row.payload.clone()));
     serde_json::to_string(&Envelope {
@@ -59,13 +55,13 @@ pub fn envelope(row: &Pending, county: &str, station: &str, epoch: &str) -> Stri
         county,
         station,
         epoch,
-        lane: lane_name(row.lane),
+        lane: lane_name(row.lane)?,
         seq: row.seq,
         kind: &row.kind,
         created_at: &row.created_at,
         body,
     })
-    .unwrap_or_default()
+    .ok()
 }
 
 /// The retained status message (`online` on connect, `offline` as the
@@ -123,7 +119,8 @@ mod tests {
             payload: "{\"badge\":\"0042\"}".into(),
         };
         let v: serde_json::Value =
-            serde_json::from_str(&envelope(&row, "c1", "s1", "e1")).unwrap_or_default();
+            serde_json::from_str(&envelope(&row, "c1", "s1", "e1").unwrap_or_default())
+                .unwrap_or_default();
         assert_eq!(v["schema"], "pithead/v1");
         assert_eq!(
             (v["lane"].as_str(), v["seq"].as_i64()),

@@ -73,6 +73,11 @@ impl Tracker {
         v
     }
 
+    /// The rows written and not yet acknowledged.
+    pub fn in_flight_rows(&self) -> Vec<i64> {
+        self.in_flight.values().copied().collect()
+    }
+
     /// Takes the acknowledged rows, to mark them sent.
     pub fn take_acked(&mut self) -> Vec<i64> {
         std::mem::take(&mut self.acked)

@@ -113,6 +113,8 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         out.push_str(&format!("pithead_outbox_pending {}\n", b.pending));
         out.push_str("# HELP pithead_outbox_bytes Bytes waiting for the county.\n# TYPE pithead_outbox_bytes gauge\n");
         out.push_str(&format!("pithead_outbox_bytes {}\n", b.bytes));
+        out.push_str("# HELP pithead_outbox_set_aside Outbox rows set aside: the broker would not take them (kept, announced to the county as a gap).\n# TYPE pithead_outbox_set_aside gauge\n");
+        out.push_str(&format!("pithead_outbox_set_aside {}\n", b.set_aside));
         out.push_str("# HELP pithead_outbox_dropped_summaries_total Summaries dropped at the outbox cap.\n# TYPE pithead_outbox_dropped_summaries_total counter\n");
         out.push_str(&format!(
             "pithead_outbox_dropped_summaries_total {}\n",
@@ -1219,6 +1221,8 @@ pub async fn uplink(State(s): State<AppState>, headers: HeaderMap) -> Response {
         "pending": backlog.pending,
         "bytes": backlog.bytes,
         "dropped_summaries": backlog.dropped_summaries,
+        "set_aside": backlog.set_aside,
+        "downlink_connected": u.downlink_connected.load(std::sync::atomic::Ordering::Relaxed),
         "published": g(&u.published),
         "acknowledged": g(&u.acknowledged),
     }))

@@ -18,7 +18,7 @@ const T = {
     h_reported: "已上报", h_acknowledged: "已受理", h_assigned: "整改中", h_rectified: "已整改", h_closed: "已销号", h_rejected: "已驳回",
     comm_fault: "断线", out_of_range: "故障/超量程", stale: "数据过期", warming_up: "预热中", ok: "正常",
     next_step: "下一步", owner: "负责人", measures: "整改措施", deadline: "期限", note: "备注", save: "提交",
-    uplink_on: "上报已连接", uplink_off: "上报未连接", uplink_disabled: "上报未启用", pending: "待发", yes: "是", no: "否", switch: "English", wrong: "登录失败", no_data: "暂无数据", reporter: "举报人", anonymous: "匿名",
+    uplink_on: "上报已连接", uplink_off: "上报未连接", uplink_disabled: "上报未启用", pending: "待发", set_aside: "搁置（过大）", yes: "是", no: "否", switch: "English", wrong: "登录失败", no_data: "暂无数据", reporter: "举报人", anonymous: "匿名",
     storage_full: "存储空间已满：新的下井登记、隐患报告和报警记录无法保存。请清理数据盘（/var/lib/pithead 所在分区）。报警输出不受影响，腾出空间后自动恢复。",
     link_lost: "与主机连接中断 — 读数不可用", no_reading: "无读数",
     roll_title: "撤离名单 — 井下人员", printed_at: "打印时间", overdue_col: "超时", by_hand: "人工升井登记（本班）",
@@ -39,7 +39,7 @@ const T = {
     h_reported: "Reported", h_acknowledged: "Acknowledged", h_assigned: "Being fixed", h_rectified: "Fixed", h_closed: "Closed", h_rejected: "Rejected",
     comm_fault: "COMM FAULT", out_of_range: "SENSOR FAULT", stale: "STALE", warming_up: "WARMING UP", ok: "ok",
     next_step: "Next step", owner: "Owner", measures: "Measures", deadline: "Deadline", note: "Note", save: "Save",
-    uplink_on: "uplink connected", uplink_off: "uplink down", uplink_disabled: "uplink off", pending: "waiting", yes: "yes", no: "no", switch: "中文", wrong: "Login failed", no_data: "No data", reporter: "Reporter", anonymous: "anonymous",
+    uplink_on: "uplink connected", uplink_off: "uplink down", uplink_disabled: "uplink off", pending: "waiting", set_aside: "set aside (too big)", yes: "yes", no: "no", switch: "中文", wrong: "Login failed", no_data: "No data", reporter: "Reporter", anonymous: "anonymous",
     storage_full: "Storage is full: new check-ins, hazard reports and alarm records cannot be saved. Free space on the data disk (where /var/lib/pithead is). Alarm outputs are not affected; saving resumes by itself once there is space.",
     link_lost: "Connection lost — readings unavailable", no_reading: "no reading",
     roll_title: "Evacuation roll — underground now", printed_at: "Printed", overdue_col: "Overdue", by_hand: "Checked out by hand (this shift)",
@@ -326,7 +326,7 @@ async function beacon() {
       const { data: u } = await api("GET", "/api/v1/uplink");
       if (u) {
         const state = !u.enabled ? t("uplink_disabled") : u.connected ? t("uplink_on") : t("uplink_off");
-        $("uplink").textContent = state + " · " + t("pending") + " " + u.pending;
+        $("uplink").textContent = state + " · " + t("pending") + " " + u.pending + (u.set_aside ? " · " + t("set_aside") + " " + u.set_aside : "");
       }
     }
   } catch (_) { /* logged out */ }
