@@ -845,6 +845,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn alarm_ids_grow_across_restarts_even_when_the_clock_went_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let first = first_alarm_id(dir.path());
+        // Its floor is written in the background.
+        std::thread::sleep(Duration::from_millis(50));
+        // The box restarts with its clock far in the past (no RTC, no NTP
+        // yet): the floor the last run left still puts ids above its own.
+        std::fs::write(
+            dir.path().join(ID_FLOOR_FILE),
+            (first + 5 * IDS_PER_RUN).to_string(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let second = first_alarm_id(dir.path());
+        assert_eq!(second, first + 5 * IDS_PER_RUN);
+        std::thread::sleep(Duration::from_millis(50));
+        let third = first_alarm_id(dir.path());
+        assert!(third >= second + IDS_PER_RUN, "{third} vs {second}");
+    }
+
     async fn next_event(r: &mut Rig, id: Option<u64>) -> Option<AlarmEvent> {
         tokio::time::timeout(Duration::from_secs(2), async {
             loop {
