@@ -82,11 +82,13 @@ pub async fn run(
         Arc::clone(&config),
         alarm_events,
     ));
+    let roster_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tracker.spawn(store_up(
         store.clone(),
         Arc::clone(&config),
         alarms.commands.clone(),
         first_error.map(|e| e.to_string()),
+        Arc::clone(&roster_ready),
         shutdown.clone(),
     ));
     tracker.spawn(crate::reports::run(
@@ -118,6 +120,7 @@ pub async fn run(
     tracker.spawn(store::retention::run(
         store.clone(),
         store::retention::Policy::from(&config.storage),
+        config.storage.data_dir.clone(),
         shutdown.clone(),
     ));
     tracker.spawn(crate::acquisition::recorder::run(
@@ -140,6 +143,9 @@ pub async fn run(
         alarms,
         overdue: overdue_clock,
         http: Arc::clone(&http_stats),
+        kiosk_keys: Arc::default(),
+        hosts: Arc::new(crate::web::guard::allowed_hosts(&config.http)),
+        roster_ready,
     };
     tracker.spawn(web(state, http_stats, shutdown.clone()));
 
@@ -162,8 +168,8 @@ pub async fn run(
 
 /// Once the database is open (at start, or later when it could not be
 /// opened then): records the start, brings the alarms of before the last
-/// stop back to the engine, imports the configured roster and sets the
-/// outbox cap. Until then, and for good if the history cannot be read, the
+/// stop back to the engine, imports the configured roster (check-ins wait
+/// for it: `roster_ready`) and sets the outbox cap. Until then, and for good if the history cannot be read, the
 /// engine keeps the power cut behind a fault alarm a supervisor must
 /// acknowledge.
 async fn store_up(
@@ -171,6 +177,7 @@ async fn store_up(
     config: Arc<Config>,
     alarms: tokio::sync::mpsc::Sender<crate::alarm::Command>,
     first_error: Option<String>,
+    roster_ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) {
     use crate::alarm::Command;
@@ -219,6 +226,9 @@ async fn store_up(
         }
     }
     crate::roster::import_configured(&store, &config).await;
+    // Check-ins are taken from now on: before, a miner on the new roster
+    // would be told (and recorded) unknown.
+    roster_ready.store(true, std::sync::atomic::Ordering::Release);
     let cap = i64::from(config.storage.outbox_cap_mb) * 1024 * 1024;
     let (county, station) = (config.station.county.clone(), config.station.id.clone());
     if let Err(e) = store
@@ -239,9 +249,10 @@ async fn store_up(
     }
 }
 
-/// The kiosk, console and API. A port that is taken or a token file that
-/// cannot be read is reported and tried again, with a growing pause, while
-/// everything else keeps running.
+/// The kiosk, console and API: plain HTTP on `[http] listen` (the box's own
+/// screen), HTTPS on `tls_listen` when set. A port that is taken, or a
+/// token, key or certificate file that cannot be read, is reported and
+/// tried again, with a growing pause, while everything else keeps running.
 async fn web(
     mut state: crate::web::AppState,
     stats: Arc<crate::web::serve::ConnStats>,
@@ -249,11 +260,12 @@ async fn web(
 ) {
     let mut wait = Duration::from_secs(1);
     let mut last_error = String::new();
-    let listener = loop {
+    let (plain, secure) = loop {
         match bind(&state.config).await {
-            Ok((listener, token)) => {
-                state.api_token = token;
-                break listener;
+            Ok(b) => {
+                state.api_token = b.token;
+                state.kiosk_keys = Arc::new(b.kiosk_keys);
+                break (b.plain, b.tls);
             }
             Err(e) => {
                 let text = format!("{e:#}");
@@ -272,20 +284,50 @@ async fn web(
             }
         }
     };
-    let local = listener
-        .local_addr()
-        .map_or_else(|_| state.config.http.listen.clone(), |a| a.to_string());
     if !last_error.is_empty() {
         tracing::warn!("web server started after all");
     }
+    let local = plain
+        .local_addr()
+        .map_or_else(|_| state.config.http.listen.clone(), |a| a.to_string());
+    if state.config.http.allow_plain_http && !plain.local_addr().is_ok_and(|a| a.ip().is_loopback())
+    {
+        tracing::warn!(http = %local, "serving plain HTTP beyond this box (allow_plain_http): passwords and sessions cross the LAN in clear");
+    }
+    let app = crate::web::router(state);
+    let tasks = TaskTracker::new();
+    if let Some((listener, acceptor)) = secure {
+        let https = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(https = %https, "serving HTTPS");
+        tasks.spawn(crate::web::serve::serve(
+            listener,
+            Some(Arc::new(acceptor)),
+            app.clone(),
+            Arc::clone(&stats),
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(http = %local, "serving");
     crate::lifecycle::notify_status(&format!("serving on {local}"));
-    let app = crate::web::router(state);
-    crate::web::serve::serve(listener, app, stats, shutdown).await;
+    tasks.spawn(crate::web::serve::serve(plain, None, app, stats, shutdown));
+    tasks.close();
+    tasks.wait().await;
 }
 
-/// The listening socket and the API token, or why not.
-async fn bind(cfg: &Config) -> anyhow::Result<(tokio::net::TcpListener, Option<Arc<str>>)> {
+/// What the web server needs from the disk and the network before it can
+/// serve.
+struct Bound {
+    plain: tokio::net::TcpListener,
+    tls: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    token: Option<Arc<str>>,
+    kiosk_keys: crate::web::kiosk_keys::KioskKeys,
+}
+
+/// The listening sockets, the API token and the kiosk keys, or why not.
+async fn bind(cfg: &Config) -> anyhow::Result<Bound> {
     let addr: SocketAddr = cfg
         .http
         .listen
@@ -300,8 +342,35 @@ async fn bind(cfg: &Config) -> anyhow::Result<(tokio::net::TcpListener, Option<A
         ),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(addr)
+    let kiosk_keys = match &cfg.kiosk.keys_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read kiosk.keys_file {}", f.display()))?;
+            crate::web::kiosk_keys::parse(&text)
+                .map_err(|e| anyhow::anyhow!("kiosk.keys_file {}: {e}", f.display()))?
+        }
+        None => crate::web::kiosk_keys::KioskKeys::default(),
+    };
+    let tls = match (&cfg.http.tls_listen, &cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(a), Some(c), Some(k)) => {
+            let addr: SocketAddr = a
+                .parse()
+                .with_context(|| format!("http.tls_listen `{a}` is not an address"))?;
+            let server = crate::tls::http_server(c, k).map_err(|e| anyhow::anyhow!(e))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (http.tls_listen)"))?;
+            Some((listener, tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+        }
+        _ => None,
+    };
+    let plain = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
-    Ok((listener, token))
+    Ok(Bound {
+        plain,
+        tls,
+        token,
+        kiosk_keys,
+    })
 }

@@ -77,6 +77,12 @@ pub enum Command {
         #[command(subcommand)]
         action: OutputsAction,
     },
+    /// Keys and certificates for the console over HTTPS.
+    Tls {
+        /// What to do.
+        #[command(subcommand)]
+        action: TlsAction,
+    },
     /// Manage the roster of workers.
     Roster {
         /// What to do with it.
@@ -126,6 +132,23 @@ pub enum UserAction {
     Passwd {
         /// The supervisor.
         name: String,
+    },
+}
+
+/// TLS sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum TlsAction {
+    /// Write a new key and a self-signed certificate (ten years) to the
+    /// configuration's `http.tls_key` and `http.tls_cert`, for `http.names`,
+    /// this host's name and `localhost`, and print its SHA-256 fingerprint
+    /// for the supervisors to compare with what their browser shows.
+    SelfSigned {
+        /// More names or addresses for the certificate.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Replace files that exist.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -185,6 +208,19 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(cfg) => user(&cfg, action),
             Err(e) => config_failure(&e),
         },
+        Command::Tls {
+            action: TlsAction::SelfSigned { names, force },
+        } => {
+            // The files it makes do not exist yet: checked without them.
+            let mut files = (None, None);
+            match config::load_file_with(&cli.config, |c| {
+                files = (c.http.tls_cert.take(), c.http.tls_key.take());
+                c.http.tls_listen = None;
+            }) {
+                Ok(cfg) => tls_self_signed(&cfg, files, names, force),
+                Err(e) => config_failure(&e),
+            }
+        }
         Command::Outputs {
             action: OutputsAction::Safe,
         } => match config::load_file(&cli.config) {
@@ -294,8 +330,19 @@ fn demo(
     // A token for acknowledging alarms over the API, printed below.
     let token = uuid::Uuid::new_v4().simple().to_string();
     let token_file = data_dir.join("api-token");
+    let write_secret = |path: &Path, text: &str| -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?
+            .write_all(text.as_bytes())
+    };
     if let Err(e) =
-        std::fs::create_dir_all(&data_dir).and_then(|()| std::fs::write(&token_file, &token))
+        std::fs::create_dir_all(&data_dir).and_then(|()| write_secret(&token_file, &token))
     {
         eprintln!("cannot write {}: {e}", token_file.display());
         return ExitCode::FAILURE;
@@ -405,6 +452,80 @@ fn simulate(
     }
 }
 
+fn tls_self_signed(
+    cfg: &Config,
+    files: (Option<PathBuf>, Option<PathBuf>),
+    extra: Vec<String>,
+    force: bool,
+) -> ExitCode {
+    let (Some(cert), Some(key)) = (&files.0, &files.1) else {
+        eprintln!(
+            "pithead tls self-signed: set http.tls_cert and http.tls_key (where to write them) in the configuration first"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if !force && (cert.exists() || key.exists()) {
+        eprintln!(
+            "pithead tls self-signed: {} or {} exists; --force replaces them (browsers will ask again)",
+            cert.display(),
+            key.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty());
+    let mut names: Vec<String> = cfg.http.names.clone();
+    names.extend(extra);
+    names.extend(host);
+    names.push("localhost".into());
+    names.push("127.0.0.1".into());
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|n| seen.insert(n.to_ascii_lowercase()));
+    let (pem, key_pem) = match crate::tls::self_signed(&names) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("pithead tls self-signed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let write_key = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(key);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(key)?;
+        f.write_all(key_pem.as_bytes())
+    };
+    if let Err(e) = write_key().and_then(|()| std::fs::write(cert, &pem)) {
+        eprintln!("pithead tls self-signed: cannot write: {e}");
+        return ExitCode::FAILURE;
+    }
+    match crate::tls::fingerprint(cert) {
+        Ok(f) => {
+            println!("certificate {} for {}", cert.display(), names.join(", "));
+            println!("key         {} (mode 0600)", key.display());
+            println!("SHA-256 fingerprint, for the supervisors to compare with their browser's:");
+            println!("  {f}");
+            if rustix::process::geteuid().is_root() {
+                println!(
+                    "the daemon runs as pithead: sudo chgrp pithead {k} && sudo chmod 0640 {k}",
+                    k = key.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pithead tls self-signed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn outputs_safe(cfg: &Config) -> ExitCode {
     use crate::alarm::panel::{Panel, SIM_STATE_FILE};
     let sim_state = (cfg.outputs.backend == config::OutputBackend::Sim)
@@ -499,12 +620,25 @@ fn user(cfg: &Config, action: UserAction) -> ExitCode {
     };
     let mut password = String::new();
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprint!(
-            "password for {name} (at least {} characters, shown as typed): ",
-            crate::auth::MIN_PASSWORD
-        );
-    }
-    if std::io::stdin().read_line(&mut password).is_err() {
+        // Typed without echo, and twice.
+        let ask = |what: &str| {
+            rpassword::prompt_password(format!(
+                "{what} for {name} (at least {} characters, not shown): ",
+                crate::auth::MIN_PASSWORD
+            ))
+        };
+        match (ask("password"), ask("again, the password")) {
+            (Ok(a), Ok(b)) if a == b => password = a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("pithead user: the two passwords differ; nothing was changed");
+                return ExitCode::from(EXIT_DATA);
+            }
+            _ => {
+                eprintln!("pithead user: cannot read the password from the terminal");
+                return ExitCode::from(EXIT_DATA);
+            }
+        }
+    } else if std::io::stdin().read_line(&mut password).is_err() {
         eprintln!("pithead user: cannot read the password from standard input");
         return ExitCode::from(EXIT_DATA);
     }

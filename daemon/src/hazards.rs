@@ -246,6 +246,72 @@ pub struct Hazard {
     pub steps: Vec<StepRecord>,
 }
 
+/// What anyone may see of a hazard by its ticket (the kiosk's lookup): its
+/// state and dates and the notes of its steps — never who reported it, the
+/// owner, the supervisors' names, the measures or the photo's name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublicHazard {
+    /// Short code for the reporter.
+    pub ticket: String,
+    /// Category.
+    pub category: Category,
+    /// Location.
+    pub location: String,
+    /// Grade.
+    pub grade: Grade,
+    /// Whether a photo is attached (served by ticket, stripped).
+    pub photo: bool,
+    /// Where it is in its lifecycle.
+    pub status: Status,
+    /// Rectification deadline.
+    pub deadline: Option<String>,
+    /// Past its deadline and not yet rectified.
+    pub overdue: bool,
+    /// RFC 3339.
+    pub reported_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// Every step: status, time and note, oldest first.
+    pub steps: Vec<PublicStep>,
+}
+
+/// A step as anyone may see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublicStep {
+    /// Status reached.
+    pub status: Status,
+    /// What was said.
+    pub note: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl From<Hazard> for PublicHazard {
+    fn from(h: Hazard) -> Self {
+        PublicHazard {
+            ticket: h.ticket,
+            category: h.category,
+            location: h.location,
+            grade: h.grade,
+            photo: h.photo.is_some(),
+            status: h.status,
+            deadline: h.deadline,
+            overdue: h.overdue,
+            reported_at: h.reported_at,
+            updated_at: h.updated_at,
+            steps: h
+                .steps
+                .into_iter()
+                .map(|s| PublicStep {
+                    status: s.status,
+                    note: s.note,
+                    at: s.at,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One recorded step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepRecord {

@@ -22,4 +22,5 @@ pub mod store;
 pub mod sync;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod web;

@@ -78,35 +78,87 @@ pub fn strip(b: &[u8]) -> Result<(Kind, Vec<u8>), Refused> {
     Ok((kind, out))
 }
 
+/// JPEG: only what decoding needs is kept — quantisation and Huffman
+/// tables, the frame header, restart interval, Adobe's colour transform
+/// (APP14), and the scans — and the file ends at the first end-of-image.
+/// Every APPn segment but APP14 (EXIF and GPS, XMP, MPF's second images,
+/// Photoshop/IPTC, JFIF thumbnails), comments, and whatever follows the end
+/// (a motion photo's video, an appended depth map or image) is dropped.
 fn strip_jpeg(b: &[u8]) -> Option<Vec<u8>> {
     let mut out = vec![0xFF, 0xD8];
     let mut i = 2;
+    let mut frame = false;
     loop {
+        // Fill bytes (0xFF) may precede a marker.
         if *b.get(i)? != 0xFF {
             return None;
         }
-        let marker = *b.get(i + 1)?;
-        if marker == 0xDA {
-            // Start of scan: the image data follows; keep the rest as is.
-            out.extend_from_slice(&b[i..]);
-            return Some(out);
+        while b.get(i + 1) == Some(&0xFF) {
+            i += 1;
         }
-        if (0xD0..=0xD9).contains(&marker) || marker == 0x01 {
-            out.extend_from_slice(&b[i..i + 2]);
-            i += 2;
-            continue;
+        let marker = *b.get(i + 1)?;
+        match marker {
+            0xD9 => {
+                out.extend_from_slice(&[0xFF, 0xD9]);
+                return frame.then_some(out);
+            }
+            0xD0..=0xD7 | 0x01 => {
+                i += 2;
+                continue;
+            }
+            _ => {}
         }
         let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
+        if len < 2 {
+            return None;
+        }
         let end = i.checked_add(2)?.checked_add(len)?;
         let segment = b.get(i..end)?;
-        // APP1 holds EXIF (with GPS) and XMP; APP13 holds Photoshop/IPTC.
-        if marker != 0xE1 && marker != 0xED {
+        let keep = match marker {
+            // Frame headers (SOF0-15 but DHT, JPG and DAC).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                frame = true;
+                true
+            }
+            // Huffman and arithmetic tables, quantisation tables, restart
+            // interval.
+            0xC4 | 0xCC | 0xDB | 0xDD => true,
+            // Adobe's colour transform: needed for CMYK/YCCK, no metadata.
+            0xEE => segment.get(4..9) == Some(b"Adobe"),
+            0xDA => {
+                // A scan: its header, then entropy-coded data up to the next
+                // marker that is neither a stuffed 0xFF00 nor a restart.
+                out.extend_from_slice(segment);
+                let mut j = end;
+                loop {
+                    match b.get(j) {
+                        None => {
+                            // Cut short: close it, as decoders do.
+                            out.extend_from_slice(&b[end..]);
+                            out.extend_from_slice(&[0xFF, 0xD9]);
+                            return frame.then_some(out);
+                        }
+                        Some(0xFF) if matches!(b.get(j + 1), Some(0x00 | 0xD0..=0xD7)) => j += 2,
+                        Some(0xFF) => break,
+                        Some(_) => j += 1,
+                    }
+                }
+                out.extend_from_slice(&b[end..j]);
+                i = j;
+                continue;
+            }
+            _ => false,
+        };
+        if keep {
             out.extend_from_slice(segment);
         }
         i = end;
     }
 }
 
+/// PNG: only the chunks that make the picture are kept (header, palette,
+/// data, transparency and the colour facts); text, EXIF, ICC profiles,
+/// times, animation and unknown chunks go, and nothing after `IEND`.
 fn strip_png(b: &[u8]) -> Option<Vec<u8>> {
     let mut out = b[..8].to_vec();
     let mut i = 8;
@@ -115,7 +167,20 @@ fn strip_png(b: &[u8]) -> Option<Vec<u8>> {
         let end = i.checked_add(12)?.checked_add(len)?;
         let chunk = b.get(i..end)?;
         let ty = &chunk[4..8];
-        if !matches!(ty, b"eXIf" | b"tEXt" | b"zTXt" | b"iTXt") {
+        if matches!(
+            ty,
+            b"IHDR"
+                | b"PLTE"
+                | b"IDAT"
+                | b"IEND"
+                | b"tRNS"
+                | b"gAMA"
+                | b"cHRM"
+                | b"sRGB"
+                | b"sBIT"
+                | b"bKGD"
+                | b"pHYs"
+        ) {
             out.extend_from_slice(chunk);
         }
         if ty == b"IEND" {
@@ -126,7 +191,13 @@ fn strip_png(b: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// WebP: the image and animation chunks are kept, EXIF, XMP and ICC
+/// profiles dropped (and their flags cleared); nothing beyond the RIFF
+/// length the file declares.
 fn strip_webp(b: &[u8]) -> Option<Vec<u8>> {
+    let declared = usize::try_from(u32::from_le_bytes(b.get(4..8)?.try_into().ok()?)).ok()?;
+    let limit = declared.checked_add(8)?.min(b.len());
+    let b = &b[..limit];
     let mut body = b"WEBP".to_vec();
     let mut i = 12;
     while i < b.len() {
@@ -136,23 +207,71 @@ fn strip_webp(b: &[u8]) -> Option<Vec<u8>> {
         let end = i.checked_add(8)?.checked_add(padded)?.min(b.len());
         let mut chunk = b.get(i..end)?.to_vec();
         match &chunk[..4] {
-            b"EXIF" | b"XMP " => {}
+            b"VP8 " | b"VP8L" | b"ALPH" | b"ANIM" | b"ANMF" => body.extend_from_slice(&chunk),
             b"VP8X" => {
-                // Clear the "has EXIF" and "has XMP" flags.
+                // Clear the "has ICC", "has EXIF" and "has XMP" flags.
                 if let Some(flags) = chunk.get_mut(8) {
-                    *flags &= !0x0C;
+                    *flags &= !0x2C;
                 }
                 body.extend_from_slice(&chunk);
             }
-            _ => body.extend_from_slice(&chunk),
+            _ => {}
         }
-        chunk.clear();
         i = end;
     }
     let mut out = b"RIFF".to_vec();
     out.extend_from_slice(&u32::try_from(body.len()).ok()?.to_le_bytes());
     out.extend_from_slice(&body);
     Some(out)
+}
+
+/// Whether there is room for a photo of `bytes` bytes: the data
+/// directory keeps `reserve_mb` free for check-ins and alarm events (photos
+/// go first), and photos take at most `max_mb`. `Err` says why not.
+pub fn room(data_dir: &Path, bytes: usize, reserve_mb: u32, max_mb: u32) -> Result<(), String> {
+    let mib = 1024 * 1024;
+    let st =
+        rustix::fs::statvfs(data_dir).map_err(|e| format!("cannot see the free space: {e}"))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let reserve = u64::from(reserve_mb) * mib;
+    if free < reserve + u64::try_from(bytes).unwrap_or(u64::MAX) {
+        return Err(format!(
+            "{} MiB free, {reserve_mb} MiB are kept for check-ins and alarms",
+            free / mib
+        ));
+    }
+    let used: u64 = std::fs::read_dir(dir(data_dir))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    if used + u64::try_from(bytes).unwrap_or(u64::MAX) > u64::from(max_mb) * mib {
+        return Err(format!(
+            "the photos take {} MiB, the most kept is {max_mb} MiB",
+            used / mib
+        ));
+    }
+    Ok(())
+}
+
+/// The photos of hazards closed or rejected before `before` (RFC 3339):
+/// (hazard id, photo name), and whether another hazard still needs the same
+/// file (photos are stored by content).
+pub fn expired(
+    conn: &rusqlite::Connection,
+    before: &str,
+) -> Result<Vec<(i64, String, bool)>, crate::store::StoreError> {
+    let mut st = conn.prepare(
+        "SELECT h.id, h.photo, EXISTS (SELECT 1 FROM hazards o WHERE o.photo = h.photo AND o.id != h.id
+                 AND NOT (o.status IN ('closed', 'rejected') AND o.updated_at < ?1))
+         FROM hazards h WHERE h.photo IS NOT NULL AND h.status IN ('closed', 'rejected') AND h.updated_at < ?1",
+    )?;
+    let rows = st.query_map([before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Where photos live.
@@ -200,16 +319,46 @@ pub fn path_of(data_dir: &Path, name: &str) -> Option<(PathBuf, Kind)> {
 pub(crate) mod tests {
     use super::*;
 
-    /// A minimal JPEG with an EXIF segment holding "GPS".
+    fn segment(marker: u8, data: &[u8]) -> Vec<u8> {
+        let mut s = vec![0xFF, marker];
+        s.extend_from_slice(&u16::try_from(data.len() + 2).unwrap_or(0).to_be_bytes());
+        s.extend_from_slice(data);
+        s
+    }
+
+    /// The segments of a tiny JPEG's picture: a quantisation table, a 1×1
+    /// frame, a Huffman table, a scan with stuffing and a restart, the end.
+    fn picture() -> Vec<u8> {
+        let mut b = segment(0xDB, &[0; 65]);
+        b.extend(segment(0xC0, &[8, 0, 1, 0, 1, 1, 1, 0x11, 0]));
+        b.extend(segment(0xC4, &[0; 17]));
+        b.extend(segment(0xDA, &[1, 1, 0, 0, 0x3F, 0]));
+        b.extend_from_slice(&[0x11, 0xFF, 0x00, 0x22, 0xFF, 0xD0, 0x33, 0xFF, 0xD9]);
+        b
+    }
+
+    /// A JPEG as phones write them: JFIF, EXIF with GPS, XMP, MPF naming a
+    /// second image, a comment, the picture; then a motion photo's video
+    /// and a second JPEG with its own GPS.
     pub fn jpeg_with_exif() -> Vec<u8> {
         let mut b = vec![0xFF, 0xD8];
-        b.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x10]);
-        b.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
-        let exif = b"Exif\0\0MM\0*GPSLatitude 39.9N";
-        b.extend_from_slice(&[0xFF, 0xE1]);
-        b.extend_from_slice(&u16::try_from(exif.len() + 2).unwrap_or(0).to_be_bytes());
-        b.extend_from_slice(exif);
-        b.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22, 0x33, 0xFF, 0xD9]);
+        b.extend(segment(
+            0xE0,
+            b"JFIF\0\x01\x01\0\0\x01\0\x01\x02\x02GPSthumb",
+        ));
+        b.extend(segment(0xE1, b"Exif\0\0MM\0*GPSLatitude 39.9N"));
+        b.extend(segment(
+            0xE1,
+            b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta>GPS 39.9N</x:xmpmeta>",
+        ));
+        b.extend(segment(0xE2, b"MPF\0 second image, GPS inside"));
+        b.extend(segment(0xFE, b"shot by badge 0042 at GPS 39.9N"));
+        b.extend(segment(0xEE, b"Adobe\0\x64\0\0\0\0\x01"));
+        b.extend(picture());
+        b.extend_from_slice(b"....ftypmp42 MotionPhoto_Data GPS video....");
+        b.extend_from_slice(&[0xFF, 0xD8]);
+        b.extend(segment(0xE1, b"Exif\0\0MM\0*GPSLatitude 39.9N"));
+        b.extend(picture());
         b
     }
 
@@ -225,13 +374,40 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn jpeg_exif_is_removed_and_the_image_kept() {
+    fn a_jpeg_keeps_its_picture_and_nothing_else() {
         let j = jpeg_with_exif();
         let (kind, out) = strip(&j).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(kind, Kind::Jpeg);
-        assert!(!out.windows(3).any(|w| w == b"GPS"));
-        assert!(out.windows(4).any(|w| w == b"JFIF"));
-        assert!(out.ends_with(&[0x11, 0x22, 0x33, 0xFF, 0xD9]));
+        for gone in [
+            &b"GPS"[..],
+            b"Exif",
+            b"JFIF",
+            b"xmpmeta",
+            b"MPF",
+            b"0042",
+            b"MotionPhoto",
+            b"ftyp",
+        ] {
+            assert!(
+                !out.windows(gone.len()).any(|w| w == gone),
+                "{}",
+                String::from_utf8_lossy(gone)
+            );
+        }
+        let mut want = vec![0xFF, 0xD8];
+        want.extend(segment(0xEE, b"Adobe\0\x64\0\0\0\0\x01"));
+        want.extend(picture());
+        assert_eq!(
+            out, want,
+            "the picture, byte for byte, ending at the first end-of-image"
+        );
+        // A scan cut short is closed; a file without a frame is no picture.
+        let cut = &j[..j.len() - 4];
+        let mut no_frame = vec![0xFF, 0xD8];
+        no_frame.extend(segment(0xDA, &[1, 1, 0, 0, 0x3F, 0]));
+        no_frame.extend_from_slice(&[1, 2, 3, 0xFF, 0xD9]);
+        assert!(strip(cut).is_ok());
+        assert_eq!(strip(&no_frame).err(), Some(Refused::Malformed));
     }
 
     #[test]
@@ -240,11 +416,16 @@ pub(crate) mod tests {
         p.extend(png_chunk(b"IHDR", &[0; 13]));
         p.extend(png_chunk(b"eXIf", b"GPS here"));
         p.extend(png_chunk(b"tEXt", b"Location\0GPS"));
+        p.extend(png_chunk(b"iTXt", b"XML:com.adobe.xmp\0GPS"));
+        p.extend(png_chunk(b"iCCP", b"profile\0GPS"));
+        p.extend(png_chunk(b"gpSx", b"GPS private"));
         p.extend(png_chunk(b"IDAT", b"pixels"));
         p.extend(png_chunk(b"IEND", b""));
+        p.extend_from_slice(b"GPS trailer after the end");
         let (_, out) = strip(&p).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(!out.windows(3).any(|w| w == b"GPS"));
         assert!(out.windows(6).any(|w| w == b"pixels"));
+        assert!(out.ends_with(&png_chunk(b"IEND", b"")));
     }
 
     #[test]
@@ -262,6 +443,8 @@ pub(crate) mod tests {
         let mut w = b"RIFF".to_vec();
         w.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_le_bytes());
         w.extend_from_slice(&body);
+        // Beyond the declared length: a trailer of another program's.
+        w.extend_from_slice(b"XMP \x04\0\0\0GPS!");
         let (_, out) = strip(&w).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(!out.windows(3).any(|x| x == b"GPS"));
         assert_eq!(out[20], 0, "EXIF/XMP flags cleared");
@@ -311,7 +494,8 @@ pub(crate) mod tests {
         ) {
             if let Ok((kind, out)) = strip(&bytes) {
                 proptest::prop_assert_eq!(sniff(&out), Some(kind));
-                proptest::prop_assert!(out.len() <= bytes.len());
+                // At most an end-of-image added to a scan cut short.
+                proptest::prop_assert!(out.len() <= bytes.len() + 2);
             }
         }
     }

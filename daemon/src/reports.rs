@@ -370,6 +370,7 @@ mod tests {
                     "0042",
                     crate::roster::Direction::In,
                     SystemTime::now(),
+                    "local",
                 )?;
                 headcount(conn, &c, SystemTime::now())?;
                 Ok(conn.query_row(

@@ -330,6 +330,9 @@ pub struct Checkin {
     /// For a check-out by hand: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The kiosk it was made at (`local`: the box's own screen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kiosk: Option<String>,
 }
 
 /// A check-out made by a supervisor rather than at the kiosk.
@@ -352,8 +355,9 @@ pub fn check(
     badge: &str,
     direction: Direction,
     at: SystemTime,
+    kiosk: &str,
 ) -> Result<Checkin, StoreError> {
-    record(conn, cfg, badge, direction, at, None)
+    record(conn, cfg, badge, direction, at, Err(kiosk))
 }
 
 /// A supervisor checks someone out by hand, with a reason: recorded as a
@@ -374,7 +378,7 @@ pub fn check_out_by_hand(
     if down.is_none() {
         return Err(StoreError::Rejected(format!("{badge} is not underground")));
     }
-    let record = record(conn, cfg, badge, Direction::Out, at, Some(by))?;
+    let record = record(conn, cfg, badge, Direction::Out, at, Ok(by))?;
     crate::store::events::insert(
         conn,
         &record.at,
@@ -388,14 +392,17 @@ pub fn check_out_by_hand(
     Ok(record)
 }
 
+/// `source`: a supervisor's check-out by hand, or the kiosk it came from.
 fn record(
     conn: &Connection,
     cfg: &Config,
     badge: &str,
     direction: Direction,
     at: SystemTime,
-    by_hand: Option<&ByHand>,
+    source: Result<&ByHand, &str>,
 ) -> Result<Checkin, StoreError> {
+    let by_hand = source.ok();
+    let kiosk = source.err();
     let at_s = crate::store::rfc3339(at);
     let at_ms = unix_ms(at);
     let known: Option<(String, String, bool)> = conn
@@ -427,7 +434,7 @@ fn record(
         (Some(_), Direction::In, None) => Outcome::Ok,
     };
     conn.execute(
-        "INSERT INTO checkins(badge, name, direction, outcome, at, at_ms, by, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO checkins(badge, name, direction, outcome, at, at_ms, by, reason, kiosk) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         (
             badge,
             worker.as_ref().map(|w| &w.0),
@@ -437,6 +444,7 @@ fn record(
             at_ms,
             by_hand.map(|b| &b.by),
             by_hand.map(|b| &b.reason),
+            kiosk,
         ),
     )?;
     let id = conn.last_insert_rowid();
@@ -468,6 +476,7 @@ fn record(
         },
         by: by_hand.map(|b| b.by.clone()),
         reason: by_hand.map(|b| b.reason.clone()),
+        kiosk: kiosk.map(str::to_owned),
     };
     let mut payload = serde_json::to_value(&record).unwrap_or_default();
     payload["county"] = cfg.station.county.clone().into();

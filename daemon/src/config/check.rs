@@ -45,13 +45,7 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
     let mut p = Problems::default();
     station(cfg, &mut p);
     storage(cfg, &mut p);
-    if let Err(e) = cfg.http.listen.parse::<SocketAddr>() {
-        p.add(
-            "http.listen",
-            format!("`{}` is not an address and port: {e}", cfg.http.listen),
-            Some("write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\""),
-        );
-    }
+    http(cfg, &mut p);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         p.add(
             "log.level",
@@ -63,18 +57,26 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
         readable(&mut p, "roster.file", f);
     }
     if let Some(f) = &cfg.http.api_token_file {
+        secret(&mut p, "http.api_token_file", f);
         match std::fs::read_to_string(f) {
             Ok(t) if t.trim().len() < 16 => p.add(
                 "http.api_token_file",
                 format!("the token in {} is shorter than 16 characters", f.display()),
                 Some("generate one: head -c 24 /dev/urandom | base64"),
             ),
-            Ok(_) => {}
-            Err(e) => p.add(
-                "http.api_token_file",
-                format!("cannot read {}: {e}", f.display()),
-                None,
-            ),
+            Ok(_) | Err(_) => {}
+        }
+    }
+    if let Some(f) = &cfg.kiosk.keys_file {
+        secret(&mut p, "kiosk.keys_file", f);
+        if let Ok(text) = std::fs::read_to_string(f)
+            && let Err(e) = crate::web::kiosk_keys::parse(&text)
+        {
+            p.add(
+                "kiosk.keys_file",
+                format!("{}: {e}", f.display()),
+                Some("one `NAME KEY` per line: a name (letters, digits, - and _) and a key of at least 16 characters"),
+            );
         }
     }
     if cfg.roster.shift_length.is_zero() {
@@ -189,17 +191,177 @@ fn readable(p: &mut Problems, key: &str, file: &Path) {
     }
 }
 
+/// A file holding a secret (a token, a password, a private key): readable,
+/// and by nobody but the daemon's user and group.
+fn secret(p: &mut Problems, key: &str, file: &Path) {
+    let meta = match std::fs::metadata(file) {
+        Ok(m) => m,
+        Err(e) => {
+            p.add(key, format!("cannot read {}: {e}", file.display()), None);
+            return;
+        }
+    };
+    if let Err(e) = std::fs::File::open(file) {
+        p.add(key, format!("cannot read {}: {e}", file.display()), None);
+        return;
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    let mode = meta.mode() & 0o777;
+    let own_group = meta.gid() == rustix::process::getegid().as_raw();
+    let others = mode & 0o007 != 0;
+    let group = mode & 0o070 != 0 && !own_group;
+    if others || group {
+        p.add(
+            key,
+            format!(
+                "{} holds a secret but is readable by {} (mode {mode:04o})",
+                file.display(),
+                if others { "everyone" } else { "another group" }
+            ),
+            Some(&format!(
+                "chgrp pithead {f} && chmod 0640 {f}   (or chmod 0600 for a file of the daemon's own user; a new file: install -m 0640 -g pithead NEW {f})",
+                f = file.display()
+            )),
+        );
+    }
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
+}
+
+fn http(cfg: &Config, p: &mut Problems) {
+    let h = &cfg.http;
+    let listen = h.listen.parse::<SocketAddr>();
+    if let Err(e) = &listen {
+        p.add(
+            "http.listen",
+            format!("`{}` is not an address and port: {e}", h.listen),
+            Some("write an IP address and a port, e.g. \"127.0.0.1:8080\""),
+        );
+    } else if !is_loopback(&h.listen) {
+        if h.allow_plain_http {
+            // Said again at every start.
+        } else {
+            p.add(
+                "http.listen",
+                format!(
+                    "`{}` serves plain HTTP beyond this box: supervisors' passwords and sessions would cross the LAN in clear",
+                    h.listen
+                ),
+                Some("keep listen on 127.0.0.1 for the kiosk screen and serve the LAN with tls_listen, tls_cert and tls_key (pithead tls self-signed); or set allow_plain_http = true if you mean it"),
+            );
+        }
+    }
+    match &h.tls_listen {
+        Some(a) => {
+            if let Err(e) = a.parse::<SocketAddr>() {
+                p.add(
+                    "http.tls_listen",
+                    format!("`{a}` is not an address and port: {e}"),
+                    Some("e.g. \"0.0.0.0:8443\""),
+                );
+            }
+            match (&h.tls_cert, &h.tls_key) {
+                (Some(c), Some(k)) => {
+                    readable(p, "http.tls_cert", c);
+                    secret(p, "http.tls_key", k);
+                    if let Err(e) = crate::tls::http_server(c, k) {
+                        p.add(
+                            "http.tls_cert",
+                            e,
+                            Some("make a pair: pithead tls self-signed --config FILE"),
+                        );
+                    }
+                }
+                _ => p.add(
+                    "http.tls_listen",
+                    "HTTPS needs tls_cert and tls_key",
+                    Some("make them: pithead tls self-signed --config FILE"),
+                ),
+            }
+        }
+        None => {
+            if h.tls_cert.is_some() || h.tls_key.is_some() {
+                p.add(
+                    "http.tls_cert",
+                    "tls_cert and tls_key are used only with tls_listen",
+                    Some("set tls_listen = \"0.0.0.0:8443\""),
+                );
+            }
+        }
+    }
+    // A request must name the box: beyond loopback, the names people use.
+    let wildcard = [Some(h.listen.as_str()), h.tls_listen.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.parse::<SocketAddr>().ok())
+        .any(|a| a.ip().is_unspecified());
+    if wildcard && h.names.is_empty() {
+        p.add(
+            "http.names",
+            "a server on every address needs the names and addresses people reach it by (requests naming another host are refused)",
+            Some("names = [\"pithead-1.local\", \"192.168.1.20\"]"),
+        );
+    }
+    for (i, n) in h.names.iter().enumerate() {
+        if n.is_empty()
+            || n.len() > 253
+            || n.chars().any(|c| c.is_whitespace() || c == '/' || c == '@')
+        {
+            p.add(
+                format!("http.names[{i}]"),
+                format!("`{n}` is not a host name or address"),
+                None,
+            );
+        }
+    }
+}
+
 fn mqtt(cfg: &Config, p: &mut Problems) {
     let m = &cfg.mqtt;
     for (key, file) in [
-        ("mqtt.password_file", &m.password_file),
         ("mqtt.ca_file", &m.ca_file),
         ("mqtt.client_cert", &m.client_cert),
-        ("mqtt.client_key", &m.client_key),
     ] {
         if let (true, Some(f)) = (m.enabled, file) {
             readable(p, key, f);
         }
+    }
+    for (key, file) in [
+        ("mqtt.password_file", &m.password_file),
+        ("mqtt.client_key", &m.client_key),
+    ] {
+        if let (true, Some(f)) = (m.enabled, file) {
+            secret(p, key, f);
+        }
+    }
+    if m.enabled && m.url.starts_with("mqtt://") {
+        for (key, set) in [
+            ("mqtt.username", m.username.is_some()),
+            ("mqtt.password_file", m.password_file.is_some()),
+            ("mqtt.ca_file", m.ca_file.is_some()),
+            ("mqtt.client_cert", m.client_cert.is_some()),
+        ] {
+            if set {
+                p.add(
+                    key,
+                    format!(
+                        "with `{}` (no TLS) the credentials would cross the network in clear",
+                        m.url
+                    ),
+                    Some("use mqtts://host:8883, or leave the credentials out"),
+                );
+            }
+        }
+    }
+    if m.enabled
+        && m.url.starts_with("mqtts://")
+        && m.client_cert.is_some() == m.client_key.is_some()
+        && let Err(e) = crate::tls::mqtt_client(m)
+    {
+        p.add("mqtt.ca_file", e, None);
     }
     if m.client_cert.is_some() != m.client_key.is_some() {
         p.add(

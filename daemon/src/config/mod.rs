@@ -162,6 +162,14 @@ pub struct Storage {
     /// oldest periodic summaries are dropped first, never alarms, check-ins or
     /// hazard reports.
     pub outbox_cap_mb: u32,
+    /// Free space, in MiB, kept for what matters: below it hazard photos are
+    /// refused (the report itself is kept), check-ins and alarm events are
+    /// still saved.
+    pub reserve_mb: u32,
+    /// Upper bound, in MiB, of the hazard photos kept.
+    pub photos_max_mb: u32,
+    /// Days the photos of a closed or rejected hazard are kept.
+    pub photos_days: u32,
 }
 
 impl Default for Storage {
@@ -171,6 +179,9 @@ impl Default for Storage {
             raw_readings_days: 92,
             aggregates_days: 731,
             outbox_cap_mb: 256,
+            reserve_mb: 200,
+            photos_max_mb: 1024,
+            photos_days: 365,
         }
     }
 }
@@ -179,12 +190,27 @@ impl Default for Storage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
-    /// Address and port to listen on, e.g. `127.0.0.1:8080` (kiosk only) or
-    /// `0.0.0.0:8080` (console reachable from the station LAN).
+    /// Plain HTTP: the address and port the box's own kiosk screen uses,
+    /// `127.0.0.1:8080`. Another address puts passwords and sessions on the
+    /// LAN in clear, and needs `allow_plain_http = true` on purpose.
     pub listen: String,
+    /// HTTPS for the console from the station LAN, e.g. `0.0.0.0:8443`,
+    /// with `tls_cert` and `tls_key` (`pithead tls self-signed` makes them).
+    pub tls_listen: Option<String>,
+    /// Certificate chain (PEM) for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for `tls_listen`; readable by the daemon only.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback `listen` anyway (a LAN without
+    /// anyone to fear, a test bench); warned about at every start.
+    pub allow_plain_http: bool,
+    /// The names and addresses people use to reach the box
+    /// (`pithead-1.local`, `192.168.1.20`): a request naming another host
+    /// is refused (DNS rebinding). Loopback names are always allowed.
+    pub names: Vec<String>,
     /// File holding the token that authorises supervisor actions over the
-    /// API (`Authorization: Bearer …`), until console logins exist. Unset:
-    /// those actions are refused.
+    /// API (`Authorization: Bearer …`), for tools and scripts. Unset: those
+    /// actions need a console login.
     pub api_token_file: Option<PathBuf>,
 }
 
@@ -192,6 +218,11 @@ impl Default for Http {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_plain_http: false,
+            names: Vec::new(),
             api_token_file: None,
         }
     }
@@ -232,12 +263,18 @@ pub enum LogFormat {
 pub struct Kiosk {
     /// Language the kiosk starts in; miners can switch.
     pub language: Language,
+    /// Kiosks that are not the box's own screen (a tablet at the lamp
+    /// room): one `NAME KEY` per line. Check-ins and check-outs come only
+    /// from loopback or from a client presenting one of these keys
+    /// (`X-Kiosk-Key`), and each record says which kiosk made it.
+    pub keys_file: Option<PathBuf>,
 }
 
 impl Default for Kiosk {
     fn default() -> Self {
         Self {
             language: Language::ZhCn,
+            keys_file: None,
         }
     }
 }

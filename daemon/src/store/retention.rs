@@ -23,6 +23,8 @@ pub struct Policy {
     pub aggregates: Duration,
     /// Unsent outbox bytes above this drop the oldest summaries.
     pub outbox_cap_bytes: i64,
+    /// Photos of hazards closed or rejected longer ago than this go.
+    pub photos: Duration,
 }
 
 impl From<&Storage> for Policy {
@@ -32,6 +34,7 @@ impl From<&Storage> for Policy {
             raw_readings: Duration::from_secs(u64::from(s.raw_readings_days) * day),
             aggregates: Duration::from_secs(u64::from(s.aggregates_days) * day),
             outbox_cap_bytes: i64::from(s.outbox_cap_mb) * 1024 * 1024,
+            photos: Duration::from_secs(u64::from(s.photos_days) * day),
         }
     }
 }
@@ -89,8 +92,58 @@ pub fn prune(
     Ok(out)
 }
 
+/// Removes the photos of hazards closed or rejected before the policy's
+/// age (the hazards keep their record); returns how many files went.
+pub async fn prune_photos(store: &Store, data_dir: &std::path::Path, keep: Duration) -> usize {
+    let before = super::rfc3339(SystemTime::now().checked_sub(keep).unwrap_or(UNIX_EPOCH));
+    let expired = match store
+        .read(move |c| crate::photos::expired(c, &before))
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for old photos");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    let mut ids = Vec::new();
+    for (id, name, shared) in expired {
+        if !shared && let Some((path, _)) = crate::photos::path_of(data_dir, &name) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %path.display(), "cannot remove an old photo");
+                    continue;
+                }
+            }
+        }
+        ids.push(id);
+    }
+    if !ids.is_empty()
+        && let Err(e) = store
+            .write(Durability::Bulk, move |c| {
+                let mut st = c.prepare_cached("UPDATE hazards SET photo = NULL WHERE id = ?1")?;
+                for id in &ids {
+                    st.execute([id])?;
+                }
+                Ok(())
+            })
+            .await
+    {
+        tracing::warn!(error = %e, "cannot note the photos removed");
+    }
+    removed
+}
+
 /// Prunes once an hour (and once at start) until `shutdown`.
-pub async fn run(store: Store, policy: Policy, shutdown: tokio_util::sync::CancellationToken) {
+pub async fn run(
+    store: Store,
+    policy: Policy,
+    data_dir: std::path::PathBuf,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -123,6 +176,10 @@ pub async fn run(store: Store, policy: Policy, shutdown: tokio_util::sync::Cance
         }
         if total != Pruned::default() {
             tracing::info!(?total, "retention pass");
+        }
+        let photos = prune_photos(&store, &data_dir, policy.photos).await;
+        if photos > 0 {
+            tracing::info!(photos, "photos of hazards closed long ago removed");
         }
     }
 }

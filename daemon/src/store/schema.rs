@@ -225,6 +225,11 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE outbox ADD COLUMN set_aside TEXT;   -- why, once set aside; never sent then
     CREATE INDEX outbox_set_aside ON outbox(id) WHERE set_aside IS NOT NULL;
     "#,
+    // v11: which kiosk a check-in came from ('local' for the box's own
+    // screen, else the name in [kiosk] keys_file).
+    r#"
+    ALTER TABLE checkins ADD COLUMN kiosk TEXT;
+    "#,
 ];
 
 /// The version a database has after every migration.

@@ -371,6 +371,7 @@ async fn retention_drops_old_data_and_only_summaries_over_the_cap() -> Result<()
                 raw_readings: Duration::from_secs(92 * 24 * 3600),
                 aggregates: Duration::from_secs(731 * 24 * 3600),
                 outbox_cap_bytes: 15_000,
+                photos: Duration::from_secs(365 * 24 * 3600),
             };
             retention::prune(c, &policy, now, retention::CHUNK)
         })
@@ -638,6 +639,54 @@ async fn summaries_dropped_at_the_cap_are_announced_as_a_gap() -> Result<(), Sto
         outbox::ranges(&[1, 2, 3, 7, 8, 10]),
         [(1, 3), (7, 8), (10, 10)]
     );
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn photos_of_hazards_closed_long_ago_are_removed_and_shared_ones_kept()
+-> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    let photo = |name: &str| {
+        let (path, _) =
+            crate::photos::path_of(dir.path(), name).unwrap_or_else(|| panic!("{name}"));
+        let _ = std::fs::create_dir_all(path.parent().unwrap_or(dir.path()));
+        std::fs::write(&path, b"x").unwrap_or_else(|e| panic!("{e}"));
+        path
+    };
+    let (old, shared) = (
+        format!("{}.jpg", "a".repeat(64)),
+        format!("{}.jpg", "b".repeat(64)),
+    );
+    let (old_file, shared_file) = (photo(&old), photo(&shared));
+    let (o, sh) = (old.clone(), shared.clone());
+    store
+        .write(Durability::Acknowledged, move |c| {
+            for (ticket, photo, status, updated) in [
+                ("AAAAAA", &o, "closed", "2020-01-01T00:00:00.000Z"),
+                ("BBBBBB", &sh, "rejected", "2020-01-01T00:00:00.000Z"),
+                ("CCCCCC", &sh, "assigned", "2020-01-01T00:00:00.000Z"),
+            ] {
+                c.execute(
+                    "INSERT INTO hazards(ticket, category, location, grade, description, photo, status, reported_at, updated_at)
+                     VALUES (?1, 'roof', 'x', 'general', 'x', ?2, ?3, ?4, ?4)",
+                    (ticket, photo, status, updated),
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+    let removed =
+        super::retention::prune_photos(&store, dir.path(), Duration::from_secs(365 * 24 * 3600))
+            .await;
+    assert_eq!(removed, 1);
+    assert!(!old_file.exists(), "the closed hazard's photo went");
+    assert!(shared_file.exists(), "an open hazard still shows it");
+    let left = store
+        .read(|c| count(c, "SELECT count(*) FROM hazards WHERE photo IS NOT NULL"))
+        .await?;
+    assert_eq!(left, 1, "only the open hazard still names a photo");
     store.close().await;
     Ok(())
 }

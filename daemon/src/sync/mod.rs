@@ -181,26 +181,10 @@ fn base_options(cfg: &Config, client_id: String) -> Result<MqttOptions, String> 
         o.set_credentials(user.clone(), password);
     }
     if tls {
-        // ring, not aws-lc: pure Rust and C that cross-compiles for the Pi.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let transport = match &m.ca_file {
-            Some(ca) => {
-                let ca =
-                    std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-                let client = match (&m.client_cert, &m.client_key) {
-                    (Some(c), Some(k)) => Some((
-                        std::fs::read(c)
-                            .map_err(|e| format!("cannot read {}: {e}", c.display()))?,
-                        std::fs::read(k)
-                            .map_err(|e| format!("cannot read {}: {e}", k.display()))?,
-                    )),
-                    _ => None,
-                };
-                Transport::tls(ca, client, None)
-            }
-            None => Transport::tls_with_default_config(),
-        };
-        o.set_transport(transport);
+        let config = crate::tls::mqtt_client(m)?;
+        o.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+        ));
     }
     Ok(o)
 }

@@ -148,24 +148,38 @@ pub struct AlarmQuery {
 }
 
 /// `GET /api/v1/alarms[?active=true]`: active alarms; without `active=true`,
-/// also the 100 alarms that ended last.
-pub async fn alarms(State(s): State<AppState>, Query(q): Query<AlarmQuery>) -> Response {
+/// also the 100 alarms that ended last. Without a supervisor (a session or
+/// the API token) nothing personal is in it: an overdue miner is
+/// `worker` without his badge, and nobody's name says who acknowledged.
+pub async fn alarms(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AlarmQuery>,
+) -> Response {
+    let supervisor = authorize(&s, &headers, false).is_ok();
     let mut list: Vec<AlarmView> = s.alarms.state.borrow().alarms.clone();
-    if q.active {
-        return Json(list).into_response();
-    }
-    match s.store.read(|c| crate::alarm::history::ended(c, 100)).await {
-        Ok(ended) => {
-            list.extend(ended);
-            Json(list).into_response()
+    if !q.active {
+        match s.store.read(|c| crate::alarm::history::ended(c, 100)).await {
+            Ok(ended) => list.extend(ended),
+            Err(e) => {
+                return ApiError::respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "history_unavailable",
+                    format!("报警记录暂时无法读取：{e}"),
+                    format!("alarm history cannot be read: {e}"),
+                );
+            }
         }
-        Err(e) => ApiError::respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "history_unavailable",
-            format!("报警记录暂时无法读取：{e}"),
-            format!("alarm history cannot be read: {e}"),
-        ),
     }
+    if !supervisor {
+        for a in &mut list {
+            if a.channel.starts_with("worker:") {
+                a.channel = "worker".into();
+            }
+            a.acknowledged_by = None;
+        }
+    }
+    Json(list).into_response()
 }
 
 /// Body of `POST /api/v1/alarms/{id}/ack`.
@@ -398,10 +412,13 @@ pub struct LoginBody {
 pub async fn login(
     State(s): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    secure: Option<axum::Extension<super::serve::Secure>>,
     body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let ip = peer.ip();
-    if !s.sessions.may_try(ip) {
+    // The slot is taken before the password is checked, so that a burst of
+    // attempts at once cannot all get past the limit.
+    if !s.sessions.begin(ip) {
         return ApiError::respond(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
@@ -418,6 +435,8 @@ pub async fn login(
         );
     };
     let user = b.user.trim().to_owned();
+    // For the log: a name as given, but short and escaped.
+    let shown: String = user.chars().take(64).collect();
     let lookup = user.clone();
     let stored = s
         .store
@@ -427,15 +446,36 @@ pub async fn login(
         Ok(h) => h,
         Err(e) => return store_refused(&e),
     };
+    let Some(turn) = s.sessions.verify_turn().await else {
+        return ApiError::respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "登录请求过多，请稍后再试",
+            "too many logins at once; try again in a moment",
+        );
+    };
     let password = b.password;
     // Verify even without such a user, so timing does not tell names.
     let hash = stored.clone().unwrap_or_else(|| "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2ruCiRC1mr8Et0Tb0Bvx1H7Yp2Z6V+mD1LAuyg2pKbI".into());
-    let ok = tokio::task::spawn_blocking(move || crate::auth::verify(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let ok = s.sessions.verifier().verify(password.clone(), hash).await;
+    drop(turn);
+    // An old hash's costs are brought up to date once it has been seen to
+    // be right.
+    if ok
+        && stored.as_deref().is_some_and(crate::auth::needs_rehash)
+        && let Ok(new) = tokio::task::spawn_blocking(move || crate::auth::hash(&password)).await
+        && let Ok(new) = new
+    {
+        let who = user.clone();
+        let _ = s
+            .store
+            .write(crate::store::Durability::Acknowledged, move |c| {
+                crate::auth::set_user(c, &who, &new, true)
+            })
+            .await;
+    }
     if !ok || stored.is_none() {
-        s.sessions.failed(ip);
-        tracing::warn!(user = %user, client = %ip, "failed console login");
+        tracing::warn!(user = ?shown, client = %ip, "failed console login");
         return ApiError::respond(
             StatusCode::UNAUTHORIZED,
             "bad_login",
@@ -445,10 +485,12 @@ pub async fn login(
     }
     s.sessions.succeeded(ip);
     let (token, session) = s.sessions.create(&user);
-    tracing::info!(user = %user, client = %ip, "console login");
+    tracing::info!(user = ?shown, client = %ip, "console login");
+    let secure = secure.is_some_and(|axum::Extension(super::serve::Secure(s))| s);
     let cookie = format!(
-        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        crate::auth::SESSION_TTL.as_secs()
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        crate::auth::SESSION_TTL.as_secs(),
+        if secure { "; Secure" } else { "" }
     );
     (
         [(axum::http::header::SET_COOKIE, cookie)],
@@ -498,9 +540,30 @@ pub struct CheckinBody {
 /// durably (with its outbox row) before the answer, refused ones included.
 pub async fn checkin(
     State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<CheckinBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     use crate::roster::{Direction, Outcome};
+    // Who goes underground is told by the kiosk, not by any phone on the
+    // Wi-Fi: a check-out from elsewhere would take a miner off the roll.
+    let Some(kiosk) = super::guard::kiosk(&s, peer, &headers) else {
+        tracing::warn!(client = %peer.ip(), "check-in refused: not a kiosk");
+        return ApiError::respond(
+            StatusCode::FORBIDDEN,
+            "not_a_kiosk",
+            "只能在井口登记终端上登记下井和升井",
+            "check-ins and check-outs are made at a kiosk (the station's screen, or one with a key from [kiosk] keys_file)",
+        );
+    };
+    if !s.roster_ready.load(std::sync::atomic::Ordering::Acquire) {
+        return ApiError::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "本站正在启动，花名册尚未载入，请稍后再试",
+            "the station is starting and its roster is not loaded yet; try again in a moment",
+        );
+    }
     let body = match body {
         Ok(Json(b)) => b,
         Err(e) => {
@@ -530,7 +593,7 @@ pub async fn checkin(
     let result = s
         .store
         .write(crate::store::Durability::Acknowledged, move |c| {
-            crate::roster::check(c, &cfg, &b, direction, at)
+            crate::roster::check(c, &cfg, &b, direction, at, &kiosk)
         })
         .await;
     let record = match result {
@@ -864,6 +927,29 @@ pub async fn hazard_report(State(s): State<AppState>, req: axum::extract::Reques
     };
     // The photo is stripped and stored (synced) before the report naming
     // it is committed.
+    // Photos go first when space runs short: the report is kept without
+    // its photo, and the miner told.
+    let mut photo_refused: Option<String> = None;
+    let photo = match photo {
+        Some(bytes) => {
+            let (dir, st) = (s.config.storage.data_dir.clone(), s.config.storage.clone());
+            let n = bytes.len();
+            let room = tokio::task::spawn_blocking(move || {
+                crate::photos::room(&dir, n, st.reserve_mb, st.photos_max_mb)
+            })
+            .await
+            .unwrap_or_else(|_| Err("stopping".into()));
+            match room {
+                Ok(()) => Some(bytes),
+                Err(why) => {
+                    tracing::warn!(reason = %why, "hazard photo refused for space; the report is kept");
+                    photo_refused = Some(why);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let photo_name = match photo {
         None => None,
         Some(bytes) => {
@@ -937,6 +1023,10 @@ pub async fn hazard_report(State(s): State<AppState>, req: axum::extract::Reques
                 "ticket": h.ticket,
                 "status": h.status,
                 "photo": h.photo.is_some(),
+                "photo_refused": photo_refused.as_ref().map(|why| serde_json::json!({
+                    "message_zh": "存储空间需留给下井登记和报警记录，照片未保存；报告已提交。",
+                    "message_en": format!("the photo was not kept ({why}); the report is in"),
+                })),
                 "reported_at": h.reported_at,
                 "message_zh": format!("隐患已上报，编号 {}。可凭编号在本机查询处理进度。", h.ticket),
                 "message_en": format!("Reported. Your ticket is {}; look it up here to follow it.", h.ticket),
@@ -1002,10 +1092,7 @@ pub async fn hazard_lookup(State(s): State<AppState>, Path(ticket): Path<String>
         .read(move |c| crate::hazards::get(c, &ticket, std::time::SystemTime::now()))
         .await
     {
-        Ok(Some(mut h)) => {
-            h.reporter = None;
-            Json(h).into_response()
-        }
+        Ok(Some(h)) => Json(crate::hazards::PublicHazard::from(h)).into_response(),
         Ok(None) => ApiError::respond(
             StatusCode::NOT_FOUND,
             "no_such_ticket",

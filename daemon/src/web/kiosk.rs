@@ -29,6 +29,11 @@ const COMMON_JS: &str = include_str!("assets/common.js");
 
 /// Most kiosks and consoles following the live stream at once.
 pub const MAX_STREAMS: usize = 64;
+/// Of those, kept for the box's own screen (loopback): a flood from the LAN
+/// never takes its place.
+pub const LOCAL_STREAMS: usize = 8;
+/// Most streams one address of the LAN may hold.
+pub const STREAMS_PER_ADDRESS: usize = 4;
 
 fn with_headers(content_type: &'static str, body: String) -> Response {
     let mut r = body.into_response();
@@ -144,9 +149,70 @@ fn state_of(s: &AppState) -> KioskState {
     }
 }
 
-fn streams() -> &'static Arc<Semaphore> {
-    static S: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    S.get_or_init(|| Arc::new(Semaphore::new(MAX_STREAMS)))
+/// Stream slots: some only for loopback, the rest shared, and a count per
+/// LAN address.
+#[derive(Debug)]
+struct Streams {
+    local: Arc<Semaphore>,
+    shared: Arc<Semaphore>,
+    per_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+fn streams() -> &'static Arc<Streams> {
+    static S: OnceLock<Arc<Streams>> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Streams {
+            local: Arc::new(Semaphore::new(LOCAL_STREAMS)),
+            shared: Arc::new(Semaphore::new(MAX_STREAMS - LOCAL_STREAMS)),
+            per_address: std::sync::Mutex::default(),
+        })
+    })
+}
+
+/// A stream's slot, given back when the stream ends.
+#[derive(Debug)]
+struct StreamSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    address: Option<std::net::IpAddr>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Some(ip) = self.address
+            && let Ok(mut m) = streams().per_address.lock()
+            && let Some(n) = m.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
+
+fn take_stream(ip: std::net::IpAddr) -> Option<StreamSlot> {
+    let st = streams();
+    if ip.is_loopback() {
+        let permit = Arc::clone(&st.local)
+            .try_acquire_owned()
+            .or_else(|_| Arc::clone(&st.shared).try_acquire_owned())
+            .ok()?;
+        return Some(StreamSlot {
+            _permit: permit,
+            address: None,
+        });
+    }
+    let mut m = st.per_address.lock().ok()?;
+    let n = m.entry(ip).or_insert(0);
+    if *n >= STREAMS_PER_ADDRESS {
+        return None;
+    }
+    let permit = Arc::clone(&st.shared).try_acquire_owned().ok()?;
+    *n += 1;
+    Some(StreamSlot {
+        _permit: permit,
+        address: Some(ip),
+    })
 }
 
 /// How often the live stream says it is alive when nothing changed: a page
@@ -158,8 +224,11 @@ pub const BEAT: Duration = Duration::from_secs(1);
 /// them a `beat` every [`BEAT`] (its data: the milliseconds since the
 /// daemon started), so a page knows within seconds that it lost the daemon
 /// (frozen, dead, or the network) and stops showing numbers.
-pub async fn stream(State(s): State<AppState>) -> Response {
-    let Ok(permit) = Arc::clone(streams()).try_acquire_owned() else {
+pub async fn stream(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+) -> Response {
+    let Some(permit) = take_stream(peer.ip()) else {
         return ApiError::respond(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_streams",

@@ -12,7 +12,9 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 mod api;
+pub mod guard;
 mod kiosk;
+pub mod kiosk_keys;
 pub mod limit;
 pub mod serve;
 
@@ -45,6 +47,14 @@ pub struct AppState {
     pub overdue: Arc<std::sync::Mutex<crate::roster::OverdueClock>>,
     /// Connection counts of the HTTP server.
     pub http: Arc<serve::ConnStats>,
+    /// The kiosks besides the box's own screen (`[kiosk] keys_file`).
+    pub kiosk_keys: Arc<kiosk_keys::KioskKeys>,
+    /// The host names a request may name (`guard::allowed_hosts`).
+    pub hosts: Arc<Vec<String>>,
+    /// The configured roster has been imported since the start: until
+    /// then check-ins are refused (503, not recorded) and `/healthz` says
+    /// `starting`.
+    pub roster_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The whole HTTP interface.
@@ -61,6 +71,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/hazards/{ticket}", get(api::hazard_lookup))
         .route("/api/v1/hazards/{ticket}/photo", get(api::hazard_photo))
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/outputs", get(api::outputs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_origin,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit::limit,
@@ -79,13 +95,11 @@ pub fn router(state: AppState) -> Router {
             get(api::whoami).post(api::login).delete(api::logout),
         )
         .route("/healthz", get(healthz))
-        .route("/metrics", get(api::metrics))
         .route("/api/v1/channels", get(api::channels))
         .route("/api/v1/channels/{id}/trend", get(api::trend))
         .route("/api/v1/devices", get(api::devices))
         .route("/api/v1/alarms", get(api::alarms))
         .route("/api/v1/alarms/{id}/ack", post(api::ack))
-        .route("/api/v1/outputs", get(api::outputs))
         .route("/api/v1/notices", get(api::notices))
         .route("/api/v1/uplink", get(api::uplink))
         .route("/api/v1/underground", get(api::underground))
@@ -96,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/roster", get(api::roster).post(api::roster_upload))
         .route("/api/v1/hazards/{ticket}/steps", post(api::hazard_step))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::host,
+        ))
         .with_state(state)
 }
 
@@ -108,6 +126,9 @@ struct Health {
     database: String,
     /// `ok`, or `full`: the disk is full and new records are refused.
     storage: &'static str,
+    /// `ok`, or `loading`: the configured roster is not imported yet, and
+    /// check-ins wait for it.
+    roster: &'static str,
 }
 
 async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
@@ -117,7 +138,8 @@ async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Res
         .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
         .await;
     let full = s.store.disk_full();
-    let healthy = db.is_ok() && !full;
+    let roster = s.roster_ready.load(std::sync::atomic::Ordering::Acquire);
+    let healthy = db.is_ok() && !full && roster;
     let body = Health {
         status: if healthy { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
@@ -128,6 +150,7 @@ async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Res
             Err(e) => e.to_string(),
         },
         storage: if full { "full" } else { "ok" },
+        roster: if roster { "ok" } else { "loading" },
     };
     let code = if healthy {
         StatusCode::OK

@@ -9,8 +9,9 @@
 //! - At most [`MAX_PER_PEER`] connections from one address, and at most
 //!   [`MAX_CONNECTIONS`] from other machines in all; a connection over
 //!   either is closed at once and counted. The kiosk on the box itself
-//!   (loopback) is never kept out by other machines, and no flood takes the
-//!   file descriptors SQLite and the serial lines need.
+//!   (loopback) is never kept out by other machines and has a budget of
+//!   its own ([`LOCAL_PER_PEER`]), and no flood takes the file descriptors
+//!   SQLite and the serial lines need.
 //! - A request head is limited to 64 KiB.
 
 use std::collections::HashMap;
@@ -34,6 +35,9 @@ use tower::ServiceExt as _;
 pub const MAX_CONNECTIONS: usize = 256;
 /// Most connections open at once from one address.
 pub const MAX_PER_PEER: usize = 32;
+/// Connections at once from one loopback address: the box's own kiosk,
+/// console and tools have their own, larger budget.
+pub const LOCAL_PER_PEER: usize = 128;
 /// Time to send a request's head (and the longest a keep-alive connection
 /// may sit idle).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,7 +142,12 @@ impl Peers {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(ip).or_insert(0);
-        if *n >= MAX_PER_PEER {
+        let cap = if ip.is_loopback() {
+            LOCAL_PER_PEER
+        } else {
+            MAX_PER_PEER
+        };
+        if *n >= cap {
             return None;
         }
         *n += 1;
@@ -169,6 +178,7 @@ impl Drop for PeerSlot {
 /// connections a moment to finish.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
     router: Router,
     stats: Arc<ConnStats>,
     shutdown: CancellationToken,
@@ -219,38 +229,20 @@ pub async fn serve(
         stats.open.fetch_add(1, Ordering::Relaxed);
         let open = Open(Arc::clone(&stats));
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _held = (permit, slot, open);
-            let service = hyper::service::service_fn(
-                move |req: axum::http::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(|body| {
-                        axum::body::Body::new(Deadline {
-                            body,
-                            until: Box::pin(tokio::time::sleep(BODY_DEADLINE)),
-                        })
-                    });
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    router.clone().oneshot(req)
-                },
-            );
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => r,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(CLOSE_GRACE, conn.as_mut())
-                        .await
-                        .unwrap_or(Ok(()))
+            match tls {
+                None => connection(stream, false, peer, router, shutdown).await,
+                Some(acceptor) => {
+                    // The handshake within the head's time: a client that
+                    // stalls in it is a slow-loris like any other.
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => connection(s, true, peer, router, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
     }
@@ -258,6 +250,53 @@ pub async fn serve(
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// Whether a request came over TLS (the session cookie is then `Secure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secure(pub bool);
+
+/// Serves one connection (plain or TLS) until it ends or the server stops.
+async fn connection<S>(
+    stream: S,
+    secure: bool,
+    peer: std::net::SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+            let mut req = req.map(|body| {
+                axum::body::Body::new(Deadline {
+                    body,
+                    until: Box::pin(tokio::time::sleep(BODY_DEADLINE)),
+                })
+            });
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(Secure(secure));
+            router.clone().oneshot(req)
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(CLOSE_GRACE, conn.as_mut())
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
 }
 
 fn refuse(

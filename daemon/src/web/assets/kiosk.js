@@ -114,8 +114,33 @@ function connect() {
   });
 }
 
+// A kiosk on the LAN is set up once by opening the page as
+// https://station/#kiosk=KEY (a key from kiosk.keys_file): the key stays in
+// this browser, leaves the address bar at once, and goes with every change
+// as X-Kiosk-Key. The fragment never reaches a server or a Referer.
+let kioskKey = "";
+function adoptKey() {
+  const m = /(?:^#|&)kiosk=([^&]+)/.exec(location.hash);
+  try {
+    if (m) {
+      localStorage.setItem("pithead.kiosk_key", decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    kioskKey = localStorage.getItem("pithead.kiosk_key") || "";
+  } catch (_) {
+    if (m) kioskKey = decodeURIComponent(m[1]);
+  }
+}
+adoptKey();
+window.addEventListener("hashchange", adoptKey);
+
+function keyed(headers) {
+  if (kioskKey) headers["X-Kiosk-Key"] = kioskKey;
+  return headers;
+}
+
 async function post(url, body) {
-  const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json", "Accept-Language": lang }, body: JSON.stringify(body) });
+  const r = await fetch(url, { method: "POST", headers: keyed({ "Content-Type": "application/json", "Accept-Language": lang }), body: JSON.stringify(body) });
   let data = {};
   try { data = await r.json(); } catch (_) { /* not JSON */ }
   return { status: r.status, data };
@@ -174,7 +199,7 @@ async function report(ev) {
       const form = new FormData();
       form.append("report", JSON.stringify(body));
       form.append("photo", file);
-      const r = await fetch("/api/v1/hazards", { method: "POST", body: form });
+      const r = await fetch("/api/v1/hazards", { method: "POST", headers: keyed({}), body: form });
       status = r.status;
       try { data = await r.json(); } catch (_) { /* not JSON */ }
     } else {
@@ -186,6 +211,11 @@ async function report(ev) {
       const label = document.createElement("div"); label.textContent = t("your_ticket");
       const ticket = document.createElement("div"); ticket.className = "ticket"; ticket.id = "new-ticket"; ticket.textContent = data.ticket;
       out.append(label, ticket);
+      if (data.photo_refused) {
+        const note = document.createElement("div"); note.className = "muted"; note.id = "photo-refused";
+        note.textContent = message(data.photo_refused);
+        out.append(note);
+      }
       $("report-form").reset();
     } else {
       msg(out, message(data), false);
@@ -208,7 +238,7 @@ async function lookup(ev) {
     out.className = "result ok";
     const head = document.createElement("div");
     head.textContent = data.ticket + " · " + t(data.status) + (data.overdue ? " · " + t("overdue") : "");
-    const desc = document.createElement("div"); desc.className = "muted"; desc.textContent = data.location + " — " + data.description;
+    const desc = document.createElement("div"); desc.className = "muted"; desc.textContent = t("cat_" + data.category) + " · " + data.location;
     const steps = document.createElement("ol"); steps.className = "steps";
     for (const s of data.steps) {
       const li = document.createElement("li");
