@@ -44,6 +44,21 @@ pub fn pithead_bin() -> PathBuf {
         .clone()
 }
 
+/// An address of this machine that is not loopback (the one its default
+/// route leaves by), so that a test can be a client "on the station LAN".
+pub fn lan_ip() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("{e}"));
+    // A UDP connect sends nothing: it only picks the route.
+    s.connect("8.8.8.8:53")
+        .unwrap_or_else(|e| panic!("no route off this machine for a LAN client: {e}"));
+    let ip = s
+        .local_addr()
+        .map(|a| a.ip())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!ip.is_loopback(), "no address besides loopback: {ip}");
+    ip
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -209,6 +224,14 @@ pub fn face_station(dir: &Path, http: SocketAddr, sim: &Simulator, extra: &str) 
     )
 }
 
+/// Writes a secret file as `validate` wants it: readable by its owner only.
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The API token the tests configure.
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -222,7 +245,7 @@ pub fn config_with_token(dir: &Path, http: SocketAddr) -> String {
 /// [`TEST_TOKEN`] (written into `dir`).
 pub fn with_token(dir: &Path, http: SocketAddr, config: &str) -> String {
     let token = dir.join("token");
-    std::fs::write(&token, TEST_TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    write_secret(&token, TEST_TOKEN);
     config.replacen(
         &format!("listen = \"{http}\"\n"),
         &format!(
@@ -351,6 +374,52 @@ impl Drop for Daemon {
     }
 }
 
+/// An HTTPS request trusting only the certificate in `ca_pem`, sent to
+/// `addr` for host `host`: (status, head, body).
+pub fn https_request(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    host: &str,
+    request: &str,
+) -> std::io::Result<(u16, String, String)> {
+    use rustls_pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(c.map_err(|e| std::io::Error::other(e.to_string()))?)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| std::io::Error::other(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut tls = connector.connect(name, tcp).await?;
+        tls.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw)).await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((status, head.to_owned(), body.to_owned()))
+    })
+}
+
 /// A plain HTTP/1.1 GET; returns status and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     http_request(addr, "GET", path, &[], "")
@@ -380,7 +449,10 @@ pub fn http_send(
 ) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -634,6 +706,20 @@ impl Mosquitto {
         m
     }
 
+    /// A broker on `port` that is down, with the county's subscriber
+    /// already holding a persistent session on it: started, subscribed,
+    /// then stopped (it saves the session). Once [`Mosquitto::restart`]ed,
+    /// everything a station publishes is queued for the subscriber, even
+    /// what arrives before the subscriber has reconnected. (A broker simply
+    /// started while a station retries would let the station publish before
+    /// the subscriber subscribed, and those messages would go nowhere.)
+    pub fn down_with_county(port: u16) -> (Mosquitto, Subscriber) {
+        let mut broker = Self::start_on(port);
+        let sub = Subscriber::start(port);
+        broker.stop();
+        (broker, sub)
+    }
+
     /// Its scratch directory (for certificates and the like).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -653,7 +739,9 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "per_listener_settings false\nallow_anonymous true\nmax_queued_messages 0\n\
+                // `user root`: run as root (on CI), it keeps reading the
+                // test's 0600 key files rather than drop to `mosquitto`.
+                "user root\nper_listener_settings false\nallow_anonymous true\nmax_queued_messages 0\n\
                  persistence {}\npersistence_location {}/\nautosave_interval 1\nlistener {} 127.0.0.1\n{}",
                 self.persistence,
                 self.dir.path().display(),
@@ -894,14 +982,29 @@ pub fn multipart(report: &str, photo: Option<&[u8]>) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), b)
 }
 
-/// A tiny JPEG whose EXIF segment names a place.
+/// A tiny JPEG whose EXIF segment names a place: a picture's segments
+/// (tables, a 1×1 frame, a scan), EXIF with GPS, a comment, and after the
+/// end an appended image with GPS of its own (as phones write motion
+/// photos and depth maps).
 pub fn jpeg_with_gps() -> Vec<u8> {
-    let mut b = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
-    b.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
-    let exif = b"Exif\0\0MM\0*GPSLatitude 39.9N";
-    b.extend_from_slice(&[0xFF, 0xE1, 0x00, u8::try_from(exif.len() + 2).unwrap_or(0)]);
-    b.extend_from_slice(exif);
-    b.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22, 0x33, 0xFF, 0xD9]);
+    let segment = |marker: u8, data: &[u8]| {
+        let mut s = vec![0xFF, marker];
+        s.extend_from_slice(&u16::try_from(data.len() + 2).unwrap_or(0).to_be_bytes());
+        s.extend_from_slice(data);
+        s
+    };
+    let mut b = vec![0xFF, 0xD8];
+    b.extend(segment(0xE0, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"));
+    b.extend(segment(0xE1, b"Exif\0\0MM\0*GPSLatitude 39.9N"));
+    b.extend(segment(0xFE, b"GPSLongitude 116.4E"));
+    b.extend(segment(0xDB, &[0; 65]));
+    b.extend(segment(0xC0, &[8, 0, 1, 0, 1, 1, 1, 0x11, 0]));
+    b.extend(segment(0xC4, &[0; 17]));
+    b.extend(segment(0xDA, &[1, 1, 0, 0, 0x3F, 0]));
+    b.extend_from_slice(&[0x11, 0x22, 0x33, 0xFF, 0xD9]);
+    b.extend_from_slice(&[0xFF, 0xD8]);
+    b.extend(segment(0xE1, b"Exif\0\0MM\0*GPSLatitude 40.1N"));
+    b.extend_from_slice(&[0xFF, 0xD9]);
     b
 }
 

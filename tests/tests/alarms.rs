@@ -14,7 +14,7 @@ const TOKEN: &str = "test-token-0123456789abcdef";
 fn config(dir: &std::path::Path, http: SocketAddr, sim: &Simulator, token: bool) -> String {
     let token_line = if token {
         let f = dir.join("token");
-        std::fs::write(&f, TOKEN).unwrap_or_else(|e| panic!("{e}"));
+        pithead_e2e::write_secret(&f, TOKEN);
         format!("api_token_file = \"{}\"\n", f.display())
     } else {
         String::new()
@@ -38,8 +38,12 @@ fn config(dir: &std::path::Path, http: SocketAddr, sim: &Simulator, token: bool)
     )
 }
 
+/// A GET as a supervisor (with the API token: the alarm list names who
+/// acknowledged only to supervisors).
 fn json(http: SocketAddr, path: &str) -> Value {
-    let (status, body) = http_get(http, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let auth = format!("Bearer {TOKEN}");
+    let (status, body) = http_request(http, "GET", path, &[("Authorization", &auth)], "")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }

@@ -237,3 +237,126 @@ fn raw_post(http: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) 
         .unwrap_or(0);
     (status, out)
 }
+
+/// Issue 15: supervisors on the LAN reach the console over HTTPS with the
+/// station's own certificate (`pithead tls self-signed`); the session
+/// cookie is then `Secure`, and the key is written for its owner only.
+#[test]
+fn the_console_is_served_over_https_with_a_self_signed_certificate() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let cfg = minimal_config(&dir.path().join("data"), http).replacen(
+        &format!("listen = \"{http}\"\n"),
+        &format!(
+            "listen = \"{http}\"\ntls_listen = \"{https}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nnames = [\"pithead.test\"]\n",
+            cert.display(),
+            key.display()
+        ),
+        1,
+    );
+    let file = dir.path().join("pithead.toml");
+    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let run = |args: &[&str]| {
+        let out = Command::new(pithead_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Before the certificate exists, the configuration says what is missing.
+    let (code, out) = run(&["validate"]);
+    assert_eq!(code, Some(78), "{out}");
+    assert!(out.contains("http.tls_cert"), "{out}");
+    let (code, out) = run(&["tls", "self-signed"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("SHA-256 fingerprint"), "{out}");
+    let fingerprint = out
+        .lines()
+        .find(|l| l.starts_with("  "))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(fingerprint.split(':').count(), 32, "{out}");
+    let mode = std::fs::metadata(&key)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or_default();
+    assert_eq!(mode, 0o600, "the private key is its owner's only");
+    // Not again by accident: browsers would have to be told again.
+    let (code, out) = run(&["tls", "self-signed"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("--force"), "{out}");
+    let (code, out) = run(&["validate"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = user_cmd(&file, &["add", "王班长"], "井口安全第一 2026");
+    assert_eq!(code, Some(0), "{out}");
+
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    let ca = std::fs::read(&cert).unwrap_or_else(|e| panic!("{e}"));
+    let get = |host: &str| {
+        pithead_e2e::https_request(
+            https,
+            &ca,
+            host,
+            &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let (s, _, b) = get("pithead.test").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = get("localhost").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{b}");
+    // A name the certificate does not hold fails the handshake.
+    assert!(get("elsewhere.test").is_err());
+
+    let body = serde_json::json!({ "user": "王班长", "password": "井口安全第一 2026" }).to_string();
+    let login = format!(
+        "POST /api/v1/session HTTP/1.1\r\nHost: pithead.test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (s, head, b) = pithead_e2e::https_request(https, &ca, "pithead.test", &login)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "{head}{b}");
+    let set_cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        set_cookie.contains("; Secure") && set_cookie.contains("HttpOnly"),
+        "{head}"
+    );
+    // The box's own screen still talks plain HTTP on loopback; no Secure
+    // cookie there (the browser would drop it).
+    let (s, raw) = raw_post(http, "/api/v1/session", &[], &body);
+    assert_eq!(s, 200, "{raw}");
+    let plain = raw
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        !plain.contains("Secure") && plain.contains("HttpOnly"),
+        "{raw}"
+    );
+
+    // A client that never finishes its handshake is let go.
+    let mut idle = std::net::TcpStream::connect(https).unwrap_or_else(|e| panic!("{e}"));
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut idle, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed, nothing said");
+    assert!(started.elapsed() < Duration::from_secs(25));
+    d.signal(libc::SIGTERM);
+}

@@ -228,6 +228,13 @@ fn an_overdue_miner_raises_an_alarm_that_clears_on_check_out() {
         assert!(Instant::now() < end, "no overdue alarm: {a}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // To anyone else, the alarm says a miner is overdue, not which.
+    let (_, public) =
+        http_get(http, "/api/v1/alarms?active=true").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        public.contains("\"channel\":\"worker\"") && !public.contains("0003"),
+        "{public}"
+    );
     let o = authed(http, "/api/v1/outputs");
     assert_eq!(
         (o["siren"].as_bool(), o["beacon"].as_str()),
@@ -392,4 +399,155 @@ fn nobody_is_stranded_underground_by_an_import_and_a_supervisor_can_check_out_by
         "{payload}"
     );
     drop(d);
+}
+
+/// Issue 15: a client on the station LAN is no kiosk. Check-ins and
+/// check-outs come from the box's own screen (loopback) or a kiosk with a
+/// key, and each record says which; anyone else gets 403 and no name. A
+/// request naming another host (DNS rebinding) and a change sent from
+/// another site are refused; a LAN address may hold a few live streams,
+/// not all.
+#[test]
+fn only_kiosks_check_miners_in_and_out_and_the_lan_is_kept_at_arms_length() {
+    let (dir, _, file) = setup("8h");
+    assert_eq!(import(&file, ROSTER).0, Some(0));
+    let lan = pithead_e2e::lan_ip();
+    let port = free_port();
+    let keys = dir.path().join("kiosk-keys");
+    pithead_e2e::write_secret(&keys, "lamp-room 0123456789abcdef0123456789\n");
+    let cfg = std::fs::read_to_string(&file).unwrap_or_default().replacen(
+        "listen = \"127.0.0.1:",
+        &format!(
+            "allow_plain_http = true\nnames = [\"{lan}\"]\nlisten = \"0.0.0.0:{port}\"\n# was "
+        ),
+        1,
+    ) + &format!("[kiosk]\nkeys_file = \"{}\"\n", keys.display());
+    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let local = SocketAddr::from(([127, 0, 0, 1], port));
+    let from_lan = SocketAddr::new(lan, port);
+    let mut d = Daemon::start(dir.path(), &cfg, local);
+    d.wait_healthy(Duration::from_secs(20));
+    assert!(
+        d.log_text().contains("serving plain HTTP beyond this box"),
+        "{}",
+        d.log_text()
+    );
+    let body = "{\"badge\": \"0001\", \"direction\": \"in\"}";
+    // From the LAN, without a key: refused, and nothing personal said.
+    let (s, b) = http_request(from_lan, "POST", "/api/v1/checkins", &[], body)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("not_a_kiosk") && !b.contains("张伟"), "{b}");
+    let wrong = [("X-Kiosk-Key", "0123456789abcdef0123456789-not")];
+    assert_eq!(
+        http_request(from_lan, "POST", "/api/v1/checkins", &wrong, body)
+            .map(|r| r.0)
+            .ok(),
+        Some(403)
+    );
+    // With its key, the lamp room's kiosk; on the box, the local one.
+    let key = [("X-Kiosk-Key", "0123456789abcdef0123456789")];
+    let (s, b) = http_request(from_lan, "POST", "/api/v1/checkins", &key, body)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 201, "{b}");
+    assert!(b.contains("\"kiosk\":\"lamp-room\""), "{b}");
+    let (s, b) = check(local, "0002", "in");
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["record"]["kiosk"], "local");
+    // Another host named: refused before anything is done.
+    let (s, b) = http_request(
+        local,
+        "GET",
+        "/api/v1/channels",
+        &[("Host", "evil.example:8080")],
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 421, "{b}");
+    // A report from another site, as a form would send it: refused.
+    let (s, b) = pithead_e2e::http_send(
+        from_lan,
+        "POST",
+        "/api/v1/hazards",
+        &[("Origin", "http://evil.example")],
+        Some("text/plain"),
+        b"{\"category\":\"gas\",\"location\":\"x\",\"grade\":\"general\",\"description\":\"x\",\"anonymous\":true}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("cross_site"), "{b}");
+    let (s, _) = pithead_e2e::http_send(
+        from_lan,
+        "POST",
+        "/api/v1/hazards",
+        &[("Sec-Fetch-Site", "cross-site")],
+        Some("application/json"),
+        b"{\"category\":\"gas\",\"location\":\"x\",\"grade\":\"general\",\"description\":\"x\",\"anonymous\":true}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 403);
+    // JSON answers are not sniffed, and those with names not cached.
+    let head = raw_head(local, "/api/v1/channels");
+    assert!(
+        head.contains("x-content-type-options: nosniff")
+            && head.contains("cache-control: no-store"),
+        "{head}"
+    );
+    // /metrics is limited per LAN address like the other public endpoints.
+    let limited = (0..40)
+        .map(|_| {
+            pithead_e2e::http_get(from_lan, "/metrics")
+                .map(|r| r.0)
+                .unwrap_or(0)
+        })
+        .filter(|s| *s == 429)
+        .count();
+    assert!(limited > 0, "/metrics never limited");
+    // Live streams: a LAN address holds a few, never the box's own slots.
+    let streams: Vec<u16> = (0..6).map(|_| stream_status(from_lan)).collect();
+    assert_eq!(
+        streams.iter().filter(|s| **s == 200).count(),
+        4,
+        "{streams:?}"
+    );
+    assert_eq!(
+        stream_status(local),
+        200,
+        "the box's own screen still gets one"
+    );
+    d.signal(libc::SIGTERM);
+    let _ = d.wait_exit(Duration::from_secs(15));
+}
+
+/// The head of a GET's answer, lower case.
+fn raw_head(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// Opens a live stream and keeps it (the connection is leaked on purpose
+/// until the test ends); its status.
+fn stream_status(addr: SocketAddr) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let _ = write!(s, "GET /api/v1/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let status = String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    std::mem::forget(s);
+    status
 }

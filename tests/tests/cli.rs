@@ -233,3 +233,69 @@ fn run_refuses_a_bad_file_with_the_same_exit_code() {
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out.stderr).contains("unknown section `stationn`"));
 }
+
+/// Issue 15: a configuration that would expose the station is refused
+/// with the key to change: plain HTTP beyond the box, credentials sent to
+/// the broker in clear, and secret files others may read.
+#[test]
+fn settings_that_expose_the_station_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let token = dir.path().join("token");
+    std::fs::write(&token, "a-token-of-sufficient-length-1234").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let password = dir.path().join("mqtt-password");
+    std::fs::write(&password, "hunter2").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("open.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[station]\ncounty = \"c\"\nid = \"s\"\nname = \"n\"\n\
+             [outputs]\nbackend = \"sim\"\n\
+             [storage]\ndata_dir = \"{}\"\n\
+             [http]\nlisten = \"0.0.0.0:8080\"\napi_token_file = \"{}\"\n\
+             [mqtt]\nenabled = true\nurl = \"mqtt://county.example:1883\"\nusername = \"s\"\npassword_file = \"{}\"\n",
+            dir.path().join("data").display(),
+            token.display(),
+            password.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (code, _, err) = validate(&file);
+    assert_eq!(code, Some(78), "{err}");
+    let f = file.display();
+    assert!(
+        err.contains(&format!("{f}:10:1: key `http.listen`"))
+            && err.contains("plain HTTP beyond this box")
+            && err.contains("pithead tls self-signed"),
+        "{err}"
+    );
+    // On every address, a request naming another host is refused: the
+    // names people reach the box by must be given.
+    assert!(err.contains("key `http.names`"), "{err}");
+    assert!(
+        err.contains(&format!("{f}:11:1: key `http.api_token_file`"))
+            && err.contains("readable by everyone (mode 0644)")
+            && err.contains("chmod 0640"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{f}:16:1: key `mqtt.password_file`")) && err.contains("mqtts://"),
+        "{err}"
+    );
+
+    // Said on purpose, plain HTTP on the LAN is allowed (and warned of at
+    // start); the secrets still have to be kept.
+    let text = std::fs::read_to_string(&file).unwrap_or_default().replace(
+        "[http]\n",
+        "[http]\nallow_plain_http = true\nnames = [\"pithead-1.local\"]\n",
+    );
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    let (code, _, err) = validate(&file);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(!err.contains("http.listen"), "{err}");
+    assert!(err.contains("http.api_token_file"), "{err}");
+}

@@ -609,3 +609,124 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
     assert!(log.contains("disk space is back"), "{log}");
     d.signal(libc::SIGTERM);
 }
+
+/// A JPEG whose picture is `scan` bytes drawn from `seed` (never 0xFF, so
+/// it is one scan): as large a photo as a test needs, each one different.
+fn big_jpeg(scan: usize, seed: u64) -> Vec<u8> {
+    let mut b = jpeg_with_gps();
+    let at = b
+        .windows(3)
+        .position(|w| w == [0x11, 0x22, 0x33])
+        .unwrap_or_else(|| panic!("the fixture has no scan"));
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let picture: Vec<u8> = (0..scan)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            u8::try_from(x % 255).unwrap_or(0)
+        })
+        .collect();
+    b.splice(at..at + 3, picture);
+    b
+}
+
+/// Issue 15: photos give way first. The data disk keeps `reserve_mb` free
+/// for check-ins and alarm events, and photos take at most
+/// `photos_max_mb`: past either, a hazard report is kept without its photo
+/// and the miner told so, while check-ins go on.
+#[test]
+fn photos_give_way_to_check_ins_when_space_runs_short() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    let config = face_station(dir.path(), http, &sim, "").replacen(
+        "[storage]\n",
+        "[storage]\nreserve_mb = 12\nphotos_max_mb = 1\n",
+        1,
+    );
+    let mut d = Daemon::start_under(dir.path(), &config, http, &[], &on_small_tmpfs(&data, 40));
+    d.wait_healthy(Duration::from_secs(30));
+    let inside = Path::new("/proc")
+        .join(d.child.id().to_string())
+        .join("root")
+        .join(data.strip_prefix("/").unwrap_or(&data));
+    let report = |photo: &[u8]| -> Value {
+        let r = r#"{"category": "roof", "location": "1201 回风巷", "grade": "general", "description": "顶板掉渣", "anonymous": true}"#;
+        let (ct, body) = multipart(r, Some(photo));
+        let (s, b) = http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s, 201, "the report is always kept: {b}");
+        serde_json::from_str(&b).unwrap_or_default()
+    };
+    let free_mib = || -> u64 {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&inside)
+            .output()
+            .unwrap_or_else(|e| panic!("stat: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut n = text
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        n.next().unwrap_or(0) * n.next().unwrap_or(0) / (1024 * 1024)
+    };
+
+    // Room: the photo is kept.
+    let v = report(&jpeg_with_gps());
+    assert_eq!(v["photo"], true, "{v}");
+    assert!(v["photo_refused"].is_null(), "{v}");
+
+    // The disk down to 8 MiB free, under the 12 kept: the next photo is
+    // refused, the report kept, and miners still check in.
+    let free = free_mib();
+    assert!(free > 20, "the small disk has {free} MiB free");
+    let filler = inside.join("filler");
+    std::fs::write(
+        &filler,
+        vec![0u8; usize::try_from((free - 8) * 1024 * 1024).unwrap_or(0)],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let v = report(&big_jpeg(1000, 1));
+    assert_eq!(v["photo"], false, "{v}");
+    assert!(
+        v["photo_refused"]["message_zh"]
+            .as_str()
+            .is_some_and(|m| m.contains("照片未保存")),
+        "{v}"
+    );
+    assert!(
+        v["photo_refused"]["message_en"]
+            .as_str()
+            .is_some_and(|m| m.contains("MiB free")),
+        "{v}"
+    );
+    let (s, b) = check_in_answer(http, 1);
+    assert_eq!(s, 201, "a check-in under the photo reserve: {b}");
+    let (s, health) = http_get(http, "/healthz").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s, 200, "the reserve is not a full disk: {health}");
+
+    // Space back; now the photos' own limit (1 MiB): two of 400 KiB fit,
+    // the third does not.
+    std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("{e}"));
+    for seed in [2, 3] {
+        let v = report(&big_jpeg(400 * 1024, seed));
+        assert_eq!(v["photo"], true, "{v}");
+    }
+    let v = report(&big_jpeg(400 * 1024, 4));
+    assert_eq!(v["photo"], false, "{v}");
+    assert!(
+        v["photo_refused"]["message_en"]
+            .as_str()
+            .is_some_and(|m| m.contains("the most kept is 1 MiB")),
+        "{v}"
+    );
+    assert!(
+        d.log_text().contains("hazard photo refused for space"),
+        "{}",
+        d.log_text()
+    );
+    d.signal(libc::SIGTERM);
+}

@@ -63,13 +63,10 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     // A hazard report with a hostile description.
     let xss = "<img src=x onerror=\"document.title='pwned'\">顶板掉渣";
     b.click(&b.find("#category option[value='roof']", wait));
-    b.type_into(&b.find("#location", wait), "1201 回风巷");
-    b.type_into(&b.find("#description", wait), xss);
+    b.type_into(&b.find("#location", wait), &format!("1201 回风巷 {xss}"));
+    b.type_into(&b.find("#description", wait), "顶板掉渣，有一块松动");
     let photo = dir.path().join("photo.jpg");
-    let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
-    jpeg.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
-    jpeg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22, 0x33, 0xFF, 0xD9]);
-    std::fs::write(&photo, jpeg).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&photo, pithead_e2e::jpeg_with_gps()).unwrap_or_else(|e| panic!("{e}"));
     b.type_into(&b.find("#photo", wait), &photo.display().to_string());
     b.click(&b.find("#anonymous", wait));
     b.click(&b.find("#report-form button[type=submit]", wait));
@@ -80,7 +77,11 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     });
     assert!(
         shown.contains("<img src=x"),
-        "the description is shown as text: {shown}"
+        "the location is shown as text: {shown}"
+    );
+    assert!(
+        !shown.contains("松动"),
+        "the public lookup shows status, dates and notes, not the description: {shown}"
     );
     assert!(
         b.find_all("#lookup-result img:not(#lookup-photo)")
@@ -240,4 +241,81 @@ fn the_kiosk_shows_no_reading_once_it_loses_the_daemon_and_recovers_by_itself() 
         "the page was reloaded"
     );
     d.signal(libc::SIGTERM);
+}
+
+/// Issue 15: a kiosk on the LAN is set up by opening the page once with
+/// its key in the fragment (`/#kiosk=KEY`). The key leaves the address bar
+/// at once, stays in the browser, and goes with every check-in; the same
+/// page on a browser without it is told it is no kiosk.
+#[test]
+fn a_lan_kiosk_set_up_with_its_key_checks_miners_in_and_a_stranger_cannot() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let lan = pithead_e2e::lan_ip();
+    let port = free_port();
+    let local = SocketAddr::from(([127, 0, 0, 1], port));
+    let on_lan = SocketAddr::new(lan, port);
+    let keys = dir.path().join("kiosk-keys");
+    let key = "lamp-room-key-5f1c9a0e77d2";
+    pithead_e2e::write_secret(&keys, &format!("lamp-room {key}\n"));
+    let cfg = pithead_e2e::with_token(
+        dir.path(),
+        local,
+        &pithead_e2e::face_station(dir.path(), local, &sim, ""),
+    )
+    .replacen(
+        &format!("listen = \"{local}\"\n"),
+        &format!("listen = \"{on_lan}\"\nallow_plain_http = true\n"),
+        1,
+    ) + &format!("[kiosk]\nkeys_file = \"{}\"\n", keys.display());
+    let mut d = Daemon::start(dir.path(), &cfg, on_lan);
+    d.wait_healthy(Duration::from_secs(20));
+    let wait = Duration::from_secs(15);
+
+    // A phone on the Wi-Fi opens the kiosk page: no check-in.
+    let b = Browser::start(1280, 1100);
+    b.open(&format!("http://{on_lan}/"));
+    b.wait_text("#station", wait, "the station name", |t| t == "测试站");
+    b.type_into(&b.find("#badge", wait), "0001\u{E007}");
+    let refused = b.wait_text("#checkin-result", wait, "refused", |t| {
+        t.contains("登记终端")
+    });
+    assert!(!refused.contains("张伟"), "{refused}");
+
+    // The lamp room's tablet is set up once with its key.
+    b.open(&format!("http://{on_lan}/#kiosk={key}"));
+    b.wait_text("#station", wait, "the station name", |t| t == "测试站");
+    let href = b.execute("return location.href");
+    assert!(
+        !href.as_str().unwrap_or_default().contains(key),
+        "the key left the address bar: {href}"
+    );
+    b.type_into(&b.find("#badge", wait), "0001\u{E007}");
+    b.wait_text("#checkin-result", wait, "checked in", |t| {
+        t.contains("张伟") && t.contains("下井登记成功")
+    });
+    // After a restart of the browser page, still a kiosk.
+    b.open(&format!("http://{on_lan}/"));
+    b.type_into(&b.find("#badge", wait), "0001\u{E007}");
+    b.wait_text("#checkin-result", wait, "already in", |t| {
+        t.contains("已于")
+    });
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(20)).success());
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kiosks: Vec<(String, Option<String>)> = db
+        .prepare("SELECT outcome, kiosk FROM checkins ORDER BY id")
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        kiosks
+            .iter()
+            .all(|(_, k)| k.as_deref() == Some("lamp-room"))
+            && kiosks.len() == 2,
+        "the stranger's attempt left no record; the kiosk's say which: {kiosks:?}"
+    );
 }

@@ -84,6 +84,7 @@ fn every_record_arrives_once_in_sequence_across_outages() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // The uplink is down when the box starts: records queue on disk.
+    let (mut broker, sub) = Mosquitto::down_with_county(port);
     let mut d = Daemon::start(
         dir.path(),
         &config(dir.path(), http, &format!("mqtt://127.0.0.1:{port}"), 60),
@@ -93,8 +94,7 @@ fn every_record_arrives_once_in_sequence_across_outages() {
     for i in 0..30 {
         check_in(http, i);
     }
-    let mut broker = Mosquitto::start_on(port);
-    let sub = Subscriber::start(port);
+    broker.restart();
     let got = wait_for(&sub, 30, Duration::from_secs(30));
     // The status is retained online.
     let status = sub

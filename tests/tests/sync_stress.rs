@@ -289,7 +289,9 @@ fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
         }
     }
 
-    // The daemon starts with the broker still down.
+    // The county subscribed before the outage; the daemon starts with the
+    // broker still down.
+    let (mut broker, sub) = Mosquitto::down_with_county(port);
     let mut d = Daemon::start(dir.path(), &config, http);
     d.wait_healthy(Duration::from_secs(20));
     let pid = d.child.id();
@@ -302,8 +304,7 @@ fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
         metric(http, "pithead_outbox_dropped_summaries_total"),
         dropped as f64
     );
-    let broker = Mosquitto::start_on(port);
-    let sub = Subscriber::start(broker.port);
+    broker.restart();
     wait_connected(http, true, Duration::from_secs(60));
     let start = Instant::now();
     let mut draining = Vec::new();

@@ -28,9 +28,10 @@ fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (String, Stri
     (cert.pem(), key.serialize_pem())
 }
 
+/// Writes a PEM file (readable by its owner only: keys are secrets).
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
-    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+    pithead_e2e::write_secret(&p, text);
     p.display().to_string()
 }
 
