@@ -25,10 +25,12 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to start the web server.
 const WEB_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Runs the daemon until `shutdown` is cancelled. `on_force` receives the
+/// Runs the daemon until `shutdown` is cancelled; `started` is when the
+/// process started (the first poll's delay is measured from it). `on_force` receives the
 /// function that cuts the power, for the signal handler's hard exit.
 pub async fn run(
     config: Config,
+    started: std::time::Instant,
     shutdown: CancellationToken,
     on_force: &crate::lifecycle::ForceExit,
 ) -> anyhow::Result<()> {
@@ -42,8 +44,9 @@ pub async fn run(
     );
     let tracker = TaskTracker::new();
     // Acquisition and the alarms on it start first and need no disk.
-    let beats = crate::alarm::supervisor::Heartbeats::new();
-    let (acquisition, batches) = crate::acquisition::start(&config, &beats, &tracker, &shutdown);
+    let beats = crate::heartbeat::Heartbeats::new();
+    let (acquisition, batches) =
+        crate::acquisition::start(&config, started, &beats, &tracker, &shutdown);
     let (alarms, supervisor, alarm_events) = crate::alarm::start(
         &config,
         acquisition.snapshot.clone(),
@@ -193,7 +196,7 @@ async fn store_up(
         .write(Durability::Bulk, move |c| {
             events::insert(
                 c,
-                &store::now_rfc3339(),
+                &crate::time::now_rfc3339(),
                 &events::NewEvent {
                     kind: "daemon.started".into(),
                     actor: None,
@@ -323,7 +326,7 @@ struct Bound {
     plain: tokio::net::TcpListener,
     tls: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     token: Option<Arc<str>>,
-    kiosk_keys: crate::web::kiosk_keys::KioskKeys,
+    kiosk_keys: crate::kiosk_keys::KioskKeys,
 }
 
 /// The listening sockets, the API token and the kiosk keys, or why not.
@@ -346,10 +349,10 @@ async fn bind(cfg: &Config) -> anyhow::Result<Bound> {
         Some(f) => {
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("cannot read kiosk.keys_file {}", f.display()))?;
-            crate::web::kiosk_keys::parse(&text)
+            crate::kiosk_keys::parse(&text)
                 .map_err(|e| anyhow::anyhow!("kiosk.keys_file {}: {e}", f.display()))?
         }
-        None => crate::web::kiosk_keys::KioskKeys::default(),
+        None => crate::kiosk_keys::KioskKeys::default(),
     };
     let tls = match (&cfg.http.tls_listen, &cfg.http.tls_cert, &cfg.http.tls_key) {
         (Some(a), Some(c), Some(k)) => {

@@ -12,7 +12,8 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::store::{StoreError, now_rfc3339};
+use crate::store::StoreError;
+use crate::time::now_rfc3339;
 
 /// How long a console session lasts (a shift and a half).
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);

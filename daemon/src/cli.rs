@@ -284,7 +284,13 @@ fn daemon(cfg: Config, extra: impl FnOnce(&CancellationToken) -> std::io::Result
     let result = runtime.block_on(async {
         let (shutdown, force) = crate::lifecycle::shutdown_on_signals()?;
         extra(&shutdown)?;
-        crate::app::run(cfg, shutdown, &force).await
+        crate::app::run(
+            cfg,
+            *STARTED.get_or_init(std::time::Instant::now),
+            shutdown,
+            &force,
+        )
+        .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -578,7 +584,7 @@ fn roster_import(cfg: &Config, file: &Path) -> ExitCode {
     let n = workers.len();
     let result = runtime.block_on(async {
         let store = crate::store::Store::open(&cfg.storage.data_dir)?;
-        let at = crate::store::now_rfc3339();
+        let at = crate::time::now_rfc3339();
         let r = store
             .write(crate::store::Durability::Acknowledged, move |c| {
                 crate::roster::import(c, &workers, &at)

@@ -7,323 +7,16 @@
 use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::store::StoreError;
 use crate::store::outbox::{self, Lane};
-use crate::store::{StoreError, rfc3339};
+use crate::time::rfc3339;
 
-/// Longest description, in characters.
-pub const MAX_DESCRIPTION: usize = 2000;
-/// Longest location, owner, measures or note, in characters.
-pub const MAX_FIELD: usize = 200;
-
-/// What kind of hazard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    /// Gas.
-    Gas,
-    /// Water.
-    Water,
-    /// Roof or rib.
-    Roof,
-    /// Ventilation.
-    Ventilation,
-    /// Electrical.
-    Electrical,
-    /// Machinery.
-    Machinery,
-    /// Fire.
-    Fire,
-    /// Transport.
-    Transport,
-    /// Anything else.
-    Other,
-}
-
-/// How serious: general (一般) or major (重大).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Grade {
-    /// 一般隐患.
-    General,
-    /// 重大隐患: goes to the county at once.
-    Major,
-}
-
-/// Where a hazard is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Just reported.
-    Reported,
-    /// A supervisor has seen it.
-    Acknowledged,
-    /// Someone owns the rectification, with a deadline and measures.
-    Assigned,
-    /// The owner says it is fixed.
-    Rectified,
-    /// Verified and closed (销号).
-    Closed,
-    /// Not a hazard, with a reason.
-    Rejected,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Reported => "reported",
-            Status::Acknowledged => "acknowledged",
-            Status::Assigned => "assigned",
-            Status::Rectified => "rectified",
-            Status::Closed => "closed",
-            Status::Rejected => "rejected",
-        }
-    }
-
-    fn parse(s: &str) -> Status {
-        match s {
-            "acknowledged" => Status::Acknowledged,
-            "assigned" => Status::Assigned,
-            "rectified" => Status::Rectified,
-            "closed" => Status::Closed,
-            "rejected" => Status::Rejected,
-            _ => Status::Reported,
-        }
-    }
-
-    /// Whether the lifecycle allows going from `self` to `next`.
-    pub fn can_go_to(self, next: Status) -> bool {
-        use Status::*;
-        matches!(
-            (self, next),
-            (Reported, Acknowledged)
-                | (Reported | Acknowledged, Assigned)
-                | (Assigned, Assigned)
-                | (Assigned, Rectified)
-                | (Rectified, Closed)
-                | (Rectified, Assigned)
-                | (Reported | Acknowledged | Assigned | Rectified, Rejected)
-        )
-    }
-}
-
-/// A new report, as the kiosk sends it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewHazard {
-    /// Category.
-    pub category: Category,
-    /// Location, from the site's list or free text.
-    pub location: String,
-    /// General or major.
-    pub grade: Grade,
-    /// What the miner saw.
-    pub description: String,
-    /// Report without a name.
-    #[serde(default)]
-    pub anonymous: bool,
-    /// The reporter's badge, unless anonymous.
-    #[serde(default)]
-    pub badge: Option<String>,
-}
-
-/// A problem with a request, in both languages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    /// Chinese.
-    pub zh: String,
-    /// English.
-    pub en: String,
-}
-
-fn invalid(zh: impl Into<String>, en: impl Into<String>) -> Invalid {
-    Invalid {
-        zh: zh.into(),
-        en: en.into(),
-    }
-}
-
-fn text(v: &str, max: usize, zh: &str, en: &str) -> Result<String, Invalid> {
-    let t = v.trim();
-    if t.is_empty() || t.chars().count() > max {
-        return Err(invalid(
-            format!("{zh}不能为空，且不超过{max}字"),
-            format!("{en} must be 1 to {max} characters"),
-        ));
-    }
-    if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(invalid(
-            format!("{zh}含有不可见的控制字符"),
-            format!("{en} contains control characters"),
-        ));
-    }
-    Ok(t.to_owned())
-}
-
-impl NewHazard {
-    /// Checks and normalises the report.
-    pub fn validate(mut self) -> Result<NewHazard, Invalid> {
-        self.location = text(&self.location, MAX_FIELD, "地点", "location")?;
-        self.description = text(
-            &self.description,
-            MAX_DESCRIPTION,
-            "隐患描述",
-            "description",
-        )?;
-        self.badge = match (self.anonymous, self.badge.as_deref()) {
-            (true, _) => None,
-            (false, Some(b)) => {
-                Some(crate::roster::normalize_badge(b).map_err(|e| invalid("卡号格式不正确", e))?)
-            }
-            (false, None) => {
-                return Err(invalid(
-                    "请刷卡或选择匿名举报",
-                    "give a badge, or report anonymously",
-                ));
-            }
-        };
-        Ok(self)
-    }
-}
-
-/// A step a supervisor takes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    /// The status it moves to.
-    pub status: Status,
-    /// Who takes it (a console session fills it in).
-    #[serde(default)]
-    pub by: String,
-    /// A note (required to reject).
-    #[serde(default)]
-    pub note: Option<String>,
-    /// For `assigned`: who rectifies.
-    #[serde(default)]
-    pub owner: Option<String>,
-    /// For `assigned`: by when, RFC 3339.
-    #[serde(default)]
-    pub deadline: Option<String>,
-    /// For `assigned`: the measures.
-    #[serde(default)]
-    pub measures: Option<String>,
-}
-
-/// A hazard as shown to supervisors.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hazard {
-    /// Short code for the reporter.
-    pub ticket: String,
-    /// Category.
-    pub category: Category,
-    /// Location.
-    pub location: String,
-    /// Grade.
-    pub grade: Grade,
-    /// Description.
-    pub description: String,
-    /// Whether a photo is attached.
-    pub photo: Option<String>,
-    /// Reporter badge; `None` when anonymous (never shown publicly).
-    pub reporter: Option<String>,
-    /// Where it is in its lifecycle.
-    pub status: Status,
-    /// Who rectifies.
-    pub owner: Option<String>,
-    /// Rectification deadline.
-    pub deadline: Option<String>,
-    /// Measures.
-    pub measures: Option<String>,
-    /// Past its deadline and not yet rectified.
-    pub overdue: bool,
-    /// RFC 3339.
-    pub reported_at: String,
-    /// RFC 3339.
-    pub updated_at: String,
-    /// Every step, oldest first.
-    pub steps: Vec<StepRecord>,
-}
-
-/// What anyone may see of a hazard by its ticket (the kiosk's lookup): its
-/// state and dates and the notes of its steps — never who reported it, the
-/// owner, the supervisors' names, the measures or the photo's name.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PublicHazard {
-    /// Short code for the reporter.
-    pub ticket: String,
-    /// Category.
-    pub category: Category,
-    /// Location.
-    pub location: String,
-    /// Grade.
-    pub grade: Grade,
-    /// Whether a photo is attached (served by ticket, stripped).
-    pub photo: bool,
-    /// Where it is in its lifecycle.
-    pub status: Status,
-    /// Rectification deadline.
-    pub deadline: Option<String>,
-    /// Past its deadline and not yet rectified.
-    pub overdue: bool,
-    /// RFC 3339.
-    pub reported_at: String,
-    /// RFC 3339.
-    pub updated_at: String,
-    /// Every step: status, time and note, oldest first.
-    pub steps: Vec<PublicStep>,
-}
-
-/// A step as anyone may see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PublicStep {
-    /// Status reached.
-    pub status: Status,
-    /// What was said.
-    pub note: Option<String>,
-    /// RFC 3339.
-    pub at: String,
-}
-
-impl From<Hazard> for PublicHazard {
-    fn from(h: Hazard) -> Self {
-        PublicHazard {
-            ticket: h.ticket,
-            category: h.category,
-            location: h.location,
-            grade: h.grade,
-            photo: h.photo.is_some(),
-            status: h.status,
-            deadline: h.deadline,
-            overdue: h.overdue,
-            reported_at: h.reported_at,
-            updated_at: h.updated_at,
-            steps: h
-                .steps
-                .into_iter()
-                .map(|s| PublicStep {
-                    status: s.status,
-                    note: s.note,
-                    at: s.at,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// One recorded step.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StepRecord {
-    /// Status reached.
-    pub status: Status,
-    /// Who.
-    pub by: Option<String>,
-    /// What they said.
-    pub note: Option<String>,
-    /// When, RFC 3339.
-    pub at: String,
-}
+pub use pithead_core::hazard::{
+    Category, Grade, Hazard, Invalid, MAX_DESCRIPTION, MAX_FIELD, NewHazard, PublicHazard,
+    PublicStep, Status, Step, StepRecord,
+};
 
 /// Ticket alphabet: no 0/O, 1/I/L, easy to read out and type on a kiosk.
 const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
@@ -369,7 +62,7 @@ pub fn create(
     )?;
     let hazard = get(conn, &ticket, at)?
         .ok_or_else(|| StoreError::Rejected("the report vanished".into()))?;
-    enqueue(conn, cfg, &hazard, "reported", &at_s)?;
+    enqueue(conn, cfg, &hazard, Status::Reported, &at_s)?;
     Ok(hazard)
 }
 
@@ -377,16 +70,19 @@ fn enqueue(
     conn: &Connection,
     cfg: &Config,
     h: &Hazard,
-    event: &str,
+    event: Status,
     at: &str,
 ) -> Result<(), StoreError> {
-    let mut payload = serde_json::to_value(h).unwrap_or_default();
-    payload["county"] = cfg.station.county.clone().into();
-    payload["station"] = cfg.station.id.clone().into();
-    payload["event"] = event.into();
-    // Major hazards go to the county at once: the sync task sends this
-    // lane before check-ins and summaries.
-    payload["urgent"] = (h.grade == Grade::Major).into();
+    let payload = serde_json::to_value(pithead_core::protocol::HazardBody {
+        event,
+        // Major hazards go to the county at once: the sync task sends this
+        // lane before check-ins and summaries.
+        urgent: h.grade == Grade::Major,
+        hazard: h.clone(),
+        county: cfg.station.county.clone(),
+        station: cfg.station.id.clone(),
+    })
+    .unwrap_or_default();
     outbox::enqueue(conn, Lane::Hazard, "hazard", at, &payload)?;
     Ok(())
 }
@@ -411,66 +107,7 @@ pub fn step(
     let Some(current) = get(conn, ticket, at)? else {
         return Ok(Err(StepError::NotFound));
     };
-    let checked = (|| -> Result<Step, Invalid> {
-        let mut s = s.clone();
-        s.by = text(&s.by, 64, "处理人", "by")?;
-        if !current.status.can_go_to(s.status) {
-            return Err(invalid(
-                format!(
-                    "隐患当前为“{}”，不能改为“{}”",
-                    current.status.as_str(),
-                    s.status.as_str()
-                ),
-                format!(
-                    "a hazard that is {} cannot become {}",
-                    current.status.as_str(),
-                    s.status.as_str()
-                ),
-            ));
-        }
-        s.note = s
-            .note
-            .as_deref()
-            .map(|n| text(n, MAX_FIELD, "备注", "note"))
-            .transpose()?;
-        if s.status == Status::Rejected && s.note.is_none() {
-            return Err(invalid(
-                "驳回必须说明理由",
-                "rejecting needs a reason (note)",
-            ));
-        }
-        if s.status != Status::Assigned
-            && (s.owner.is_some() || s.deadline.is_some() || s.measures.is_some())
-        {
-            return Err(invalid(
-                "负责人、整改期限和整改措施只在“指派整改”时填写",
-                "owner, deadline and measures go with status `assigned` only",
-            ));
-        }
-        if s.status == Status::Assigned {
-            s.owner = Some(text(
-                s.owner.as_deref().unwrap_or(""),
-                64,
-                "整改负责人",
-                "owner",
-            )?);
-            s.measures = Some(text(
-                s.measures.as_deref().unwrap_or(""),
-                MAX_FIELD,
-                "整改措施",
-                "measures",
-            )?);
-            let d = s.deadline.as_deref().unwrap_or("");
-            let parsed = humantime::parse_rfc3339_weak(d).map_err(|_| {
-                invalid(
-                    "整改期限格式不正确",
-                    "deadline must be an RFC 3339 time, e.g. 2026-12-01T18:00:00Z",
-                )
-            })?;
-            s.deadline = Some(rfc3339(parsed));
-        }
-        Ok(s)
-    })();
+    let checked = s.clone().check(current.status);
     let s = match checked {
         Ok(s) => s,
         Err(e) => return Ok(Err(StepError::Invalid(e))),
@@ -489,7 +126,7 @@ pub fn step(
     )?;
     let hazard =
         get(conn, ticket, at)?.ok_or_else(|| StoreError::Rejected("the report vanished".into()))?;
-    enqueue(conn, cfg, &hazard, s.status.as_str(), &at_s)?;
+    enqueue(conn, cfg, &hazard, s.status, &at_s)?;
     Ok(Ok(hazard))
 }
 
@@ -527,14 +164,14 @@ pub fn get(conn: &Connection, ticket: &str, now: SystemTime) -> Result<Option<Ha
     let steps = st
         .query_map([id], |r| {
             Ok(StepRecord {
-                status: Status::parse(&r.get::<_, String>(0)?),
+                status: stored(&r.get::<_, String>(0)?, Status::parse)?,
                 by: r.get(1)?,
                 note: r.get(2)?,
                 at: r.get(3)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let status = Status::parse(&status);
+    let status = stored(&status, Status::parse)?;
     let overdue = status == Status::Assigned
         && deadline
             .as_deref()
@@ -542,9 +179,9 @@ pub fn get(conn: &Connection, ticket: &str, now: SystemTime) -> Result<Option<Ha
             .is_some_and(|d| d < now);
     Ok(Some(Hazard {
         ticket,
-        category: serde_json::from_value(category.into()).unwrap_or(Category::Other),
+        category: stored(&category, |c| serde_json::from_value(c.into()).ok())?,
         location,
-        grade: serde_json::from_value(grade.into()).unwrap_or(Grade::General),
+        grade: stored(&grade, |g| serde_json::from_value(g.into()).ok())?,
         description,
         photo,
         reporter,
@@ -557,6 +194,18 @@ pub fn get(conn: &Connection, ticket: &str, now: SystemTime) -> Result<Option<Ha
         updated_at,
         steps,
     }))
+}
+
+/// A name read from the database as what it names; a name nothing has is
+/// an error (a damaged or newer database), never read as something else.
+fn stored<T>(name: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, rusqlite::Error> {
+    parse(name).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("{name:?} names nothing this version knows").into(),
+        )
+    })
 }
 
 /// The newest `limit` hazards, open ones first.

@@ -12,6 +12,10 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod hazards;
+pub mod heartbeat;
+pub mod kiosk_keys;
+#[cfg(test)]
+mod layers;
 pub mod lifecycle;
 pub mod logging;
 pub mod photos;
@@ -22,5 +26,6 @@ pub mod store;
 pub mod sync;
 #[cfg(test)]
 mod testing;
+pub mod time;
 pub mod tls;
 pub mod web;

@@ -9,10 +9,12 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension};
 use tokio_util::sync::CancellationToken;
 
-use crate::acquisition::recorder::unix_ms;
 use crate::config::Config;
 use crate::store::outbox::{self, Lane};
-use crate::store::{Durability, Store, StoreError, rfc3339};
+use crate::store::{Durability, Store, StoreError};
+use crate::time::rfc3339;
+use crate::time::unix_ms;
+use pithead_core::protocol::{ChannelMinutes, HeadcountBody, MinuteStats, Person, SummaryBody};
 
 /// How often reports are made.
 pub const EVERY: Duration = Duration::from_secs(300);
@@ -102,46 +104,55 @@ pub fn summarize(
          WHERE minute_ms >= ?1 AND minute_ms < ?2 ORDER BY channel, minute_ms",
     )?;
     let mut channels: Vec<serde_json::Value> = Vec::new();
-    let mut current: Option<(String, Vec<serde_json::Value>)> = None;
+    let mut current: Option<(String, Vec<MinuteStats>)> = None;
     let rows = st.query_map((from, until), |r| {
         Ok((
             r.get::<_, String>(0)?,
-            serde_json::json!({
-                "minute": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0))),
-                "min": r.get::<_, Option<f64>>(2)?,
-                "max": r.get::<_, Option<f64>>(3)?,
-                "mean": r.get::<_, Option<f64>>(4)?.map(|m| crate::acquisition::decode::round_significant(m, 6)),
-                "count": r.get::<_, i64>(5)?,
-                "faults": r.get::<_, i64>(6)?,
-            }),
+            MinuteStats {
+                minute: rfc3339(crate::time::from_unix_ms(r.get(1)?)),
+                min: r.get(2)?,
+                max: r.get(3)?,
+                mean: r
+                    .get::<_, Option<f64>>(4)?
+                    .map(|m| pithead_core::decode::round_significant(m, 6)),
+                count: r.get(5)?,
+                faults: r.get(6)?,
+            },
         ))
     })?;
+    let channel = |channel: String, minutes: Vec<MinuteStats>| {
+        serde_json::to_value(ChannelMinutes { channel, minutes }).unwrap_or_default()
+    };
     for row in rows {
         let (ch, minute) = row?;
         match &mut current {
             Some((c, mins)) if *c == ch => mins.push(minute),
             _ => {
                 if let Some((c, mins)) = current.take() {
-                    channels.push(serde_json::json!({ "channel": c, "minutes": mins }));
+                    channels.push(channel(c, mins));
                 }
                 current = Some((ch, vec![minute]));
             }
         }
     }
     if let Some((c, mins)) = current {
-        channels.push(serde_json::json!({ "channel": c, "minutes": mins }));
+        channels.push(channel(c, mins));
     }
     crate::store::set_meta(conn, KEY, &until.to_string())?;
     if channels.is_empty() {
         return Ok(None);
     }
-    let at = crate::store::now_rfc3339();
-    let base = serde_json::json!({
-        "county": cfg.station.county,
-        "station": cfg.station.id,
-        "from": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(from).unwrap_or(0))),
-        "to": rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(until).unwrap_or(0))),
-    });
+    let at = crate::time::now_rfc3339();
+    let base = serde_json::to_value(SummaryBody {
+        county: cfg.station.county.clone(),
+        station: cfg.station.id.clone(),
+        from: rfc3339(crate::time::from_unix_ms(from)),
+        to: rfc3339(crate::time::from_unix_ms(until)),
+        channels: Vec::new(),
+        part: None,
+        parts: None,
+    })
+    .unwrap_or_default();
     let mut last = None;
     let max = outbox::message_limit(conn, cfg.mqtt.max_message_bytes)?;
     for body in split_to_fit(&base, "channels", channels, max) {
@@ -162,19 +173,28 @@ pub fn headcount(
         .saturating_add(cfg.roster.overdue_grace);
     let people = crate::roster::underground(conn, now, limit)?;
     let at = rfc3339(now);
-    let base = serde_json::json!({
-        "county": cfg.station.county,
-        "station": cfg.station.id,
-        "at": at,
-        "underground": people.len(),
-        "overdue": people.iter().filter(|p| p.overdue).count(),
-    });
+    let base = serde_json::to_value(HeadcountBody {
+        county: cfg.station.county.clone(),
+        station: cfg.station.id.clone(),
+        at: at.clone(),
+        underground: people.len(),
+        overdue: people.iter().filter(|p| p.overdue).count(),
+        people: Vec::new(),
+        part: None,
+        parts: None,
+    })
+    .unwrap_or_default();
     let people: Vec<serde_json::Value> = people
-        .iter()
+        .into_iter()
         .map(|p| {
-            serde_json::json!({
-                "badge": p.badge, "name": p.name, "team": p.team, "since": p.since, "overdue": p.overdue,
+            serde_json::to_value(Person {
+                badge: p.badge,
+                name: p.name,
+                team: p.team,
+                since: p.since,
+                overdue: p.overdue,
             })
+            .unwrap_or_default()
         })
         .collect();
     let mut last = None;

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::Mqtt;
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     // ring, not aws-lc: pure Rust and C that cross-compiles for the Pi.
     Arc::new(rustls::crypto::ring::default_provider())
@@ -34,10 +32,13 @@ fn key(file: &Path) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// The client configuration for `mqtts://`: the CA of `ca_file`, or the
-/// system's trust store; the client certificate when one is configured.
-pub fn mqtt_client(m: &Mqtt) -> Result<rustls::ClientConfig, String> {
+/// system's trust store; the client certificate and key when given.
+pub fn mqtt_client(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
-    match &m.ca_file {
+    match ca_file {
         Some(ca) => {
             for c in certs(ca)? {
                 roots
@@ -66,11 +67,11 @@ pub fn mqtt_client(m: &Mqtt) -> Result<rustls::ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots);
-    match (&m.client_cert, &m.client_key) {
-        (Some(c), Some(k)) => builder
+    match client {
+        Some((c, k)) => builder
             .with_client_auth_cert(certs(c)?, key(k)?)
             .map_err(|e| format!("the client certificate and key do not go together: {e}")),
-        _ => Ok(builder.with_no_client_auth()),
+        None => Ok(builder.with_no_client_auth()),
     }
 }
 

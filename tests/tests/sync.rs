@@ -449,6 +449,34 @@ fn every_record_kind_arrives_with_the_documented_payload() {
         )
     );
     assert!(st["version"].is_string() && st["at"].is_string(), "{st}");
+    // Every message reads as the protocol's own types, the ones the county
+    // receiver uses (pithead-core): a field the station renames or drops
+    // fails here.
+    for m in sub.all() {
+        if m.topic.ends_with("/status") {
+            let st: pithead_core::protocol::StatusMessage =
+                serde_json::from_str(&m.payload).unwrap_or_else(|e| panic!("{e}: {}", m.payload));
+            assert_eq!(st.state, pithead_core::protocol::Presence::Online);
+            continue;
+        }
+        let msg = pithead_core::protocol::Message::parse(m.payload.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}: {}", m.payload));
+        let body = msg
+            .body()
+            .unwrap_or_else(|e| panic!("{} body: {e}: {}", msg.kind, m.payload));
+        use pithead_core::protocol::Body;
+        let matches = matches!(
+            (msg.kind.as_str(), &body),
+            ("alarm", Body::Alarm(_))
+                | ("checkin", Body::Checkin(_))
+                | ("headcount", Body::Headcount(_))
+                | ("hazard", Body::Hazard(_))
+                | ("summary", Body::Summary(_))
+                | ("gap", Body::Gap(_))
+                | ("cmd_ack", Body::CmdAck(_))
+        );
+        assert!(matches, "{} read as {body:?}", msg.kind);
+    }
     // Every envelope has every documented field.
     for (kind, lane) in [
         ("alarm", "alarm"),

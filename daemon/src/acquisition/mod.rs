@@ -5,10 +5,10 @@
 //! channel's latest [`Reading`] into a `watch` [`Snapshot`] for the alarm
 //! engine and the web, and every poll result to the recorder for the store.
 //!
-//! A reading is a value with its unit, or a special [`State`]; a reading the
+//! A reading is a value with its unit, or a special [`ReadingState`]; a reading the
 //! box does not have is a state, never a zero and never the last value.
 
-pub mod decode;
+pub use pithead_core::decode;
 pub mod metrics;
 pub mod plan;
 mod poller;
@@ -27,89 +27,8 @@ use tracing::Instrument as _;
 use crate::config::{ChannelKind, Config, Transport};
 
 pub use metrics::Metrics;
-pub use poller::quiet;
 
-/// What a reading is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// A value in engineering units.
-    Ok,
-    /// The device did not answer properly (timeout, exception, garbage,
-    /// connection lost): 断线.
-    CommFault,
-    /// The value is outside the sensor's range or not a number: 故障/超量程.
-    OutOfRange,
-    /// No fresh reading within two poll intervals.
-    Stale,
-    /// The box has just started; sensors and devices are settling.
-    WarmingUp,
-}
-
-impl State {
-    /// The name used in the API, the database and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::CommFault => "comm_fault",
-            State::OutOfRange => "out_of_range",
-            State::Stale => "stale",
-            State::WarmingUp => "warming_up",
-        }
-    }
-
-    /// The state named `s` (as [`State::as_str`] writes it).
-    pub fn parse(s: &str) -> Option<State> {
-        [
-            State::Ok,
-            State::CommFault,
-            State::OutOfRange,
-            State::Stale,
-            State::WarmingUp,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-}
-
-/// The latest of one channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    /// The value; `Some` exactly when `state` is [`State::Ok`].
-    pub value: Option<f64>,
-    /// What the reading is.
-    pub state: State,
-    /// When it was taken (monotonic, for alarm timing and staleness).
-    pub at: Instant,
-    /// When it was taken (wall clock, for people and records).
-    pub wall: SystemTime,
-    /// Why there is no value, for people (e.g. "timeout", "exception 2").
-    pub detail: Option<Arc<str>>,
-}
-
-impl Reading {
-    /// A good value.
-    pub fn ok(value: f64, at: Instant, wall: SystemTime) -> Self {
-        Reading {
-            value: Some(value),
-            state: State::Ok,
-            at,
-            wall,
-            detail: None,
-        }
-    }
-
-    /// A special state, without a value.
-    pub fn fault(state: State, detail: impl Into<Arc<str>>, at: Instant, wall: SystemTime) -> Self {
-        Reading {
-            value: None,
-            state,
-            at,
-            wall,
-            detail: Some(detail.into()),
-        }
-    }
-}
+pub use pithead_core::reading::{Reading, ReadingState};
 
 /// Fixed facts about a channel, shared by every snapshot.
 #[derive(Debug, Clone, Serialize)]
@@ -233,12 +152,14 @@ pub struct Handle {
 /// How readings leave the bus tasks.
 #[derive(Debug, Clone)]
 pub(crate) struct Sink {
-    beats: Arc<crate::alarm::supervisor::Heartbeats>,
+    beats: Arc<crate::heartbeat::Heartbeats>,
     snapshot: Arc<watch::Sender<Snapshot>>,
     changes: Arc<Changes>,
     recorder: mpsc::Sender<Batch>,
     metrics: Arc<Metrics>,
     warm_until: Instant,
+    /// When the process started: the first poll's delay is measured from it.
+    started: Instant,
 }
 
 impl Sink {
@@ -249,11 +170,11 @@ impl Sink {
             .into_iter()
             .map(|(i, r)| {
                 // During warm-up nothing is a value yet; faults stay faults.
-                if r.state == State::Ok && now < self.warm_until {
+                if r.state == ReadingState::Ok && now < self.warm_until {
                     let wall = r.wall;
                     (
                         i,
-                        Reading::fault(State::WarmingUp, "warming up", r.at, wall),
+                        Reading::fault(ReadingState::WarmingUp, "warming up", r.at, wall),
                     )
                 } else {
                     (i, r)
@@ -278,9 +199,7 @@ impl Sink {
             .load(std::sync::atomic::Ordering::Relaxed)
             == 0
         {
-            let since = crate::cli::STARTED
-                .get()
-                .map_or(Duration::ZERO, Instant::elapsed);
+            let since = self.started.elapsed();
             let us = u64::try_from(since.as_micros()).unwrap_or(u64::MAX).max(1);
             let _ = self.metrics.first_poll_us.compare_exchange(
                 0,
@@ -299,7 +218,8 @@ impl Sink {
 /// `shutdown`. Returns the handle and the receiver the recorder reads.
 pub fn start(
     cfg: &Arc<Config>,
-    beats: &Arc<crate::alarm::supervisor::Heartbeats>,
+    started: Instant,
+    beats: &Arc<crate::heartbeat::Heartbeats>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> (Handle, mpsc::Receiver<Batch>) {
@@ -321,7 +241,7 @@ pub fn start(
     // Before its first poll a channel has no reading: that is warming up
     // (power cut on guard channels, no alarm), and turns stale if no poll
     // result comes within two intervals.
-    let initial_state = State::WarmingUp;
+    let initial_state = ReadingState::WarmingUp;
     let snapshot = Snapshot {
         info: Arc::clone(&info),
         readings: cfg
@@ -355,6 +275,7 @@ pub fn start(
         recorder: rec_tx,
         metrics: Arc::clone(&metrics),
         warm_until: now + cfg.acquisition.warm_up,
+        started,
     };
     for (bi, bus) in cfg.buses.iter().enumerate() {
         let requests = plan::plan(cfg, &bus.id, cfg.acquisition.coalesce);
@@ -423,14 +344,19 @@ async fn sweep_stale(
         tx.send_if_modified(|s| {
             let mut changed = false;
             for (i, (r, info)) in s.readings.iter_mut().zip(s.info.iter()).enumerate() {
-                if !matches!(r.state, State::Ok | State::WarmingUp) {
+                if !matches!(r.state, ReadingState::Ok | ReadingState::WarmingUp) {
                     continue;
                 }
                 let limit = info.poll * 2;
                 if now.duration_since(r.at) > limit {
                     tracing::warn!(channel = %info.id, "reading is stale");
                     // Stamped when detected, so history shows when it went stale.
-                    *r = Reading::fault(State::Stale, "no fresh reading", now, SystemTime::now());
+                    *r = Reading::fault(
+                        ReadingState::Stale,
+                        "no fresh reading",
+                        now,
+                        SystemTime::now(),
+                    );
                     changes.mark(i);
                     changed = true;
                 } else {
@@ -467,7 +393,7 @@ mod tests {
         ));
         let _ = tokio::time::timeout(Duration::from_secs(2), rx.changed()).await;
         let r = rx.borrow().readings[0].clone();
-        assert_eq!((r.state, r.value), (State::Stale, None));
+        assert_eq!((r.state, r.value), (ReadingState::Stale, None));
         stop.cancel();
         let _ = task.await;
     }
@@ -485,7 +411,7 @@ mod tests {
             stop.clone(),
         ));
         tokio::time::sleep(Duration::from_millis(350)).await;
-        assert_eq!(rx.borrow().readings[0].state, State::Ok);
+        assert_eq!(rx.borrow().readings[0].state, ReadingState::Ok);
         stop.cancel();
         let _ = task.await;
     }
@@ -503,7 +429,7 @@ mod tests {
         fast.poll = Duration::from_millis(200);
         snap.info = Arc::new(vec![snap.info[0].clone(), fast]);
         snap.readings.push(Reading::fault(
-            State::CommFault,
+            ReadingState::CommFault,
             "timeout",
             Instant::now(),
             SystemTime::now(),
@@ -526,7 +452,7 @@ mod tests {
         let stale = tokio::time::timeout(Duration::from_secs(3), async {
             loop {
                 let _ = rx.changed().await;
-                if rx.borrow_and_update().readings[1].state == State::Stale {
+                if rx.borrow_and_update().readings[1].state == ReadingState::Stale {
                     return Instant::now();
                 }
             }
@@ -539,7 +465,7 @@ mod tests {
                 .is_ok_and(|d| *d > Duration::from_millis(400) && *d < Duration::from_millis(1500)),
             "stale {after:?} after its reading: two polls are 400 ms, and an hourly neighbour must not put the sweep to sleep"
         );
-        assert_eq!(rx.borrow().readings[0].state, State::Ok);
+        assert_eq!(rx.borrow().readings[0].state, ReadingState::Ok);
         changes.take(&mut seen);
         assert_eq!(seen, [1], "the sweep tells the alarm task what it changed");
         stop.cancel();
@@ -573,12 +499,13 @@ mod tests {
         ));
         let (rec, _rec_rx) = mpsc::channel(4);
         let sink = Sink {
-            beats: crate::alarm::supervisor::Heartbeats::new(),
+            beats: crate::heartbeat::Heartbeats::new(),
             snapshot: Arc::new(tx),
             changes: Arc::new(Changes::new(1)),
             recorder: rec,
             metrics: Arc::new(Metrics::new(std::iter::empty())),
             warm_until: now + Duration::from_secs(30),
+            started: now,
         };
         let health = rx.borrow().devices[0].clone();
         sink.publish(
@@ -586,16 +513,16 @@ mod tests {
             &health,
             vec![(0, Reading::ok(0.5, now, SystemTime::now()))],
         );
-        assert_eq!(rx.borrow().readings[0].state, State::WarmingUp);
+        assert_eq!(rx.borrow().readings[0].state, ReadingState::WarmingUp);
         assert_eq!(rx.borrow().readings[0].value, None);
         sink.publish(
             0,
             &health,
             vec![(
                 0,
-                Reading::fault(State::CommFault, "timeout", now, SystemTime::now()),
+                Reading::fault(ReadingState::CommFault, "timeout", now, SystemTime::now()),
             )],
         );
-        assert_eq!(rx.borrow().readings[0].state, State::CommFault);
+        assert_eq!(rx.borrow().readings[0].state, ReadingState::CommFault);
     }
 }

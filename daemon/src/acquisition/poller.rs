@@ -5,7 +5,7 @@
 //!   connection is dropped (TCP), or the port is closed and reopened with
 //!   its input flushed (RTU); before the next request (a retry too) goes
 //!   out on a serial line it is listened to until it has been silent for
-//!   [`quiet`] (a timeout and a quarter; every late byte starts the wait
+//!   [`Bus::quiet`](crate::config::Bus::quiet) (a timeout and a quarter; every late byte starts the wait
 //!   again and is thrown away), so a reply up to 2.25 timeouts late is
 //!   never taken as an answer;
 //! * every reply is checked against its request before anything is
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::decode::{self, Encoding, NoValue};
 use super::metrics::{BusMetrics, ErrorKind};
 use super::plan::Request;
-use super::{Batch, DeviceHealth, Reading, Sink, State};
+use super::{Batch, DeviceHealth, Reading, ReadingState, Sink};
 use crate::config::{Bus, Config, Parity, Table, Transport};
 
 /// How often an offline device is asked again.
@@ -160,7 +160,7 @@ impl BusPoller {
                 .as_ref()
                 .and_then(|d| d.health.last_error.clone())
                 .unwrap_or_else(|| "device offline".into());
-            self.publish_fault(idx, State::CommFault, &detail);
+            self.publish_fault(idx, ReadingState::CommFault, &detail);
             self.requests[idx].due = now + interval;
             return;
         }
@@ -231,7 +231,7 @@ impl BusPoller {
                 } else {
                     tracing::debug!(device = %self.cfg.devices[device].id, error = %f.detail, "device still failing");
                 }
-                self.publish_fault(idx, State::CommFault, &f.detail);
+                self.publish_fault(idx, ReadingState::CommFault, &f.detail);
                 let wait = if f.kind == ErrorKind::Exception {
                     interval
                 } else {
@@ -308,7 +308,7 @@ impl BusPoller {
                 Ok(mut port) => {
                     if std::mem::take(&mut self.drain) {
                         // Let a late reply arrive, and die here.
-                        let late = drain(&mut port, quiet(bus.timeout)).await;
+                        let late = drain(&mut port, bus.quiet()).await;
                         if late > 0 {
                             tracing::debug!(bus = %bus.id, bytes = late, "late bytes thrown away");
                         }
@@ -335,7 +335,7 @@ impl BusPoller {
     }
 
     /// Drops the connection: reopened, its input flushed and (a serial
-    /// line) left silent for [`quiet`] before the next request.
+    /// line) left silent for [`Bus::quiet`](crate::config::Bus::quiet) before the next request.
     fn drop_connection(&mut self) {
         self.conn = None;
         if self.bus().transport == Transport::Rtu {
@@ -372,11 +372,14 @@ impl BusPoller {
                 };
                 let reading = match value {
                     Ok(v) => Reading::ok(v, at, wall),
-                    Err(NoValue::OutOfRange) => {
-                        Reading::fault(State::OutOfRange, "outside the sensor range", at, wall)
-                    }
+                    Err(NoValue::OutOfRange) => Reading::fault(
+                        ReadingState::OutOfRange,
+                        "outside the sensor range",
+                        at,
+                        wall,
+                    ),
                     Err(NoValue::Short) => {
-                        Reading::fault(State::CommFault, "short reply", at, wall)
+                        Reading::fault(ReadingState::CommFault, "short reply", at, wall)
                     }
                 };
                 (ci, reading)
@@ -390,7 +393,7 @@ impl BusPoller {
         }
     }
 
-    fn publish_fault(&self, idx: usize, state: State, detail: &str) {
+    fn publish_fault(&self, idx: usize, state: ReadingState, detail: &str) {
         let req = &self.requests[idx].req;
         let (at, wall) = (Instant::now(), SystemTime::now());
         let detail: Arc<str> = Arc::from(detail);
@@ -401,14 +404,6 @@ impl BusPoller {
             .collect();
         self.publish(req.device, batch);
     }
-}
-
-/// How long a serial line must have been silent, after a timeout or a
-/// reply that did not fit, before the next request goes out: a timeout and
-/// a quarter, so that a reply as late as twice the timeout is still heard
-/// and thrown away.
-pub fn quiet(timeout: Duration) -> Duration {
-    timeout + timeout / 4
 }
 
 /// Listens to a just-opened port until it has been silent for `quiet`,
@@ -564,12 +559,6 @@ mod tests {
         assert!(fits(Table::Coil, 10, R::ReadCoils(vec![true; 24])).is_err());
         assert!(fits(Table::Coil, 10, R::ReadCoils(vec![true; 8])).is_err());
         assert!(fits(Table::Discrete, 8, R::ReadDiscreteInputs(vec![false; 8])).is_ok());
-    }
-
-    #[test]
-    fn the_line_is_quiet_for_more_than_a_timeout() {
-        let t = Duration::from_millis(300);
-        assert!(quiet(t) > t);
     }
 
     #[test]

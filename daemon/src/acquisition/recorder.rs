@@ -6,14 +6,15 @@
 //! polling or the alarms.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, Reading, Snapshot, State};
+use super::{Batch, Reading, ReadingState, Snapshot};
 use crate::store::{Durability, Store, StoreError};
+use crate::time::unix_ms;
 
 /// One channel-minute of statistics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,7 +44,7 @@ impl Aggregate {
 
     fn add(&mut self, r: &Reading) {
         match (r.state, r.value) {
-            (State::Ok, Some(v)) => {
+            (ReadingState::Ok, Some(v)) => {
                 self.min = self.min.min(v);
                 self.max = self.max.max(v);
                 self.sum += v;
@@ -52,12 +53,6 @@ impl Aggregate {
             _ => self.faults += 1,
         }
     }
-}
-
-/// Unix milliseconds of a wall-clock time.
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn minute_of(ms: i64) -> i64 {
@@ -229,7 +224,7 @@ pub async fn flush(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Instant, UNIX_EPOCH};
 
     use super::*;
 
@@ -248,7 +243,12 @@ mod tests {
         )]);
         m.add(&vec![(
             0,
-            Reading::fault(State::CommFault, "x", at, t0 + Duration::from_secs(59)),
+            Reading::fault(
+                ReadingState::CommFault,
+                "x",
+                at,
+                t0 + Duration::from_secs(59),
+            ),
         )]);
         m.add(&vec![(
             0,

@@ -121,7 +121,7 @@ pub fn ended(conn: &Connection, limit: u32) -> Result<Vec<AlarmView>, StoreError
         let (id, channel, level, value, state, raised_at, by, acked_at, cleared_at) = row?;
         let (Some(kind), Some(state)) = (
             AlarmKind::parse(&level),
-            crate::acquisition::State::parse(&state),
+            pithead_core::ReadingState::parse(&state),
         ) else {
             continue;
         };
@@ -146,8 +146,8 @@ mod tests {
     use std::time::{Duration, Instant, SystemTime};
 
     use super::*;
-    use crate::acquisition::State;
     use crate::config::LevelName;
+    use pithead_core::ReadingState;
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
@@ -162,7 +162,7 @@ mod tests {
             channel: "ch4".into(),
             level,
             value: Some(1.62),
-            state: State::Ok,
+            state: ReadingState::Ok,
             by: (kind == EventKind::Acknowledged).then(|| "王班长".to_owned()),
             at: SystemTime::now(),
         }

@@ -7,7 +7,7 @@
 //! recorder task writes to the store with their outbox rows. Nothing on
 //! that path awaits the disk, the network or the browser.
 
-pub mod engine;
+pub use pithead_core::engine;
 pub mod history;
 pub mod panel;
 pub mod queue;
@@ -24,12 +24,24 @@ use tokio_util::sync::CancellationToken;
 use crate::acquisition::metrics::{FAST_BUCKETS, Histogram};
 use crate::acquisition::{Changes, Snapshot};
 use crate::config::Config;
+use crate::heartbeat::Heartbeats;
 use crate::store::outbox::{self, Lane};
-use crate::store::{self, Durability, Store, StoreError, events};
+use crate::store::{Durability, Store, StoreError, events};
 use engine::{AckError, Alarm, AlarmEvent, ChannelRules, Engine, LevelRule, Outputs};
 use panel::Panel;
 use queue::{EventQueue, Pending, Recorded};
-use supervisor::Heartbeats;
+
+impl From<crate::roster::OverdueNews> for Command {
+    fn from(n: crate::roster::OverdueNews) -> Self {
+        match n {
+            crate::roster::OverdueNews::Overdue(list) => Command::Overdue(list),
+            crate::roster::OverdueNews::Blind(active) => Command::Fault {
+                subject: crate::roster::OVERDUE_WATCH,
+                active,
+            },
+        }
+    }
+}
 
 /// The engine's rules from the configuration.
 pub fn rules(cfg: &Config) -> Vec<ChannelRules> {
@@ -84,7 +96,7 @@ pub struct AlarmView {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    crate::store::rfc3339(t)
+    crate::time::rfc3339(t)
 }
 
 impl AlarmView {
@@ -637,20 +649,22 @@ async fn run(
         .apply(&panel::STOPPED);
 }
 
-/// The payload of an alarm event in the event log and the outbox.
+/// The payload of an alarm event in the event log and the outbox: the
+/// protocol's `alarm` body.
 fn payload(cfg: &Config, e: &AlarmEvent) -> serde_json::Value {
-    serde_json::json!({
-        "county": cfg.station.county,
-        "station": cfg.station.id,
-        "alarm_id": e.alarm_id,
-        "event": e.kind.as_str(),
-        "channel": e.channel,
-        "level": e.level.as_str(),
-        "value": e.value,
-        "state": e.state.as_str(),
-        "by": e.by,
-        "at": rfc3339(e.at),
+    serde_json::to_value(pithead_core::protocol::AlarmBody {
+        county: cfg.station.county.clone(),
+        station: cfg.station.id.clone(),
+        alarm_id: e.alarm_id,
+        event: e.kind,
+        channel: e.channel.clone(),
+        level: e.level.into(),
+        value: e.value,
+        state: e.state,
+        by: e.by.clone(),
+        at: rfc3339(e.at),
     })
+    .unwrap_or_default()
 }
 
 /// Writes alarm events to the store, each with its outbox row and its
@@ -675,7 +689,7 @@ pub async fn record(store: Store, cfg: Arc<Config>, queue: Arc<EventQueue>) {
             let n = rows.len();
             let r = store
                 .write(Durability::Acknowledged, move |c| {
-                    let now = store::now_rfc3339();
+                    let now = crate::time::now_rfc3339();
                     for (event, detail) in rows {
                         // The event's own time, not the write's: after a
                         // stall the write may come hours later.

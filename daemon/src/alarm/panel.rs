@@ -288,7 +288,7 @@ pub fn recent_changes(t: &Timeline, n: usize) -> Vec<ChangeView> {
     all.into_iter()
         .skip(skip)
         .map(|c| ChangeView {
-            at: crate::store::rfc3339(c.wall),
+            at: crate::time::rfc3339(c.wall),
             at_unix_ns: c
                 .wall
                 .duration_since(SystemTime::UNIX_EPOCH)

@@ -241,8 +241,8 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::acquisition::State;
     use crate::alarm::engine::AlarmKind;
+    use pithead_core::ReadingState;
 
     fn ev(kind: EventKind, id: u64) -> Pending {
         Pending {
@@ -252,7 +252,7 @@ mod tests {
                 channel: "ch4".into(),
                 level: AlarmKind::Fault,
                 value: None,
-                state: State::CommFault,
+                state: ReadingState::CommFault,
                 by: None,
                 at: SystemTime::now(),
             },

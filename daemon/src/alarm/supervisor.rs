@@ -6,7 +6,7 @@
 //! panel's mutex, so a runtime blocked by a bug still ends in the safe state:
 //! power cut, red lamp, siren; and, the watchdogs unfed, a restart.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,97 +14,14 @@ use std::time::{Duration, Instant};
 use pithead_hal::Watchdog;
 
 use super::panel::Panel;
-
-/// Progress marks, in milliseconds since `base`.
-#[derive(Debug)]
-pub struct Heartbeats {
-    base: Instant,
-    engine: AtomicU64,
-    acquisition: AtomicU64,
-}
-
-impl Heartbeats {
-    /// Both marks set to now.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Heartbeats {
-            base: Instant::now(),
-            engine: AtomicU64::new(0),
-            acquisition: AtomicU64::new(0),
-        })
-    }
-
-    fn ms(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// The engine completed a loop.
-    pub fn engine_beat(&self) {
-        self.engine
-            .store(self.ms(Instant::now()), Ordering::Relaxed);
-    }
-
-    /// Acquisition published a poll result.
-    pub fn acquisition_beat(&self) {
-        self.acquisition
-            .store(self.ms(Instant::now()), Ordering::Relaxed);
-    }
-
-    /// Since the engine last completed a loop.
-    #[cfg(test)]
-    pub(crate) fn engine_age(&self) -> Duration {
-        self.ages(Instant::now()).0
-    }
-
-    fn ages(&self, now: Instant) -> (Duration, Duration) {
-        let now = self.ms(now);
-        (
-            Duration::from_millis(now.saturating_sub(self.engine.load(Ordering::Relaxed))),
-            Duration::from_millis(now.saturating_sub(self.acquisition.load(Ordering::Relaxed))),
-        )
-    }
-}
+use crate::heartbeat::Heartbeats;
 
 /// How often the supervisor looks at most: the fail-safe follows a stall
 /// within this of the stall limit. Half the feed interval when that is
 /// shorter, so a short systemd `WatchdogSec` is still fed in time.
 const STEP: Duration = Duration::from_millis(100);
 
-/// When progress counts as stalled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The engine loops at least every 500 ms (more often with readings);
-    /// longer than this without a loop is a stall.
-    pub engine: Duration,
-    /// Acquisition publishes at least once per slowest poll or probe.
-    pub acquisition: Duration,
-    /// How often the watchdogs are fed while all is well.
-    pub feed_every: Duration,
-}
-
-/// What one supervisor step decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Force the fail-safe outputs now.
-    pub fail_safe: bool,
-    /// Feed the watchdogs now.
-    pub feed: bool,
-}
-
-/// The supervisor's rule, without I/O: given the heartbeat ages and the time
-/// since the last feed.
-pub fn decide(
-    engine_age: Duration,
-    acquisition_age: Duration,
-    since_feed: Duration,
-    l: &Limits,
-) -> Decision {
-    let engine_ok = engine_age <= l.engine;
-    let acquisition_ok = acquisition_age <= l.acquisition;
-    Decision {
-        fail_safe: !engine_ok,
-        feed: engine_ok && acquisition_ok && since_feed >= l.feed_every,
-    }
-}
+pub use pithead_core::supervisor::{Decision, Limits, decide};
 
 /// Starts the supervisor thread. It stops when `stop` is set: it puts the
 /// outputs in their stopped state (power cut) and only then disarms the
@@ -239,33 +156,6 @@ mod tests {
             power_allowed: true,
         });
         (Arc::new(Mutex::new(panel)), timeline)
-    }
-
-    #[test]
-    fn feeds_only_while_both_make_progress() {
-        let s = Duration::from_secs;
-        assert_eq!(
-            decide(s(0), s(0), s(1), &L),
-            Decision {
-                fail_safe: false,
-                feed: true
-            }
-        );
-        assert!(!decide(s(0), s(0), Duration::from_millis(500), &L).feed);
-        assert_eq!(
-            decide(s(3), s(0), s(5), &L),
-            Decision {
-                fail_safe: true,
-                feed: false
-            }
-        );
-        assert_eq!(
-            decide(s(0), s(11), s(5), &L),
-            Decision {
-                fail_safe: false,
-                feed: false
-            }
-        );
     }
 
     #[test]

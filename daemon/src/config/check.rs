@@ -70,7 +70,7 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
     if let Some(f) = &cfg.kiosk.keys_file {
         secret(&mut p, "kiosk.keys_file", f);
         if let Ok(text) = std::fs::read_to_string(f)
-            && let Err(e) = crate::web::kiosk_keys::parse(&text)
+            && let Err(e) = crate::kiosk_keys::parse(&text)
         {
             p.add(
                 "kiosk.keys_file",
@@ -359,7 +359,7 @@ fn mqtt(cfg: &Config, p: &mut Problems) {
     if m.enabled
         && m.url.starts_with("mqtts://")
         && m.client_cert.is_some() == m.client_key.is_some()
-        && let Err(e) = crate::tls::mqtt_client(m)
+        && let Err(e) = crate::tls::mqtt_client(m.ca_file.as_deref(), m.client_identity())
     {
         p.add("mqtt.ca_file", e, None);
     }
@@ -594,7 +594,7 @@ fn line_timing(cfg: &Config, p: &mut Problems) {
         // A serial line must be silent for a while after each failed
         // attempt (TCP connects again instead).
         let quiet = if b.transport == Transport::Rtu {
-            crate::acquisition::quiet(b.timeout)
+            b.quiet()
         } else {
             Duration::ZERO
         };

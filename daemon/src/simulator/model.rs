@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::acquisition::decode::encode;
 use crate::config::{DataType, Order, Table};
+use pithead_core::decode::encode;
 
 /// What a scenario does to the demo station over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,10 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::time::now_rfc3339;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "pithead.db";
@@ -657,20 +659,6 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreEr
         (key, value),
     )?;
     Ok(())
-}
-
-/// The current wall-clock time as RFC 3339 UTC with milliseconds.
-pub fn now_rfc3339() -> String {
-    rfc3339(SystemTime::now())
-}
-
-/// A wall-clock time as RFC 3339 UTC with milliseconds. A clock set before
-/// 1970 or past 9999 (a Pi without RTC, a bad NTP answer) is shown clamped,
-/// never a panic: wall-clock jumps must change nothing.
-pub fn rfc3339(t: SystemTime) -> String {
-    let max = std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
-    let t = t.clamp(std::time::UNIX_EPOCH, max);
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Tells the sync task that committed outbox rows are waiting, and how far

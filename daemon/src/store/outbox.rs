@@ -10,50 +10,8 @@ use serde::Serialize;
 
 use super::StoreError;
 
-/// Priority lanes, most urgent first. A lane's backlog never holds back a
-/// more urgent lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lane {
-    /// Alarm transitions and acknowledgements.
-    Alarm = 0,
-    /// Hazard reports and their lifecycle.
-    Hazard = 1,
-    /// Check-ins, check-outs and head-counts.
-    Checkin = 2,
-    /// Periodic summaries; the only lane ever dropped when the cap is hit.
-    Summary = 3,
-}
-
-impl Lane {
-    /// Every lane, most urgent first.
-    pub const ALL: [Lane; 4] = [Lane::Alarm, Lane::Hazard, Lane::Checkin, Lane::Summary];
-
-    /// The number stored in the `lane` column.
-    pub fn code(self) -> i64 {
-        self as i64
-    }
-
-    /// The lane with this code; `None` for a code no lane has.
-    pub fn from_code(code: i64) -> Option<Lane> {
-        Lane::ALL.into_iter().find(|l| l.code() == code)
-    }
-
-    /// The name used in messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Lane::Alarm => "alarm",
-            Lane::Hazard => "hazard",
-            Lane::Checkin => "checkin",
-            Lane::Summary => "summary",
-        }
-    }
-
-    /// The lane named `name` in messages.
-    pub fn from_name(name: &str) -> Option<Lane> {
-        Lane::ALL.into_iter().find(|l| l.name() == name)
-    }
-}
+pub use pithead_core::protocol::Lane;
+use pithead_core::protocol::{GapBody, GapReason};
 
 /// A row as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -196,19 +154,23 @@ pub fn enforce_cap(conn: &Connection, cap_bytes: i64) -> Result<usize, StoreErro
         // A receiver must tell "dropped by the station" from "lost": each
         // range of numbers dropped is announced in the lane itself.
         seqs.sort_unstable();
-        let at = super::now_rfc3339();
+        let at = crate::time::now_rfc3339();
         let (county, station) = station_ids(conn)?;
         for (from, to) in ranges(&seqs) {
-            let body = serde_json::json!({
-                "county": county,
-                "station": station,
-                "lane": Lane::Summary.name(),
-                "from_seq": from,
-                "to_seq": to,
-                "count": to - from + 1,
-                "reason": "outbox_cap",
-                "at": at,
-            });
+            let body = serde_json::to_value(GapBody {
+                county: county.clone(),
+                station: station.clone(),
+                lane: Lane::Summary,
+                from_seq: from,
+                to_seq: to,
+                count: to - from + 1,
+                reason: GapReason::OutboxCap,
+                detail: None,
+                kind: None,
+                bytes: None,
+                at: at.clone(),
+            })
+            .unwrap_or_default();
             insert(conn, Lane::Summary, "gap", &at, &body)?;
         }
         // Every few minutes in a long outage: counted, and logged at info.
@@ -222,11 +184,14 @@ pub fn enforce_cap(conn: &Connection, cap_bytes: i64) -> Result<usize, StoreErro
 
 /// The county and station ids the outbox writes into its own records
 /// (gaps), as the configuration last recorded them in `meta`.
-fn station_ids(conn: &Connection) -> Result<(Option<String>, Option<String>), StoreError> {
-    let get = |k: &str| -> Result<Option<String>, StoreError> {
+/// The station's ids as [`set_station`] recorded them (empty before the
+/// daemon first started on this database: the envelope carries them too).
+fn station_ids(conn: &Connection) -> Result<(String, String), StoreError> {
+    let get = |k: &str| -> Result<String, StoreError> {
         Ok(conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
-            .optional()?)
+            .optional()?
+            .unwrap_or_default())
     };
     Ok((get("station.county")?, get("station.id")?))
 }
@@ -264,7 +229,7 @@ pub fn set_aside(conn: &Connection, id: i64, reason: &str) -> Result<bool, Store
         )?;
         super::events::insert(
             conn,
-            &super::now_rfc3339(),
+            &crate::time::now_rfc3339(),
             &super::events::NewEvent {
                 kind: "outbox.set_aside".into(),
                 actor: None,
@@ -278,12 +243,21 @@ pub fn set_aside(conn: &Connection, id: i64, reason: &str) -> Result<bool, Store
         // The receiver is told the number will not come, and why.
         if let Some(l) = Lane::from_code(lane) {
             let (county, station) = station_ids(conn)?;
-            let at = super::now_rfc3339();
-            let body = serde_json::json!({
-                "county": county, "station": station, "lane": l.name(),
-                "from_seq": seq, "to_seq": seq, "count": 1,
-                "reason": "set_aside", "detail": reason, "kind": kind, "bytes": bytes, "at": at,
-            });
+            let at = crate::time::now_rfc3339();
+            let body = serde_json::to_value(GapBody {
+                county,
+                station,
+                lane: l,
+                from_seq: seq,
+                to_seq: seq,
+                count: 1,
+                reason: GapReason::SetAside,
+                detail: Some(reason.to_owned()),
+                kind: Some(kind.clone()),
+                bytes: usize::try_from(bytes).ok(),
+                at: at.clone(),
+            })
+            .unwrap_or_default();
             // In the lane of the row it stands for, except that a gap
             // record is a summary-lane kind: alarms and check-ins are never
             // set aside in practice (they are small), and the receiver
@@ -409,8 +383,9 @@ pub struct Pending {
     pub id: i64,
     /// Message id.
     pub msg_id: String,
-    /// Lane.
-    pub lane: i64,
+    /// Lane; `Err(code)` for a code no lane has (a damaged or newer
+    /// database: set aside, never sent as another lane).
+    pub lane: Result<Lane, i64>,
     /// Sequence number within the lane.
     pub seq: i64,
     /// Message kind (topic suffix).
@@ -445,7 +420,10 @@ pub fn pending(
         Ok(Pending {
             id: r.get(0)?,
             msg_id: r.get(1)?,
-            lane: r.get(2)?,
+            lane: {
+                let code: i64 = r.get(2)?;
+                Lane::from_code(code).ok_or(code)
+            },
             seq: r.get(3)?,
             kind: r.get(4)?,
             created_at: r.get(5)?,

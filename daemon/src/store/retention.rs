@@ -83,7 +83,7 @@ pub fn prune(
         )?,
         ..Pruned::default()
     };
-    let sent_before = super::rfc3339(now.checked_sub(SENT_KEEP).unwrap_or(UNIX_EPOCH));
+    let sent_before = crate::time::rfc3339(now.checked_sub(SENT_KEEP).unwrap_or(UNIX_EPOCH));
     out.sent = conn.execute(
         "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
         [sent_before],
@@ -95,11 +95,8 @@ pub fn prune(
 /// Removes the photos of hazards closed or rejected before the policy's
 /// age (the hazards keep their record); returns how many files went.
 pub async fn prune_photos(store: &Store, data_dir: &std::path::Path, keep: Duration) -> usize {
-    let before = super::rfc3339(SystemTime::now().checked_sub(keep).unwrap_or(UNIX_EPOCH));
-    let expired = match store
-        .read(move |c| crate::photos::expired(c, &before))
-        .await
-    {
+    let before = crate::time::rfc3339(SystemTime::now().checked_sub(keep).unwrap_or(UNIX_EPOCH));
+    let expired = match store.read(move |c| expired_photos(c, &before)).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "cannot look for old photos");
@@ -182,4 +179,20 @@ pub async fn run(
             tracing::info!(photos, "photos of hazards closed long ago removed");
         }
     }
+}
+
+/// The photos of hazards closed or rejected before `before` (RFC 3339):
+/// (hazard id, photo name), and whether another hazard still needs the same
+/// file (photos are stored by content).
+fn expired_photos(
+    conn: &rusqlite::Connection,
+    before: &str,
+) -> Result<Vec<(i64, String, bool)>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT h.id, h.photo, EXISTS (SELECT 1 FROM hazards o WHERE o.photo = h.photo AND o.id != h.id
+                 AND NOT (o.status IN ('closed', 'rejected') AND o.updated_at < ?1))
+         FROM hazards h WHERE h.photo IS NOT NULL AND h.status IN ('closed', 'rejected') AND h.updated_at < ?1",
+    )?;
+    let rows = st.query_map([before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

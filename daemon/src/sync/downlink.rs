@@ -17,99 +17,20 @@ use std::time::{Duration, SystemTime};
 
 use rumqttc::{Event, Packet, QoS};
 use rusqlite::{Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::SCHEMA;
+use super::protocol::{AckOutcome, CmdAckBody, SCHEMA};
 use super::{Link, SyncStats};
 use crate::config::Config;
-use crate::hazards::{self, Status, StepError};
+use crate::hazards::{self, StepError};
 use crate::store::outbox::{self, Lane};
-use crate::store::{Durability, Store, StoreError, rfc3339};
+use crate::store::{Durability, Store, StoreError};
+use crate::time::rfc3339;
 
 /// Largest downlink payload accepted.
-pub const MAX_PAYLOAD: usize = 16 * 1024;
+pub const MAX_PAYLOAD: usize = pithead_core::protocol::MAX_COMMAND;
 
-/// A notice for the kiosk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Notice {
-    /// Must be [`SCHEMA`].
-    pub schema: String,
-    /// The county's message id.
-    pub msg_id: String,
-    /// Title, up to 100 characters.
-    pub title: String,
-    /// Text, up to 2000 characters.
-    pub body: String,
-    /// `normal` or `urgent`.
-    #[serde(default = "normal")]
-    pub priority: String,
-    /// From when (RFC 3339); now if absent.
-    #[serde(default)]
-    pub valid_from: Option<String>,
-    /// Until when (RFC 3339).
-    pub valid_until: String,
-}
-
-fn normal() -> String {
-    "normal".into()
-}
-
-/// A hazard update from the county: a comment, a new status, or both.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HazardUpdate {
-    /// Must be [`SCHEMA`].
-    pub schema: String,
-    /// The county's message id.
-    pub msg_id: String,
-    /// The hazard's ticket.
-    pub ticket: String,
-    /// A comment for the record (the note of the step when `status` is set;
-    /// required to reject).
-    #[serde(default)]
-    pub comment: Option<String>,
-    /// The status the county moves the hazard to, by the same lifecycle as
-    /// the console (e.g. `closed` after the county verified the fix, or
-    /// `assigned` to reopen a rectification it does not accept).
-    #[serde(default)]
-    pub status: Option<Status>,
-    /// For `assigned`: who rectifies.
-    #[serde(default)]
-    pub owner: Option<String>,
-    /// For `assigned`: by when, RFC 3339.
-    #[serde(default)]
-    pub deadline: Option<String>,
-    /// For `assigned`: the measures.
-    #[serde(default)]
-    pub measures: Option<String>,
-}
-
-/// Who county steps are recorded as.
-pub const COUNTY: &str = "县总工会";
-
-/// A request to send outbox rows again (`cmd/resend`): a receiver that
-/// found a gap it cannot explain asks for it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resend {
-    /// Must be [`SCHEMA`].
-    pub schema: String,
-    /// The county's message id.
-    pub msg_id: String,
-    /// The epoch the numbers belong to: this station's, or refused.
-    pub epoch: String,
-    /// `alarm`, `hazard`, `checkin` or `summary`.
-    pub lane: String,
-    /// First sequence number, inclusive.
-    pub from_seq: i64,
-    /// Last sequence number, inclusive.
-    pub to_seq: i64,
-}
-
-/// Most sequence numbers one `resend` may ask for.
-pub const MAX_RESEND: i64 = 100_000;
+pub use pithead_core::protocol::{COUNTY, HazardUpdate, MAX_RESEND, Notice, Resend};
 
 /// What became of a downlink message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,24 +312,27 @@ pub fn apply(
         .and_then(|v| v["msg_id"].as_str().map(str::to_owned))
         .filter(|m| m.chars().count() <= 64);
     let at = rfc3339(now);
-    let mut body = serde_json::json!({
-        "county": cfg.station.county,
-        "station": cfg.station.id,
-        "cmd_msg_id": msg_id,
-        "cmd": kind.chars().take(32).collect::<String>(),
-        "at": at,
-    });
+    let mut body = CmdAckBody {
+        county: cfg.station.county.clone(),
+        station: cfg.station.id.clone(),
+        cmd_msg_id: msg_id.clone(),
+        cmd: kind.chars().take(32).collect::<String>(),
+        outcome: AckOutcome::Applied,
+        reason: None,
+        resent: None,
+        gone: None,
+        at: at.clone(),
+    };
     match &outcome {
         Outcome::Replay => return Ok(outcome),
-        Outcome::Accepted => body["outcome"] = "applied".into(),
+        Outcome::Accepted => {}
         Outcome::Resent { resent, gone } => {
-            body["outcome"] = "applied".into();
-            body["resent"] = (*resent).into();
-            body["gone"] = serde_json::json!(gone);
+            body.resent = Some(*resent);
+            body.gone = Some(gone.clone());
         }
         Outcome::Refused(why) => {
-            body["outcome"] = "refused".into();
-            body["reason"] = why.clone().into();
+            body.outcome = AckOutcome::Refused;
+            body.reason = Some(why.clone());
             crate::store::events::insert(
                 conn,
                 &at,
@@ -421,6 +345,7 @@ pub fn apply(
             )?;
         }
     }
+    let body = serde_json::to_value(&body).unwrap_or_default();
     outbox::enqueue(conn, Lane::Hazard, "cmd_ack", &at, &body)?;
     Ok(outcome)
 }
@@ -709,7 +634,7 @@ mod tests {
         let after = hazards::get(&c, &h.ticket, now)
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("gone"));
-        assert_eq!(after.status, Status::Assigned);
+        assert_eq!(after.status, hazards::Status::Assigned);
         assert_eq!(after.owner.as_deref(), Some("李工"));
         let last = after.steps.last().unwrap_or_else(|| panic!("no steps"));
         assert_eq!(

@@ -27,8 +27,8 @@
 //! check-ins or summaries (`BENCHMARKS.md`).
 
 pub mod downlink;
-pub mod protocol;
-pub mod tracker;
+pub use pithead_core::protocol;
+pub use pithead_core::tracker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -153,8 +153,9 @@ fn last_will(cfg: &Config) -> LastWill {
     let offline = protocol::status(
         &cfg.station.county,
         &cfg.station.id,
-        "offline",
-        &crate::store::now_rfc3339(),
+        protocol::Presence::Offline,
+        env!("CARGO_PKG_VERSION"),
+        &crate::time::now_rfc3339(),
     );
     LastWill::new(status, offline, QoS::AtLeastOnce, true)
 }
@@ -181,7 +182,7 @@ fn base_options(cfg: &Config, client_id: String) -> Result<MqttOptions, String> 
         o.set_credentials(user.clone(), password);
     }
     if tls {
-        let config = crate::tls::mqtt_client(m)?;
+        let config = crate::tls::mqtt_client(m.ca_file.as_deref(), m.client_identity())?;
         o.set_transport(Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
         ));
@@ -286,7 +287,7 @@ pub async fn run(
                     stats.connected.store(true, Ordering::Relaxed);
                     stats.connects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(url = %cfg.mqtt.url, "uplink connected");
-                    let online = protocol::status(&county, &station, "online", &crate::store::now_rfc3339());
+                    let online = protocol::status(&county, &station, protocol::Presence::Online, env!("CARGO_PKG_VERSION"), &crate::time::now_rfc3339());
                     if l.client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, online).is_ok() {
                         tracker.handed(None);
                     }
@@ -391,7 +392,13 @@ pub async fn run(
     }
     flush(&store, &mut tracker).await;
     if let (true, Some(mut l)) = (connected, link) {
-        let offline = protocol::status(&county, &station, "offline", &crate::store::now_rfc3339());
+        let offline = protocol::status(
+            &county,
+            &station,
+            protocol::Presence::Offline,
+            env!("CARGO_PKG_VERSION"),
+            &crate::time::now_rfc3339(),
+        );
         let _ = l
             .client
             .try_publish(status_topic, QoS::AtLeastOnce, true, offline);
@@ -489,7 +496,7 @@ async fn flush(store: &Store, tracker: &mut tracker::Tracker) {
     }
     let n = ids.len();
     let retry = ids.clone();
-    let at = crate::store::now_rfc3339();
+    let at = crate::time::now_rfc3339();
     if let Err(e) = store
         .write(Durability::Bulk, move |c| outbox::mark_sent(c, &ids, &at))
         .await
@@ -559,11 +566,25 @@ async fn refill(
     };
     for row in rows {
         let topic = protocol::topic(county, station, &row.kind);
-        let Some(body) = protocol::envelope(&row, county, station, epoch) else {
-            aside.push((
-                row.id,
-                format!("lane {} is no lane this station knows", row.lane),
-            ));
+        let lane = match row.lane {
+            Ok(lane) => lane,
+            Err(code) => {
+                aside.push((row.id, format!("lane {code} is no lane this station knows")));
+                continue;
+            }
+        };
+        let Some(body) = protocol::envelope(
+            &row.msg_id,
+            county,
+            station,
+            epoch,
+            lane,
+            row.seq,
+            &row.kind,
+            &row.created_at,
+            &row.payload,
+        ) else {
+            aside.push((row.id, "the record cannot be written as a message".into()));
             continue;
         };
         // MQTT's own header: the topic, a packet id, a few length bytes.

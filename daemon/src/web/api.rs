@@ -36,7 +36,7 @@ pub fn channel_views(snap: &crate::acquisition::Snapshot) -> Vec<ChannelView> {
             value: r.value,
             state: r.state.as_str(),
             detail: r.detail.as_deref().map(str::to_owned),
-            updated_at: crate::store::rfc3339(r.wall),
+            updated_at: crate::time::rfc3339(r.wall),
         })
         .collect()
 }
@@ -80,7 +80,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         out.push_str("# HELP pithead_channel_ok Whether a channel has a good value (1) or a special state (0).\n");
         out.push_str("# TYPE pithead_channel_ok gauge\n");
         for (i, r) in snap.info.iter().zip(&snap.readings) {
-            let ok = u8::from(r.state == crate::acquisition::State::Ok);
+            let ok = u8::from(r.state == pithead_core::ReadingState::Ok);
             out.push_str(&format!(
                 "pithead_channel_ok{{channel=\"{}\",state=\"{}\"}} {ok}\n",
                 i.id,
@@ -604,11 +604,7 @@ pub async fn checkin(
         && direction == Direction::In
         && let Ok(mut clock) = s.overdue.lock()
     {
-        clock.anchor(
-            &badge,
-            crate::acquisition::recorder::unix_ms(at),
-            std::time::Instant::now(),
-        );
+        clock.anchor(&badge, crate::time::unix_ms(at), std::time::Instant::now());
     }
     let name = record.name.clone().unwrap_or_default();
     let (status, zh, en) = match (record.outcome, direction) {
@@ -809,7 +805,7 @@ pub async fn roster_upload(
                 .into_response();
         }
     };
-    let at = crate::store::now_rfc3339();
+    let at = crate::time::now_rfc3339();
     match s
         .store
         .write(crate::store::Durability::Acknowledged, move |c| {
@@ -1196,7 +1192,7 @@ pub async fn devices(State(s): State<AppState>, headers: HeaderMap) -> Response 
                 "online": d.online,
                 "consecutive_failures": d.consecutive_failures,
                 "last_error": d.last_error,
-                "last_ok": d.last_ok.map(crate::store::rfc3339),
+                "last_ok": d.last_ok.map(crate::time::rfc3339),
             })
         })
         .collect();
@@ -1239,8 +1235,7 @@ pub async fn trend(
             "no such channel",
         );
     };
-    let since = crate::acquisition::recorder::unix_ms(std::time::SystemTime::now())
-        - i64::from(hours) * 3_600_000;
+    let since = crate::time::unix_ms(std::time::SystemTime::now()) - i64::from(hours) * 3_600_000;
     let cid = channel.id.clone();
     let points = s
         .store

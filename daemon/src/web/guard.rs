@@ -86,7 +86,7 @@ pub async fn host(State(s): State<AppState>, req: Request, next: Next) -> Respon
 /// kiosk presenting its key in `X-Kiosk-Key`.
 pub fn kiosk(s: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Option<String> {
     if peer.ip().is_loopback() {
-        return Some(super::kiosk_keys::LOCAL.to_owned());
+        return Some(crate::kiosk_keys::LOCAL.to_owned());
     }
     let key = headers.get("x-kiosk-key").and_then(|v| v.to_str().ok())?;
     s.kiosk_keys.kiosk(key).map(str::to_owned)

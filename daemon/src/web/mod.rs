@@ -14,7 +14,6 @@ use serde::Serialize;
 mod api;
 pub mod guard;
 mod kiosk;
-pub mod kiosk_keys;
 pub mod limit;
 pub mod serve;
 
@@ -48,7 +47,7 @@ pub struct AppState {
     /// Connection counts of the HTTP server.
     pub http: Arc<serve::ConnStats>,
     /// The kiosks besides the box's own screen (`[kiosk] keys_file`).
-    pub kiosk_keys: Arc<kiosk_keys::KioskKeys>,
+    pub kiosk_keys: Arc<crate::kiosk_keys::KioskKeys>,
     /// The host names a request may name (`guard::allowed_hosts`).
     pub hosts: Arc<Vec<String>>,
     /// The configured roster has been imported since the start: until

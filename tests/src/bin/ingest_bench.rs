@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use pithead::acquisition::recorder::flush;
-use pithead::acquisition::{Reading, State};
+use pithead::acquisition::{Reading, ReadingState};
 use pithead::store::Store;
 
 fn reading(i: usize) -> Reading {
     Reading {
         value: Some(0.3 + (i % 10) as f64 * 0.01),
-        state: State::Ok,
+        state: ReadingState::Ok,
         at: Instant::now(),
         wall: SystemTime::now(),
         detail: None,

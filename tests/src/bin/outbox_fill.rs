@@ -15,7 +15,7 @@
 //! at each 8-hour shift change, an alarm raised and cleared every 6 hours, a
 //! hazard report every 12 hours. It prints the backlog as JSON.
 
-use pithead::store::{self, Durability, Store, outbox};
+use pithead::store::{Durability, Store, outbox};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         store
             .write(Durability::Acknowledged, move |c| {
                 for i in first..first + chunk {
-                    let at = store::now_rfc3339();
+                    let at = pithead::time::now_rfc3339();
                     let body = if kind == "checkin" {
                         serde_json::json!({
                             "county": "test-county", "station": "test-station",
@@ -113,7 +113,7 @@ async fn station(dir: &str, hours: usize, config: &str, channels: usize) -> anyh
                         )?;
                     }
                 }
-                let at = store::rfc3339(ms_time(t));
+                let at = pithead::time::rfc3339(ms_time(t));
                 let hour = (t - start_ms) / 3_600_000;
                 let minute_of_hour = (t - start_ms) % 3_600_000;
                 if minute_of_hour < step_ms {

@@ -6,7 +6,7 @@
 
 use std::io::Write as _;
 
-use pithead::store::{self, Durability, Store, events, outbox};
+use pithead::store::{Durability, Store, events, outbox};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let written = store
                     .write(Durability::Acknowledged, move |c| {
-                        let at = store::now_rfc3339();
+                        let at = pithead::time::now_rfc3339();
                         let id = events::insert(
                             c,
                             &at,

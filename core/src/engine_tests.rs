@@ -65,7 +65,7 @@ fn ok(v: f64, now: Instant) -> Reading {
     Reading::ok(v, now, SystemTime::now())
 }
 
-fn fault(state: State, now: Instant) -> Reading {
+fn fault(state: ReadingState, now: Instant) -> Reading {
     Reading::fault(state, "test", now, SystemTime::now())
 }
 
@@ -421,7 +421,7 @@ fn a_fault_raises_a_fault_alarm_and_cuts_power_on_a_guard_channel_at_once() {
     assert!(e.outputs().power_allowed);
     let (now, wall) = c.at(1.0);
     let evs: Vec<(EventKind, &str)> = e
-        .update(0, &fault(State::CommFault, now), now, wall)
+        .update(0, &fault(ReadingState::CommFault, now), now, wall)
         .iter()
         .map(|e| (e.kind, e.level.as_str()))
         .collect();
@@ -445,7 +445,7 @@ fn a_fault_raises_a_fault_alarm_and_cuts_power_on_a_guard_channel_at_once() {
     let (now, wall) = c.at(1.0);
     let mut e2 = engine();
     settle(&mut e2, &mut Clock::new());
-    let evs = e2.update(1, &fault(State::OutOfRange, now), now, wall);
+    let evs = e2.update(1, &fault(ReadingState::OutOfRange, now), now, wall);
     assert_eq!(
         evs.iter().map(|e| e.level.as_str()).collect::<Vec<_>>(),
         ["fault"]
@@ -495,7 +495,10 @@ fn warming_up_and_unread_channels_keep_power_cut_without_an_alarm() {
     );
     let mut c = Clock::new();
     let (now, wall) = c.at(0.0);
-    assert_eq!(e.update(0, &fault(State::WarmingUp, now), now, wall), []);
+    assert_eq!(
+        e.update(0, &fault(ReadingState::WarmingUp, now), now, wall),
+        []
+    );
     assert_eq!(e.update(1, &ok(5.0, now), now, wall), []);
     assert_eq!(
         e.outputs(),
@@ -523,7 +526,7 @@ fn stale_is_a_fault_and_a_dip_into_fault_does_not_clear_a_level() {
     settle(&mut e, &mut c);
     feed(&mut e, &mut c, 1, 1.0, 30.0);
     let (now, wall) = c.at(2.0);
-    let evs = e.update(1, &fault(State::Stale, now), now, wall);
+    let evs = e.update(1, &fault(ReadingState::Stale, now), now, wall);
     assert_eq!(
         evs.iter().map(|e| e.level.as_str()).collect::<Vec<_>>(),
         ["fault"]
@@ -538,7 +541,7 @@ fn stale_is_a_fault_and_a_dip_into_fault_does_not_clear_a_level() {
 #[derive(Debug, Clone)]
 enum Step {
     Value(f64),
-    Special(State),
+    Special(ReadingState),
     AckAll,
     Wait(u64),
 }
@@ -546,7 +549,7 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (0.0f64..3.0).prop_map(Step::Value),
-        2 => prop_oneof![Just(State::CommFault), Just(State::OutOfRange), Just(State::Stale)].prop_map(Step::Special),
+        2 => prop_oneof![Just(ReadingState::CommFault), Just(ReadingState::OutOfRange), Just(ReadingState::Stale)].prop_map(Step::Special),
         1 => Just(Step::AckAll),
         1 => (0u64..5000).prop_map(Step::Wait),
     ]
@@ -734,7 +737,7 @@ impl Engine {
             .keys()
             .any(|(_, k)| *k == AlarmKind::Level(LevelName::PowerCut));
         for (ch, rules) in self.rules.iter().enumerate() {
-            if !matches!(self.last[ch], Some((Some(_), State::Ok))) {
+            if !matches!(self.last[ch], Some((Some(_), ReadingState::Ok))) {
                 beacon = beacon.max(Beacon::Yellow);
                 power &= !rules.guards_power();
             }
@@ -748,7 +751,7 @@ impl Engine {
 #[derive(Debug, Clone)]
 enum Step2 {
     Value(usize, f64),
-    Special(usize, State),
+    Special(usize, ReadingState),
     AckOne(usize),
     Restore(usize, bool),
     Wait(u64),
@@ -757,7 +760,7 @@ enum Step2 {
 fn step2() -> impl Strategy<Value = Step2> {
     prop_oneof![
         6 => (0usize..2, 0.0f64..30.0).prop_map(|(c, v)| Step2::Value(c, if c == 0 { v / 10.0 } else { v })),
-        1 => (0usize..2, prop_oneof![Just(State::CommFault), Just(State::Stale), Just(State::WarmingUp)]).prop_map(|(c, s)| Step2::Special(c, s)),
+        1 => (0usize..2, prop_oneof![Just(ReadingState::CommFault), Just(ReadingState::Stale), Just(ReadingState::WarmingUp)]).prop_map(|(c, s)| Step2::Special(c, s)),
         2 => (0usize..4).prop_map(Step2::AckOne),
         1 => (0usize..2, any::<bool>()).prop_map(|(c, a)| Step2::Restore(c, a)),
         4 => (0u64..1200).prop_map(Step2::Wait),

@@ -5,7 +5,7 @@
 //! decides alarms; [`Engine::outputs`] says what the siren, beacon and
 //! power-cut relay must show.
 //!
-//! Rules (see `DOMAIN.md`, "Alarm states"):
+//! Rules (the alarm invariants of `docs/ARCHITECTURE.md`):
 //! * each channel has ordered levels; a level is raised when its condition
 //!   has held for `on_delay`, and its condition clears when the value is back
 //!   past the threshold by `deadband` for `off_delay`;
@@ -21,10 +21,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::acquisition::{Reading, State};
-use crate::config::{Direction, LevelName};
+use crate::domain::{Direction, LevelName};
+use crate::reading::{Reading, ReadingState};
 
 /// One level of one channel, resolved from the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +139,7 @@ pub struct Alarm {
     /// Value when raised (`None` when raised by a special state).
     pub value: Option<f64>,
     /// Reading state when raised.
-    pub state: State,
+    pub state: ReadingState,
     /// When raised, monotonic.
     #[serde(skip)]
     pub raised_at: Instant,
@@ -168,7 +168,7 @@ pub fn restorable_subject(subject: &str) -> bool {
 }
 
 /// What happened to an alarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A new alarm on a channel that had none of this kind.
@@ -215,7 +215,7 @@ pub struct AlarmEvent {
     /// The value at the transition, if the channel had one.
     pub value: Option<f64>,
     /// The reading's state at the transition.
-    pub state: State,
+    pub state: ReadingState,
     /// Who, for acknowledgements.
     pub by: Option<String>,
     /// When, wall clock.
@@ -298,7 +298,7 @@ struct Pending {
 #[derive(Debug)]
 pub struct Engine {
     rules: Vec<ChannelRules>,
-    last: Vec<Option<(Option<f64>, State)>>,
+    last: Vec<Option<(Option<f64>, ReadingState)>>,
     pending: Vec<Vec<Pending>>,
     active: BTreeMap<(usize, AlarmKind), Alarm>,
     /// Alarms about something other than a channel, by subject: overdue
@@ -389,7 +389,7 @@ impl Engine {
             channel: channel.to_owned(),
             level: AlarmKind::Overdue,
             value: None,
-            state: State::Ok,
+            state: ReadingState::Ok,
             by,
             at: wall,
         };
@@ -408,7 +408,7 @@ impl Engine {
                     subject: Some(s.clone()),
                     kind: AlarmKind::Overdue,
                     value: None,
-                    state: State::Ok,
+                    state: ReadingState::Ok,
                     raised_at: now,
                     raised_wall: wall,
                     condition: true,
@@ -451,7 +451,7 @@ impl Engine {
             channel: subject.to_owned(),
             level: AlarmKind::Fault,
             value: None,
-            state: State::Ok,
+            state: ReadingState::Ok,
             by: None,
             at: wall,
         };
@@ -467,7 +467,7 @@ impl Engine {
                         subject: Some(subject.to_owned()),
                         kind: AlarmKind::Fault,
                         value: None,
-                        state: State::Ok,
+                        state: ReadingState::Ok,
                         raised_at: now,
                         raised_wall: wall,
                         condition: true,
@@ -526,7 +526,7 @@ impl Engine {
         if ch >= self.rules.len() {
             return Vec::new();
         }
-        let last = Some((r.value.filter(|_| r.state == State::Ok), r.state));
+        let last = Some((r.value.filter(|_| r.state == ReadingState::Ok), r.state));
         let (was, is) = (unknown(self.last[ch]), unknown(last));
         if was != is {
             let guards = usize::from(self.rules[ch].guards_power());
@@ -604,7 +604,7 @@ impl Engine {
                 channel: subject.clone(),
                 level: a.kind,
                 value: None,
-                state: State::Ok,
+                state: ReadingState::Ok,
                 by: Some(by.to_owned()),
                 at: wall,
             };
@@ -624,7 +624,7 @@ impl Engine {
             .find(|(_, a)| a.id == id)
             .map(|(k, _)| *k)
             .ok_or(AckError::NotFound(id))?;
-        let (value, state) = self.last[key.0].unwrap_or((None, State::Stale));
+        let (value, state) = self.last[key.0].unwrap_or((None, ReadingState::Stale));
         let channel = self.rules[key.0].id.clone();
         let Some(alarm) = self.active.get_mut(&key) else {
             return Err(AckError::NotFound(id));
@@ -704,7 +704,7 @@ impl Engine {
         now: Instant,
         wall: SystemTime,
     ) -> AlarmEvent {
-        let (value, state) = self.last[ch].unwrap_or((None, State::Stale));
+        let (value, state) = self.last[ch].unwrap_or((None, ReadingState::Stale));
         let id = self.next_id;
         self.next_id += 1;
         let escalated = matches!(kind, AlarmKind::Level(n)
@@ -770,7 +770,7 @@ impl Engine {
         id: u64,
         wall: SystemTime,
     ) -> AlarmEvent {
-        let (value, state) = self.last[ch].unwrap_or((None, State::Stale));
+        let (value, state) = self.last[ch].unwrap_or((None, ReadingState::Stale));
         AlarmEvent {
             kind,
             alarm_id: id,
@@ -806,7 +806,7 @@ impl Engine {
                         subject: Some(r.channel.clone()),
                         kind: AlarmKind::Fault,
                         value: None,
-                        state: State::Ok,
+                        state: ReadingState::Ok,
                         raised_at: now,
                         raised_wall: r.raised_wall,
                         condition: true,
@@ -831,7 +831,7 @@ impl Engine {
                     subject: None,
                     kind: r.kind,
                     value: r.value,
-                    state: State::Ok,
+                    state: ReadingState::Ok,
                     raised_at: now,
                     raised_wall: r.raised_wall,
                     condition: true,
@@ -873,7 +873,10 @@ impl Engine {
         let Some((value, state)) = self.last[ch] else {
             return;
         };
-        let fault = matches!(state, State::CommFault | State::OutOfRange | State::Stale);
+        let fault = matches!(
+            state,
+            ReadingState::CommFault | ReadingState::OutOfRange | ReadingState::Stale
+        );
 
         // The fault alarm.
         match (fault, self.active.get_mut(&(ch, AlarmKind::Fault))) {
@@ -883,7 +886,7 @@ impl Engine {
                 let id = a.id;
                 out.push(self.event(ch, EventKind::Recurred, AlarmKind::Fault, id, wall));
             }
-            (false, Some(a)) if a.condition && state == State::Ok => {
+            (false, Some(a)) if a.condition && state == ReadingState::Ok => {
                 self.condition_gone(ch, AlarmKind::Fault, wall, out);
             }
             _ => {}
@@ -960,8 +963,8 @@ impl Engine {
 }
 
 /// No value to trust: not read yet, warming up, or faulty.
-fn unknown(last: Option<(Option<f64>, State)>) -> bool {
-    !matches!(last, Some((Some(_), State::Ok)))
+fn unknown(last: Option<(Option<f64>, ReadingState)>) -> bool {
+    !matches!(last, Some((Some(_), ReadingState::Ok)))
 }
 
 #[cfg(test)]

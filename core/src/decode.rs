@@ -1,7 +1,7 @@
 //! Register decoding: words from the wire to an engineering value, or the
 //! reason there is none. Pure functions, no I/O.
 
-use crate::config::{DataType, Order};
+use crate::domain::{DataType, Order};
 
 /// How to turn a channel's registers into a value.
 #[derive(Debug, Clone, Copy, PartialEq)]
