@@ -55,6 +55,48 @@ impl Aggregate {
     }
 }
 
+/// One minute of a channel's trend, as the console draws it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TrendPoint {
+    /// The minute's start, Unix ms.
+    pub t: i64,
+    /// Over good readings; `None` for a minute with none.
+    pub min: Option<f64>,
+    /// Over good readings.
+    pub max: Option<f64>,
+    /// Over good readings, to six significant digits.
+    pub mean: Option<f64>,
+    /// Readings.
+    pub count: i64,
+    /// Readings in a special state.
+    pub faults: i64,
+}
+
+/// Channel `channel`'s stored minutes from `since_ms` on, oldest first.
+pub fn trend(
+    conn: &Connection,
+    channel: &str,
+    since_ms: i64,
+) -> Result<Vec<TrendPoint>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT minute_ms, min, max, mean, count, faults FROM aggregates
+         WHERE channel = ?1 AND minute_ms >= ?2 ORDER BY minute_ms",
+    )?;
+    let rows = st.query_map((channel, since_ms), |r| {
+        Ok(TrendPoint {
+            t: r.get(0)?,
+            min: r.get(1)?,
+            max: r.get(2)?,
+            mean: r
+                .get::<_, Option<f64>>(3)?
+                .map(|m| pithead_core::decode::round_significant(m, 6)),
+            count: r.get(4)?,
+            faults: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(60_000)
 }

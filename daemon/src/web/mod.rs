@@ -16,6 +16,8 @@ pub mod guard;
 mod kiosk;
 pub mod limit;
 pub mod serve;
+#[cfg(test)]
+mod tests;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -159,10 +161,13 @@ async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> Res
     (code, Json(body)).into_response()
 }
 
-/// An error answer: a reason in Chinese first, English second, never
-/// internals.
+/// An error answer: a status, and a reason in Chinese first, English
+/// second, never internals. Handlers return `Result<_, ApiError>`.
 #[derive(Debug, Serialize)]
 pub struct ApiError {
+    /// The HTTP status (not in the body).
+    #[serde(skip)]
+    pub status: StatusCode,
     /// Machine-readable code.
     pub error: &'static str,
     /// Reason in Simplified Chinese.
@@ -173,21 +178,34 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error answer with a status.
+    pub fn new(
+        status: StatusCode,
+        error: &'static str,
+        zh: impl Into<String>,
+        en: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            error,
+            message_zh: zh.into(),
+            message_en: en.into(),
+        }
+    }
+
+    /// The same, as a response (for middleware, which answers responses).
     pub fn respond(
         status: StatusCode,
         error: &'static str,
         zh: impl Into<String>,
         en: impl Into<String>,
     ) -> Response {
-        (
-            status,
-            Json(ApiError {
-                error,
-                message_zh: zh.into(),
-                message_en: en.into(),
-            }),
-        )
-            .into_response()
+        ApiError::new(status, error, zh, en).into_response()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self)).into_response()
     }
 }
 

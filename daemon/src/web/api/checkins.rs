@@ -1,0 +1,228 @@
+//! Check-ins and check-outs (kiosks only), who is underground, check-out by hand.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Body of `POST /api/v1/checkins`.
+#[derive(Debug, serde::Deserialize)]
+pub struct CheckinBody {
+    badge: String,
+    direction: crate::roster::Direction,
+}
+
+/// `POST /api/v1/checkins` `{badge, direction: "in"|"out"}`: recorded
+/// durably (with its outbox row) before the answer, refused ones included.
+pub async fn checkin(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<CheckinBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    use crate::roster::{Direction, Outcome};
+    // Who goes underground is told by the kiosk, not by any phone on the
+    // Wi-Fi: a check-out from elsewhere would take a miner off the roll.
+    let Some(kiosk) = crate::web::guard::kiosk(&s, peer, &headers) else {
+        tracing::warn!(client = %peer.ip(), "check-in refused: not a kiosk");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_a_kiosk",
+            "只能在井口登记终端上登记下井和升井",
+            "check-ins and check-outs are made at a kiosk (the station's screen, or one with a key from [kiosk] keys_file)",
+        ));
+    };
+    if !s.roster_ready.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "本站正在启动，花名册尚未载入，请稍后再试",
+            "the station is starting and its roster is not loaded yet; try again in a moment",
+        ));
+    }
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "请求格式错误，应为 {\"badge\": \"卡号\", \"direction\": \"in\" 或 \"out\"}",
+                format!("expected {{\"badge\": \"…\", \"direction\": \"in\"|\"out\"}}: {e}"),
+            ));
+        }
+    };
+    let badge = match crate::roster::normalize_badge(&body.badge) {
+        Ok(b) => b,
+        Err(why) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_badge",
+                "卡号格式不正确，请重新刷卡或输入",
+                why,
+            ));
+        }
+    };
+    let cfg = Arc::clone(&s.config);
+    let direction = body.direction;
+    let at = std::time::SystemTime::now();
+    let b = badge.clone();
+    let result = s
+        .store
+        .write(crate::store::Durability::Acknowledged, move |c| {
+            crate::roster::check(c, &cfg, &b, direction, at, &kiosk)
+        })
+        .await;
+    let record = result?;
+    if record.outcome == Outcome::Ok
+        && direction == Direction::In
+        && let Ok(mut clock) = s.overdue.lock()
+    {
+        clock.anchor(&badge, crate::time::unix_ms(at), std::time::Instant::now());
+    }
+    let name = record.name.clone().unwrap_or_default();
+    let (status, zh, en) = match (record.outcome, direction) {
+        (Outcome::Ok, Direction::In) => (StatusCode::CREATED, format!("{name}，下井登记成功。注意安全！"), format!("{name}: checked in. Stay safe!")),
+        (Outcome::Ok, Direction::Out) => (
+            StatusCode::CREATED,
+            format!("{name}，升井登记成功，本班井下 {} 分钟。", record.minutes_underground.unwrap_or(0)),
+            format!("{name}: checked out after {} minutes underground.", record.minutes_underground.unwrap_or(0)),
+        ),
+        (Outcome::UnknownBadge, _) => (
+            StatusCode::NOT_FOUND,
+            "卡号不在花名册中，已记录。请联系群监员。".to_owned(),
+            "this badge is not on the roster; the attempt was recorded. See the station supervisor.".to_owned(),
+        ),
+        (Outcome::AlreadyIn, _) => (
+            StatusCode::CONFLICT,
+            format!("{name} 已于 {} 下井登记，未重复登记（已记录）。", record.underground_since.clone().unwrap_or_default()),
+            format!("{name} is already checked in since {}; recorded, not repeated.", record.underground_since.clone().unwrap_or_default()),
+        ),
+        (Outcome::NotIn, _) => (
+            StatusCode::CONFLICT,
+            format!("{name} 没有下井登记记录，升井已记录，请告知群监员。"),
+            format!("{name} has no check-in; the check-out was recorded. Tell the station supervisor."),
+        ),
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "record": record, "message_zh": zh, "message_en": en })),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/underground`: everyone underground now, longest first.
+pub async fn underground(
+    State(s): State<AppState>,
+    _supervisor: Supervisor,
+) -> Result<Response, ApiError> {
+    let limit = s
+        .config
+        .roster
+        .shift_length
+        .saturating_add(s.config.roster.overdue_grace);
+    Ok(
+        match s
+            .store
+            .read(move |c| {
+                let now = std::time::SystemTime::now();
+                let people = crate::roster::underground(c, now, limit)?;
+                let by_hand = crate::roster::checked_out_by_hand(c, now - limit)?;
+                Ok((people, by_hand))
+            })
+            .await
+        {
+            Ok((people, by_hand)) => Json(serde_json::json!({
+                "station": s.config.station.name,
+                "count": people.len(),
+                "overdue_after_minutes": limit.as_secs() / 60,
+                "people": people,
+                "checked_out_by_hand": by_hand,
+            }))
+            .into_response(),
+            Err(e) => return Err(store_refused(&e)),
+        },
+    )
+}
+
+/// Body of `POST /api/v1/underground/{badge}/checkout`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutBody {
+    /// Why (a lost badge, left by another way, confirmed on the surface).
+    pub reason: String,
+    /// Who, when the API token is used (a console login names itself).
+    #[serde(default)]
+    pub by: String,
+}
+
+/// `POST /api/v1/underground/{badge}/checkout` `{"reason": "…"}`: a
+/// supervisor checks someone out by hand; recorded with who and why, sent
+/// to the county, listed with the roll.
+pub async fn checkout_by_hand(
+    State(s): State<AppState>,
+    Supervisor(who): Supervisor,
+    Path(badge): Path<String>,
+    body: Result<Json<CheckoutBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Ok(Json(body)) = body else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "请求格式错误，应为 {\"reason\": \"原因\"}",
+            "expected {\"reason\": \"…\"}",
+        ));
+    };
+    let reason = body.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_reason",
+            "请填写人工升井的原因（不超过200字）",
+            "give the reason for the check-out (1 to 200 characters)",
+        ));
+    }
+    let by = match who {
+        Who::Supervisor(user) => user,
+        Who::Token if !body.by.trim().is_empty() && body.by.chars().count() <= 64 => {
+            body.by.trim().to_owned()
+        }
+        Who::Token => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_name",
+                "请填写操作人姓名（不超过64个字）",
+                "give the name of who checks out (`by`, 1 to 64 characters)",
+            ));
+        }
+    };
+    let badge = match crate::roster::normalize_badge(&badge) {
+        Ok(b) => b,
+        Err(why) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_badge",
+                "卡号格式不正确",
+                why,
+            ));
+        }
+    };
+    let cfg = Arc::clone(&s.config);
+    let b = badge.clone();
+    let by_hand = crate::roster::ByHand { by, reason };
+    let result = s
+        .store
+        .write(crate::store::Durability::Acknowledged, move |c| {
+            crate::roster::check_out_by_hand(c, &cfg, &b, &by_hand, std::time::SystemTime::now())
+        })
+        .await;
+    Ok(match result {
+        Ok(record) => (StatusCode::CREATED, Json(record)).into_response(),
+        Err(crate::store::StoreError::Rejected(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_underground",
+                format!("{badge} 不在井下"),
+                format!("{badge} is not underground"),
+            ));
+        }
+        Err(e) => return Err(store_refused(&e)),
+    })
+}
