@@ -692,7 +692,7 @@ mod tests {
         let alarm = r#"{ "county": "xx-county", "station": "mine3-shaft1", "alarm_id": 1795481537415000,
             "event": "raised", "channel": "ch4-1201-face", "level": "power_cut",
             "value": 1.52, "state": "ok", "by": null, "at": "2026-11-24T06:01:02.115Z" }"#;
-        let a: AlarmBody = serde_json::from_str(alarm).unwrap_or_else(|e| panic!("{e}"));
+        let a: AlarmBody = serde_json::from_str(alarm).unwrap();
         assert_eq!(
             (a.event, a.level),
             (EventKind::Raised, AlarmLevel::PowerCut)
@@ -700,7 +700,7 @@ mod tests {
         let checkin = r#"{ "id": 204, "badge": "0042", "name": "张伟", "team": "综采一队", "direction": "in",
             "outcome": "ok", "at": "2026-11-24T06:02:10.511Z", "underground_since": null,
             "minutes_underground": null, "county": "xx-county", "station": "mine3-shaft1" }"#;
-        let c: CheckinBody = serde_json::from_str(checkin).unwrap_or_else(|e| panic!("{e}"));
+        let c: CheckinBody = serde_json::from_str(checkin).unwrap();
         assert_eq!((c.record.id, c.station.as_str()), (204, "mine3-shaft1"));
         let hazard = r#"{ "event": "assigned", "urgent": true, "ticket": "7KQ2MZ", "category": "roof",
             "location": "1201 回风巷", "grade": "major", "description": "顶板掉渣", "photo": null,
@@ -708,7 +708,7 @@ mod tests {
             "measures": "加强支护", "overdue": false, "reported_at": "a", "updated_at": "b",
             "steps": [ { "status": "reported", "by": null, "note": null, "at": "c" } ],
             "county": "xx-county", "station": "mine3-shaft1" }"#;
-        let h: HazardBody = serde_json::from_str(hazard).unwrap_or_else(|e| panic!("{e}"));
+        let h: HazardBody = serde_json::from_str(hazard).unwrap();
         assert_eq!(
             (h.event, h.hazard.status),
             (Status::Assigned, Status::Assigned)
@@ -716,14 +716,13 @@ mod tests {
         let gap = r#"{ "county": "xx-county", "station": "mine3-shaft1", "lane": "summary",
             "from_seq": 1, "to_seq": 805, "count": 805, "reason": "outbox_cap",
             "at": "2026-11-28T06:00:00.000Z" }"#;
-        let g: GapBody = serde_json::from_str(gap).unwrap_or_else(|e| panic!("{e}"));
+        let g: GapBody = serde_json::from_str(gap).unwrap();
         assert_eq!(
             (g.lane, g.reason, g.count),
             (Lane::Summary, GapReason::OutboxCap, 805)
         );
         let status: StatusMessage =
-            serde_json::from_str(&status("c", "s", Presence::Offline, "0.1.0", "t"))
-                .unwrap_or_else(|e| panic!("{e}"));
+            serde_json::from_str(&status("c", "s", Presence::Offline, "0.1.0", "t")).unwrap();
         assert_eq!(status.state, Presence::Offline);
         // Unknown fields of a station's message are ignored (the protocol
         // grows); of a county command, refused.

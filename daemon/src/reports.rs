@@ -301,7 +301,7 @@ mod tests {
             "[station]\ncounty = \"c1\"\nid = \"s1\"\nname = \"n\"\n[outputs]\nbackend = \"sim\"\n[storage]\ndata_dir = \"{}\"\n",
             std::env::temp_dir().display()
         );
-        crate::config::load_str(&src, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
+        crate::config::load_str(&src, Path::new("t.toml")).unwrap()
     }
 
     #[tokio::test]

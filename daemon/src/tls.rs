@@ -133,17 +133,16 @@ mod tests {
 
     #[test]
     fn a_self_signed_pair_serves_and_has_a_fingerprint() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let (cert, key) = self_signed(&["pithead.local".into(), "192.168.1.20".into()])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(&["pithead.local".into(), "192.168.1.20".into()]).unwrap();
         let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-        std::fs::write(&c, cert).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(&k, key).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
         assert!(http_server(&c, &k).is_ok());
         let f = fingerprint(&c).unwrap_or_default();
         assert_eq!(f.len(), 32 * 3 - 1, "{f}");
         // Not a certificate: a reason, not a panic.
-        std::fs::write(&c, "garbage").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&c, "garbage").unwrap();
         let e = http_server(&c, &k).err().unwrap_or_default();
         assert!(e.contains("no certificate") || e.contains("not PEM"), "{e}");
     }

@@ -2,6 +2,11 @@
 //! with a configuration in a scratch directory, talk to it over HTTP, and
 //! drive a real headless browser (`webdriver`).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test harness: a failed unwrap is a failed test, with the error in its message"
+)]
+
 pub mod webdriver;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,14 +52,11 @@ pub fn pithead_bin() -> PathBuf {
 /// An address of this machine that is not loopback (the one its default
 /// route leaves by), so that a test can be a client "on the station LAN".
 pub fn lan_ip() -> std::net::IpAddr {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("{e}"));
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
     // A UDP connect sends nothing: it only picks the route.
     s.connect("8.8.8.8:53")
         .unwrap_or_else(|e| panic!("no route off this machine for a LAN client: {e}"));
-    let ip = s
-        .local_addr()
-        .map(|a| a.ip())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ip = s.local_addr().map(|a| a.ip()).unwrap();
     assert!(!ip.is_loopback(), "no address besides loopback: {ip}");
     ip
 }
@@ -74,7 +76,7 @@ pub fn uplink_config(dir: &Path, http: SocketAddr, url: &str, miners: usize) -> 
     let csv: String = std::iter::once("badge,name,team,role\n".to_owned())
         .chain((0..miners).map(|i| format!("{i:04},工人{i},一队,工\n")))
         .collect();
-    std::fs::write(&roster, csv).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&roster, csv).unwrap();
     format!(
         "{}[roster]\nfile = \"{}\"\n{}",
         minimal_config(&dir.join("data"), http),
@@ -103,7 +105,7 @@ pub fn check_in_answer(http: SocketAddr, badge: usize) -> (u16, serde_json::Valu
         &[],
         &format!("{{\"badge\": \"{badge:04}\", \"direction\": \"in\"}}"),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     (
         s,
         serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}")),
@@ -211,7 +213,7 @@ pub fn face_station(dir: &Path, http: SocketAddr, sim: &Simulator, extra: &str) 
         &roster,
         "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     format!(
         "{}[roster]\nfile = \"{}\"\n[acquisition]\nwarm_up = \"0s\"\n\
          [[bus]]\nid = \"sim\"\ntransport = \"tcp\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout = \"300ms\"\nretries = 0\n\
@@ -227,9 +229,8 @@ pub fn face_station(dir: &Path, http: SocketAddr, sim: &Simulator, extra: &str) 
 /// Writes a secret file as `validate` wants it: readable by its owner only.
 pub fn write_secret(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The API token the tests configure.
@@ -587,9 +588,8 @@ impl Simulator {
     /// Sends one control command; returns the answer line.
     pub fn control(&self, cmd: &str) -> String {
         let mut s = TcpStream::connect(self.control).unwrap_or_else(|e| panic!("control: {e}"));
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        writeln!(s, "{cmd}").unwrap_or_else(|e| panic!("{e}"));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        writeln!(s, "{cmd}").unwrap();
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         while s.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
@@ -694,7 +694,7 @@ impl Mosquitto {
     /// restart loses every session and queued message), and `extra` lines
     /// of configuration (more listeners, TLS).
     pub fn start_with(port: u16, persistence: bool, extra: &str) -> Mosquitto {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let mut m = Mosquitto {
             child: None,
             port,
@@ -749,7 +749,7 @@ impl Mosquitto {
                 self.extra
             ),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let child = Command::new(Self::binary())
             .arg("-c")
             .arg(&conf)
@@ -844,7 +844,7 @@ impl CountySender {
                 retain,
                 body.as_bytes().to_vec(),
             )
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
 }
 
@@ -1035,15 +1035,14 @@ pub fn count(sub: &Subscriber) -> usize {
 /// Every row of the station's outbox that is to be sent (not set aside):
 /// msg id -> sent.
 pub fn store_rows(dir: &Path) -> BTreeMap<String, bool> {
-    let db =
-        rusqlite::Connection::open(dir.join("data/pithead.db")).unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.join("data/pithead.db")).unwrap();
     let mut st = db
         .prepare("SELECT msg_id, sent_at IS NOT NULL FROM outbox WHERE set_aside IS NULL")
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 /// Waits until every outbox row is marked sent and the county has them all,

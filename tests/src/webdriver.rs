@@ -43,7 +43,7 @@ impl Browser {
             assert!(Instant::now() < end, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let profile = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let profile = tempfile::tempdir().unwrap();
         let caps = json!({
             "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
@@ -74,8 +74,7 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: &Value) -> Value {
-        self.try_call(method, path, body)
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.try_call(method, path, body).unwrap()
     }
 
     fn try_call(&self, method: &str, path: &str, body: &Value) -> Result<Value, String> {
@@ -257,9 +256,9 @@ impl Browser {
             .decode(v.as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("screenshot: {e}"));
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::create_dir_all(dir).unwrap();
         }
-        std::fs::write(path, png).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(path, png).unwrap();
     }
 }
 

@@ -2,6 +2,11 @@
 //! real sockets — a tokio-modbus server in this test, and the `pithead
 //! simulate` process with injected faults.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,19 +81,16 @@ impl tokio_modbus::server::Service for Device {
 
 /// Serves `device` on a free port from a runtime of its own.
 fn serve(device: Device) -> SocketAddr {
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    std_listener
-        .set_nonblocking(true)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = std_listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         rt.block_on(async move {
-            let listener =
-                tokio::net::TcpListener::from_std(std_listener).unwrap_or_else(|e| panic!("{e}"));
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             let server = tokio_modbus::server::tcp::Server::new(listener);
             let on_connected = |stream, _| {
                 let d = device.clone();
@@ -166,7 +168,7 @@ fn every_data_type_and_order_decodes_and_reads_are_coalesced() {
             input: input.clone(),
             seen: Arc::clone(&seen),
         });
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut d = Daemon::start(
             dir.path(),
@@ -240,7 +242,7 @@ const TWO_POLLS: Duration = Duration::from_millis(2500);
 #[test]
 fn faults_show_within_two_polls_and_other_devices_keep_reading() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start(dir.path(), &sim_config(dir.path(), http, &sim), http);
     d.wait_healthy(Duration::from_secs(20));
@@ -304,7 +306,7 @@ fn faults_show_within_two_polls_and_other_devices_keep_reading() {
 #[test]
 fn a_late_reply_is_never_taken_for_the_next_answer() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // Every channel its own request: ch4 and co are neighbours, which
     // would otherwise be read together and could not take each other's
@@ -346,7 +348,7 @@ fn a_late_reply_is_never_taken_for_the_next_answer() {
 fn a_dropped_connection_is_a_fault_and_reconnects() {
     let modbus = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let sim = Simulator::start_on(modbus, "normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start(dir.path(), &sim_config(dir.path(), http, &sim), http);
     d.wait_healthy(Duration::from_secs(20));
@@ -399,7 +401,7 @@ impl Drop for PtyPair {
 
 #[test]
 fn rtu_over_a_pty_pair_one_silent_unit_does_not_starve_the_other() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let pty = PtyPair::new(dir.path());
     let sim = Simulator::start("normal", Some(&pty.a));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -472,7 +474,7 @@ fn rtu_over_a_pty_pair_one_silent_unit_does_not_starve_the_other() {
 #[test]
 fn readings_and_minute_aggregates_are_stored_faults_without_values() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = sim_config(dir.path(), http, &sim).replace(
         "warm_up = \"0s\"\n",
@@ -495,8 +497,7 @@ fn readings_and_minute_aggregates_are_stored_faults_without_values() {
         d.log_text()
     );
 
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let q = |sql: &str| -> i64 {
         db.query_row(sql, [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -522,15 +523,15 @@ fn readings_and_minute_aggregates_are_stored_faults_without_values() {
 
 #[test]
 fn the_demo_runs_the_simulator_and_reads_every_channel() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap_or_else(|e| panic!("{e}"));
+    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
     let mut child = std::process::Command::new(pithead_e2e::pithead_bin())
         .args(["demo", "--http", &http.to_string(), "--data"])
         .arg(dir.path().join("data"))
         .stderr(log)
         .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let c = {
         let mut ok = None;
         for _ in 0..200 {
@@ -712,7 +713,7 @@ fn hostile_device(path: &std::path::Path, mode: Arc<Mutex<Hostile>>) {
 /// soon as it behaves.
 #[test]
 fn a_hostile_rtu_device_gets_faults_never_a_wrong_value_or_a_hang() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let pty = PtyPair::new(dir.path());
     let mode = Arc::new(Mutex::new(Hostile::Good));
     hostile_device(&pty.a, Arc::clone(&mode));
@@ -812,7 +813,7 @@ fn a_hostile_rtu_device_gets_faults_never_a_wrong_value_or_a_hang() {
 #[test]
 fn late_rtu_replies_never_become_another_requests_value() {
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let pty = PtyPair::new(dir.path());
     let timeout = Duration::from_millis(200);
     let factor = Arc::new(Mutex::new(0.0_f64));
@@ -824,9 +825,7 @@ fn late_rtu_replies_never_become_another_requests_value() {
             .write(true)
             .open(&pty.a)
             .unwrap_or_else(|e| panic!("{}: {e}", pty.a.display()));
-        let writer = Arc::new(Mutex::new(
-            line.try_clone().unwrap_or_else(|e| panic!("{e}")),
-        ));
+        let writer = Arc::new(Mutex::new(line.try_clone().unwrap()));
         let mut line = line;
         let factor = Arc::clone(&factor);
         std::thread::spawn(move || {

@@ -1,6 +1,11 @@
 //! Alarms end to end: the real daemon with simulated outputs against the
 //! `pithead simulate` process.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -102,7 +107,7 @@ fn ack_all(http: SocketAddr, by: &str) {
             &[("Authorization", &auth)],
             &format!("{{\"by\": \"{by}\"}}"),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap_or_default();
         assert_eq!(v["recorded"], true, "{body}");
@@ -111,7 +116,7 @@ fn ack_all(http: SocketAddr, by: &str) {
 
 fn start(scenario: &str, token: bool) -> (Simulator, tempfile::TempDir, Daemon, SocketAddr) {
     let sim = Simulator::start(scenario, None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start(dir.path(), &config(dir.path(), http, &sim, token), http);
     d.wait_healthy(Duration::from_secs(20));
@@ -216,8 +221,7 @@ fn methane_rise_drives_warning_alarm_power_cut_in_order_ack_silences_restore_cle
 
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).success());
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let count = |sql: &str| -> i64 {
         db.query_row(sql, [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -295,10 +299,8 @@ fn the_alarm_path_does_not_wait_for_a_stalled_store() {
     });
     // Hold the database's write lock from outside for 5 s: the daemon's
     // writer blocks on it, exactly as on a stalled disk.
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    db.execute_batch("BEGIN EXCLUSIVE")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let locked = Instant::now();
     let set = sim.control("set 1 input 0 170");
     let set_ns: u128 = set.trim_start_matches("ok ").parse().unwrap_or_default();
@@ -331,8 +333,7 @@ fn the_alarm_path_does_not_wait_for_a_stalled_store() {
     );
     // Nothing was recorded yet; after the stall the events are written.
     std::thread::sleep(Duration::from_secs(5).saturating_sub(locked.elapsed()));
-    db.execute_batch("ROLLBACK")
-        .unwrap_or_else(|e| panic!("{e}"));
+    db.execute_batch("ROLLBACK").unwrap();
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         let n: i64 = db
@@ -370,7 +371,7 @@ fn acknowledging_needs_a_token_a_name_and_an_active_alarm() {
         } else {
             vec![("Authorization", auth)]
         };
-        http_request(http, "POST", path, &h, body).unwrap_or_else(|e| panic!("{e}"))
+        http_request(http, "POST", path, &h, body).unwrap()
     };
     let (s, b) = post(&path, "", "{\"by\": \"x\"}");
     assert_eq!(s, 401, "{b}");
@@ -406,7 +407,7 @@ fn without_a_configured_token_acknowledging_over_the_api_is_refused() {
         &[("Authorization", "Bearer x")],
         "{\"by\": \"x\"}",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 403, "{b}");
     assert!(b.contains("ack_disabled"), "{b}");
 }
@@ -414,7 +415,7 @@ fn without_a_configured_token_acknowledging_over_the_api_is_refused() {
 #[test]
 fn a_restart_does_not_return_power_or_silence_an_unacknowledged_alarm() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = config(dir.path(), http, &sim, true);
     let mut d = Daemon::start(dir.path(), &cfg, http);
@@ -430,8 +431,7 @@ fn a_restart_does_not_return_power_or_silence_an_unacknowledged_alarm() {
         .and_then(|x| x["id"].as_u64())
         .unwrap_or_default();
     // The events are on disk before the crash.
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     while db
         .query_row(
@@ -496,7 +496,7 @@ fn a_restart_does_not_return_power_or_silence_an_unacknowledged_alarm() {
 #[test]
 fn a_restart_on_a_damaged_database_keeps_the_power_cut_until_acknowledged() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = config(dir.path(), http, &sim, true);
     let mut d = Daemon::start(dir.path(), &cfg, http);
@@ -517,9 +517,9 @@ fn a_restart_on_a_damaged_database_keeps_the_power_cut_until_acknowledged() {
     let _ = d.wait_exit(Duration::from_secs(10));
     // The database is damaged while the box is down.
     let db = dir.path().join("data/pithead.db");
-    let mut bytes = std::fs::read(&db).unwrap_or_else(|e| panic!("{e}"));
+    let mut bytes = std::fs::read(&db).unwrap();
     bytes[..100].fill(0x5a);
-    std::fs::write(&db, bytes).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&db, bytes).unwrap();
     let _ = std::fs::remove_file(dir.path().join("data/pithead.db-wal"));
     let mut d = Daemon::start(dir.path(), &cfg, http);
     // Up (it answers, 503 for the database), warm-up is 0 s, the gas is
@@ -555,7 +555,7 @@ fn a_restart_on_a_damaged_database_keeps_the_power_cut_until_acknowledged() {
         &[("Authorization", &auth)],
         "{\"by\": \"值班长\"}",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert!(matches!(status, 200 | 507), "{status} {body}");
     wait(
         http,
@@ -573,7 +573,7 @@ fn a_restart_on_a_damaged_database_keeps_the_power_cut_until_acknowledged() {
 #[test]
 fn a_relay_that_cannot_be_driven_is_a_fault_and_starves_the_watchdog() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start_with_env(
         dir.path(),

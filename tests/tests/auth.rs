@@ -1,5 +1,10 @@
 //! Supervisor accounts and console sessions: the real binary's CLI and API.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -18,11 +23,11 @@ fn user_cmd(config: &std::path::Path, args: &[&str], password: &str) -> (Option<
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     if let Some(mut stdin) = child.stdin.take() {
         let _ = writeln!(stdin, "{password}");
     }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let out = child.wait_with_output().unwrap();
     (
         out.status.code(),
         format!(
@@ -43,7 +48,7 @@ fn cookie_of(raw_headers_body: &str) -> Option<String> {
 #[test]
 fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = format!(
         "{}[acquisition]\nwarm_up = \"0s\"\n\
@@ -55,7 +60,7 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
         sim.modbus.port()
     );
     let file = dir.path().join("pithead.toml");
-    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, &cfg).unwrap();
     let (code, out) = user_cmd(&file, &["add", "王班长"], "short");
     assert_eq!(code, Some(65), "{out}");
     assert!(out.contains("at least 10 characters"), "{out}");
@@ -95,7 +100,7 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
         &[("Cookie", &c)],
         "",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 200, "{b}");
     let end = std::time::Instant::now() + Duration::from_secs(5);
     let alarm_id = loop {
@@ -106,7 +111,7 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
             &[("Cookie", &c)],
             "",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let a: Value = serde_json::from_str(&b).unwrap_or_default();
         if let Some(id) = a
             .as_array()
@@ -119,8 +124,7 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let path = format!("/api/v1/alarms/{alarm_id}/ack");
-    let (s, b) = http_request(http, "POST", &path, &[("Cookie", &c)], "{}")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) = http_request(http, "POST", &path, &[("Cookie", &c)], "{}").unwrap();
     assert_eq!(s, 403, "no CSRF token: {b}");
     let (s, b) = http_request(
         http,
@@ -129,7 +133,7 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
         &[("Cookie", &c), ("X-CSRF-Token", &csrf)],
         "{\"by\": \"someone else\"}",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 200, "{b}");
     let v: Value = serde_json::from_str(&b).unwrap_or_default();
     assert_eq!(
@@ -138,8 +142,7 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
     );
 
     // Device health and the trend need the session too.
-    let (s, b) = http_request(http, "GET", "/api/v1/devices", &[("Cookie", &c)], "")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) = http_request(http, "GET", "/api/v1/devices", &[("Cookie", &c)], "").unwrap();
     assert_eq!(s, 200, "{b}");
     assert!(b.contains("\"id\":\"face\""), "{b}");
     let (s, b) = http_request(
@@ -149,7 +152,7 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
         &[("Cookie", &c)],
         "",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 200, "{b}");
     let v: Value = serde_json::from_str(&b).unwrap_or_default();
     assert_eq!(
@@ -165,7 +168,7 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
         &[("Cookie", &c)],
         "",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 400);
     let (s, _) = http_request(
         http,
@@ -174,14 +177,12 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
         &[("Cookie", &c)],
         "",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 404);
-    let (s, _) =
-        http_request(http, "GET", "/api/v1/devices", &[], "").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_request(http, "GET", "/api/v1/devices", &[], "").unwrap();
     assert_eq!(s, 401);
     // The uplink's state and backlog: off here, alarm events waiting.
-    let (s, b) = http_request(http, "GET", "/api/v1/uplink", &[("Cookie", &c)], "")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) = http_request(http, "GET", "/api/v1/uplink", &[("Cookie", &c)], "").unwrap();
     assert_eq!(s, 200, "{b}");
     let u: Value = serde_json::from_str(&b).unwrap_or_default();
     assert_eq!(
@@ -195,11 +196,9 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
     );
 
     // Logging out ends the session.
-    let (s, _) = http_request(http, "DELETE", "/api/v1/session", &[("Cookie", &c)], "")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_request(http, "DELETE", "/api/v1/session", &[("Cookie", &c)], "").unwrap();
     assert_eq!(s, 204);
-    let (s, _) = http_request(http, "GET", "/api/v1/underground", &[("Cookie", &c)], "")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_request(http, "GET", "/api/v1/underground", &[("Cookie", &c)], "").unwrap();
     assert_eq!(s, 401);
 
     // Guessing is limited per client address.
@@ -214,9 +213,8 @@ fn a_supervisor_logs_in_acknowledges_with_csrf_and_logs_out() {
 /// A POST that returns the raw head and body (to see Set-Cookie).
 fn raw_post(http: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     use std::io::Read as _;
-    let mut s = std::net::TcpStream::connect(http).unwrap_or_else(|e| panic!("{e}"));
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut s = std::net::TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
@@ -226,8 +224,7 @@ fn raw_post(http: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) 
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out
@@ -244,7 +241,7 @@ fn raw_post(http: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) 
 #[test]
 fn the_console_is_served_over_https_with_a_self_signed_certificate() {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
@@ -258,14 +255,14 @@ fn the_console_is_served_over_https_with_a_self_signed_certificate() {
         1,
     );
     let file = dir.path().join("pithead.toml");
-    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, &cfg).unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(pithead_bin())
             .args(args)
             .arg("--config")
             .arg(&file)
             .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         (
             out.status.code(),
             format!(
@@ -304,7 +301,7 @@ fn the_console_is_served_over_https_with_a_self_signed_certificate() {
 
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
-    let ca = std::fs::read(&cert).unwrap_or_else(|e| panic!("{e}"));
+    let ca = std::fs::read(&cert).unwrap();
     let get = |host: &str| {
         pithead_e2e::https_request(
             https,
@@ -313,9 +310,9 @@ fn the_console_is_served_over_https_with_a_self_signed_certificate() {
             &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
         )
     };
-    let (s, _, b) = get("pithead.test").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _, b) = get("pithead.test").unwrap();
     assert_eq!(s, 200, "{b}");
-    let (s, _, b) = get("localhost").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _, b) = get("localhost").unwrap();
     assert_eq!(s, 200, "{b}");
     // A name the certificate does not hold fails the handshake.
     assert!(get("elsewhere.test").is_err());
@@ -325,8 +322,7 @@ fn the_console_is_served_over_https_with_a_self_signed_certificate() {
         "POST /api/v1/session HTTP/1.1\r\nHost: pithead.test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let (s, head, b) = pithead_e2e::https_request(https, &ca, "pithead.test", &login)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, head, b) = pithead_e2e::https_request(https, &ca, "pithead.test", &login).unwrap();
     assert_eq!(s, 200, "{head}{b}");
     let set_cookie = head
         .lines()
@@ -350,9 +346,9 @@ fn the_console_is_served_over_https_with_a_self_signed_certificate() {
     );
 
     // A client that never finishes its handshake is let go.
-    let mut idle = std::net::TcpStream::connect(https).unwrap_or_else(|e| panic!("{e}"));
+    let mut idle = std::net::TcpStream::connect(https).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let started = std::time::Instant::now();
     let mut buf = [0u8; 16];
     let n = std::io::Read::read(&mut idle, &mut buf).unwrap_or(0);

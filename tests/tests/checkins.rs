@@ -1,5 +1,10 @@
 //! Roster and check-ins end to end: the real binary, its CLI and its API.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,24 +16,24 @@ const TOKEN: &str = pithead_e2e::TEST_TOKEN;
 const ROSTER: &str = "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n0002,王芳,综采一队,支架工\n0003,李强,掘进二队,班长\n";
 
 fn setup(shift: &str) -> (tempfile::TempDir, SocketAddr, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = pithead_e2e::config_with_token(dir.path(), http)
         + &format!("[roster]\nshift_length = \"{shift}\"\noverdue_grace = \"0s\"\n");
     let file = dir.path().join("pithead.toml");
-    std::fs::write(&file, cfg).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, cfg).unwrap();
     (dir, http, file)
 }
 
 fn import(config: &std::path::Path, csv: &str) -> (Option<i32>, String, String) {
     let f = config.with_file_name("roster.csv");
-    std::fs::write(&f, csv).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&f, csv).unwrap();
     let out = Command::new(pithead_bin())
         .args(["roster", "import", "--config"])
         .arg(config)
         .arg(&f)
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -37,7 +42,7 @@ fn import(config: &std::path::Path, csv: &str) -> (Option<i32>, String, String) 
 }
 
 fn start(dir: &std::path::Path, file: &std::path::Path, http: SocketAddr) -> Daemon {
-    let cfg = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = std::fs::read_to_string(file).unwrap();
     let mut d = Daemon::start(dir, &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
     d
@@ -51,14 +56,13 @@ fn check(http: SocketAddr, badge: &str, direction: &str) -> (u16, Value) {
         &[],
         &format!("{{\"badge\": \"{badge}\", \"direction\": \"{direction}\"}}"),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
 }
 
 fn authed(http: SocketAddr, path: &str) -> Value {
     let auth = format!("Bearer {TOKEN}");
-    let (s, b) = http_request(http, "GET", path, &[("Authorization", &auth)], "")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) = http_request(http, "GET", path, &[("Authorization", &auth)], "").unwrap();
     assert_eq!(s, 200, "{b}");
     serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}"))
 }
@@ -158,17 +162,15 @@ fn check_ins_and_outs_are_answered_clearly_and_all_recorded() {
         "nonsense",
         "{}",
     ] {
-        let (s, b) = http_request(http, "POST", "/api/v1/checkins", &[], body)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (s, b) = http_request(http, "POST", "/api/v1/checkins", &[], body).unwrap();
         assert_eq!(s, 400, "{body}: {b}");
         assert!(b.contains("message_zh"), "{b}");
     }
-    let (s, _) = http_get(http, "/api/v1/underground").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_get(http, "/api/v1/underground").unwrap();
     assert_eq!(s, 401, "the underground list is for supervisors");
 
     drop(d);
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let q = |sql: &str| -> i64 {
         db.query_row(sql, [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -199,8 +201,7 @@ fn a_check_in_answered_ok_survives_sigkill() {
     }
     d.signal(libc::SIGKILL);
     let _ = d.wait_exit(Duration::from_secs(10));
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let q = |sql: &str| -> i64 {
         db.query_row(sql, [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -229,8 +230,7 @@ fn an_overdue_miner_raises_an_alarm_that_clears_on_check_out() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // To anyone else, the alarm says a miner is overdue, not which.
-    let (_, public) =
-        http_get(http, "/api/v1/alarms?active=true").unwrap_or_else(|e| panic!("{e}"));
+    let (_, public) = http_get(http, "/api/v1/alarms?active=true").unwrap();
     assert!(
         public.contains("\"channel\":\"worker\"") && !public.contains("0003"),
         "{public}"
@@ -268,7 +268,7 @@ fn the_roster_uploads_over_the_api_all_or_nothing() {
         &[("Authorization", &auth)],
         "badge,name,team,role\n1,a,b,c\n1,a,b,c\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 422, "{b}");
     assert!(b.contains("listed twice"), "{b}");
     assert_eq!(authed(http, "/api/v1/roster"), serde_json::json!([]));
@@ -279,14 +279,13 @@ fn the_roster_uploads_over_the_api_all_or_nothing() {
         &[("Authorization", &auth)],
         ROSTER,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 200, "{b}");
     assert_eq!(
         authed(http, "/api/v1/roster").as_array().map(Vec::len),
         Some(3)
     );
-    let (s, _) =
-        http_request(http, "POST", "/api/v1/roster", &[], ROSTER).unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_request(http, "POST", "/api/v1/roster", &[], ROSTER).unwrap();
     assert_eq!(s, 401);
 }
 
@@ -311,7 +310,7 @@ fn nobody_is_stranded_underground_by_an_import_and_a_supervisor_can_check_out_by
         Some("text/csv; charset=utf-8"),
         b"badge,name,team,role\n0002,\xe7\x8e\x8b\xe8\x8a\xb3,\xe7\xbb\xbc\xe9\x87\x87\xe4\xb8\x80\xe9\x98\x9f,\xe6\x94\xaf\xe6\x9e\xb6\xe5\xb7\xa5\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 200, "{b}");
     let (s, v) = check(http, "0001", "out");
     assert_eq!(s, 201, "{v}");
@@ -334,7 +333,7 @@ fn nobody_is_stranded_underground_by_an_import_and_a_supervisor_can_check_out_by
             &[("Authorization", &auth)],
             body,
         )
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
     };
     assert_eq!(
         by_hand("0002", "{\"reason\": \"\", \"by\": \"王班长\"}").0,
@@ -385,15 +384,14 @@ fn nobody_is_stranded_underground_by_an_import_and_a_supervisor_can_check_out_by
         "{u}"
     );
     // The county gets it with who and why.
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let payload: String = db
         .query_row(
             "SELECT payload FROM outbox WHERE kind = 'checkin' ORDER BY id DESC LIMIT 1",
             [],
             |r| r.get(0),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         payload.contains("卡丢失") && payload.contains("\"by\":\"王班长\""),
         "{payload}"
@@ -422,7 +420,7 @@ fn only_kiosks_check_miners_in_and_out_and_the_lan_is_kept_at_arms_length() {
         ),
         1,
     ) + &format!("[kiosk]\nkeys_file = \"{}\"\n", keys.display());
-    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, &cfg).unwrap();
     let local = SocketAddr::from(([127, 0, 0, 1], port));
     let from_lan = SocketAddr::new(lan, port);
     let mut d = Daemon::start(dir.path(), &cfg, local);
@@ -434,8 +432,7 @@ fn only_kiosks_check_miners_in_and_out_and_the_lan_is_kept_at_arms_length() {
     );
     let body = "{\"badge\": \"0001\", \"direction\": \"in\"}";
     // From the LAN, without a key: refused, and nothing personal said.
-    let (s, b) = http_request(from_lan, "POST", "/api/v1/checkins", &[], body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) = http_request(from_lan, "POST", "/api/v1/checkins", &[], body).unwrap();
     assert_eq!(s, 403, "{b}");
     assert!(b.contains("not_a_kiosk") && !b.contains("张伟"), "{b}");
     let wrong = [("X-Kiosk-Key", "0123456789abcdef0123456789-not")];
@@ -447,8 +444,7 @@ fn only_kiosks_check_miners_in_and_out_and_the_lan_is_kept_at_arms_length() {
     );
     // With its key, the lamp room's kiosk; on the box, the local one.
     let key = [("X-Kiosk-Key", "0123456789abcdef0123456789")];
-    let (s, b) = http_request(from_lan, "POST", "/api/v1/checkins", &key, body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) = http_request(from_lan, "POST", "/api/v1/checkins", &key, body).unwrap();
     assert_eq!(s, 201, "{b}");
     assert!(b.contains("\"kiosk\":\"lamp-room\""), "{b}");
     let (s, b) = check(local, "0002", "in");
@@ -462,7 +458,7 @@ fn only_kiosks_check_miners_in_and_out_and_the_lan_is_kept_at_arms_length() {
         &[("Host", "evil.example:8080")],
         "",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 421, "{b}");
     // A report from another site, as a form would send it: refused.
     let (s, b) = pithead_e2e::http_send(
@@ -473,7 +469,7 @@ fn only_kiosks_check_miners_in_and_out_and_the_lan_is_kept_at_arms_length() {
         Some("text/plain"),
         b"{\"category\":\"gas\",\"location\":\"x\",\"grade\":\"general\",\"description\":\"x\",\"anonymous\":true}",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 403, "{b}");
     assert!(b.contains("cross_site"), "{b}");
     let (s, _) = pithead_e2e::http_send(
@@ -484,7 +480,7 @@ fn only_kiosks_check_miners_in_and_out_and_the_lan_is_kept_at_arms_length() {
         Some("application/json"),
         b"{\"category\":\"gas\",\"location\":\"x\",\"grade\":\"general\",\"description\":\"x\",\"anonymous\":true}",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 403);
     // JSON answers are not sniffed, and those with names not cached.
     let head = raw_head(local, "/api/v1/channels");
@@ -522,7 +518,7 @@ fn only_kiosks_check_miners_in_and_out_and_the_lan_is_kept_at_arms_length() {
 /// The head of a GET's answer, lower case.
 fn raw_head(addr: SocketAddr, path: &str) -> String {
     use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
     let _ = write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -539,7 +535,7 @@ fn raw_head(addr: SocketAddr, path: &str) -> String {
 /// until the test ends); its status.
 fn stream_status(addr: SocketAddr) -> u16 {
     use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
     let _ = write!(s, "GET /api/v1/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).unwrap_or(0);

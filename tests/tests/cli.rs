@@ -1,5 +1,10 @@
 //! `pithead validate`, `configfile` and `--version`, run as the real binary.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -46,7 +51,7 @@ fn configfile_is_the_shipped_file() {
 
 #[test]
 fn shipped_template_refuses_placeholder_ids_then_passes_once_set() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pithead.toml");
     // The box under test has no relay board: simulated outputs.
     let template = text(&pithead(&["configfile"]).stdout)
@@ -56,7 +61,7 @@ fn shipped_template_refuses_placeholder_ids_then_passes_once_set() {
             "# device = \"/dev/watchdog\"",
             1,
         );
-    std::fs::write(&file, &template).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, &template).unwrap();
     let (code, _, err) = validate(&file);
     assert_eq!(code, Some(78), "{err}");
     let f = file.display();
@@ -84,7 +89,7 @@ fn shipped_template_refuses_placeholder_ids_then_passes_once_set() {
             &dir.path().join("data").display().to_string(),
             1,
         );
-    std::fs::write(&file, edited).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, edited).unwrap();
     let (code, out, err) = validate(&file);
     assert_eq!(code, Some(0), "{err}");
     assert!(
@@ -95,7 +100,7 @@ fn shipped_template_refuses_placeholder_ids_then_passes_once_set() {
 
 #[test]
 fn every_problem_is_reported_with_file_line_column_and_key() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     let data = dir.path().join("data");
     std::fs::write(
@@ -120,7 +125,7 @@ colour = "red"
             data.display()
         ),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let (code, out, err) = validate(&file);
     assert_eq!(code, Some(78), "{out}{err}");
     let f = file.display();
@@ -140,7 +145,7 @@ colour = "red"
 
 #[test]
 fn semantic_problems_point_at_their_keys() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(
         &file,
@@ -188,7 +193,7 @@ address = 1
             dir.path().join("data").display()
         ),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let (code, _, err) = validate(&file);
     assert_eq!(code, Some(78), "{err}");
     let f = file.display();
@@ -207,9 +212,9 @@ address = 1
 
 #[test]
 fn syntax_error_and_missing_file() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.toml");
-    std::fs::write(&file, "[station]\ncounty = \"c\nid = 1\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, "[station]\ncounty = \"c\nid = 1\n").unwrap();
     let (code, _, err) = validate(&file);
     assert_eq!(code, Some(78));
     assert!(err.contains(&format!("{}:2:", file.display())), "{err}");
@@ -226,9 +231,9 @@ fn syntax_error_and_missing_file() {
 
 #[test]
 fn run_refuses_a_bad_file_with_the_same_exit_code() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[stationn]\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, "[stationn]\n").unwrap();
     let out = pithead(&["run", "--config", &file.display().to_string()]);
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out.stderr).contains("unknown section `stationn`"));
@@ -240,15 +245,13 @@ fn run_refuses_a_bad_file_with_the_same_exit_code() {
 #[test]
 fn settings_that_expose_the_station_are_refused() {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "a-token-of-sufficient-length-1234").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&token, "a-token-of-sufficient-length-1234").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
     let password = dir.path().join("mqtt-password");
-    std::fs::write(&password, "hunter2").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&password, "hunter2").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
     let file = dir.path().join("open.toml");
     std::fs::write(
         &file,
@@ -263,7 +266,7 @@ fn settings_that_expose_the_station_are_refused() {
             password.display()
         ),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let (code, _, err) = validate(&file);
     assert_eq!(code, Some(78), "{err}");
     let f = file.display();
@@ -293,7 +296,7 @@ fn settings_that_expose_the_station_are_refused() {
         "[http]\n",
         "[http]\nallow_plain_http = true\nnames = [\"pithead-1.local\"]\n",
     );
-    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, text).unwrap();
     let (code, _, err) = validate(&file);
     assert_eq!(code, Some(78), "{err}");
     assert!(!err.contains("http.listen"), "{err}");

@@ -2,6 +2,11 @@
 //! an alarm raised by the simulator, triage a hazard to closed, see the
 //! people underground; hostile text stays text.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -13,7 +18,7 @@ use pithead_e2e::{Daemon, Simulator, free_port, http_request, pithead_bin};
 /// The text of a PDF (pdftotext, from poppler-utils).
 fn pdf_text(pdf: &[u8], dir: &std::path::Path) -> String {
     let file = dir.join("roll.pdf");
-    std::fs::write(&file, pdf).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, pdf).unwrap();
     let out = Command::new("pdftotext")
         .arg(&file)
         .arg("-")
@@ -37,7 +42,7 @@ fn underground_since(http: SocketAddr, badge: &str) -> String {
         &[("Authorization", &token)],
         "",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     v["people"]
@@ -56,7 +61,7 @@ fn add_supervisor(file: &std::path::Path) {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     if let Some(mut i) = add.stdin.take() {
         let _ = writeln!(i, "井口安全第一 2026");
     }
@@ -66,7 +71,7 @@ fn add_supervisor(file: &std::path::Path) {
 #[test]
 fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = pithead_e2e::with_token(
         dir.path(),
@@ -74,14 +79,12 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
         &pithead_e2e::face_station(dir.path(), http, &sim, ""),
     );
     let file = dir.path().join("pithead.toml");
-    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, &cfg).unwrap();
     add_supervisor(&file);
 
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
-    let post = |path: &str, body: &str| {
-        http_request(http, "POST", path, &[], body).unwrap_or_else(|e| panic!("{e}"))
-    };
+    let post = |path: &str, body: &str| http_request(http, "POST", path, &[], body).unwrap();
     assert_eq!(
         post(
             "/api/v1/checkins",
@@ -209,8 +212,8 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
 
     // The steps were recorded under the supervisor's name (which the
     // public lookup does not show).
-    let (s, body) = http_request(http, "GET", &format!("/api/v1/hazards/{ticket}"), &[], "")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, body) =
+        http_request(http, "GET", &format!("/api/v1/hazards/{ticket}"), &[], "").unwrap();
     assert_eq!(s, 200);
     assert!(!body.contains("王班长"), "{body}");
     let (s, body) = http_request(
@@ -223,7 +226,7 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
         )],
         "",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 200, "{body}");
     let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let h = list
@@ -247,11 +250,11 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
 #[test]
 fn the_console_shows_nothing_it_does_not_know_when_the_daemon_is_gone() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = pithead_e2e::face_station(dir.path(), http, &sim, "");
     let file = dir.path().join("pithead.toml");
-    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, &cfg).unwrap();
     add_supervisor(&file);
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));

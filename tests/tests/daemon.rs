@@ -1,5 +1,10 @@
 //! The daemon's lifecycle, as a real process.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
@@ -15,11 +20,11 @@ fn addr() -> SocketAddr {
 
 #[test]
 fn serves_health_notifies_systemd_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap_or_else(|e| panic!("{e}"));
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let http = addr();
     let data = dir.path().join("data");
     let mut d = Daemon::start_with_env(
@@ -37,7 +42,7 @@ fn serves_health_notifies_systemd_and_stops_on_sigterm() {
     // (which may not get its port) serves.
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
     d.wait_healthy(Duration::from_secs(20));
-    let (status, body) = http_get(http, "/healthz").unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = http_get(http, "/healthz").unwrap();
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -45,7 +50,7 @@ fn serves_health_notifies_systemd_and_stops_on_sigterm() {
     assert_eq!(v["database"], "ok");
     assert!(data.join("pithead.db").exists());
 
-    let (status, body) = http_get(http, "/no-such-page").unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = http_get(http, "/no-such-page").unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("没有这个页面"), "{body}");
 
@@ -70,20 +75,20 @@ fn serves_health_notifies_systemd_and_stops_on_sigterm() {
     );
 
     // The start was recorded, and the database is sound after the stop.
-    let db = rusqlite::Connection::open(data.join("pithead.db")).unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(data.join("pithead.db")).unwrap();
     let started: i64 = db
         .query_row(
             "SELECT count(*) FROM events WHERE kind = 'daemon.started'",
             [],
             |r| r.get(0),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(started, 1);
 }
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = addr();
     let cfg = format!(
         "{}[log]\nformat = \"json\"\n",
@@ -108,15 +113,15 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn a_damaged_database_is_named_and_the_daemon_guards_on_without_it() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&data).unwrap();
     let db = data.join("pithead.db");
     std::fs::write(
         &db,
         b"this is not a database, it is a note left by someone".repeat(100),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let http = addr();
     let mut d = Daemon::start(dir.path(), &minimal_config(&data, http), http);
     // It serves (alarms and outputs need no disk) and says what is wrong.
@@ -144,14 +149,13 @@ fn a_damaged_database_is_named_and_the_daemon_guards_on_without_it() {
         Some(200)
     );
     // Blind to who is underground, and to the alarms of before: both said.
-    let (_, alarms) =
-        http_get(http, "/api/v1/alarms?active=true").unwrap_or_else(|e| panic!("{e}"));
+    let (_, alarms) = http_get(http, "/api/v1/alarms?active=true").unwrap();
     for subject in ["system:alarm_history", "system:overdue_watch"] {
         assert!(alarms.contains(subject), "{subject}: {alarms}");
     }
     // The operator moves the damaged file aside: the daemon opens a new
     // database by itself, without a restart.
-    std::fs::rename(&db, data.join("pithead.db.damaged")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&db, data.join("pithead.db.damaged")).unwrap();
     d.wait_healthy(Duration::from_secs(70));
     assert!(
         d.log_text().contains("the database is open again"),
@@ -173,9 +177,9 @@ fn a_damaged_database_is_named_and_the_daemon_guards_on_without_it() {
 #[test]
 fn a_taken_port_is_reported_retried_and_the_outputs_keep_guarding() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let http = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap();
     let data = dir.path().join("data");
     let mut d = Daemon::start(dir.path(), &face_station(dir.path(), http, &sim, ""), http);
     sim.control("set 1 input 0 31");
@@ -212,7 +216,7 @@ fn a_taken_port_is_reported_retried_and_the_outputs_keep_guarding() {
 #[test]
 fn after_sigkill_outputs_safe_leaves_the_relay_cut() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = addr();
     let data = dir.path().join("data");
     let cfg = face_station(dir.path(), http, &sim, "");
@@ -233,7 +237,7 @@ fn after_sigkill_outputs_safe_leaves_the_relay_cut() {
         .args(["outputs", "safe", "--config"])
         .arg(dir.path().join("pithead.toml"))
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -256,7 +260,7 @@ fn after_sigkill_outputs_safe_leaves_the_relay_cut() {
 #[test]
 fn a_second_signal_exits_at_once_with_the_power_cut() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = addr();
     let data = dir.path().join("data");
     let mut d = Daemon::start(dir.path(), &face_station(dir.path(), http, &sim, ""), http);

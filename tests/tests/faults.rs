@@ -1,6 +1,11 @@
 //! Fault injection against the real daemon (see RELIABILITY.md). The short
 //! form runs in the test command; `PITHEAD_SOAK=1` runs the long form.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,22 +49,21 @@ fn alarm_events(dir: &Path) -> Vec<(String, String)> {
 }
 
 fn alarm_events_in(db: &Path) -> Vec<(String, String)> {
-    let db = rusqlite::Connection::open(db).unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(db).unwrap();
     let mut st = db
         .prepare(
             "SELECT kind, coalesce(subject, '') FROM events WHERE kind LIKE 'alarm.%' ORDER BY id",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 fn get_json(http: SocketAddr, path: &str) -> Value {
     let auth = format!("Bearer {TEST_TOKEN}");
-    let (status, body) = http_request(http, "GET", path, &[("Authorization", &auth)], "")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = http_request(http, "GET", path, &[("Authorization", &auth)], "").unwrap();
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -79,7 +83,7 @@ fn wait_until(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
 #[test]
 fn clock_jumps_of_an_hour_raise_clear_or_repeat_nothing() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = with_token(
         dir.path(),
@@ -91,7 +95,7 @@ fn clock_jumps_of_an_hour_raise_clear_or_repeat_nothing() {
         ),
     );
     let offset = dir.path().join("faketime");
-    std::fs::write(&offset, "+0\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&offset, "+0\n").unwrap();
     let lib = libfaketime();
     let offset_path = offset.display().to_string();
     let mut d = Daemon::start_with_env(
@@ -143,7 +147,7 @@ fn clock_jumps_of_an_hour_raise_clear_or_repeat_nothing() {
 
     // The overdue watch looks every 15 s here; each step is held 17 s.
     for (step, shown) in [("+1h", 60..=62), ("-1h", 0..=0)] {
-        std::fs::write(&offset, format!("{step}\n")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&offset, format!("{step}\n")).unwrap();
         // The daemon's wall clock did move: the display (by the wall
         // clock) shows the jump.
         wait_until(Duration::from_secs(10), "the jump to show", || {
@@ -187,7 +191,7 @@ fn kill_9_under_mixed_load_loses_nothing_that_was_answered() {
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port);
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = face_station(
         dir.path(),
@@ -199,7 +203,7 @@ fn kill_9_under_mixed_load_loses_nothing_that_was_answered() {
     let roster: String = std::iter::once("badge,name,team,role\n".to_owned())
         .chain((0..300).map(|i| format!("{i:04},工人{i},一队,工\n")))
         .collect();
-    std::fs::write(dir.path().join("roster.csv"), roster).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("roster.csv"), roster).unwrap();
 
     let checkins: Arc<Mutex<Vec<i64>>> = Arc::default();
     let hazards: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
@@ -293,11 +297,10 @@ fn kill_9_under_mixed_load_loses_nothing_that_was_answered() {
     d.signal(libc::SIGTERM);
     let _ = d.wait_exit(Duration::from_secs(20));
 
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let check: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(check, "ok");
     let checkins = checkins.lock().map(|c| c.clone()).unwrap_or_default();
     let hazards = hazards.lock().map(|h| h.clone()).unwrap_or_default();
@@ -397,7 +400,7 @@ fn fill(path: &Path) -> u64 {
 fn crash_copy(d: &Daemon, inside: &Path, to: &Path) -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dest = to.join(format!("copy-{}", N.fetch_add(1, Ordering::Relaxed)));
-    std::fs::create_dir_all(&dest).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&dest).unwrap();
     d.signal(libc::SIGSTOP);
     for f in ["pithead.db", "pithead.db-wal"] {
         if inside.join(f).exists() {
@@ -417,10 +420,10 @@ fn crash_copy(d: &Daemon, inside: &Path, to: &Path) -> std::path::PathBuf {
 #[test]
 fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&data).unwrap();
     let broker = Mosquitto::start();
     let sender = pithead_e2e::CountySender::start(broker.port);
     let config = with_token(
@@ -431,7 +434,7 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
     let roster: String = std::iter::once("badge,name,team,role\n".to_owned())
         .chain((0..300).map(|i| format!("{i:04},工人{i},一队,工\n")))
         .collect();
-    std::fs::write(dir.path().join("roster.csv"), roster).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("roster.csv"), roster).unwrap();
     let mut d = Daemon::start_under(dir.path(), &config, http, &[], &on_small_tmpfs(&data, 16));
     d.wait_healthy(Duration::from_secs(30));
     // The daemon's view of its data directory: the tmpfs in its namespace.
@@ -439,8 +442,7 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
         .join(d.child.id().to_string())
         .join("root")
         .join(data.strip_prefix("/").unwrap_or(&data));
-    let mounts = std::fs::read_to_string(format!("/proc/{}/mounts", d.child.id()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mounts", d.child.id())).unwrap();
     assert!(
         mounts.contains("pithead-small-disk"),
         "the daemon is not on the small disk:\n{mounts}"
@@ -488,8 +490,8 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
     let jpeg = jpeg_with_gps();
     for photo in [Some(jpeg.as_slice()), None] {
         let (ct, body) = multipart(report, photo);
-        let (status, body) = http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, body) =
+            http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body).unwrap();
         assert_eq!(
             status,
             507,
@@ -498,7 +500,7 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
         );
         assert!(body.contains("message_zh"), "{body}");
     }
-    let (status, health) = http_get(http, "/healthz").unwrap_or_else(|e| panic!("{e}"));
+    let (status, health) = http_get(http, "/healthz").unwrap();
     assert_eq!(status, 503, "{health}");
     assert!(health.contains("\"storage\":\"full\""), "{health}");
     assert_eq!(metric(http, "pithead_store_disk_full"), 1.0);
@@ -557,7 +559,7 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
     });
 
     // Space returns: the station saves again without a restart.
-    std::fs::remove_file(inside.join("filler")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(inside.join("filler")).unwrap();
     wait_until(
         Duration::from_secs(20),
         "healthz ok again",
@@ -589,11 +591,10 @@ fn a_full_disk_refuses_records_with_a_reason_keeps_alarms_and_recovers() {
         Some(saved),
         "every check-in answered 201 is underground: {underground}"
     );
-    let db = rusqlite::Connection::open(crash_copy(&d, &inside, dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(crash_copy(&d, &inside, dir.path())).unwrap();
     let check: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(check, "ok");
     assert!(
         metric(http, "pithead_store_refused_disk_full_total") >= 1.0,
@@ -638,10 +639,10 @@ fn big_jpeg(scan: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn photos_give_way_to_check_ins_when_space_runs_short() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&data).unwrap();
     let config = face_station(dir.path(), http, &sim, "").replacen(
         "[storage]\n",
         "[storage]\nreserve_mb = 12\nphotos_max_mb = 1\n",
@@ -656,8 +657,7 @@ fn photos_give_way_to_check_ins_when_space_runs_short() {
     let report = |photo: &[u8]| -> Value {
         let r = r#"{"category": "roof", "location": "1201 回风巷", "grade": "general", "description": "顶板掉渣", "anonymous": true}"#;
         let (ct, body) = multipart(r, Some(photo));
-        let (s, b) = http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (s, b) = http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body).unwrap();
         assert_eq!(s, 201, "the report is always kept: {b}");
         serde_json::from_str(&b).unwrap_or_default()
     };
@@ -688,7 +688,7 @@ fn photos_give_way_to_check_ins_when_space_runs_short() {
         &filler,
         vec![0u8; usize::try_from((free - 8) * 1024 * 1024).unwrap_or(0)],
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let v = report(&big_jpeg(1000, 1));
     assert_eq!(v["photo"], false, "{v}");
     assert!(
@@ -705,12 +705,12 @@ fn photos_give_way_to_check_ins_when_space_runs_short() {
     );
     let (s, b) = check_in_answer(http, 1);
     assert_eq!(s, 201, "a check-in under the photo reserve: {b}");
-    let (s, health) = http_get(http, "/healthz").unwrap_or_else(|e| panic!("{e}"));
+    let (s, health) = http_get(http, "/healthz").unwrap();
     assert_eq!(s, 200, "the reserve is not a full disk: {health}");
 
     // Space back; now the photos' own limit (1 MiB): two of 400 KiB fit,
     // the third does not.
-    std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&filler).unwrap();
     for seed in [2, 3] {
         let v = report(&big_jpeg(400 * 1024, seed));
         assert_eq!(v["photo"], true, "{v}");

@@ -1,5 +1,10 @@
 //! Hazard reports end to end: the real binary's API.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,7 +14,7 @@ use serde_json::Value;
 const TOKEN: &str = pithead_e2e::TEST_TOKEN;
 
 fn start() -> (tempfile::TempDir, Daemon, SocketAddr) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = pithead_e2e::config_with_token(dir.path(), http);
     let mut d = Daemon::start(dir.path(), &cfg, http);
@@ -24,7 +29,7 @@ fn post(http: SocketAddr, path: &str, body: &str, auth: bool) -> (u16, Value) {
     } else {
         vec![]
     };
-    let (s, b) = http_request(http, "POST", path, &h, body).unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) = http_request(http, "POST", path, &h, body).unwrap();
     (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
 }
 
@@ -43,8 +48,7 @@ fn a_report_gets_a_ticket_and_goes_through_the_closed_loop() {
     assert!(v["message_zh"].as_str().unwrap_or("").contains(&ticket));
 
     // The public lookup never shows who reported it; text comes back as text.
-    let (s, b) = http_get(http, &format!("/api/v1/hazards/{}", ticket.to_lowercase()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) = http_get(http, &format!("/api/v1/hazards/{}", ticket.to_lowercase())).unwrap();
     assert_eq!(s, 200, "{b}");
     let h: Value = serde_json::from_str(&b).unwrap_or_default();
     assert!(h["reporter"].is_null(), "{h}");
@@ -60,7 +64,7 @@ fn a_report_gets_a_ticket_and_goes_through_the_closed_loop() {
         &[("Authorization", &format!("Bearer {TOKEN}"))],
         "",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 200, "{b}");
     let list: Value = serde_json::from_str(&b).unwrap_or_default();
     assert_eq!(list[0]["description"], XSS.replace("\\\"", "\""), "{list}");
@@ -143,8 +147,7 @@ fn a_report_gets_a_ticket_and_goes_through_the_closed_loop() {
     );
 
     drop(d);
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let q = |sql: &str| -> i64 {
         db.query_row(sql, [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -204,15 +207,14 @@ fn bad_reports_get_a_reason_and_nothing_is_stored() {
         "{{\"category\": \"roof\", \"location\": \"x\", \"grade\": \"general\", \"description\": \"{long}\", \"anonymous\": true}}"
     );
     assert_eq!(post(http, "/api/v1/hazards", &body, false).0, 400);
-    let (s, _) = http_get(http, "/api/v1/hazards/NOSUCH").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_get(http, "/api/v1/hazards/NOSUCH").unwrap();
     assert_eq!(s, 404);
-    let (s, _) = http_get(http, "/api/v1/hazards/..%2F..%2Fetc").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_get(http, "/api/v1/hazards/..%2F..%2Fetc").unwrap();
     assert_eq!(s, 400);
-    let (s, _) = http_get(http, "/api/v1/hazards").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_get(http, "/api/v1/hazards").unwrap();
     assert_eq!(s, 401, "the list is for supervisors");
     drop(d);
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let n: i64 = db
         .query_row("SELECT count(*) FROM hazards", [], |r| r.get(0))
         .unwrap_or(-1);
@@ -225,14 +227,13 @@ const REPORT: &str = "{\"category\": \"water\", \"location\": \"中央水仓\", 
 fn a_photo_is_sniffed_stripped_of_its_location_and_stored_by_hash() {
     let (dir, _d, http) = start();
     let (ct, body) = multipart(REPORT, Some(&jpeg_with_gps()));
-    let (s, b) = pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) =
+        pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body).unwrap();
     assert_eq!(s, 201, "{b}");
     let v: Value = serde_json::from_str(&b).unwrap_or_default();
     assert_eq!(v["photo"], true);
     let ticket = v["ticket"].as_str().unwrap_or_default();
-    let (s, photo) = http_get(http, &format!("/api/v1/hazards/{ticket}/photo"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, photo) = http_get(http, &format!("/api/v1/hazards/{ticket}/photo")).unwrap();
     assert_eq!(s, 200);
     assert!(!photo.contains("GPS"), "the location is gone: {photo:?}");
     // Exactly what decoding needs: tables, frame, scan, end; no JFIF or
@@ -264,15 +265,15 @@ fn a_photo_is_sniffed_stripped_of_its_location_and_stored_by_hash() {
 
     // Not an image, whatever it says it is: 415 and nothing stored.
     let (ct, body) = multipart(REPORT, Some(b"<svg onload=alert(1)></svg>"));
-    let (s, b) = pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) =
+        pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body).unwrap();
     assert_eq!(s, 415, "{b}");
     // Too large: 413.
     let mut big = jpeg_with_gps();
     big.resize(6 * 1024 * 1024, 0);
     let (ct, body) = multipart(REPORT, Some(&big));
-    let (s, b) = pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, b) =
+        pithead_e2e::http_send(http, "POST", "/api/v1/hazards", &[], Some(&ct), &body).unwrap();
     assert_eq!(s, 413, "{b}");
     // A report without its JSON part.
     let (s, _) = pithead_e2e::http_send(
@@ -283,12 +284,11 @@ fn a_photo_is_sniffed_stripped_of_its_location_and_stored_by_hash() {
         Some("multipart/form-data; boundary=x"),
         b"--x\r\nContent-Disposition: form-data; name=\"photo\"\r\n\r\nabc\r\n--x--\r\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 400);
-    let (s, _) = http_get(http, "/api/v1/hazards/NOSUCH/photo").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _) = http_get(http, "/api/v1/hazards/NOSUCH/photo").unwrap();
     assert_eq!(s, 404);
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let n: i64 = db
         .query_row("SELECT count(*) FROM hazards", [], |r| r.get(0))
         .unwrap_or(-1);
@@ -516,8 +516,7 @@ fn hostile_multipart_bodies_get_a_reason_never_a_5xx() {
     }
     d.wait_healthy(Duration::from_secs(5));
     drop(d);
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let (n, photos): (i64, i64) = db
         .query_row("SELECT count(*), count(photo) FROM hazards", [], |r| {
             Ok((r.get(0)?, r.get(1)?))

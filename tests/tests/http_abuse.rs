@@ -5,6 +5,11 @@
 //! addresses (127.0.0.2 and up), so that per-address limits apply to them
 //! and not to the kiosk's own 127.0.0.1.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -16,7 +21,7 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let s = rt
         .block_on(async {
             let sock = tokio::net::TcpSocket::new_v4()?;
@@ -24,8 +29,8 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
             sock.connect(to).await
         })
         .unwrap_or_else(|e| panic!("connect from {from:?}: {e}"));
-    let s = s.into_std().unwrap_or_else(|e| panic!("{e}"));
-    s.set_nonblocking(false).unwrap_or_else(|e| panic!("{e}"));
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
     s
 }
 
@@ -51,7 +56,7 @@ fn closed_by_server(mut s: &TcpStream, within: Duration) -> bool {
 }
 
 fn start() -> (tempfile::TempDir, Daemon, SocketAddr) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start(dir.path(), &config_with_token(dir.path(), http), http);
     d.wait_healthy(Duration::from_secs(20));
@@ -66,7 +71,7 @@ fn start() -> (tempfile::TempDir, Daemon, SocketAddr) {
 fn slow_loris_connections_are_capped_and_cut_off() {
     // The abuser on the LAN, the kiosk on the box (loopback has a budget
     // of its own).
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let http = SocketAddr::from(([127, 0, 0, 1], port));
     let lan = SocketAddr::new(pithead_e2e::lan_ip(), port);
@@ -165,9 +170,8 @@ fn a_flood_of_live_streams_is_capped_and_memory_bounded() {
         s.write_all(
             b"GET /api/v1/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut head = [0u8; 2048];
         let n = s.read(&mut head).unwrap_or(0);
         let text = String::from_utf8_lossy(&head[..n]).into_owned();
@@ -196,7 +200,7 @@ fn a_flood_of_live_streams_is_capped_and_memory_bounded() {
         events += usize::from(seen.contains("event: state"));
     }
     assert_eq!(events, 8, "streams without state events");
-    let (status, page) = http_get(http, "/").unwrap_or_else(|e| panic!("{e}"));
+    let (status, page) = http_get(http, "/").unwrap();
     assert_eq!(status, 200);
     assert!(page.contains("kiosk.js"));
     let rss_during = rss_kib(pid);
@@ -252,18 +256,18 @@ fn login_from(from: [u8; 4], to: SocketAddr, user: &str, password: &str) -> u16 
 /// kiosk's readings keep answering meanwhile.
 #[test]
 fn a_flood_of_logins_cannot_exhaust_memory_or_the_failure_limit() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = config_with_token(dir.path(), http);
     let file = dir.path().join("pithead.toml");
-    std::fs::write(&file, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, &cfg).unwrap();
     let mut add = std::process::Command::new(pithead_e2e::pithead_bin())
         .args(["user", "add", "王班长", "--config"])
         .arg(&file)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     if let Some(mut i) = add.stdin.take() {
         let _ = writeln!(i, "井口安全第一 2026");
     }

@@ -3,6 +3,11 @@
 //! sensor that stops answering shows as a fault, never a number; text from
 //! a report stays text.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +22,7 @@ fn screenshots() -> PathBuf {
 #[test]
 fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = pithead_e2e::face_station(
         dir.path(),
@@ -66,7 +71,7 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     b.type_into(&b.find("#location", wait), &format!("1201 回风巷 {xss}"));
     b.type_into(&b.find("#description", wait), "顶板掉渣，有一块松动");
     let photo = dir.path().join("photo.jpg");
-    std::fs::write(&photo, pithead_e2e::jpeg_with_gps()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&photo, pithead_e2e::jpeg_with_gps()).unwrap();
     b.type_into(&b.find("#photo", wait), &photo.display().to_string());
     b.click(&b.find("#anonymous", wait));
     b.click(&b.find("#report-form button[type=submit]", wait));
@@ -175,16 +180,15 @@ fn hog_streams(rt: &tokio::runtime::Runtime, http: SocketAddr) -> Vec<tokio::net
         let mut v = Vec::new();
         for i in 0..70u8 {
             let from = std::net::Ipv4Addr::new(127, 0, 1 + i / 30, 1 + i % 30);
-            let sock = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
-            sock.bind(SocketAddr::from((from, 0)))
-                .unwrap_or_else(|e| panic!("{e}"));
-            let mut s = sock.connect(http).await.unwrap_or_else(|e| panic!("{e}"));
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::from((from, 0))).unwrap();
+            let mut s = sock.connect(http).await.unwrap();
             tokio::io::AsyncWriteExt::write_all(
                 &mut s,
                 format!("GET /api/v1/stream HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes(),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
             v.push(s);
         }
         // Until the server has answered them all.
@@ -200,7 +204,7 @@ fn hog_streams(rt: &tokio::runtime::Runtime, http: SocketAddr) -> Vec<tokio::net
 #[test]
 fn the_kiosk_shows_no_reading_once_it_loses_the_daemon_and_recovers_by_itself() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = pithead_e2e::face_station(dir.path(), http, &sim, "");
     let mut d = Daemon::start(dir.path(), &cfg, http);
@@ -209,7 +213,7 @@ fn the_kiosk_shows_no_reading_once_it_loses_the_daemon_and_recovers_by_itself() 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 
     // Every stream slot taken: the page's stream is answered 503, which
     // closes an EventSource for good; the page must say so and try again.
@@ -250,7 +254,7 @@ fn the_kiosk_shows_no_reading_once_it_loses_the_daemon_and_recovers_by_itself() 
 #[test]
 fn a_lan_kiosk_set_up_with_its_key_checks_miners_in_and_a_stranger_cannot() {
     let sim = Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let lan = pithead_e2e::lan_ip();
     let port = free_port();
     let local = SocketAddr::from(([127, 0, 0, 1], port));
@@ -302,15 +306,14 @@ fn a_lan_kiosk_set_up_with_its_key_checks_miners_in_and_a_stranger_cannot() {
     });
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(20)).success());
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let kiosks: Vec<(String, Option<String>)> = db
         .prepare("SELECT outcome, kiosk FROM checkins ORDER BY id")
         .and_then(|mut st| {
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         kiosks
             .iter()

@@ -3,6 +3,11 @@
 //! scratch root with dpkg, its maintainer scripts run, its configuration
 //! validated there, kept across a reinstall and on removal.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -33,17 +38,16 @@ fn text(o: &Output) -> String {
 
 /// The unit with the binary's path made real, so verify can check it.
 fn unit_copy(dir: &Path, name: &str) -> PathBuf {
-    let src = std::fs::read_to_string(repo().join("systemd").join(name))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let src = std::fs::read_to_string(repo().join("systemd").join(name)).unwrap();
     let text = src.replace("/usr/bin/pithead", &pithead_bin().display().to_string());
     let p = dir.join(name);
-    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&p, text).unwrap();
     p
 }
 
 #[test]
 fn systemd_verifies_the_units_and_rates_the_service_at_most_1_5() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     for name in ["pithead.service", "pithead-kiosk.service"] {
         let unit = unit_copy(dir.path(), name);
         let out = run(Command::new("systemd-analyze").arg("verify").arg(&unit));
@@ -75,8 +79,7 @@ fn systemd_verifies_the_units_and_rates_the_service_at_most_1_5() {
     );
     // What the hardening must not take away: the devices and groups the
     // outputs and RS-485 need, and the watchdog.
-    let unit = std::fs::read_to_string(repo().join("systemd/pithead.service"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let unit = std::fs::read_to_string(repo().join("systemd/pithead.service")).unwrap();
     for line in [
         "Type=notify",
         "SupplementaryGroups=gpio dialout",
@@ -104,8 +107,7 @@ fn systemd_verifies_the_units_and_rates_the_service_at_most_1_5() {
 
 /// The watchdog interval the unit sets, in microseconds.
 fn unit_watchdog_usec() -> u64 {
-    let unit = std::fs::read_to_string(repo().join("systemd/pithead.service"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let unit = std::fs::read_to_string(repo().join("systemd/pithead.service")).unwrap();
     let v = unit
         .lines()
         .find_map(|l| l.strip_prefix("WatchdogSec="))
@@ -120,11 +122,11 @@ fn unit_watchdog_usec() -> u64 {
 #[test]
 fn the_daemon_feeds_the_units_watchdog_well_within_its_interval() {
     let usec = unit_watchdog_usec();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap_or_else(|e| panic!("{e}"));
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let d = Daemon::start_with_env(
         dir.path(),
@@ -186,7 +188,7 @@ fn dpkg(root: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates() {
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let work = tempfile::tempdir().unwrap();
     let out = run(Command::new(repo().join("cross/package"))
         .arg("x86_64-unknown-linux-gnu")
         .env("PITHEAD_BIN", pithead_bin())
@@ -227,14 +229,13 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
     // A scratch root with an empty dpkg database.
     let root = work.path().join("root");
     for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
     // A Raspberry Pi OS boot partition.
     let boot = root.join("boot/firmware/config.txt");
-    std::fs::create_dir_all(root.join("boot/firmware")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(&boot, "dtparam=audio=on\n[pi4]\narm_boost=1\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(root.join("boot/firmware")).unwrap();
+    std::fs::write(&boot, "dtparam=audio=on\n[pi4]\narm_boost=1\n").unwrap();
     dpkg(&root, &["-i", &deb]);
     // A released GPIO line returns to an input, under [all] whatever
     // section the file ended in.
@@ -284,7 +285,7 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
 
     // The electrician edits it; it validates there.
     let edited = std::fs::read_to_string(&conf)
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .replacen("county = \"change-me\"", "county = \"xx-county\"", 1)
         .replacen("id = \"change-me\"", "id = \"mine3-shaft1\"", 1)
         .replacen(
@@ -299,7 +300,7 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
             "# device = \"/dev/watchdog\"",
             1,
         );
-    std::fs::write(&conf, &edited).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&conf, &edited).unwrap();
     let out = run(Command::new(&bin)
         .arg("validate")
         .arg("--config")
@@ -313,7 +314,7 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
     assert_eq!(std::fs::read_to_string(&boot).unwrap_or_default(), txt);
     // Removing keeps the configuration; purging removes it but never the
     // station's records.
-    std::fs::write(data.join("pithead.db"), "records").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(data.join("pithead.db"), "records").unwrap();
     dpkg(&root, &["-r", "pithead"]);
     assert!(!bin.exists() && conf.exists());
     let out = dpkg(&root, &["--purge", "pithead"]);

@@ -1,6 +1,11 @@
 //! A writer process killed with SIGKILL at arbitrary points loses nothing it
 //! acknowledged, and never leaves a record without its outbox row.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -9,7 +14,7 @@ fn check_database(path: &std::path::Path, acked: &BTreeSet<(i64, String)>) {
     let db = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("reopen: {e}"));
     let integrity: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(integrity, "ok");
     let count = |sql: &str| -> i64 {
         db.query_row(sql, [], |r| r.get(0))
@@ -23,7 +28,7 @@ fn check_database(path: &std::path::Path, acked: &BTreeSet<(i64, String)>) {
                 (id, msg_id),
                 |r| r.get(0),
             )
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(
             n, 1,
             "acknowledged record {id} ({msg_id}) is missing after SIGKILL"
@@ -55,7 +60,7 @@ fn check_database(path: &std::path::Path, acked: &BTreeSet<(i64, String)>) {
 
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let mut acked = BTreeSet::new();
     // Stop after different numbers of acknowledgements each cycle, so the
     // kill lands at different points of the writer's batches.
@@ -79,7 +84,7 @@ fn sigkill_loses_no_acknowledged_record() {
             }
         }
         child.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}"));
-        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        let status = child.wait().unwrap();
         assert!(!status.success());
         // Everything printed before the kill still counts as acknowledged.
         for line in lines {

@@ -3,6 +3,11 @@
 //! across an outage at start and a broker restart mid-stream; the retained
 //! status goes online, and offline by the last will when the box dies.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,8 +27,7 @@ fn wait_downlink(http: SocketAddr) {
 }
 
 fn notices(http: SocketAddr) -> Vec<Value> {
-    let (_, body) =
-        pithead_e2e::http_get(http, "/api/v1/notices").unwrap_or_else(|e| panic!("{e}"));
+    let (_, body) = pithead_e2e::http_get(http, "/api/v1/notices").unwrap();
     serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| v.as_array().cloned())
@@ -81,7 +85,7 @@ fn wait_for(sub: &Subscriber, n: usize, within: Duration) -> BTreeMap<String, Va
 #[test]
 fn every_record_arrives_once_in_sequence_across_outages() {
     let port = free_port();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // The uplink is down when the box starts: records queue on disk.
     let (mut broker, sub) = Mosquitto::down_with_county(port);
@@ -146,8 +150,7 @@ fn every_record_arrives_once_in_sequence_across_outages() {
     );
 
     // Every row is marked sent once the broker acknowledged it.
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let unsent: i64 = db
@@ -178,7 +181,7 @@ fn every_record_arrives_once_in_sequence_across_outages() {
 fn a_clean_stop_says_offline_and_metrics_show_the_uplink() {
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start(
         dir.path(),
@@ -188,15 +191,14 @@ fn a_clean_stop_says_offline_and_metrics_show_the_uplink() {
     d.wait_healthy(Duration::from_secs(20));
     check_in(http, 1);
     wait_for(&sub, 1, Duration::from_secs(15));
-    let (_, metrics) = pithead_e2e::http_get(http, "/metrics").unwrap_or_else(|e| panic!("{e}"));
+    let (_, metrics) = pithead_e2e::http_get(http, "/metrics").unwrap();
     assert!(metrics.contains("pithead_uplink_connected 1"), "{metrics}");
     assert!(
         metrics.contains("pithead_uplink_acknowledged_total"),
         "{metrics}"
     );
     // The console's view of the uplink, with the API token.
-    let (s, body) =
-        http_request(http, "GET", "/api/v1/uplink", &[], "").unwrap_or_else(|e| panic!("{e}"));
+    let (s, body) = http_request(http, "GET", "/api/v1/uplink", &[], "").unwrap();
     assert_eq!(s, 401, "{body}");
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).success());
@@ -211,7 +213,7 @@ fn a_clean_stop_says_offline_and_metrics_show_the_uplink() {
 fn county_notices_and_hazard_updates_arrive_and_bad_ones_are_counted() {
     let broker = Mosquitto::start();
     let county = Subscriber::start(broker.port);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start(
         dir.path(),
@@ -227,7 +229,7 @@ fn county_notices_and_hazard_updates_arrive_and_bad_ones_are_counted() {
         &[],
         "{\"category\": \"water\", \"location\": \"水仓\", \"grade\": \"major\", \"description\": \"渗水\", \"anonymous\": true}",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 201, "{b}");
     let ticket = serde_json::from_str::<Value>(&b).unwrap_or_default()["ticket"]
         .as_str()
@@ -273,12 +275,11 @@ fn county_notices_and_hazard_updates_arrive_and_bad_ones_are_counted() {
     ] {
         client
             .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     let end = Instant::now() + Duration::from_secs(15);
     loop {
-        let (_, body) =
-            pithead_e2e::http_get(http, "/api/v1/notices").unwrap_or_else(|e| panic!("{e}"));
+        let (_, body) = pithead_e2e::http_get(http, "/api/v1/notices").unwrap();
         let metrics = pithead_e2e::http_get(http, "/metrics")
             .map(|r| r.1)
             .unwrap_or_default();
@@ -293,8 +294,7 @@ fn county_notices_and_hazard_updates_arrive_and_bad_ones_are_counted() {
         assert!(Instant::now() < end, "notices {body}\n{metrics}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (_, body) = pithead_e2e::http_get(http, &format!("/api/v1/hazards/{ticket}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, body) = pithead_e2e::http_get(http, &format!("/api/v1/hazards/{ticket}")).unwrap();
     assert!(body.contains("县总工会已督办"), "{body}");
     let h: Value = serde_json::from_str(&body).unwrap_or_default();
     assert_eq!(h["status"], "acknowledged", "{body}");
@@ -345,7 +345,7 @@ fn every_record_kind_arrives_with_the_documented_payload() {
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port);
     let sim = pithead_e2e::Simulator::start("normal", None);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // Ten settled minutes of statistics, as the recorder would have left
     // them before a restart: the first report at start sends them.
@@ -353,10 +353,9 @@ fn every_record_kind_arrives_with_the_documented_payload() {
         .arg(dir.path().join("data"))
         .arg("0")
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(made.status.success());
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
@@ -367,7 +366,7 @@ fn every_record_kind_arrives_with_the_documented_payload() {
             "INSERT INTO aggregates(channel, minute_ms, min, max, mean, count, faults) VALUES ('ch4-1201-face', ?1, 0.29, 0.33, 0.31, 60, 0)",
             [start + m * 60_000],
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     }
     drop(db);
     let config = pithead_e2e::face_station(
@@ -385,7 +384,7 @@ fn every_record_kind_arrives_with_the_documented_payload() {
         &[],
         "{\"badge\": \"0001\", \"direction\": \"in\"}",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 201, "{b}");
     let (s, b) = http_request(
         http,
@@ -394,7 +393,7 @@ fn every_record_kind_arrives_with_the_documented_payload() {
         &[],
         "{\"category\": \"roof\", \"location\": \"1201 回风巷\", \"grade\": \"major\", \"description\": \"顶板掉渣\", \"anonymous\": true}",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(s, 201, "{b}");
     // Methane over the face's power-cut level.
     sim.control("set 1 input 0 160");
@@ -594,7 +593,7 @@ fn county_commands_are_stored_before_they_are_acknowledged_and_wait_for_the_stat
     let broker = Mosquitto::start();
     let county = Subscriber::start(broker.port);
     let sender = pithead_e2e::CountySender::start(broker.port);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = config(dir.path(), http, &broker.url(), 1);
     // A retained command (the county never sends one) is delivered, marked
@@ -639,10 +638,8 @@ fn county_commands_are_stored_before_they_are_acknowledged_and_wait_for_the_stat
 
     // Received, not yet stored (the database is locked by another
     // process), and the station dies: the broker delivers it again.
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    db.execute_batch("BEGIN IMMEDIATE")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
     sender.send(
         "notice",
         &pithead_e2e::notice("n-crash", "崩溃前收到的通知"),
@@ -658,8 +655,7 @@ fn county_commands_are_stored_before_they_are_acknowledged_and_wait_for_the_stat
     }
     d.signal(libc::SIGKILL);
     let _ = d.wait_exit(Duration::from_secs(10));
-    db.execute_batch("ROLLBACK")
-        .unwrap_or_else(|e| panic!("{e}"));
+    db.execute_batch("ROLLBACK").unwrap();
     drop(db);
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
@@ -667,15 +663,14 @@ fn county_commands_are_stored_before_they_are_acknowledged_and_wait_for_the_stat
     pithead_e2e::wait_cmd_ack(&county, "n-crash", Duration::from_secs(10));
     // Applied once: one row, one answer.
     std::thread::sleep(Duration::from_millis(500));
-    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let acks: i64 = db
         .query_row(
             "SELECT count(*) FROM outbox WHERE kind = 'cmd_ack' AND payload LIKE '%n-crash%'",
             [],
             |r| r.get(0),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(acks, 1);
 
     // Too big: refused, answered, and the connection stays.
@@ -749,7 +744,7 @@ fn rumqttc_reports_publishes_in_the_order_they_were_handed_over() {
                     false,
                     i.to_string().into_bytes(),
                 )
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         }
         client
     });

@@ -6,6 +6,11 @@
 //! set of records the store holds, every lane's sequence runs 1…N without a
 //! gap, and every row is marked sent.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -24,7 +29,7 @@ fn fill(dir: &Path, n: usize) {
         .arg(dir.join("data"))
         .arg(n.to_string())
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -36,7 +41,7 @@ fn fill(dir: &Path, n: usize) {
 fn a_burst_of_10000_during_an_outage_arrives_complete_and_in_order() {
     let mut broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut d = Daemon::start(
         dir.path(),
@@ -83,7 +88,7 @@ fn a_broker_that_dies_without_persistence_mid_drain_loses_nothing() {
     // cleanly and everything it wrote before still arrives. The station's
     // side is QoS 1 as always: that is what is under test.
     let sub = Subscriber::start_with(port, rumqttc::QoS::AtMostOnce);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = uplink_config(dir.path(), http, &broker.url(), 1);
     fill(dir.path(), 30_000);
@@ -126,7 +131,7 @@ fn a_broker_that_dies_without_persistence_mid_drain_loses_nothing() {
 fn the_station_killed_20_times_mid_drain_delivers_exactly_the_store() {
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = uplink_config(dir.path(), http, &broker.url(), 1);
     fill(dir.path(), 40_000);
@@ -182,7 +187,7 @@ fn the_station_killed_20_times_mid_drain_delivers_exactly_the_store() {
 #[test]
 fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
     let port = free_port();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let url = format!("mqtt://127.0.0.1:{port}");
     let config = uplink_config(dir.path(), http, &url, 300).replacen(
@@ -191,21 +196,20 @@ fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
         1,
     );
     let cfg_file = dir.path().join("pithead.toml");
-    std::fs::write(&cfg_file, &config).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cfg_file, &config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pithead-outbox-fill"))
         .arg(dir.path().join("data"))
         .args(["96", "station"])
         .arg(&cfg_file)
         .arg("12")
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let played: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let played: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("96 h played: {played}");
     let cap = played["cap_bytes"].as_i64().unwrap_or(0);
     assert_eq!(played["steps"], 1152, "96 h of 5-minute reports");
@@ -218,8 +222,7 @@ fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
     // Only summaries were dropped, the oldest first: every other lane is
     // whole, and the summaries kept are the newest.
     {
-        let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
         let lanes: Vec<(i64, i64, i64, i64)> = db
             .prepare(
                 "SELECT lane, count(*), min(seq), max(seq) FROM outbox GROUP BY lane ORDER BY lane",
@@ -228,7 +231,7 @@ fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
                 st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                     .collect::<Result<_, _>>()
             })
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         for (lane, n, lo, hi) in &lanes {
             if *lane != 3 {
                 assert_eq!((*lo, *hi), (1, *n), "lane {lane} lost records: {lanes:?}");
@@ -243,7 +246,7 @@ fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
                 st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<Result<_, _>>()
             })
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let mut announced = std::collections::BTreeSet::new();
         for (_, kind, payload) in rows.iter().filter(|r| r.1 == "gap") {
             let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
@@ -352,7 +355,7 @@ fn ninety_six_hours_offline_keep_the_cap_drop_only_old_summaries_and_drain() {
 fn oversized_messages_are_split_or_set_aside_and_never_wedge_a_lane() {
     for max_message in [Some(48 * 1024), None] {
         let port = free_port();
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let url = format!("mqtt://127.0.0.1:{port}");
         let mut config = uplink_config(dir.path(), http, &url, 50);
@@ -360,14 +363,14 @@ fn oversized_messages_are_split_or_set_aside_and_never_wedge_a_lane() {
             config.push_str(&format!("max_message_bytes = {m}\n"));
         }
         let cfg_file = dir.path().join("pithead.toml");
-        std::fs::write(&cfg_file, &config).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&cfg_file, &config).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_pithead-outbox-fill"))
             .arg(dir.path().join("data"))
             .args(["1", "station"])
             .arg(&cfg_file)
             .arg("2000")
             .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -408,15 +411,14 @@ fn oversized_messages_are_split_or_set_aside_and_never_wedge_a_lane() {
             }
             None => {
                 assert!(aside > 0.0, "nothing set aside:\n{}", d.log_text());
-                let db = rusqlite::Connection::open(dir.path().join("data/pithead.db"))
-                    .unwrap_or_else(|e| panic!("{e}"));
+                let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
                 let events: i64 = db
                     .query_row(
                         "SELECT count(*) FROM events WHERE kind = 'outbox.set_aside'",
                         [],
                         |r| r.get(0),
                     )
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    .unwrap();
                 assert_eq!(events as f64, aside);
                 let announced = sub
                     .all()

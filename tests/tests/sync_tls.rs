@@ -4,6 +4,11 @@
 //! client certificate, are refused, say why in the log, and keep their
 //! records queued.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,19 +17,19 @@ use pithead_e2e::{Daemon, Mosquitto, Subscriber, check_in, free_port, metric, up
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    CertifiedIssuer::self_signed(p, key).unwrap_or_else(|e| panic!("{e}"))
+    let key = KeyPair::generate().unwrap();
+    CertifiedIssuer::self_signed(p, key).unwrap()
 }
 
 /// A certificate for `name` signed by `issuer`: (cert PEM, key PEM).
 fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (String, String) {
-    let mut p = CertificateParams::new(vec![name.to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = CertificateParams::new(vec![name.to_owned()]).unwrap();
     p.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    let cert = p.signed_by(&key, issuer).unwrap_or_else(|e| panic!("{e}"));
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, issuer).unwrap();
     (cert.pem(), key.serialize_pem())
 }
 
@@ -42,7 +47,7 @@ struct Station {
 }
 
 fn station(url: &str, tls: &str) -> Station {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut cfg = uplink_config(dir.path(), http, url, 5);
     cfg.push_str(tls);
@@ -60,7 +65,7 @@ fn station(url: &str, tls: &str) -> Station {
 fn tls_with_the_right_ca_and_client_certificate_only() {
     let county = ca("县总工会 MQTT CA");
     let other = ca("someone else's CA");
-    let pki = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pki = tempfile::tempdir().unwrap();
     let (server_cert, server_key) = leaf(&county, "localhost");
     let (client_cert, client_key) = leaf(&county, "pithead-test-county-test-station");
     let ca_file = write(pki.path(), "ca.pem", &county.pem());

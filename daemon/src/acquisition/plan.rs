@@ -42,7 +42,7 @@ mod tests {
              [[channel]]\nid = \"z\"\ndevice = \"d1\"\nkind = \"generic\"\nunit = \"\"\ntable = \"input\"\naddress = 2\n",
             std::env::temp_dir().display()
         );
-        let cfg = load_str(&src, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let cfg = load_str(&src, Path::new("t.toml")).unwrap();
         let a = plan(&cfg, "a", true);
         assert_eq!(a.len(), 1);
         assert_eq!(

@@ -72,13 +72,13 @@ pub fn unfinished(conn: &Connection) -> Result<(Vec<Restored>, Option<u64>), Sto
     let mut out = Vec::new();
     for row in rows {
         let (id, channel, level, value, raised_at, acked_by, acked_at) = row?;
+        // An active alarm this version cannot read is not skipped: the
+        // history counts as unreadable, and the engine then keeps the power
+        // cut until a supervisor acknowledges (`system:alarm_history`).
         let Some(kind) = AlarmKind::parse(&level) else {
-            tracing::warn!(
-                id,
-                level,
-                "alarm of an unknown level in the history; not restored"
-            );
-            continue;
+            return Err(StoreError::Rejected(format!(
+                "active alarm {id} has a level this version does not know ({level:?})"
+            )));
         };
         out.push(Restored {
             id: u64::try_from(id).unwrap_or(0),
@@ -150,8 +150,8 @@ mod tests {
     use pithead_core::ReadingState;
 
     fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        crate::store::schema::migrate(&mut c, None).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut c, None).unwrap();
         c
     }
 
@@ -186,9 +186,9 @@ mod tests {
             ),
             (ev(EventKind::Returned, 11, cut), "2026-12-01T08:03:00.000Z"),
         ] {
-            apply(&c, &e, at).unwrap_or_else(|e| panic!("{e}"));
+            apply(&c, &e, at).unwrap();
         }
-        let (open, max) = unfinished(&c).unwrap_or_else(|e| panic!("{e}"));
+        let (open, max) = unfinished(&c).unwrap();
         assert_eq!(max, Some(11));
         assert_eq!(
             open.iter()
@@ -196,12 +196,30 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(11, cut, Some("王班长"))]
         );
-        let past = ended(&c, 10).unwrap_or_else(|e| panic!("{e}"));
+        let past = ended(&c, 10).unwrap();
         assert_eq!(past.len(), 1);
         assert_eq!(
             (past[0].id, past[0].level, past[0].cleared_at.as_deref()),
             (10, "warning", Some("2026-12-01T08:01:00.000Z"))
         );
+    }
+
+    #[test]
+    fn an_open_alarm_of_an_unknown_level_makes_the_history_unreadable_not_shorter() {
+        let c = db();
+        c.execute_batch(
+            "INSERT INTO alarms(id, subject, level, value, state, raised_at)
+             VALUES (7, 'ch4', 'power_cut', 1.7, 'ok', '2026-01-01T00:00:00Z'),
+                    (8, 'ch4', 'evacuate', 2.1, 'ok', '2026-01-01T00:00:01Z');",
+        )
+        .unwrap();
+        // Skipping alarm 8 would restore a station that forgot an alarm;
+        // an error makes the engine hold the power until acknowledged.
+        let e = unfinished(&c)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("alarm 8") && e.contains("evacuate"), "{e}");
     }
 
     #[test]
@@ -215,7 +233,7 @@ mod tests {
              INSERT INTO alarms(id, subject, level, value, state, raised_at)
              VALUES (200001, 'ch4', 'power_cut', 1.7, 'ok', '2026-01-01T00:00:00Z');",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let plan: String = c
             .query_row(
                 "EXPLAIN QUERY PLAN SELECT id FROM alarms WHERE cleared_at IS NULL ORDER BY id",
@@ -225,15 +243,15 @@ mod tests {
             .unwrap_or_default();
         assert!(plan.contains("alarms_open"), "an index, not a scan: {plan}");
         let t = Instant::now();
-        let (open, max) = unfinished(&c).unwrap_or_else(|e| panic!("{e}"));
+        let (open, max) = unfinished(&c).unwrap();
         assert_eq!((open.len(), max), (1, Some(200_001)));
         assert!(t.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
     fn an_old_event_log_is_carried_into_the_table_by_the_migration() {
-        let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        crate::store::schema::migrate(&mut c, Some(7)).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut c, Some(7)).unwrap();
         for (kind, actor, detail) in [
             (
                 "alarm.raised",
@@ -260,10 +278,10 @@ mod tests {
                 "INSERT INTO events(at, kind, actor, subject, detail) VALUES ('2026-01-01T00:00:00Z', ?1, ?2, 'x', ?3)",
                 (kind, actor, detail),
             )
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         }
-        crate::store::schema::migrate(&mut c, None).unwrap_or_else(|e| panic!("{e}"));
-        let (open, max) = unfinished(&c).unwrap_or_else(|e| panic!("{e}"));
+        crate::store::schema::migrate(&mut c, None).unwrap();
+        let (open, max) = unfinished(&c).unwrap();
         assert_eq!(max, Some(6));
         assert_eq!(
             open.iter()

@@ -825,7 +825,7 @@ mod tests {
             },
             None,
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let beats = Heartbeats::new();
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (state_tx, state_rx) = watch::channel(AlarmState {
@@ -861,7 +861,7 @@ mod tests {
 
     #[test]
     fn alarm_ids_grow_across_restarts_even_when_the_clock_went_back() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let first = first_alarm_id(dir.path());
         // Its floor is written in the background.
         std::thread::sleep(Duration::from_millis(50));
@@ -871,7 +871,7 @@ mod tests {
             dir.path().join(ID_FLOOR_FILE),
             (first + 5 * IDS_PER_RUN).to_string(),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let second = first_alarm_id(dir.path());
         assert_eq!(second, first + 5 * IDS_PER_RUN);
         std::thread::sleep(Duration::from_millis(50));
@@ -906,7 +906,7 @@ mod tests {
         r.commands
             .send(Command::Restore(Vec::new(), None))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             r.state.wait_for(|s| s.outputs.power_allowed),
@@ -943,7 +943,7 @@ mod tests {
         r.commands
             .send(Command::Restore(vec![restored], Some(5_000)))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         // The reading (0.5) no longer holds the condition: the alarm has
         // returned and waits for its acknowledgement. No new reading comes
         // for 30 s; the engine must not wait for one.
@@ -968,7 +968,7 @@ mod tests {
         r.commands
             .send(Command::HistoryUnavailable("damaged".into()))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let raised = next_event(&mut r, None).await;
         assert_eq!(
             raised.as_ref().map(|e| (e.kind, e.channel.as_str())),
@@ -990,7 +990,7 @@ mod tests {
                 reply,
             })
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(matches!(answer.await, Ok(Ok(_))));
         let _ = tokio::time::timeout(
             Duration::from_secs(2),

@@ -308,7 +308,7 @@ mod tests {
             backend: OutputBackend::Sim,
             ..OutputsConfig::default()
         };
-        Panel::open(&cfg, None).unwrap_or_else(|e| panic!("{e}"))
+        Panel::open(&cfg, None).unwrap()
     }
 
     #[test]

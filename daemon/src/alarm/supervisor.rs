@@ -148,7 +148,7 @@ mod tests {
             backend: OutputBackend::Sim,
             ..OutputsConfig::default()
         };
-        let mut panel = Panel::open(&cfg, None).unwrap_or_else(|e| panic!("{e}"));
+        let mut panel = Panel::open(&cfg, None).unwrap();
         let timeline = panel.timeline().cloned().unwrap_or_default();
         panel.apply(&Outputs {
             siren: false,
@@ -176,7 +176,7 @@ mod tests {
             Arc::clone(&stop),
             Arc::new(AtomicBool::new(false)),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         // Healthy for a while: fed, outputs untouched.
         for _ in 0..10 {
             beats.engine_beat();
@@ -276,7 +276,7 @@ mod tests {
             Arc::clone(&stop),
             Arc::new(AtomicBool::new(false)),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let feeds = || {
             timeline
                 .of(pithead_hal::sim::WATCHDOG)
@@ -336,7 +336,7 @@ mod tests {
             Arc::clone(&stop),
             Arc::new(AtomicBool::new(true)),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         // Nothing else put the outputs in their stopped state (a drain that
         // timed out): the guard alone must.
         stop.store(true, Ordering::Relaxed);

@@ -988,7 +988,7 @@ mod tests {
 
     #[test]
     fn data_dir_that_is_a_file_is_refused() {
-        let f = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+        let f = tempfile::NamedTempFile::new().unwrap();
         let src = base("").replace(
             &format!("data_dir = \"{}\"", std::env::temp_dir().display()),
             &format!("data_dir = \"{}/sub\"", f.path().display()),

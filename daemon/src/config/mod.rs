@@ -616,8 +616,8 @@ mod tests {
 
     #[test]
     fn a_serial_line_is_quiet_for_more_than_a_timeout() {
-        let bus: Bus = toml::from_str("id = \"rs485\"\ntransport = \"rtu\"\ntimeout = \"300ms\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let bus: Bus =
+            toml::from_str("id = \"rs485\"\ntransport = \"rtu\"\ntimeout = \"300ms\"\n").unwrap();
         assert!(bus.quiet() > bus.timeout);
         assert_eq!(bus.quiet(), Duration::from_millis(375));
     }

@@ -284,11 +284,11 @@ mod tests {
     fn schema(conn: &Connection) -> Vec<String> {
         let mut st = conn
             .prepare("SELECT type || ' ' || name || ' ' || coalesce(sql, '') FROM sqlite_master ORDER BY name")
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         st.query_map([], |r| r.get(0))
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
     }
 
     #[test]

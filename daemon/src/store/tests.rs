@@ -644,7 +644,7 @@ async fn photos_of_hazards_closed_long_ago_are_removed_and_shared_ones_kept()
         let (path, _) =
             crate::photos::path_of(dir.path(), name).unwrap_or_else(|| panic!("{name}"));
         let _ = std::fs::create_dir_all(path.parent().unwrap_or(dir.path()));
-        std::fs::write(&path, b"x").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, b"x").unwrap();
         path
     };
     let (old, shared) = (

@@ -556,8 +556,7 @@ mod tests {
             "[station]\ncounty = \"c1\"\nid = \"s1\"\nname = \"n\"\n[outputs]\nbackend = \"sim\"\n[storage]\ndata_dir = \"{}\"\n",
             std::env::temp_dir().display()
         );
-        crate::config::load_str(&src, std::path::Path::new("t.toml"))
-            .unwrap_or_else(|e| panic!("{e}"))
+        crate::config::load_str(&src, std::path::Path::new("t.toml")).unwrap()
     }
 
     #[test]
@@ -575,12 +574,12 @@ mod tests {
         }
         .validate()
         .unwrap_or_else(|e| panic!("{e:?}"));
-        let h = hazards::create(&c, &cfg, &report, None, now).unwrap_or_else(|e| panic!("{e}"));
+        let h = hazards::create(&c, &cfg, &report, None, now).unwrap();
         let outbox = |c: &Connection| -> i64 {
             c.query_row("SELECT count(*) FROM outbox WHERE lane = 1", [], |r| {
                 r.get(0)
             })
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
         };
         assert_eq!(outbox(&c), 1);
         let msg = |id: &str, rest: &str| {
@@ -632,7 +631,7 @@ mod tests {
             Some(Outcome::Accepted)
         );
         let after = hazards::get(&c, &h.ticket, now)
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .unwrap_or_else(|| panic!("gone"));
         assert_eq!(after.status, hazards::Status::Assigned);
         assert_eq!(after.owner.as_deref(), Some("李工"));
@@ -646,8 +645,8 @@ mod tests {
     }
 
     fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        crate::store::schema::migrate(&mut c, None).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut c, None).unwrap();
         c
     }
 

@@ -43,13 +43,13 @@ fn config(dir: &Path) -> crate::config::Config {
          [outputs]\nbackend = \"sim\"\nself_test = false\n",
         dir.join("data").display()
     );
-    crate::config::load_str(&src, &dir.join("pithead.toml")).unwrap_or_else(|e| panic!("{e}"))
+    crate::config::load_str(&src, &dir.join("pithead.toml")).unwrap()
 }
 
 /// A station whose store is `store` (a real one, or one that cannot be
 /// opened), with the roster imported unless `loading`.
 async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Station {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let cfg = Arc::new(config(dir.path()));
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();
@@ -64,7 +64,7 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
         &tracker,
         &shutdown,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let store = store(&cfg.storage.data_dir);
     let state = AppState {
         sessions: Arc::new(crate::auth::Sessions::default()),
@@ -79,8 +79,7 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
         overdue: Arc::default(),
         http: Arc::default(),
         kiosk_keys: Arc::new(
-            crate::kiosk_keys::parse("gate-2 k3y-for-the-gate-two-kiosk-000000\n")
-                .unwrap_or_else(|e| panic!("{e}")),
+            crate::kiosk_keys::parse("gate-2 k3y-for-the-gate-two-kiosk-000000\n").unwrap(),
         ),
         hosts: Arc::new(super::guard::allowed_hosts(&cfg.http)),
         roster_ready: Arc::new(AtomicBool::new(!loading)),
@@ -93,7 +92,7 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
 }
 
 async fn station() -> Station {
-    station_with(|d| Store::open(d).unwrap_or_else(|e| panic!("{e}")), false).await
+    station_with(|d| Store::open(d).unwrap(), false).await
 }
 
 const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
@@ -118,9 +117,7 @@ async fn send(
     if !body.is_empty() {
         req = req.header(header::CONTENT_TYPE, "application/json");
     }
-    let mut req = req
-        .body(Body::from(body.to_owned()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut req = req.body(Body::from(body.to_owned())).unwrap();
     req.extensions_mut()
         .insert(ConnectInfo(SocketAddr::from((peer, 40_000))));
     let res = router(st.state.clone())
@@ -131,7 +128,7 @@ async fn send(
     let headers = res.headers().clone();
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, json, headers)
 }
@@ -214,12 +211,7 @@ async fn a_session_changes_things_only_with_its_csrf_token() {
         assert_eq!(s, StatusCode::FORBIDDEN, "csrf {csrf:?}");
         refusal(&j, "csrf");
     }
-    let roster = st
-        .state
-        .store
-        .read(crate::roster::roster)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let roster = st.state.store.read(crate::roster::roster).await.unwrap();
     assert!(roster.is_empty(), "{roster:?}");
     let (s, j, _) = send(
         &st,
@@ -231,12 +223,7 @@ async fn a_session_changes_things_only_with_its_csrf_token() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{j}");
-    let roster = st
-        .state
-        .store
-        .read(crate::roster::roster)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let roster = st.state.store.read(crate::roster::roster).await.unwrap();
     assert_eq!(roster.len(), 1);
     // A bad file: 422 with every bad line, nothing imported.
     let (s, j, _) = send(
@@ -289,13 +276,13 @@ async fn check_ins_come_from_a_kiosk_and_bad_bodies_are_answered() {
         .store
         .read(|c| Ok(c.query_row("SELECT count(*) FROM checkins", [], |r| r.get(0))?))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(n, 1, "only the kiosk's attempt is recorded");
 }
 
 #[tokio::test]
 async fn check_ins_wait_for_the_roster_and_a_store_that_cannot_record_says_so() {
-    let st = station_with(|d| Store::open(d).unwrap_or_else(|e| panic!("{e}")), true).await;
+    let st = station_with(|d| Store::open(d).unwrap(), true).await;
     let body = r#"{"badge": "0001", "direction": "in"}"#;
     let (s, j, _) = send(&st, LOOPBACK, "POST", "/api/v1/checkins", &[], body).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
@@ -361,7 +348,7 @@ async fn the_lan_is_rate_limited_other_hosts_and_sites_refused_and_unknowns_name
         .uri("/api/v1/channels")
         .header(header::HOST, "evil.example")
         .body(Body::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     req.extensions_mut()
         .insert(ConnectInfo(SocketAddr::from((LOOPBACK, 1))));
     let res = router(st.state.clone())
