@@ -297,6 +297,8 @@ async fn web(
     {
         tracing::warn!(http = %local, "serving plain HTTP beyond this box (allow_plain_http): passwords and sessions cross the LAN in clear");
     }
+    let state_dir = state.config.storage.data_dir.clone();
+    let secure_addr = secure.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let app = crate::web::router(state);
     let tasks = TaskTracker::new();
     if let Some((listener, acceptor)) = secure {
@@ -315,9 +317,30 @@ async fn web(
     }
     tracing::info!(http = %local, "serving");
     crate::lifecycle::notify_status(&format!("serving on {local}"));
+    let https = secure_addr.map(|a| a.to_string());
+    if let Err(e) = write_listening(&state_dir, &local, https.as_deref()) {
+        tracing::warn!(error = %e, "cannot write the listening file");
+    }
     tasks.spawn(crate::web::serve::serve(plain, None, app, stats, shutdown));
     tasks.close();
     tasks.wait().await;
+}
+
+/// The file in the data directory that says where the web server listens
+/// once it does: `http ADDRESS` and, with HTTPS, `https ADDRESS`, one per
+/// line. With `listen = "127.0.0.1:0"` the system picks a free port and
+/// this file is how a tool (or a test) learns it.
+pub const LISTENING_FILE: &str = "listening";
+
+fn write_listening(dir: &std::path::Path, http: &str, https: Option<&str>) -> std::io::Result<()> {
+    let mut text = format!("http {http}\n");
+    if let Some(h) = https {
+        text.push_str(&format!("https {h}\n"));
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{LISTENING_FILE}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join(LISTENING_FILE))
 }
 
 /// What the web server needs from the disk and the network before it can

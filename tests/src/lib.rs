@@ -296,6 +296,18 @@ impl Daemon {
     ) -> Daemon {
         let cfg = dir.join("pithead.toml");
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("write config: {e}"));
+        // `listen = "127.0.0.1:0"`: the daemon picks a free port and says
+        // which in its data directory's `listening` file.
+        let listening = (http.port() == 0).then(|| {
+            let data_dir = config
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("data_dir = "))
+                .map(|v| PathBuf::from(v.trim_matches('"')))
+                .unwrap_or_else(|| panic!("port 0 needs data_dir in the config"));
+            let file = data_dir.join("listening");
+            let _ = std::fs::remove_file(&file);
+            file
+        });
         let log = dir.join("stderr.log");
         let stderr = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
         let mut cmd = match wrapper.split_first() {
@@ -316,7 +328,29 @@ impl Daemon {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn pithead: {e}"));
-        Daemon { child, http, log }
+        let mut d = Daemon { child, http, log };
+        if let Some(file) = listening {
+            d.http = d.wait_listening(&file, Duration::from_secs(20));
+        }
+        d
+    }
+
+    /// The address in the daemon's `listening` file, once it is written.
+    fn wait_listening(&mut self, file: &Path, within: Duration) -> SocketAddr {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pithead exited with {status}:\n{}", self.log_text());
+            }
+            if let Some(addr) = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("http ")?.parse().ok()))
+            {
+                return addr;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no {} within {within:?}:\n{}", file.display(), self.log_text());
     }
 
     /// Waits until `/healthz` answers 200, or panics with the daemon's log.

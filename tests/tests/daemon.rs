@@ -25,13 +25,21 @@ fn serves_health_notifies_systemd_and_stops_on_sigterm() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let http = addr();
+    // Port 0: the system picks a free port (no race with another test for
+    // one picked beforehand), and the daemon names it in `data/listening`.
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let data = dir.path().join("data");
     let mut d = Daemon::start_with_env(
         dir.path(),
-        &minimal_config(&data, http),
-        http,
+        &minimal_config(&data, any),
+        any,
         &[("NOTIFY_SOCKET", &sock_path.display().to_string())],
+    );
+    let http = d.http;
+    assert_ne!(http.port(), 0);
+    assert_eq!(
+        std::fs::read_to_string(data.join("listening")).unwrap(),
+        format!("http {http}\n")
     );
     let mut buf = [0u8; 512];
     let n = sock
@@ -89,12 +97,12 @@ fn serves_health_notifies_systemd_and_stops_on_sigterm() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let http = addr();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let cfg = format!(
         "{}[log]\nformat = \"json\"\n",
-        minimal_config(&dir.path().join("data"), http)
+        minimal_config(&dir.path().join("data"), any)
     );
-    let mut d = Daemon::start(dir.path(), &cfg, http);
+    let mut d = Daemon::start(dir.path(), &cfg, any);
     d.wait_healthy(Duration::from_secs(20));
     d.signal(libc::SIGINT);
     assert!(d.wait_exit(Duration::from_secs(15)).success());
