@@ -14,8 +14,7 @@ use crate::store::outbox::{self, Lane};
 use crate::time::rfc3339;
 
 pub use pithead_core::hazard::{
-    Category, Grade, Hazard, Invalid, MAX_DESCRIPTION, MAX_FIELD, NewHazard, PublicHazard,
-    PublicStep, Status, Step, StepRecord,
+    Grade, Hazard, Invalid, NewHazard, PublicHazard, Status, Step, StepRecord,
 };
 
 /// Ticket alphabet: no 0/O, 1/I/L, easy to read out and type on a kiosk.
@@ -228,6 +227,7 @@ pub fn list(conn: &Connection, limit: u32, now: SystemTime) -> Result<Vec<Hazard
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pithead_core::hazard::{Category, MAX_DESCRIPTION};
 
     fn report(desc: &str, anonymous: bool, badge: Option<&str>) -> NewHazard {
         NewHazard {

@@ -4,28 +4,33 @@
 //! Modbus sensors, the alarm engine decides outputs, the store keeps records
 //! and the outbox, sync sends the outbox to the county, web serves the kiosk
 //! and console. `main` only parses the command line and calls [`cli::run`].
+//!
+//! Public modules are the narrow API the helper binaries and benches in
+//! `tests/` use (the configuration, the store and outbox, acquisition's
+//! recorder, reports, time); everything else is private to the daemon.
+//! The pure logic is in `pithead-core`.
 
 pub mod acquisition;
-pub mod alarm;
-pub mod app;
-pub mod auth;
+mod alarm;
+mod app;
+mod auth;
 pub mod cli;
 pub mod config;
-pub mod hazards;
-pub mod heartbeat;
-pub mod kiosk_keys;
+mod hazards;
+mod heartbeat;
+mod kiosk_keys;
 #[cfg(test)]
 mod layers;
-pub mod lifecycle;
-pub mod logging;
-pub mod photos;
+mod lifecycle;
+mod logging;
+mod photos;
 pub mod reports;
-pub mod roster;
-pub mod simulator;
+mod roster;
+mod simulator;
 pub mod store;
-pub mod sync;
+mod sync;
 #[cfg(test)]
 mod testing;
 pub mod time;
-pub mod tls;
-pub mod web;
+mod tls;
+mod web;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-pub use pithead_core::photo::{Kind, MAX_BYTES, Refused, sniff, strip};
+pub use pithead_core::photo::{Kind, MAX_BYTES, Refused, strip};
 
 /// Whether there is room for a photo of `bytes` bytes: the data
 /// directory keeps `reserve_mb` free for check-ins and alarm events (photos

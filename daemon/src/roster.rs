@@ -21,8 +21,7 @@ use crate::store::{Durability, Store, StoreError};
 use crate::time::unix_ms;
 
 pub use pithead_core::roster::{
-    Checkin, Direction, HEADER, LineError, Outcome, OverdueClock, Worker, normalize_badge,
-    parse_csv,
+    Checkin, Direction, Outcome, OverdueClock, Worker, normalize_badge, parse_csv,
 };
 
 /// What an import changed.

@@ -123,11 +123,6 @@ impl EventQueue {
         self.lock().len()
     }
 
-    /// Whether none wait.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Events dropped to keep the bound, since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

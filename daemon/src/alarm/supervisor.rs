@@ -21,7 +21,7 @@ use crate::heartbeat::Heartbeats;
 /// shorter, so a short systemd `WatchdogSec` is still fed in time.
 const STEP: Duration = Duration::from_millis(100);
 
-pub use pithead_core::supervisor::{Decision, Limits, decide};
+pub use pithead_core::supervisor::{Limits, decide};
 
 /// Starts the supervisor thread. It stops when `stop` is set: it puts the
 /// outputs in their stopped state (power cut) and only then disarms the

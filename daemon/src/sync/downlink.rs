@@ -565,7 +565,7 @@ mod tests {
         let cfg = cfg();
         let now = SystemTime::now();
         let report = hazards::NewHazard {
-            category: hazards::Category::Roof,
+            category: pithead_core::hazard::Category::Roof,
             location: "1201 回风巷".into(),
             grade: hazards::Grade::Major,
             description: "顶板掉渣".into(),
