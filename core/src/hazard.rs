@@ -91,6 +91,17 @@ impl Status {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// The statuses the lifecycle allows from `self`, as the console offers
+    /// them: the usual next step first (it is selected by default), then
+    /// (re)assigning, then rejecting.
+    pub fn next(self) -> Vec<Status> {
+        use Status::*;
+        [Acknowledged, Closed, Assigned, Rectified, Rejected]
+            .into_iter()
+            .filter(|n| self.can_go_to(*n))
+            .collect()
+    }
+
     /// Whether the lifecycle allows going from `self` to `next`.
     pub fn can_go_to(self, next: Status) -> bool {
         use Status::*;
@@ -389,4 +400,25 @@ pub struct StepRecord {
     pub note: Option<String>,
     /// When, RFC 3339.
     pub at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status::{self, *};
+
+    #[test]
+    fn the_next_steps_follow_the_lifecycle_usual_one_first() {
+        assert_eq!(Reported.next(), [Acknowledged, Assigned, Rejected]);
+        assert_eq!(Acknowledged.next(), [Assigned, Rejected]);
+        assert_eq!(Assigned.next(), [Assigned, Rectified, Rejected]);
+        assert_eq!(Rectified.next(), [Closed, Assigned, Rejected]);
+        assert!(Closed.next().is_empty() && Rejected.next().is_empty());
+        for from in Status::ALL {
+            for to in Status::ALL {
+                assert_eq!(from.next().contains(&to), from.can_go_to(to), "{from:?} → {to:?}");
+            }
+            assert_eq!(Status::parse(from.as_str()), Some(from));
+        }
+        assert_eq!(Status::parse("Reported"), None);
+    }
 }

@@ -295,10 +295,25 @@ pub async fn hazard_list(
     State(s): State<AppState>,
     _supervisor: Supervisor,
 ) -> Result<Response, ApiError> {
+    /// A hazard with the steps the lifecycle allows from where it is: the
+    /// console offers these (it keeps no copy of the lifecycle).
+    #[derive(serde::Serialize)]
+    struct WithNext {
+        #[serde(flatten)]
+        hazard: crate::hazards::Hazard,
+        next: Vec<crate::hazards::Status>,
+    }
     let list = s
         .store
         .read(|c| crate::hazards::list(c, 500, std::time::SystemTime::now()))
         .await?;
+    let list: Vec<WithNext> = list
+        .into_iter()
+        .map(|hazard| WithNext {
+            next: hazard.status.next(),
+            hazard,
+        })
+        .collect();
     Ok(Json(list).into_response())
 }
 

@@ -1,4 +1,35 @@
 "use strict";
+// Shared by the kiosk and the console: the words both use (`Common.T`,
+// one per line), and the live link to the daemon (`Live`).
+
+const Common = (() => {
+  const T = {
+    "zh-CN": {
+      comm_fault: "断线",
+      out_of_range: "故障/超量程",
+      stale: "数据过期",
+      warming_up: "预热中",
+      link_lost: "与主机连接中断 — 读数不可用",
+      no_reading: "无读数",
+      deadline: "期限",
+      owner: "负责人",
+      switch: "English",
+    },
+    en: {
+      comm_fault: "COMM FAULT",
+      out_of_range: "SENSOR FAULT",
+      stale: "STALE",
+      warming_up: "WARMING UP",
+      link_lost: "Connection lost — readings unavailable",
+      no_reading: "no reading",
+      deadline: "Deadline",
+      owner: "Owner",
+      switch: "中文",
+    },
+  };
+  return { T };
+})();
+
 // Shared by the kiosk and the console: the live link to the daemon.
 //
 // A page that has heard nothing from the daemon for LOST_AFTER ms (the
