@@ -415,7 +415,11 @@ mod tests {
         assert!(Closed.next().is_empty() && Rejected.next().is_empty());
         for from in Status::ALL {
             for to in Status::ALL {
-                assert_eq!(from.next().contains(&to), from.can_go_to(to), "{from:?} → {to:?}");
+                assert_eq!(
+                    from.next().contains(&to),
+                    from.can_go_to(to),
+                    "{from:?} → {to:?}"
+                );
             }
             assert_eq!(Status::parse(from.as_str()), Some(from));
         }

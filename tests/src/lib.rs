@@ -342,15 +342,19 @@ impl Daemon {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("pithead exited with {status}:\n{}", self.log_text());
             }
-            if let Some(addr) = std::fs::read_to_string(file)
-                .ok()
-                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("http ")?.parse().ok()))
-            {
+            if let Some(addr) = std::fs::read_to_string(file).ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("http ")?.parse().ok())
+            }) {
                 return addr;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("no {} within {within:?}:\n{}", file.display(), self.log_text());
+        panic!(
+            "no {} within {within:?}:\n{}",
+            file.display(),
+            self.log_text()
+        );
     }
 
     /// Waits until `/healthz` answers 200, or panics with the daemon's log.
