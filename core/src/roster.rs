@@ -164,19 +164,19 @@ pub fn parse_csv(text: &str) -> Result<Vec<Worker>, Vec<LineError>> {
 /// Going down or coming up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Direction {
+pub enum Passage {
     /// Checking in, going underground.
     In,
     /// Checking out, back on the surface.
     Out,
 }
 
-impl Direction {
+impl Passage {
     /// The name used in the database and messages.
     pub fn as_str(self) -> &'static str {
         match self {
-            Direction::In => "in",
-            Direction::Out => "out",
+            Passage::In => "in",
+            Passage::Out => "out",
         }
     }
 }
@@ -184,7 +184,7 @@ impl Direction {
 /// What became of a check-in attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum CheckinOutcome {
     /// Done.
     Ok,
     /// The badge is not on the roster.
@@ -195,14 +195,14 @@ pub enum Outcome {
     NotIn,
 }
 
-impl Outcome {
+impl CheckinOutcome {
     /// The name used in the database and messages.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::UnknownBadge => "unknown_badge",
-            Outcome::AlreadyIn => "already_in",
-            Outcome::NotIn => "not_in",
+            CheckinOutcome::Ok => "ok",
+            CheckinOutcome::UnknownBadge => "unknown_badge",
+            CheckinOutcome::AlreadyIn => "already_in",
+            CheckinOutcome::NotIn => "not_in",
         }
     }
 }
@@ -220,9 +220,9 @@ pub struct Checkin {
     /// From the roster, if known.
     pub team: Option<String>,
     /// In or out.
-    pub direction: Direction,
+    pub direction: Passage,
     /// What became of it.
-    pub outcome: Outcome,
+    pub outcome: CheckinOutcome,
     /// When, RFC 3339.
     pub at: String,
     /// For `already_in` and a check-out: when the miner went down.

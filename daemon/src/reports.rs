@@ -388,7 +388,7 @@ mod tests {
                     conn,
                     &c,
                     "0042",
-                    crate::roster::Direction::In,
+                    crate::roster::Passage::In,
                     SystemTime::now(),
                     "local",
                 )?;

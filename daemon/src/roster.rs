@@ -21,7 +21,7 @@ use crate::store::{Durability, Store, StoreError};
 use crate::time::unix_ms;
 
 pub use pithead_core::roster::{
-    Checkin, Direction, Outcome, OverdueClock, Worker, normalize_badge, parse_csv,
+    Checkin, CheckinOutcome, OverdueClock, Passage, Worker, normalize_badge, parse_csv,
 };
 
 /// What an import changed.
@@ -125,7 +125,7 @@ pub fn check(
     conn: &Connection,
     cfg: &Config,
     badge: &str,
-    direction: Direction,
+    direction: Passage,
     at: SystemTime,
     kiosk: &str,
 ) -> Result<Checkin, StoreError> {
@@ -150,7 +150,7 @@ pub fn check_out_by_hand(
     if down.is_none() {
         return Err(StoreError::Rejected(format!("{badge} is not underground")));
     }
-    let record = record(conn, cfg, badge, Direction::Out, at, Ok(by))?;
+    let record = record(conn, cfg, badge, Passage::Out, at, Ok(by))?;
     crate::store::events::insert(
         conn,
         &record.at,
@@ -169,7 +169,7 @@ fn record(
     conn: &Connection,
     cfg: &Config,
     badge: &str,
-    direction: Direction,
+    direction: Passage,
     at: SystemTime,
     source: Result<&ByHand, &str>,
 ) -> Result<Checkin, StoreError> {
@@ -194,16 +194,16 @@ fn record(
     // Whoever is underground can always come up; only the active roster
     // may go down.
     let worker = match (&known, direction, &down) {
-        (Some((name, team, _)), Direction::Out, Some(_)) => Some((name.clone(), team.clone())),
+        (Some((name, team, _)), Passage::Out, Some(_)) => Some((name.clone(), team.clone())),
         (Some((name, team, true)), _, _) => Some((name.clone(), team.clone())),
         _ => None,
     };
     let outcome = match (&worker, direction, &down) {
-        (_, Direction::Out, Some(_)) => Outcome::Ok,
-        (None, _, _) => Outcome::UnknownBadge,
-        (Some(_), Direction::In, Some(_)) => Outcome::AlreadyIn,
-        (Some(_), Direction::Out, None) => Outcome::NotIn,
-        (Some(_), Direction::In, None) => Outcome::Ok,
+        (_, Passage::Out, Some(_)) => CheckinOutcome::Ok,
+        (None, _, _) => CheckinOutcome::UnknownBadge,
+        (Some(_), Passage::In, Some(_)) => CheckinOutcome::AlreadyIn,
+        (Some(_), Passage::Out, None) => CheckinOutcome::NotIn,
+        (Some(_), Passage::In, None) => CheckinOutcome::Ok,
     };
     conn.execute(
         "INSERT INTO checkins(badge, name, direction, outcome, at, at_ms, by, reason, kiosk) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -220,15 +220,15 @@ fn record(
         ),
     )?;
     let id = conn.last_insert_rowid();
-    if outcome == Outcome::Ok {
+    if outcome == CheckinOutcome::Ok {
         match direction {
-            Direction::In => {
+            Passage::In => {
                 conn.execute(
                     "INSERT INTO underground(badge, checkin_id, since, since_ms) VALUES (?1, ?2, ?3, ?4)",
                     (badge, id, &at_s, at_ms),
                 )?;
             }
-            Direction::Out => {
+            Passage::Out => {
                 conn.execute("DELETE FROM underground WHERE badge = ?1", [badge])?;
             }
         }
@@ -243,7 +243,7 @@ fn record(
         at: at_s.clone(),
         underground_since: down.as_ref().map(|d| d.0.clone()),
         minutes_underground: match (direction, &down) {
-            (Direction::Out, Some((_, since))) => Some((at_ms - since) / 60_000),
+            (Passage::Out, Some((_, since))) => Some((at_ms - since) / 60_000),
             _ => None,
         },
         by: by_hand.map(|b| b.by.clone()),

@@ -34,7 +34,7 @@ pub use pithead_core::protocol::{COUNTY, HazardUpdate, MAX_RESEND, Notice, Resen
 
 /// What became of a downlink message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CommandOutcome {
     /// Stored.
     Accepted,
     /// Rows of a `resend` marked to go again (`resent`); the ranges no
@@ -73,9 +73,9 @@ pub fn handle(
     kind: &str,
     payload: &[u8],
     now: SystemTime,
-) -> Result<Outcome, StoreError> {
+) -> Result<CommandOutcome, StoreError> {
     if payload.len() > MAX_PAYLOAD {
-        return Ok(Outcome::Refused(format!(
+        return Ok(CommandOutcome::Refused(format!(
             "payload of {} bytes is over the {MAX_PAYLOAD}-byte cap",
             payload.len()
         )));
@@ -84,7 +84,7 @@ pub fn handle(
         "notice" => {
             let n: Notice = match serde_json::from_slice(payload) {
                 Ok(n) => n,
-                Err(e) => return Ok(Outcome::Refused(format!("not a notice: {e}"))),
+                Err(e) => return Ok(CommandOutcome::Refused(format!("not a notice: {e}"))),
             };
             let checked =
                 (|| -> Result<(String, String, String, SystemTime, SystemTime), String> {
@@ -113,7 +113,7 @@ pub fn handle(
                 })();
             let (title, body, priority, from, until) = match checked {
                 Ok(x) => x,
-                Err(e) => return Ok(Outcome::Refused(e)),
+                Err(e) => return Ok(CommandOutcome::Refused(e)),
             };
             let added = conn.execute(
                 "INSERT OR IGNORE INTO notices(msg_id, title, body, priority, valid_from, valid_until, received_at)
@@ -121,32 +121,32 @@ pub fn handle(
                 (&n.msg_id, &title, &body, &priority, rfc3339(from), rfc3339(until), rfc3339(now)),
             )?;
             Ok(if added == 1 {
-                Outcome::Accepted
+                CommandOutcome::Accepted
             } else {
-                Outcome::Replay
+                CommandOutcome::Replay
             })
         }
         "hazard" => {
             let u: HazardUpdate = match serde_json::from_slice(payload) {
                 Ok(u) => u,
-                Err(e) => return Ok(Outcome::Refused(format!("not a hazard update: {e}"))),
+                Err(e) => return Ok(CommandOutcome::Refused(format!("not a hazard update: {e}"))),
             };
             if u.schema != SCHEMA {
-                return Ok(Outcome::Refused(format!(
+                return Ok(CommandOutcome::Refused(format!(
                     "schema `{}` is not {SCHEMA}",
                     u.schema
                 )));
             }
             if let Err(e) = check_text(&u.msg_id, 64, "msg_id") {
-                return Ok(Outcome::Refused(e));
+                return Ok(CommandOutcome::Refused(e));
             }
             let comment = match u.comment.as_deref().map(|c| check_text(c, 200, "comment")) {
-                Some(Err(e)) => return Ok(Outcome::Refused(e)),
+                Some(Err(e)) => return Ok(CommandOutcome::Refused(e)),
                 Some(Ok(c)) => Some(c),
                 None => None,
             };
             if comment.is_none() && u.status.is_none() {
-                return Ok(Outcome::Refused(
+                return Ok(CommandOutcome::Refused(
                     "a hazard update needs a comment, a status or both".into(),
                 ));
             }
@@ -159,7 +159,7 @@ pub fn handle(
                 .optional()?
                 .is_some();
             if seen {
-                return Ok(Outcome::Replay);
+                return Ok(CommandOutcome::Replay);
             }
             let at = rfc3339(now);
             match u.status {
@@ -178,17 +178,17 @@ pub fn handle(
                     match hazards::step(conn, cfg, &u.ticket, &step, now)? {
                         Ok(_) => {}
                         Err(StepError::NotFound) => {
-                            return Ok(Outcome::Refused(format!(
+                            return Ok(CommandOutcome::Refused(format!(
                                 "no hazard with ticket {}",
                                 u.ticket
                             )));
                         }
-                        Err(StepError::Invalid(e)) => return Ok(Outcome::Refused(e.en)),
+                        Err(StepError::Invalid(e)) => return Ok(CommandOutcome::Refused(e.en)),
                     }
                 }
                 None => {
                     if u.owner.is_some() || u.deadline.is_some() || u.measures.is_some() {
-                        return Ok(Outcome::Refused(
+                        return Ok(CommandOutcome::Refused(
                             "owner, deadline and measures come with status `assigned`".into(),
                         ));
                     }
@@ -200,7 +200,7 @@ pub fn handle(
                         )
                         .optional()?
                     else {
-                        return Ok(Outcome::Refused(format!(
+                        return Ok(CommandOutcome::Refused(format!(
                             "no hazard with ticket {}",
                             u.ticket
                         )));
@@ -226,21 +226,25 @@ pub fn handle(
                     }),
                 },
             )?;
-            Ok(Outcome::Accepted)
+            Ok(CommandOutcome::Accepted)
         }
         "resend" => {
             let r: Resend = match serde_json::from_slice(payload) {
                 Ok(r) => r,
-                Err(e) => return Ok(Outcome::Refused(format!("not a resend request: {e}"))),
+                Err(e) => {
+                    return Ok(CommandOutcome::Refused(format!(
+                        "not a resend request: {e}"
+                    )));
+                }
             };
             if r.schema != SCHEMA {
-                return Ok(Outcome::Refused(format!(
+                return Ok(CommandOutcome::Refused(format!(
                     "schema `{}` is not {SCHEMA}",
                     r.schema
                 )));
             }
             if let Err(e) = check_text(&r.msg_id, 64, "msg_id") {
-                return Ok(Outcome::Refused(e));
+                return Ok(CommandOutcome::Refused(e));
             }
             let seen = conn
                 .query_row(
@@ -251,20 +255,20 @@ pub fn handle(
                 .optional()?
                 .is_some();
             if seen {
-                return Ok(Outcome::Replay);
+                return Ok(CommandOutcome::Replay);
             }
             let epoch = outbox::epoch(conn)?;
             if r.epoch != epoch {
-                return Ok(Outcome::Refused(format!(
+                return Ok(CommandOutcome::Refused(format!(
                     "epoch {} is not this station's ({epoch}): those numbers are gone with the database they came from",
                     r.epoch
                 )));
             }
             let Some(lane) = Lane::from_name(&r.lane) else {
-                return Ok(Outcome::Refused(format!("no lane `{}`", r.lane)));
+                return Ok(CommandOutcome::Refused(format!("no lane `{}`", r.lane)));
             };
             if r.from_seq < 1 || r.to_seq < r.from_seq || r.to_seq - r.from_seq >= MAX_RESEND {
-                return Ok(Outcome::Refused(format!(
+                return Ok(CommandOutcome::Refused(format!(
                     "from_seq..to_seq must be 1 ≤ from ≤ to, at most {MAX_RESEND} numbers"
                 )));
             }
@@ -282,9 +286,11 @@ pub fn handle(
                     }),
                 },
             )?;
-            Ok(Outcome::Resent { resent, gone })
+            Ok(CommandOutcome::Resent { resent, gone })
         }
-        other => Ok(Outcome::Refused(format!("unknown command `{other}`"))),
+        other => Ok(CommandOutcome::Refused(format!(
+            "unknown command `{other}`"
+        ))),
     }
 }
 
@@ -299,11 +305,11 @@ pub fn apply(
     payload: &[u8],
     retained: bool,
     now: SystemTime,
-) -> Result<Outcome, StoreError> {
+) -> Result<CommandOutcome, StoreError> {
     let outcome = if retained {
         // A retained command would be carried out again by every station
         // that ever subscribes: the county never sends one.
-        Outcome::Refused("retained: commands are never retained".into())
+        CommandOutcome::Refused("retained: commands are never retained".into())
     } else {
         handle(conn, cfg, kind, payload, now)?
     };
@@ -324,13 +330,13 @@ pub fn apply(
         at: at.clone(),
     };
     match &outcome {
-        Outcome::Replay => return Ok(outcome),
-        Outcome::Accepted => {}
-        Outcome::Resent { resent, gone } => {
+        CommandOutcome::Replay => return Ok(outcome),
+        CommandOutcome::Accepted => {}
+        CommandOutcome::Resent { resent, gone } => {
             body.resent = Some(*resent);
             body.gone = Some(gone.clone());
         }
-        Outcome::Refused(why) => {
+        CommandOutcome::Refused(why) => {
             body.outcome = AckOutcome::Refused;
             body.reason = Some(why.clone());
             crate::store::events::insert(
@@ -488,14 +494,14 @@ async fn store_command(
         match r {
             Ok(outcome) => {
                 match &outcome {
-                    Outcome::Accepted | Outcome::Resent { .. } => {
+                    CommandOutcome::Accepted | CommandOutcome::Resent { .. } => {
                         stats.downlink_accepted.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(topic = %p.topic, ?outcome, "command from the county applied");
                     }
-                    Outcome::Replay => {
+                    CommandOutcome::Replay => {
                         tracing::debug!(topic = %p.topic, "command from the county seen before: ignored");
                     }
-                    Outcome::Refused(why) => {
+                    CommandOutcome::Refused(why) => {
                         stats.downlink_refused.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(topic = %p.topic, reason = %why, "command from the county refused");
                     }
@@ -589,16 +595,16 @@ mod tests {
             )
         };
         let run = |m: String| handle(&c, &cfg, "hazard", m.as_bytes(), now).ok();
-        let refused = |o: Option<Outcome>| matches!(o, Some(Outcome::Refused(_)));
+        let refused = |o: Option<CommandOutcome>| matches!(o, Some(CommandOutcome::Refused(_)));
 
         // A comment alone: a step that keeps the status, nothing sent back.
         assert_eq!(
             run(msg("h1", r#","comment":"县总工会已督办""#)),
-            Some(Outcome::Accepted)
+            Some(CommandOutcome::Accepted)
         );
         assert_eq!(
             run(msg("h1", r#","comment":"县总工会已督办""#)),
-            Some(Outcome::Replay)
+            Some(CommandOutcome::Replay)
         );
         assert_eq!(outbox(&c), 1);
         // Against the lifecycle, or incomplete: refused with the reason.
@@ -628,7 +634,7 @@ mod tests {
                 "h9",
                 r#","status":"assigned","owner":"李工","deadline":"2999-01-01T08:00:00Z","measures":"补打锚杆","comment":"限期整改""#
             )),
-            Some(Outcome::Accepted)
+            Some(CommandOutcome::Accepted)
         );
         let after = hazards::get(&c, &h.ticket, now)
             .unwrap()
@@ -657,11 +663,11 @@ mod tests {
         let good = r#"{"schema":"pithead/v1","msg_id":"n1","title":"停电检修","body":"明天 8:00-10:00 主井停电检修","priority":"urgent","valid_until":"2999-01-01T00:00:00Z"}"#.as_bytes();
         assert_eq!(
             handle(&c, &cfg(), "notice", good, now).ok(),
-            Some(Outcome::Accepted)
+            Some(CommandOutcome::Accepted)
         );
         assert_eq!(
             handle(&c, &cfg(), "notice", good, now).ok(),
-            Some(Outcome::Replay)
+            Some(CommandOutcome::Replay)
         );
         assert_eq!(current_notices(&c, now).map(|v| v.len()).ok(), Some(1));
         for bad in [
@@ -671,20 +677,20 @@ mod tests {
             br#"{"schema":"pithead/v1","msg_id":"n5","title":"t","body":"b","valid_until":"2999-01-01T00:00:00Z","x":1}"#,
             b"\xff\xfe not json",
         ] {
-            assert!(matches!(handle(&c, &cfg(), "notice", bad, now).ok(), Some(Outcome::Refused(_))), "{}", String::from_utf8_lossy(bad));
+            assert!(matches!(handle(&c, &cfg(), "notice", bad, now).ok(), Some(CommandOutcome::Refused(_))), "{}", String::from_utf8_lossy(bad));
         }
         assert!(matches!(
             handle(&c, &cfg(), "notice", &vec![b' '; MAX_PAYLOAD + 1], now).ok(),
-            Some(Outcome::Refused(_))
+            Some(CommandOutcome::Refused(_))
         ));
         assert!(matches!(
             handle(&c, &cfg(), "reboot", b"{}", now).ok(),
-            Some(Outcome::Refused(_))
+            Some(CommandOutcome::Refused(_))
         ));
         let expired = br#"{"schema":"pithead/v1","msg_id":"n6","title":"t","body":"b","valid_until":"2000-01-01T00:00:00Z","valid_from":"1999-01-01T00:00:00Z"}"#;
         assert_eq!(
             handle(&c, &cfg(), "notice", expired, now).ok(),
-            Some(Outcome::Accepted)
+            Some(CommandOutcome::Accepted)
         );
         assert_eq!(
             current_notices(&c, now).map(|v| v.len()).ok(),

@@ -7,7 +7,7 @@ use super::*;
 #[derive(Debug, serde::Deserialize)]
 pub struct CheckinBody {
     badge: String,
-    direction: crate::roster::Direction,
+    direction: crate::roster::Passage,
 }
 
 /// `POST /api/v1/checkins` `{badge, direction: "in"|"out"}`: recorded
@@ -18,7 +18,7 @@ pub async fn checkin(
     headers: HeaderMap,
     body: Result<Json<CheckinBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    use crate::roster::{Direction, Outcome};
+    use crate::roster::{CheckinOutcome, Passage};
     // Who goes underground is told by the kiosk, not by any phone on the
     // Wi-Fi: a check-out from elsewhere would take a miner off the roll.
     let Some(kiosk) = crate::web::guard::kiosk(&s, peer, &headers) else {
@@ -71,31 +71,31 @@ pub async fn checkin(
         })
         .await;
     let record = result?;
-    if record.outcome == Outcome::Ok
-        && direction == Direction::In
+    if record.outcome == CheckinOutcome::Ok
+        && direction == Passage::In
         && let Ok(mut clock) = s.overdue.lock()
     {
         clock.anchor(&badge, crate::time::unix_ms(at), std::time::Instant::now());
     }
     let name = record.name.clone().unwrap_or_default();
     let (status, zh, en) = match (record.outcome, direction) {
-        (Outcome::Ok, Direction::In) => (StatusCode::CREATED, format!("{name}，下井登记成功。注意安全！"), format!("{name}: checked in. Stay safe!")),
-        (Outcome::Ok, Direction::Out) => (
+        (CheckinOutcome::Ok, Passage::In) => (StatusCode::CREATED, format!("{name}，下井登记成功。注意安全！"), format!("{name}: checked in. Stay safe!")),
+        (CheckinOutcome::Ok, Passage::Out) => (
             StatusCode::CREATED,
             format!("{name}，升井登记成功，本班井下 {} 分钟。", record.minutes_underground.unwrap_or(0)),
             format!("{name}: checked out after {} minutes underground.", record.minutes_underground.unwrap_or(0)),
         ),
-        (Outcome::UnknownBadge, _) => (
+        (CheckinOutcome::UnknownBadge, _) => (
             StatusCode::NOT_FOUND,
             "卡号不在花名册中，已记录。请联系群监员。".to_owned(),
             "this badge is not on the roster; the attempt was recorded. See the station supervisor.".to_owned(),
         ),
-        (Outcome::AlreadyIn, _) => (
+        (CheckinOutcome::AlreadyIn, _) => (
             StatusCode::CONFLICT,
             format!("{name} 已于 {} 下井登记，未重复登记（已记录）。", record.underground_since.clone().unwrap_or_default()),
             format!("{name} is already checked in since {}; recorded, not repeated.", record.underground_since.clone().unwrap_or_default()),
         ),
-        (Outcome::NotIn, _) => (
+        (CheckinOutcome::NotIn, _) => (
             StatusCode::CONFLICT,
             format!("{name} 没有下井登记记录，升井已记录，请告知群监员。"),
             format!("{name} has no check-in; the check-out was recorded. Tell the station supervisor."),
