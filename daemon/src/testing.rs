@@ -17,6 +17,7 @@ pub(crate) fn one_channel_snapshot(poll: Duration, reading: Reading) -> Snapshot
             kind: ChannelKind::Ch4,
             unit: "%".into(),
             location: String::new(),
+            name: None,
             device: "d".into(),
             poll,
         }]),

@@ -41,6 +41,8 @@ pub struct ChannelInfo {
     pub unit: String,
     /// Where the sensor is.
     pub location: String,
+    /// What miners read (`[[channel]] name`), if set.
+    pub name: Option<String>,
     /// Device id.
     pub device: String,
     /// Poll interval.
@@ -233,6 +235,7 @@ pub fn start(
                 kind: c.kind,
                 unit: c.unit.clone(),
                 location: c.location.clone(),
+                name: c.name.clone(),
                 device: c.device.clone(),
                 poll: c.poll,
             })

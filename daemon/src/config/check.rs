@@ -748,6 +748,17 @@ fn channels(cfg: &Config, p: &mut Problems) {
     let mut spans: HashMap<(&str, super::Table), Vec<Taken>> = HashMap::new();
     for (i, c) in cfg.channels.iter().enumerate() {
         let k = |f: &str| format!("channel[{i}].{f}");
+        if let Some(name) = &c.name
+            && (name.trim().is_empty()
+                || name.chars().count() > 32
+                || name.chars().any(char::is_control))
+        {
+            p.add(
+                k("name"),
+                "a channel's name is 1 to 32 characters, without control characters",
+                Some("e.g. name = \"工作面瓦斯\", or leave it out to show the kind's name"),
+            );
+        }
         if !cfg.devices.iter().any(|d| d.id == c.device) {
             p.add(
                 k("device"),
@@ -930,6 +941,22 @@ mod tests {
              [[channel.level]]\nname = \"power_cut\"\nthreshold = 1.5\n"
         ));
         assert_eq!(problems(&src), vec![]);
+    }
+
+    #[test]
+    fn a_channel_name_is_short_and_printable() {
+        let named = |n: &str| {
+            base(&CH4.replace("unit = \"%\"\n", &format!("unit = \"%\"\nname = \"{n}\"\n")))
+        };
+        assert_eq!(problems(&named("工作面瓦斯")), vec![]);
+        for bad in ["", "  ", &"长".repeat(33), "a\\u0007b"] {
+            let d = problems(&named(bad));
+            assert_eq!(
+                d.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(),
+                ["channel[0].name"],
+                "{bad:?}: {d:?}"
+            );
+        }
     }
 
     #[test]

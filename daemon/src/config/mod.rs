@@ -509,6 +509,11 @@ pub struct Channel {
     /// Where the sensor is, shown to miners, e.g. `1201 回风巷`.
     #[serde(default)]
     pub location: String,
+    /// What miners read on the kiosk's tile, e.g. `工作面瓦斯` (at most 32
+    /// characters). Without it the page names the kind in its language
+    /// (甲烷, 一氧化碳, …); the id is shown small, for technicians.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Modbus table: `holding`, `input`, `coil` or `discrete`.
     pub table: Table,
     /// Register (or coil) address, counting from 0 as on the wire.

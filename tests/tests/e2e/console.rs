@@ -119,6 +119,18 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
 
     // An alarm from the simulator, acknowledged on the console.
     sim.control("set 1 input 0 120");
+    // Named as a miner would, with its place, and its value with the unit
+    // at the channel's resolution (no float noise).
+    b.wait_text(
+        "#alarm-rows",
+        wait,
+        "the alarm's name, place and value",
+        |t| {
+            t.contains("甲烷 · 1201 工作面")
+                && t.contains("1.20 %vol")
+                && !t.contains("ch4-1201-face")
+        },
+    );
     let button = b.find("#alarm-rows button[data-alarm]", wait);
     b.click(&button);
     b.wait_text("#alarm-result", wait, "acknowledged", |t| t == "已确认");
@@ -264,8 +276,8 @@ fn the_console_shows_nothing_it_does_not_know_when_the_daemon_is_gone() {
     b.open(&format!("http://{http}/console"));
     b.type_into(&b.find("#user", wait), "王班长");
     b.type_into(&b.find("#password", wait), "井口安全第一 2026\u{E007}");
-    b.wait_text("#alarm-rows", wait, "the alarm", |t| {
-        t.contains("ch4-1201-face")
+    b.wait_text("#alarm-rows", wait, "the alarm, by name and place", |t| {
+        t.contains("甲烷 · 1201 工作面")
     });
     b.click(&b.find(".tabs button[data-tab='sensors']", wait));
     b.wait_text("#sensor-tiles", wait, "a reading", |t| t.contains("1.20"));
@@ -296,7 +308,7 @@ fn the_console_shows_nothing_it_does_not_know_when_the_daemon_is_gone() {
         "#alarm-rows",
         Duration::from_secs(20),
         "the alarm again",
-        |t| t.contains("ch4-1201-face"),
+        |t| t.contains("甲烷 · 1201 工作面"),
     );
     assert!(
         b.execute("return document.getElementById('link-lost').hidden") == true,

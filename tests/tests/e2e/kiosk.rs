@@ -30,7 +30,7 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
         &sim,
         "\
          [[device]]\nid = \"sump\"\nbus = \"sim\"\nunit = 3\n\
-         [[channel]]\nid = \"water-sump\"\ndevice = \"sump\"\nkind = \"water_level\"\nunit = \"m\"\nlocation = \"中央水仓\"\n\
+         [[channel]]\nid = \"water-sump\"\ndevice = \"sump\"\nkind = \"water_level\"\nunit = \"m\"\nlocation = \"中央水仓\"\nname = \"水仓水位\"\n\
          table = \"input\"\naddress = 0\ndata_type = \"u32\"\nword_order = \"little\"\nscale = 0.001\nrange = [0.0, 20.0]\n",
     );
     let mut d = Daemon::start(dir.path(), &cfg, http);
@@ -47,6 +47,35 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
         |t| t.starts_with("0.31"),
     );
     b.wait_text("#station", wait, "the station name", |t| t == "测试站");
+    // Tiles say what a miner reads: the kind's name in Chinese (or the
+    // channel's configured name) and the place; the id only small.
+    b.wait_text(
+        "[data-channel='ch4-1201-face'] .name",
+        wait,
+        "甲烷",
+        |t| t == "甲烷",
+    );
+    b.wait_text(
+        "[data-channel='ch4-1201-face'] .loc",
+        wait,
+        "1201 工作面",
+        |t| t == "1201 工作面",
+    );
+    b.wait_text(
+        "[data-channel='water-sump'] .name",
+        wait,
+        "the configured name",
+        |t| t == "水仓水位",
+    );
+    let names: String = b
+        .execute("return [...document.querySelectorAll('#tiles .tile .name')].map(e => e.textContent).join('|')")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !names.contains("CH4") && !names.contains("WATER_LEVEL") && !names.contains("ch4-1201"),
+        "no ids or raw kinds as titles: {names}"
+    );
 
     // A badge reader types the number and Enter into the focused field.
     let badge = b.find("#badge", wait);

@@ -10,6 +10,9 @@ pub struct ChannelView {
     kind: crate::config::ChannelKind,
     unit: String,
     location: String,
+    /// What miners read (`[[channel]] name`); `null`: the page names the
+    /// kind in its language.
+    name: Option<String>,
     /// A number only when `state` is `ok`; never 0 for a missing reading.
     value: Option<f64>,
     pub(crate) state: &'static str,
@@ -29,6 +32,7 @@ pub fn channel_views(snap: &crate::acquisition::Snapshot) -> Vec<ChannelView> {
             kind: i.kind,
             unit: i.unit.clone(),
             location: i.location.clone(),
+            name: i.name.clone(),
             value: r.value,
             state: r.state.as_str(),
             detail: r.detail.as_deref().map(str::to_owned),

@@ -14,6 +14,18 @@ const Common = (() => {
       deadline: "期限",
       owner: "负责人",
       switch: "English",
+      kind_ch4: "甲烷",
+      kind_co: "一氧化碳",
+      kind_o2: "氧气",
+      kind_co2: "二氧化碳",
+      kind_h2s: "硫化氢",
+      kind_no2: "二氧化氮",
+      kind_so2: "二氧化硫",
+      kind_nh3: "氨气",
+      kind_water_level: "水位",
+      kind_temperature: "温度",
+      kind_flow: "涌水量",
+      kind_generic: "测点",
     },
     en: {
       comm_fault: "COMM FAULT",
@@ -25,9 +37,29 @@ const Common = (() => {
       deadline: "Deadline",
       owner: "Owner",
       switch: "中文",
+      kind_ch4: "Methane",
+      kind_co: "Carbon monoxide",
+      kind_o2: "Oxygen",
+      kind_co2: "Carbon dioxide",
+      kind_h2s: "Hydrogen sulphide",
+      kind_no2: "Nitrogen dioxide",
+      kind_so2: "Sulphur dioxide",
+      kind_nh3: "Ammonia",
+      kind_water_level: "Water level",
+      kind_temperature: "Temperature",
+      kind_flow: "Water inflow",
+      kind_generic: "Sensor",
     },
   };
-  return { T };
+  // What a miner reads for a channel: its configured name, else the
+  // kind's name in the page's language (never the id or a raw kind).
+  const label = (c, lang) => c.name || (T[lang] && T[lang]["kind_" + c.kind]) || T[lang].kind_generic;
+  // A value at the resolution a person reads (no float noise).
+  const formatValue = (v) => {
+    const a = Math.abs(v);
+    return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
+  };
+  return { T, label, formatValue };
 })();
 
 // Shared by the kiosk and the console: the live link to the daemon.

@@ -260,9 +260,20 @@ function showLost() {
   $("device-rows").replaceChildren(lostRow(3));
 }
 
+// The channels by id, for names, places and units beside alarms.
+let channelsById = {};
+function channelText(id) {
+  const c = channelsById[id];
+  return c ? Common.label(c, lang) + (c.location ? " · " + c.location : "") : id;
+}
+function valueText(v, id) {
+  const c = channelsById[id];
+  return Common.formatValue(v) + (c && c.unit ? " " + c.unit : "");
+}
 async function alarms() {
-  const { data } = await api("GET", "/api/v1/alarms");
+  const [{ data }, { data: chans }] = await Promise.all([api("GET", "/api/v1/alarms"), api("GET", "/api/v1/channels")]);
   if (linkLost) return;
+  if (Array.isArray(chans)) channelsById = Object.fromEntries(chans.map((c) => [c.id, c]));
   const list = Array.isArray(data) ? data : [];
   const active = list.filter((a) => a.state !== "cleared");
   const body = $("alarm-rows"); body.replaceChildren();
@@ -274,12 +285,12 @@ async function alarms() {
       button.dataset.alarm = a.id;
       button.addEventListener("click", () => ack(a.id));
     }
-    body.append(row([a.channel, t(a.level), t(a.state), a.value ?? t(a.reading_state), time(a.raised_at), a.acknowledged_by, button], a.level));
+    body.append(row([channelText(a.channel), t(a.level), t(a.state), typeof a.value === "number" ? valueText(a.value, a.channel) : t(a.reading_state), time(a.raised_at), a.acknowledged_by, button], a.level));
   }
   if (!active.length) body.append(row([t("no_data")]));
   const hist = $("history-rows"); hist.replaceChildren();
   for (const a of list.filter((a) => a.state === "cleared").slice(0, 100)) {
-    hist.append(row([a.channel, t(a.level), time(a.raised_at), a.acknowledged_by, time(a.cleared_at)], a.level));
+    hist.append(row([channelText(a.channel), t(a.level), time(a.raised_at), a.acknowledged_by, time(a.cleared_at)], a.level));
   }
 }
 
@@ -374,11 +385,12 @@ async function sensors() {
   for (const c of Array.isArray(chans) ? chans : []) {
     const tile = el("div", null, "tile " + (c.state === "ok" ? "ok" : "fault"));
     tile.dataset.channel = c.id;
-    tile.append(el("div", c.id, "name"));
-    tile.append(el("div", c.state === "ok" ? c.value.toFixed(2) + " " + c.unit : t(c.state), "value"));
+    tile.append(el("div", Common.label(c, lang), "name"));
+    tile.append(el("div", c.state === "ok" && typeof c.value === "number" ? Common.formatValue(c.value) + " " + c.unit : t(c.state), "value"));
     tile.append(el("div", c.location, "loc"));
+    tile.append(el("div", c.id, "id"));
     tiles.append(tile);
-    const o = el("option", c.id); o.value = c.id; sel.append(o);
+    const o = el("option", Common.label(c, lang) + " · " + c.id); o.value = c.id; sel.append(o);
   }
   if (chosen) sel.value = chosen;
   if (sel.value) await trend(sel.value);

@@ -124,7 +124,7 @@ function render(s) {
     tile.className = "tile " + (linkLost ? "nodata" : c.level);
     tile.dataset.channel = c.id;
     tile.dataset.state = linkLost ? "no_data" : c.state;
-    const name = document.createElement("div"); name.className = "name"; name.textContent = c.kind.toUpperCase() + " · " + c.id;
+    const name = document.createElement("div"); name.className = "name"; name.textContent = Common.label(c, lang);
     const value = document.createElement("div"); value.className = "value";
     if (linkLost) {
       value.textContent = t("no_reading");
@@ -137,7 +137,9 @@ function render(s) {
       value.textContent = t(c.state);
     }
     const loc = document.createElement("div"); loc.className = "loc"; loc.textContent = c.location;
-    tile.append(name, value, loc);
+    // The id, small, for the technicians.
+    const id = document.createElement("div"); id.className = "id"; id.textContent = c.id;
+    tile.append(name, value, loc, id);
     tiles.append(tile);
   }
   $("beacon").className = "beacon " + (linkLost ? "unknown" : s.beacon);
@@ -158,10 +160,7 @@ function lost() {
   }
 }
 
-function formatValue(v) {
-  const a = Math.abs(v);
-  return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
-}
+const formatValue = Common.formatValue;
 
 function connect() {
   Live.start("/api/v1/stream", {
