@@ -63,6 +63,10 @@ pub enum Command {
     /// Manage supervisor accounts for the console. The password is read
     /// from standard input (one line), so it never shows in a process list.
     User {
+        /// The data directory to manage, instead of the one in `--config`
+        /// (e.g. the demo's, as `pithead demo` prints it).
+        #[arg(long, global = true)]
+        data: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
         action: UserAction,
@@ -204,8 +208,12 @@ pub fn run(cli: Cli) -> ExitCode {
             scenario,
             mqtt,
         } => demo(http, data, scenario, mqtt),
-        Command::User { action } => match config::load_file(&cli.config) {
-            Ok(cfg) => user(&cfg, action),
+        Command::User {
+            data: Some(dir),
+            action,
+        } => user(&dir, action),
+        Command::User { data: None, action } => match config::load_file(&cli.config) {
+            Ok(cfg) => user(&cfg.storage.data_dir, action),
             Err(e) => config_failure(&e),
         },
         Command::Tls {
@@ -379,15 +387,25 @@ fn demo(
         Ok(cfg) => cfg,
         Err(e) => return config_failure(&e),
     };
+    // A supervisor for the console, with a password made now (never a
+    // fixed default), printed below.
+    let password: String = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    if let Err(e) = demo_supervisor(&data_dir, &password) {
+        eprintln!("cannot create the demo's supervisor: {e}");
+        return ExitCode::FAILURE;
+    }
     eprintln!(
         "Pithead demo — station \"{}\", scenario {scenario:?}\n  \
          live readings: http://{http}/api/v1/channels   alarms: http://{http}/api/v1/alarms\n  \
          outputs (virtual siren, beacon, relay): http://{http}/api/v1/outputs   metrics: http://{http}/metrics\n  \
          acknowledge: curl -X POST -H 'Authorization: Bearer {token}' -d '{{\"by\":\"王班长\"}}' \\\n    \
          -H 'Content-Type: application/json' http://{http}/api/v1/alarms/ID/ack\n  \
-         simulator control: {} (see docs/SIMULATOR.md)   data: {}\n  Press Ctrl-C to stop.",
+         simulator control: {} (see docs/SIMULATOR.md)   data: {}\n  \
+         console: http://{http}/console   user: {DEMO_SUPERVISOR}   password: {password}\n  \
+         more supervisors: pithead user add NAME --data {}\n  Press Ctrl-C to stop.",
         cfg.station.name,
         control_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        data_dir.display(),
         data_dir.display()
     );
     daemon(cfg, move |shutdown| {
@@ -406,6 +424,30 @@ fn demo(
             }
         });
         Ok(())
+    })
+}
+
+/// The demo's supervisor.
+const DEMO_SUPERVISOR: &str = "演示主管";
+
+/// Creates (or resets) the demo's supervisor with `password`.
+fn demo_supervisor(data_dir: &Path, password: &str) -> Result<(), String> {
+    let hash = crate::auth::hash(password)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let store = crate::store::Store::open(data_dir).map_err(|e| e.to_string())?;
+        let r = store
+            .write(crate::store::Durability::Acknowledged, move |c| {
+                // Added the first time, its password replaced at each demo.
+                let exists = crate::auth::stored_hash(c, DEMO_SUPERVISOR)?.is_some();
+                crate::auth::set_user(c, DEMO_SUPERVISOR, &hash, exists)
+            })
+            .await;
+        store.close().await;
+        r.map(|_| ()).map_err(|e| e.to_string())
     })
 }
 
@@ -612,7 +654,7 @@ fn roster_import(cfg: &Config, file: &Path) -> ExitCode {
     }
 }
 
-fn user(cfg: &Config, action: UserAction) -> ExitCode {
+fn user(data_dir: &Path, action: UserAction) -> ExitCode {
     let (name, replace) = match action {
         UserAction::Add { name } => (name, false),
         UserAction::Passwd { name } => (name, true),
@@ -661,7 +703,7 @@ fn user(cfg: &Config, action: UserAction) -> ExitCode {
     };
     let who = name.clone();
     let result = runtime.block_on(async {
-        let store = crate::store::Store::open(&cfg.storage.data_dir)?;
+        let store = crate::store::Store::open(data_dir)?;
         let r = store
             .write(crate::store::Durability::Acknowledged, move |c| {
                 crate::auth::set_user(c, &who, &hash, replace)

@@ -552,8 +552,74 @@ fn the_demo_runs_the_simulator_and_reads_every_channel() {
         (0.2..0.4).contains(&ch4),
         "normal methane at the face: {ch4}"
     );
+    // The console of the demo in one command: it printed a supervisor with
+    // a password made for this run, and that logs in.
+    let printed = std::fs::read_to_string(dir.path().join("demo.log")).unwrap();
+    let line = printed
+        .lines()
+        .find(|l| l.contains("/console"))
+        .unwrap_or_else(|| panic!("no console line: {printed}"));
+    let password = line
+        .split("password: ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no password: {line}"));
+    assert!(
+        line.contains("user: 演示主管") && password.len() >= 10,
+        "{line}"
+    );
+    let login = |user: &str, password: &str| {
+        pithead_e2e::http_request(
+            http,
+            "POST",
+            "/api/v1/session",
+            &[],
+            &serde_json::json!({ "user": user, "password": password }).to_string(),
+        )
+        .unwrap()
+    };
+    let (s, b) = login("演示主管", password);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(login("演示主管", "0123456789abcdef").0, 401);
+    // `pithead user add NAME --data DIR`, as the demo says, without a
+    // configuration file.
+    let add = std::process::Command::new(pithead_e2e::pithead_bin())
+        .args(["user", "add", "李班长", "--data"])
+        .arg(dir.path().join("data"))
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin("第二位主管的口令 2026\n");
+    assert!(add.0.success(), "{}", add.1);
+    let (s, b) = login("李班长", "第二位主管的口令 2026");
+    assert_eq!(s, 200, "{b}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs a command with `input` on its standard input: (status, stderr).
+trait WithStdin {
+    fn output_with_stdin(&mut self, input: &str) -> (std::process::ExitStatus, String);
+}
+
+impl WithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &str) -> (std::process::ExitStatus, String) {
+        use std::io::Write as _;
+        let mut child = self
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 }
 
 /// How the hostile RS-485 device answers unit 1.
