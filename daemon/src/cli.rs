@@ -433,21 +433,49 @@ const DEMO_SUPERVISOR: &str = "演示主管";
 /// Creates (or resets) the demo's supervisor with `password`.
 fn demo_supervisor(data_dir: &Path, password: &str) -> Result<(), String> {
     let hash = crate::auth::hash(password)?;
+    save_user(data_dir, DEMO_SUPERVISOR, hash, Mode::AddOrReplace)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// How [`save_user`] treats an existing supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Only a new one (refused if the name exists).
+    Add,
+    /// Only an existing one (refused if the name does not).
+    Replace,
+    /// Either (the demo's, reset at each run).
+    AddOrReplace,
+}
+
+/// Stores a supervisor's password hash in the database of `data_dir`;
+/// `true` when the supervisor was added, `false` when replaced.
+fn save_user(
+    data_dir: &Path,
+    name: &str,
+    hash: String,
+    mode: Mode,
+) -> Result<bool, crate::store::StoreError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::store::StoreError::Rejected(format!("cannot start a runtime: {e}")))?;
+    let who = name.to_owned();
     runtime.block_on(async {
-        let store = crate::store::Store::open(data_dir).map_err(|e| e.to_string())?;
+        let store = crate::store::Store::open(data_dir)?;
         let r = store
             .write(crate::store::Durability::Acknowledged, move |c| {
-                // Added the first time, its password replaced at each demo.
-                let exists = crate::auth::stored_hash(c, DEMO_SUPERVISOR)?.is_some();
-                crate::auth::set_user(c, DEMO_SUPERVISOR, &hash, exists)
+                let replace = match mode {
+                    Mode::Add => false,
+                    Mode::Replace => true,
+                    Mode::AddOrReplace => crate::auth::stored_hash(c, &who)?.is_some(),
+                };
+                crate::auth::set_user(c, &who, &hash, replace)
             })
             .await;
         store.close().await;
-        r.map(|_| ()).map_err(|e| e.to_string())
+        r
     })
 }
 
@@ -697,21 +725,12 @@ fn user(data_dir: &Path, action: UserAction) -> ExitCode {
             return ExitCode::from(EXIT_DATA);
         }
     };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let who = name.clone();
-    let result = runtime.block_on(async {
-        let store = crate::store::Store::open(data_dir)?;
-        let r = store
-            .write(crate::store::Durability::Acknowledged, move |c| {
-                crate::auth::set_user(c, &who, &hash, replace)
-            })
-            .await;
-        store.close().await;
-        r
-    });
+    let result = save_user(
+        data_dir,
+        &name,
+        hash,
+        if replace { Mode::Replace } else { Mode::Add },
+    );
     match result {
         Ok(true) => {
             println!("supervisor {name} added");

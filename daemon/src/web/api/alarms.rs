@@ -1,6 +1,5 @@
 //! Alarms: the list (redacted for anyone but a supervisor) and acknowledgement.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Query of `GET /api/v1/alarms`.

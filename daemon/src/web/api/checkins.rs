@@ -1,6 +1,5 @@
 //! Check-ins and check-outs (kiosks only), who is underground, check-out by hand.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Body of `POST /api/v1/checkins`.

@@ -1,6 +1,5 @@
 //! Hazard reports: the kiosk's report and lookup, the photo, the supervisors' list and steps.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Largest JSON report body.

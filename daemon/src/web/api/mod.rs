@@ -27,9 +27,7 @@ pub use roster::*;
 pub use session::*;
 pub use telemetry::*;
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::kiosk_keys::constant_time_eq;
 
 /// Who is acting, as authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,5 @@
 //! The roster: read it, replace it from a CSV.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// `GET /api/v1/roster`: the active roster.

@@ -1,6 +1,5 @@
 //! Console sessions: log in, who am I, log out.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Body of `POST /api/v1/session`.

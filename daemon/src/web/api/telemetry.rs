@@ -1,6 +1,5 @@
 //! Readings, devices, trends, outputs, the uplink, notices and `/metrics`.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// One channel as the API shows it: the stable contract of `docs/API.md`.
