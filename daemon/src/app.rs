@@ -149,6 +149,7 @@ pub async fn run(
         kiosk_keys: Arc::default(),
         hosts: Arc::new(crate::web::guard::allowed_hosts(&config.http)),
         roster_ready,
+        zone: config.station.zone(),
     };
     tracker.spawn(web(state, http_stats, shutdown.clone()));
 

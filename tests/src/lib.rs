@@ -226,6 +226,41 @@ pub fn face_station(dir: &Path, http: SocketAddr, sim: &Simulator, extra: &str) 
     )
 }
 
+/// The demo station's own configuration (`config/demo.toml`: ten channels
+/// on three devices, as `pithead demo` runs it) reading the simulator, in
+/// the time zone `Asia/Shanghai`, with the demo roster; `extra` is added.
+pub fn demo_station(dir: &Path, http: SocketAddr, sim: &Simulator, extra: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let demo = std::fs::read_to_string(root.join("config/demo.toml")).unwrap();
+    let roster = dir.join("roster.csv");
+    std::fs::copy(root.join("config/roster-demo.csv"), &roster).unwrap();
+    let data = dir.join("data");
+    let cfg = demo
+        .replacen(
+            "name = \"示范井口安全工作站\"\n",
+            "name = \"示范井口安全工作站\"\ntimezone = \"Asia/Shanghai\"\n",
+            1,
+        )
+        .replacen(
+            "data_dir = \"/tmp/pithead-demo\"",
+            &format!("data_dir = \"{}\"", data.display()),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:8080\"",
+            &format!(
+                "listen = \"{http}\"\n[roster]\nfile = \"{}\"",
+                roster.display()
+            ),
+            1,
+        )
+        .replacen("port = 5020", &format!("port = {}", sim.modbus.port()), 1)
+        .replacen("self_test = true", "self_test = false", 1)
+        .replacen("warm_up = \"2s\"", "warm_up = \"0s\"", 1);
+    assert!(cfg.contains("Asia/Shanghai") && cfg.contains(&sim.modbus.port().to_string()));
+    format!("{cfg}\n{extra}")
+}
+
 /// Writes a secret file as `validate` wants it: readable by its owner only.
 pub fn write_secret(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt as _;

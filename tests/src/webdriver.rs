@@ -53,6 +53,9 @@ impl Browser {
                         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                         "--disable-quic", "--no-first-run", "--disable-background-networking",
                         "--disable-component-update", "--disable-sync", "--lang=zh-CN",
+                        // As a kiosk's browser is started: its tones sound
+                        // without a first touch.
+                        "--autoplay-policy=no-user-gesture-required",
                         format!("--window-size={width},{height}"),
                         format!("--user-data-dir={}", profile.path().display()),
                     ]
@@ -70,6 +73,21 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {v}"))
             .to_owned();
+        // The window holds more than the page: grow it so that the page's
+        // viewport is `width`×`height`, as on a kiosk's screen.
+        let inner = b.execute("return [innerWidth, innerHeight]");
+        let (iw, ih) = (
+            inner[0].as_i64().unwrap_or(0),
+            inner[1].as_i64().unwrap_or(0),
+        );
+        let (w, h) = (i64::from(width), i64::from(height));
+        if (iw, ih) != (w, h) && iw > 0 && ih > 0 {
+            b.call(
+                "POST",
+                &b.s("/window/rect"),
+                &json!({ "width": 2 * w - iw, "height": 2 * h - ih }),
+            );
+        }
         b
     }
 

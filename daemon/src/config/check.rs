@@ -44,6 +44,7 @@ impl Problems {
 pub fn check(cfg: &Config) -> Vec<Problem> {
     let mut p = Problems::default();
     station(cfg, &mut p);
+    kiosk(cfg, &mut p);
     storage(cfg, &mut p);
     http(cfg, &mut p);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
@@ -112,6 +113,34 @@ fn is_id(s: &str) -> bool {
 
 const ID_HINT: &str = "use 1 to 64 letters, digits, '-' or '_' (no spaces, no '/')";
 
+const TZ_HINT: &str = "an IANA name such as \"Asia/Shanghai\"; leave it out to use the box's own";
+
+fn kiosk(cfg: &Config, p: &mut Problems) {
+    let k = &cfg.kiosk;
+    if !(50..=1000).contains(&k.screen_width_mm) {
+        p.add(
+            "kiosk.screen_width_mm",
+            format!("{} mm is not the width of a kiosk screen", k.screen_width_mm),
+            Some("measure the visible width of the screen: 154 for the 7-inch Raspberry Pi display, 217 for the 10-inch"),
+        );
+    }
+    for level in ["fault", "warning", "alarm", "power_cut", "power_cut_fault"] {
+        let Some(said) = k.advice.for_level(level) else {
+            continue;
+        };
+        for (lang, text) in [("zh", &said.zh), ("en", &said.en)] {
+            let n = text.chars().count();
+            if text.trim().is_empty() || n > 120 || text.chars().any(char::is_control) {
+                p.add(
+                    format!("kiosk.advice.{level}.{lang}"),
+                    format!("must be 1 to 120 characters on one line (it has {n})"),
+                    Some("one short instruction a miner reads at a glance, e.g. \"超限已断电，人员立即撤离\""),
+                );
+            }
+        }
+    }
+}
+
 fn station(cfg: &Config, p: &mut Problems) {
     for (key, value) in [
         ("station.county", &cfg.station.county),
@@ -125,6 +154,22 @@ fn station(cfg: &Config, p: &mut Problems) {
             );
         } else if !is_id(value) {
             p.add(key, format!("`{value}` is not a valid id"), Some(ID_HINT));
+        }
+    }
+    if let Some(z) = &cfg.station.timezone {
+        let zoneinfo = Path::new("/usr/share/zoneinfo");
+        if !super::is_zone_name(z) {
+            p.add(
+                "station.timezone",
+                format!("`{z}` is not a time zone name"),
+                Some(TZ_HINT),
+            );
+        } else if zoneinfo.is_dir() && !zoneinfo.join(z).is_file() {
+            p.add(
+                "station.timezone",
+                format!("no time zone `{z}` in /usr/share/zoneinfo"),
+                Some(TZ_HINT),
+            );
         }
     }
     if cfg.station.name.trim().is_empty() {

@@ -384,6 +384,44 @@ mod tests {
     }
 
     #[test]
+    fn kiosk_advice_time_zone_and_screen_are_checked_where_written() {
+        let src = format!(
+            "{MINIMAL}timezone = \"Asia/Nowhere\"\n[kiosk]\nscreen_width_mm = 7\n\
+             [kiosk.advice]\npower_cut = {{ zh = \"\", en = \"Leave now\" }}\n\
+             alarm = {{ zh = \"撤离\" }}\n"
+        );
+        let d = errors(&src);
+        // serde names the missing half first; the rules wait for a whole file.
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].key, "kiosk.advice.alarm");
+        assert!(d[0].message.contains("en"), "{}", d[0].message);
+        let src = src.replace("alarm = { zh = \"撤离\" }\n", "");
+        let d = errors(&src);
+        let keys: Vec<(&str, usize)> = d.iter().map(|d| (d.key.as_str(), d.line)).collect();
+        let zoneinfo = Path::new("/usr/share/zoneinfo").is_dir();
+        let mut want = vec![
+            ("kiosk.screen_width_mm", 9),
+            ("kiosk.advice.power_cut.zh", 11),
+        ];
+        if zoneinfo {
+            want.insert(0, ("station.timezone", 7));
+        }
+        assert_eq!(keys, want, "{d:?}");
+        // A good zone and the defaults load; the defaults are all there.
+        let cfg = load_str(
+            &format!("{MINIMAL}timezone = \"Asia/Shanghai\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.station.zone().as_deref(), Some("Asia/Shanghai"));
+        assert_eq!(cfg.kiosk.screen_width_mm, 154);
+        assert!(cfg.kiosk.advice.power_cut.zh.contains("断电"));
+        for level in ["fault", "warning", "alarm", "power_cut", "power_cut_fault"] {
+            assert!(cfg.kiosk.advice.for_level(level).is_some(), "{level}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_located() {
         let src = format!("{MINIMAL}[http]\nlisten = \"127.0.0.1:80\"\nlistn = 1\n");
         let d = errors(&src);

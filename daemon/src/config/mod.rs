@@ -146,6 +146,47 @@ pub struct Station {
     pub id: String,
     /// Name shown on the kiosk and console.
     pub name: String,
+    /// The station's time zone (IANA name, e.g. `Asia/Shanghai`): every time
+    /// on the kiosk and the console is shown in it. Unset: the box's own.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+impl Station {
+    /// The time zone pages show times in: the configured one, else the
+    /// box's own (`TZ`, `/etc/timezone`, or where `/etc/localtime` points);
+    /// `None` when neither says (the page then uses its browser's).
+    pub fn zone(&self) -> Option<String> {
+        if let Some(z) = &self.timezone {
+            return Some(z.clone());
+        }
+        let tz = std::env::var("TZ")
+            .ok()
+            .map(|z| z.trim_start_matches(':').to_owned());
+        if let Some(z) = tz.filter(|z| is_zone_name(z)) {
+            return Some(z);
+        }
+        if let Ok(z) = std::fs::read_to_string("/etc/timezone")
+            && is_zone_name(z.trim())
+        {
+            return Some(z.trim().to_owned());
+        }
+        let link = std::fs::read_link("/etc/localtime").ok()?;
+        let link = link.to_string_lossy();
+        let (_, z) = link.split_once("zoneinfo/")?;
+        is_zone_name(z).then(|| z.to_owned())
+    }
+}
+
+/// Whether `z` looks like an IANA zone name (`Asia/Shanghai`, `UTC`,
+/// `Etc/GMT-8`).
+pub fn is_zone_name(z: &str) -> bool {
+    !z.is_empty()
+        && z.len() <= 64
+        && !z.starts_with('/')
+        && !z.contains("..")
+        && z.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'))
 }
 
 /// Data directory and retention.
@@ -268,6 +309,13 @@ pub struct Kiosk {
     /// from loopback or from a client presenting one of these keys
     /// (`X-Kiosk-Key`), and each record says which kiosk made it.
     pub keys_file: Option<PathBuf>,
+    /// Width of the kiosk's screen in millimetres (154 for the official
+    /// 7-inch Raspberry Pi display), so that every touch target is at least
+    /// 15 mm wide and high on it.
+    pub screen_width_mm: u32,
+    /// What the alarm banner tells miners to do, per level: the mine's own
+    /// rules, in both languages.
+    pub advice: Advice,
 }
 
 impl Default for Kiosk {
@@ -275,6 +323,87 @@ impl Default for Kiosk {
         Self {
             language: Language::ZhCn,
             keys_file: None,
+            screen_width_mm: 154,
+            advice: Advice::default(),
+        }
+    }
+}
+
+/// One instruction, in both languages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Said {
+    /// Simplified Chinese.
+    pub zh: String,
+    /// English.
+    pub en: String,
+}
+
+impl Said {
+    fn new(zh: &str, en: &str) -> Self {
+        Self {
+            zh: zh.to_owned(),
+            en: en.to_owned(),
+        }
+    }
+}
+
+/// The alarm banner's instruction per level (`[kiosk.advice]`). The
+/// defaults follow common practice; a mine writes its own rules here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Advice {
+    /// A sensor that cannot be read (断线, 故障).
+    pub fault: Said,
+    /// A warning level (预警).
+    pub warning: Said,
+    /// An alarm level (报警).
+    pub alarm: Said,
+    /// A power-cut level (断电).
+    pub power_cut: Said,
+    /// Power cut because a channel guarding it cannot be read (断线 or
+    /// 故障 on a power-cut channel: the fail-safe cut, not a gas reading).
+    pub power_cut_fault: Said,
+}
+
+impl Default for Advice {
+    fn default() -> Self {
+        Self {
+            fault: Said::new(
+                "监测故障：已通知维修，请按规定携带便携仪人工检测",
+                "Monitoring fault: maintenance is called; measure by hand with a portable detector as the rules require",
+            ),
+            warning: Said::new(
+                "浓度接近限值：加强通风，注意观察，做好撤离准备",
+                "Close to the limit: more ventilation, watch closely, be ready to leave",
+            ),
+            alarm: Said::new(
+                "超限报警：停止作业，撤至新鲜风流处，听从指挥",
+                "Over the limit: stop work, move to fresh air, follow the supervisor",
+            ),
+            power_cut: Said::new(
+                "超限已断电，人员立即撤离",
+                "Over the limit, power is cut: everyone leave now",
+            ),
+            power_cut_fault: Said::new(
+                "监测中断，已安全断电：人员撤出该区域，待人工检测确认后再进入",
+                "Monitoring lost, power cut for safety: leave the area until the gas is measured by hand",
+            ),
+        }
+    }
+}
+
+impl Advice {
+    /// The instruction for a level (`fault`, `warning`, `alarm`,
+    /// `power_cut`, `power_cut_fault`).
+    pub fn for_level(&self, level: &str) -> Option<&Said> {
+        match level {
+            "power_cut_fault" => Some(&self.power_cut_fault),
+            "fault" => Some(&self.fault),
+            "warning" => Some(&self.warning),
+            "alarm" => Some(&self.alarm),
+            "power_cut" => Some(&self.power_cut),
+            _ => None,
         }
     }
 }

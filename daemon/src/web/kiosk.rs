@@ -61,7 +61,10 @@ pub async fn page(State(s): State<AppState>) -> Response {
         Language::ZhCn => "zh-CN",
         Language::En => "en",
     };
-    with_headers("text/html; charset=utf-8", HTML.replace("@LANG@", lang))
+    let html = HTML
+        .replace("@LANG@", lang)
+        .replace("@SCREEN_MM@", &s.config.kiosk.screen_width_mm.to_string());
+    with_headers("text/html; charset=utf-8", html)
 }
 
 /// `GET /assets/kiosk.js`.
@@ -96,20 +99,64 @@ pub async fn style() -> Response {
     with_headers("text/css; charset=utf-8", CSS.to_owned())
 }
 
-/// One channel on the kiosk: the API's view and the tile's colour.
+/// One channel on the kiosk: the API's view, its worst alarm level and the
+/// state the tile says in words.
 #[derive(Debug, Serialize)]
 struct Tile {
     #[serde(flatten)]
     view: super::api::ChannelView,
-    /// `ok`, `fault`, `warning`, `alarm` or `power_cut`.
+    /// `ok`, `fault`, `warning`, `alarm` or `power_cut`: the worst alarm on
+    /// the channel (`fault` for a reading it does not have).
     level: &'static str,
+    /// What the tile says in words ([`status`]).
+    status: &'static str,
 }
 
-/// What the kiosk shows.
+/// The tile's word: the worst alarm if there is one, else what the reading
+/// is. One of `ok`, `warning`, `alarm`, `power_cut`, `comm_fault`, `fault`,
+/// `warming_up`, `calibrating` (正常 预警 报警 断电 断线 故障 预热 标校), each
+/// with its own shape on the page.
+pub(super) fn status(level: &str, reading: &str) -> &'static str {
+    match level {
+        "power_cut" => "power_cut",
+        "alarm" => "alarm",
+        "warning" => "warning",
+        _ => match reading {
+            "ok" => "ok",
+            "comm_fault" | "stale" => "comm_fault",
+            "warming_up" => "warming_up",
+            "calibrating" => "calibrating",
+            _ => "fault",
+        },
+    }
+}
+
+/// The banner across the kiosk while any channel alarm is active: the
+/// worst one, and what to do.
+#[derive(Debug, Serialize)]
+struct Banner {
+    /// The channel (its tile has the name, place and value).
+    channel: String,
+    /// `fault`, `warning`, `alarm` or `power_cut`.
+    level: &'static str,
+    /// The site's instruction for that level (`[kiosk.advice]`).
+    advice: crate::config::Said,
+    /// How many other channels have an alarm.
+    more: usize,
+}
+
+/// What the kiosk and the console follow live.
 #[derive(Debug, Serialize)]
 struct KioskState {
     station: String,
+    /// IANA time zone the pages show times in (`null`: the browser's).
+    timezone: Option<String>,
     beacon: Beacon,
+    /// Siren, beacon and relay as driven now.
+    outputs: crate::alarm::engine::Outputs,
+    /// Alarms nobody has acknowledged yet (the console sounds while any).
+    unacknowledged: usize,
+    banner: Option<Banner>,
     channels: Vec<Tile>,
     /// The disk is full: check-ins and reports are refused until space is
     /// freed (alarms are not affected).
@@ -129,6 +176,39 @@ fn severity(level: &str) -> u8 {
 fn state_of(s: &AppState) -> KioskState {
     let alarms = s.alarms.state.borrow().clone();
     let views = super::api::channel_views(&s.acquisition.snapshot.borrow());
+    // The worst channel alarm: by level, then unacknowledged first, then
+    // the latest.
+    let mut worst: Option<&crate::alarm::AlarmView> = None;
+    let mut alarmed = std::collections::BTreeSet::new();
+    for a in &alarms.alarms {
+        if severity(a.level) == 0 || !views.iter().any(|v| v.id == a.channel) {
+            continue;
+        }
+        alarmed.insert(a.channel.as_str());
+        let key = |a: &crate::alarm::AlarmView| {
+            (
+                severity(a.level),
+                a.acknowledged_by.is_none(),
+                a.raised_at.clone(),
+            )
+        };
+        if worst.is_none_or(|w| key(a) > key(w)) {
+            worst = Some(a);
+        }
+    }
+    let banner = worst.and_then(|a| {
+        Some(Banner {
+            channel: a.channel.clone(),
+            level: a.level,
+            // A cut because the sensor is lost is not a gas reading.
+            advice: if a.level == "power_cut" && a.reading_state != "ok" {
+                s.config.kiosk.advice.power_cut_fault.clone()
+            } else {
+                s.config.kiosk.advice.for_level(a.level)?.clone()
+            },
+            more: alarmed.len() - 1,
+        })
+    });
     let channels = views
         .into_iter()
         .map(|view| {
@@ -138,12 +218,25 @@ fn state_of(s: &AppState) -> KioskState {
                     level = a.level;
                 }
             }
-            Tile { view, level }
+            let status = status(level, view.state);
+            Tile {
+                view,
+                level,
+                status,
+            }
         })
         .collect();
     KioskState {
         station: s.config.station.name.clone(),
+        timezone: s.zone.clone(),
         beacon: alarms.outputs.beacon,
+        outputs: alarms.outputs,
+        unacknowledged: alarms
+            .alarms
+            .iter()
+            .filter(|a| a.acknowledged_by.is_none())
+            .count(),
+        banner,
         channels,
         storage_full: s.store.disk_full(),
     }

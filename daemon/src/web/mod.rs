@@ -56,6 +56,9 @@ pub struct AppState {
     /// then check-ins are refused (503, not recorded) and `/healthz` says
     /// `starting`.
     pub roster_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The station's time zone ([`crate::config::Station::zone`]), found
+    /// once at the start.
+    pub zone: Option<String>,
 }
 
 /// The whole HTTP interface.
@@ -101,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices", get(api::devices))
         .route("/api/v1/alarms", get(api::alarms))
         .route("/api/v1/alarms/{id}/ack", post(api::ack))
+        .route("/api/v1/alarms/ack-all", post(api::ack_all))
         .route("/api/v1/notices", get(api::notices))
         .route("/api/v1/uplink", get(api::uplink))
         .route("/api/v1/underground", get(api::underground))

@@ -56,7 +56,7 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
     let beats = crate::heartbeat::Heartbeats::new();
     let (acquisition, _batches) =
         crate::acquisition::start(&cfg, Instant::now(), &beats, &tracker, &shutdown);
-    let (alarms, _supervisor, _events) = crate::alarm::start(
+    let (alarms, _supervisor, events) = crate::alarm::start(
         &cfg,
         acquisition.snapshot.clone(),
         Arc::clone(&acquisition.changes),
@@ -66,6 +66,13 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
     )
     .unwrap();
     let store = store(&cfg.storage.data_dir);
+    // Alarm events are recorded as in the daemon (acknowledgements answer
+    // once recorded).
+    tracker.spawn(crate::alarm::record(
+        store.clone(),
+        Arc::clone(&cfg),
+        events,
+    ));
     let state = AppState {
         sessions: Arc::new(crate::auth::Sessions::default()),
         limiter: Arc::new(super::limit::Limiter::default()),
@@ -83,6 +90,7 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
         ),
         hosts: Arc::new(super::guard::allowed_hosts(&cfg.http)),
         roster_ready: Arc::new(AtomicBool::new(!loading)),
+        zone: Some("Asia/Shanghai".into()),
     };
     Station {
         state,
@@ -400,4 +408,103 @@ async fn the_lan_is_rate_limited_other_hosts_and_sites_refused_and_unknowns_name
     let (s, j, _) = send(&st, LOOPBACK, "GET", "/api/v1/hazards/%2E%2E", &[], "").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{j}");
     refusal(&j, "bad_ticket");
+}
+
+#[tokio::test]
+async fn acknowledge_all_records_each_alarm_nobody_acknowledged_and_names_who() {
+    let st = station().await;
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    // Nothing to acknowledge: an empty answer, not an error.
+    let (s, j, _) = send(
+        &st,
+        LOOPBACK,
+        "POST",
+        "/api/v1/alarms/ack-all",
+        &auth,
+        r#"{"by":"李主管"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["acknowledged"], serde_json::json!([]));
+    // Two overdue miners: two alarms nobody acknowledged.
+    st.state
+        .alarms
+        .commands
+        .send(crate::alarm::Command::Overdue(vec![
+            "worker:0001".into(),
+            "worker:0002".into(),
+        ]))
+        .await
+        .unwrap();
+    let mut rx = st.state.alarms.state.clone();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        rx.wait_for(|a| {
+            a.alarms
+                .iter()
+                .filter(|a| a.acknowledged_by.is_none())
+                .count()
+                == 2
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // Without a supervisor, refused; with the token but no name, refused.
+    let (s, j, _) = send(&st, LOOPBACK, "POST", "/api/v1/alarms/ack-all", &[], "{}").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    refusal(&j, "unauthorized");
+    let (s, j, _) = send(&st, LOOPBACK, "POST", "/api/v1/alarms/ack-all", &auth, "{}").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    refusal(&j, "bad_name");
+    let (s, j, _) = send(
+        &st,
+        LOOPBACK,
+        "POST",
+        "/api/v1/alarms/ack-all",
+        &auth,
+        r#"{"by":"李主管"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["acknowledged"].as_array().map(Vec::len), Some(2), "{j}");
+    assert_eq!(j["failed"], serde_json::json!([]));
+    let now = st.state.alarms.state.borrow().clone();
+    assert!(
+        now.alarms
+            .iter()
+            .all(|a| a.acknowledged_by.as_deref() == Some("李主管")),
+        "{:?}",
+        now.alarms
+    );
+    // Recorded: the store holds both acknowledgements.
+    let acked: i64 = st
+        .state
+        .store
+        .read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM alarms WHERE acked_by = '李主管' AND acked_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(Into::into)
+        })
+        .await
+        .unwrap();
+    assert_eq!(acked, 2);
+}
+
+#[test]
+fn a_tile_says_its_state_in_words_worst_alarm_first() {
+    use super::kiosk::status;
+    assert_eq!(status("ok", "ok"), "ok");
+    assert_eq!(status("fault", "comm_fault"), "comm_fault");
+    assert_eq!(status("fault", "stale"), "comm_fault");
+    assert_eq!(status("fault", "out_of_range"), "fault");
+    assert_eq!(status("fault", "warming_up"), "warming_up");
+    assert_eq!(status("warning", "ok"), "warning");
+    assert_eq!(status("alarm", "ok"), "alarm");
+    // A power channel that cannot be read cuts power: 断电 is what matters.
+    assert_eq!(status("power_cut", "comm_fault"), "power_cut");
 }

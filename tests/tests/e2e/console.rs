@@ -53,6 +53,57 @@ fn underground_since(http: SocketAddr, badge: &str) -> String {
         .unwrap_or_else(|| panic!("{badge} not underground: {body}"))
 }
 
+/// `utc` (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC) as
+/// `YYYY-MM-DD HH:MM:SS` in `zone`, by the system's time zone database.
+fn in_zone(utc: &str, zone: &str) -> String {
+    let utc = utc.replace('T', " ").chars().take(19).collect::<String>();
+    let out = Command::new("date")
+        .env("TZ", zone)
+        .args(["-d", &format!("{utc} UTC"), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The active alarms, from the API.
+fn api_alarms(http: SocketAddr) -> Vec<serde_json::Value> {
+    let (s, body) = http_request(http, "GET", "/api/v1/alarms?active=true", &[], "").unwrap();
+    assert_eq!(s, 200, "{body}");
+    serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+}
+
+/// How many `kind` tones the page sounded (`Common.tones`).
+fn tone_count(b: &Browser, kind: &str) -> u64 {
+    b.execute(&format!(
+        "return Common.tones.filter(t => t.kind === {kind:?}).length"
+    ))
+    .as_u64()
+    .unwrap_or(0)
+}
+
+/// Waits for a `kind` tone that the browser's audio really played.
+fn wait_tone(b: &Browser, kind: &str, within: Duration) {
+    let end = std::time::Instant::now() + within;
+    loop {
+        let t = b.execute(&format!(
+            "return Common.tones.filter(t => t.kind === {kind:?}).map(t => t.state).pop() || ''"
+        ));
+        if t == "running" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no {kind} tone (last: {t})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Creates supervisor 王班长 for the configuration in `file`.
 fn add_supervisor(file: &std::path::Path) {
     let mut add = Command::new(pithead_bin())
@@ -77,6 +128,12 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
         dir.path(),
         http,
         &pithead_e2e::face_station(dir.path(), http, &sim, ""),
+    )
+    // Times on the console are the station's, not the browser's or UTC.
+    .replacen(
+        "name = \"测试站\"\n",
+        "name = \"测试站\"\ntimezone = \"Asia/Shanghai\"\n",
+        1,
     );
     let file = dir.path().join("pithead.toml");
     std::fs::write(&file, &cfg).unwrap();
@@ -131,27 +188,91 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
                 && !t.contains("ch4-1201-face")
         },
     );
-    let button = b.find("#alarm-rows button[data-alarm]", wait);
+    // The outputs, always in view, say what the box drives; a tone calls
+    // for the alarm nobody acknowledged.
+    b.wait_text("#outputs", wait, "the outputs", |t| {
+        t.contains("警报器 鸣响")
+            && t.contains("信号灯 红")
+            && t.contains("断电继电器 供电")
+            && t.contains("未确认 1 条")
+    });
+    wait_tone(&b, "alarm", wait);
+    let button = b.find("#alarm-rows tr.alarm button[data-alarm]", wait);
     b.click(&button);
     b.wait_text("#alarm-result", wait, "acknowledged", |t| t == "已确认");
     b.wait_text("#alarm-rows", wait, "who acknowledged", |t| {
         t.contains("王班长")
     });
+    // Over the power-cut level, then back down: the relay cuts, and the
+    // power-cut alarm shows its value at raise beside the value now.
+    sim.control("set 1 input 0 160");
+    b.wait_text("#outputs", wait, "power cut", |t| {
+        t.contains("断电继电器 已断电") && t.contains("未确认 1 条")
+    });
+    sim.control("set 1 input 0 90");
+    b.wait_text(
+        "#alarm-rows",
+        wait,
+        "the value now beside the value at raise",
+        |t| t.contains("1.60 %vol") && t.contains("0.90 %vol"),
+    );
+    // In the station's time zone.
+    let raised = api_alarms(http)
+        .into_iter()
+        .find(|a| a["level"] == "power_cut")
+        .and_then(|a| a["raised_at"].as_str().map(str::to_owned))
+        .unwrap();
+    let local = in_zone(&raised, "Asia/Shanghai");
+    b.wait_text(
+        "#alarm-rows",
+        wait,
+        "the raise time in Asia/Shanghai",
+        |t| t.contains(&local),
+    );
     b.execute("window.scrollTo(0, 0)");
     b.screenshot(
         &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../target/screenshots/console.png"),
     );
+    // All at once, after one question.
+    b.click(&b.find("#ack-all", wait));
+    b.wait_text("#ack-all-confirm", wait, "one question", |t| {
+        t.contains("确认全部 1 条")
+    });
+    b.click(&b.find("#ack-all-yes", wait));
+    b.wait_text("#alarm-result", wait, "all acknowledged", |t| {
+        t == "已确认 1 条报警"
+    });
+    b.wait_text("#outputs", wait, "the siren silent, power back", |t| {
+        t.contains("警报器 静音") && t.contains("断电继电器 供电") && !t.contains("未确认")
+    });
+    assert!(
+        b.find_all("#alarm-rows button[data-alarm]").is_empty(),
+        "nothing left to acknowledge"
+    );
+    // The tone stops with the last acknowledgement.
+    let tones = tone_count(&b, "alarm");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        tone_count(&b, "alarm"),
+        tones,
+        "no tone once all are acknowledged"
+    );
 
     // The people underground, for the evacuation roll: as Chromium prints
     // it, the station, when it was printed, and everyone underground with
     // team and time in.
-    b.click(&b.find(".tabs button[data-tab='people']", wait));
+    // One touch from the alarms to the evacuation roll.
+    b.click(&b.find(".tabs button[data-tab='alarms']", wait));
+    b.wait_text("#to-roll", wait, "the roll's count", |t| {
+        t.contains("井下 1 人")
+    });
+    b.click(&b.find("#to-roll", wait));
     b.wait_text("#people-rows", wait, "the miner", |t| {
         t.contains("张伟") && t.contains("0001")
     });
     let roll = pdf_text(&b.print_pdf(), dir.path());
-    let since = underground_since(http, "0001");
+    let since = in_zone(&underground_since(http, "0001"), "Asia/Shanghai");
     for want in [
         "测试站",
         "撤离名单",

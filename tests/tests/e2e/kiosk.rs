@@ -83,18 +83,26 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     b.wait_text("#checkin-result", wait, "check-in confirmed", |t| {
         t.contains("张伟") && t.contains("下井登记成功")
     });
-    // Again: already underground, told so.
+    // Again, once the answer is gone: already underground, told so, with
+    // the time he went down.
+    b.click(&b.find("#confirm", wait));
     b.type_into(&b.find("#badge", wait), "0001\u{E007}");
     b.wait_text("#checkin-result", wait, "already in", |t| {
-        t.contains("已于")
+        t.contains("已在井下")
     });
-    // Unknown badge.
+    b.wait_text("#confirm-when", wait, "since when", |t| {
+        t.starts_with("下井时间 ")
+    });
+    // Unknown badge, typed while the last answer is still up: the next
+    // badge takes its place.
     b.type_into(&b.find("#badge", wait), "9999\u{E007}");
     b.wait_text("#checkin-result", wait, "unknown badge", |t| {
         t.contains("不在花名册")
     });
+    b.click(&b.find("#confirm", wait));
 
-    // A hazard report with a hostile description.
+    // A hazard report with a hostile description, one touch away.
+    b.click(&b.find(".rail [data-screen='report']", wait));
     let xss = "<img src=x onerror=\"document.title='pwned'\">顶板掉渣";
     b.click(&b.find("#category option[value='roof']", wait));
     b.type_into(&b.find("#location", wait), &format!("1201 回风巷 {xss}"));
@@ -105,6 +113,7 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     b.click(&b.find("#anonymous", wait));
     b.click(&b.find("#report-form button[type=submit]", wait));
     let ticket = b.wait_text("#new-ticket", wait, "a ticket", |t| t.len() == 6);
+    b.click(&b.find(".rail [data-screen='lookup']", wait));
     b.type_into(&b.find("#ticket", wait), &format!("{ticket}\u{E007}"));
     let shown = b.wait_text("#lookup-result", wait, "the report", |t| {
         t.contains(&ticket)
@@ -126,6 +135,7 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
     assert_eq!(b.find_all("#lookup-photo").len(), 1, "the photo is shown");
 
     // The face sensor stops answering: a fault, never a number.
+    b.click(&b.find(".rail [data-screen='home']", wait));
     sim.control("fault 1 silent");
     let v = b.wait_text(
         "[data-channel='ch4-1201-face'] .value",
@@ -134,6 +144,14 @@ fn a_miner_checks_in_reports_a_hazard_and_sees_faults_as_faults() {
         |t| t == "断线",
     );
     assert!(!v.chars().any(|c| c.is_ascii_digit()));
+    // The banner tells a fail-safe cut from a gas reading over the limit.
+    let banner = b.wait_text("#alert", wait, "the fail-safe cut's banner", |t| {
+        t.contains("监测中断")
+    });
+    assert!(
+        banner.contains("断电") && banner.contains("断线") && !banner.contains("超限"),
+        "{banner}"
+    );
     b.wait_attribute(
         "[data-channel='ch4-1201-face']",
         "class",
@@ -314,6 +332,7 @@ fn a_lan_kiosk_set_up_with_its_key_checks_miners_in_and_a_stranger_cannot() {
         t.contains("登记终端")
     });
     assert!(!refused.contains("张伟"), "{refused}");
+    b.click(&b.find("#confirm", wait));
 
     // The lamp room's tablet is set up once with its key.
     b.open(&format!("http://{on_lan}/#kiosk={key}"));
@@ -331,7 +350,7 @@ fn a_lan_kiosk_set_up_with_its_key_checks_miners_in_and_a_stranger_cannot() {
     b.open(&format!("http://{on_lan}/"));
     b.type_into(&b.find("#badge", wait), "0001\u{E007}");
     b.wait_text("#checkin-result", wait, "already in", |t| {
-        t.contains("已于")
+        t.contains("已在井下")
     });
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(20)).success());
@@ -350,4 +369,234 @@ fn a_lan_kiosk_set_up_with_its_key_checks_miners_in_and_a_stranger_cannot() {
             && kiosks.len() == 2,
         "the stranger's attempt left no record; the kiosk's say which: {kiosks:?}"
     );
+}
+
+/// Fails unless every element matching `css` lies wholly inside the
+/// viewport; returns how many there are.
+fn assert_in_view(b: &Browser, css: &str, what: &str) -> usize {
+    let out = b.execute(&format!(
+        "const els = [...document.querySelectorAll({css:?})].filter(e => e.offsetParent !== null || getComputedStyle(e).position === 'fixed');
+         return els.map(e => {{ const r = e.getBoundingClientRect();
+           return [r.left >= -0.5 && r.top >= -0.5 && r.right <= innerWidth + 0.5 && r.bottom <= innerHeight + 0.5 && r.width > 0 && r.height > 0,
+                   `${{e.id || e.className}} ${{Math.round(r.left)}},${{Math.round(r.top)}} ${{Math.round(r.width)}}x${{Math.round(r.height)}}`]; }});"
+    ));
+    let list = out.as_array().cloned().unwrap_or_default();
+    assert!(!list.is_empty(), "{what}: nothing shown matches {css}");
+    for e in &list {
+        assert!(
+            e[0] == true,
+            "{what}: {} is not wholly inside the viewport {}",
+            e[1],
+            b.execute("return innerWidth + 'x' + innerHeight")
+        );
+    }
+    list.len()
+}
+
+/// Fails unless every shown element matching `css` is at least `px` wide
+/// and high.
+fn assert_targets(b: &Browser, css: &str, px: f64, what: &str) {
+    let out = b.execute(&format!(
+        "return [...document.querySelectorAll({css:?})].filter(e => e.offsetParent !== null)
+           .map(e => {{ const r = e.getBoundingClientRect(); return [r.width, r.height, e.id || e.textContent.trim().slice(0, 12)]; }});"
+    ));
+    let list = out.as_array().cloned().unwrap_or_default();
+    assert!(!list.is_empty(), "{what}: no touch targets match {css}");
+    for e in &list {
+        let (w, h) = (e[0].as_f64().unwrap(), e[1].as_f64().unwrap());
+        assert!(
+            w >= px - 0.5 && h >= px - 0.5,
+            "{what}: {} is {w:.0}x{h:.0} px, under 15 mm ({px:.0} px) on this screen",
+            e[2]
+        );
+    }
+}
+
+/// The last tone the page sounded (`Common.tones`), with the audio state.
+fn last_tone(b: &Browser) -> String {
+    b.execute(
+        "const t = Common.tones[Common.tones.length - 1]; return t ? t.kind + ' ' + t.state : ''",
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+#[test]
+fn on_the_pi_screens_a_miner_sees_air_alarm_and_check_in_at_once_and_cannot_miss_the_answer() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap();
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = pithead_e2e::demo_station(dir.path(), http, &sim, "");
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    let wait = Duration::from_secs(15);
+    // The face methane over the power-cut level, the return CO2 sensor
+    // silent: an alarm banner, and states in words.
+    sim.control("set 1 input 0 172");
+    for (w, h, name) in [(800, 480, "800x480"), (1024, 600, "1024x600")] {
+        let b = Browser::start(w, h);
+        b.open(&format!("http://{http}/"));
+        let banner = b.wait_text("#alert", wait, "the alarm banner", |t| t.contains("断电"));
+        for part in [
+            "甲烷",
+            "1201 工作面",
+            "1.72",
+            "%vol",
+            "超限已断电，人员立即撤离",
+        ] {
+            assert!(
+                banner.contains(part),
+                "{name}: the banner names {part}: {banner}"
+            );
+        }
+        assert_eq!(
+            b.attribute(&b.find("#alert-icon svg", wait), "data-icon")
+                .as_deref(),
+            Some("power_cut"),
+            "{name}: the banner's shape says the level too"
+        );
+        // Every tile says its state in words, with the shape of that state.
+        b.wait_text(
+            "[data-channel='ch4-1201-face'] .status",
+            wait,
+            "断电 on the tile",
+            |t| t == "断电",
+        );
+        let words = b.execute(
+            "return [...document.querySelectorAll('#tiles .tile')].map(t => [t.dataset.status, t.querySelector('.status').textContent, t.querySelector('.status svg').dataset.icon])",
+        );
+        let words = words.as_array().unwrap();
+        assert_eq!(
+            words.len(),
+            10,
+            "{name}: the demo's ten channels: {words:?}"
+        );
+        for t in words {
+            assert_eq!(t[0], t[2], "{name}: each state has its own shape: {t:?}");
+            let word = t[1].as_str().unwrap();
+            assert!(
+                [
+                    "正常", "预警", "报警", "断电", "断线", "故障", "预热", "标校"
+                ]
+                .contains(&word),
+                "{name}: a state in words: {t:?}"
+            );
+        }
+        // All at once, without scrolling: the banner, every tile, and
+        // check-in with its field and buttons.
+        assert_in_view(&b, "#alert", name);
+        assert_eq!(assert_in_view(&b, "#tiles .tile", name), 10);
+        for css in [
+            "#badge",
+            "#mode-in",
+            "#mode-out",
+            "#checkin-form button[type=submit]",
+            ".rail button",
+        ] {
+            assert_in_view(&b, css, name);
+        }
+        // 15 mm on the 7-inch display (154 mm wide) the page is sized for.
+        let px = (f64::from(w) / 154.0 * 15.0).ceil();
+        assert_targets(
+            &b,
+            "#mode-in, #mode-out, #badge, #checkin-form button, .rail button",
+            px,
+            name,
+        );
+        b.screenshot(&screenshots().join(format!("kiosk-{name}.png")));
+
+        // One touch to the hazard report, whose controls are as large; and
+        // back.
+        b.click(&b.find(".rail [data-screen='report']", wait));
+        assert_in_view(&b, "#category", name);
+        assert_targets(
+            &b,
+            "#screen-report select, #screen-report input:not([type=radio]):not([type=checkbox]):not([type=file]), #screen-report label.choice, #screen-report button",
+            px,
+            name,
+        );
+        assert!(b.execute("return document.getElementById('badge').offsetParent === null") == true);
+        b.click(&b.find(".rail [data-screen='lookup']", wait));
+        assert_in_view(&b, "#ticket", name);
+        b.click(&b.find(".rail [data-screen='home']", wait));
+        assert_in_view(&b, "#badge", name);
+
+        // A check-in: the whole screen says who, which way and when, with
+        // a tone, then the kiosk is back and ready for the next badge.
+        let badge = if w == 800 { "0001" } else { "0002" };
+        b.type_into(&b.find("#badge", wait), &format!("{badge}\u{E007}"));
+        let answer = b.wait_text("#confirm", wait, "the confirmation", |t| {
+            t.contains("下井登记成功")
+        });
+        let rect = b.execute("const r = document.getElementById('confirm').getBoundingClientRect(); return [r.width, r.height, innerWidth, innerHeight]");
+        assert_eq!(rect[0], rect[2], "{name}: the answer is full width: {rect}");
+        assert_eq!(rect[1], rect[3], "{name}: and full height: {rect}");
+        let miner = if w == 800 { "张伟" } else { "王芳" };
+        assert_eq!(
+            b.text(&b.find("#confirm-name", wait)),
+            miner,
+            "{name}: the miner's name: {answer}"
+        );
+        let hhmm = b.text(&b.find("#confirm-when", wait));
+        assert!(
+            hhmm.starts_with("下井 · ") && hhmm.len() >= "下井 · 00:00".len(),
+            "{name}: direction and time: {hhmm}"
+        );
+        assert!(
+            last_tone(&b).starts_with("ok "),
+            "{name}: the tone for a check-in: {}",
+            last_tone(&b)
+        );
+        assert_eq!(
+            b.attribute(&b.find("#confirm", wait), "data-outcome")
+                .as_deref(),
+            Some("ok")
+        );
+        // Back by itself within a few seconds, the field ready.
+        b.wait_attribute(
+            "#confirm",
+            "hidden",
+            Duration::from_secs(8),
+            "the answer goes by itself",
+            |v| v == "true",
+        );
+        assert_eq!(
+            b.execute("return document.activeElement.id"),
+            "badge",
+            "{name}: ready for the next badge"
+        );
+
+        // A badge not on the roster: another colour, another tone, the
+        // reason.
+        b.type_into(&b.find("#badge", wait), "9999\u{E007}");
+        let refused = b.wait_text("#confirm", wait, "the refusal", |t| {
+            t.contains("卡号未登记")
+        });
+        assert!(
+            refused.contains("不在花名册"),
+            "{name}: the reason: {refused}"
+        );
+        assert!(
+            last_tone(&b).starts_with("refused "),
+            "{name}: {}",
+            last_tone(&b)
+        );
+        assert_eq!(
+            b.attribute(&b.find("#confirm", wait), "data-outcome")
+                .as_deref(),
+            Some("unknown_badge")
+        );
+        b.screenshot(&screenshots().join(format!("kiosk-{name}-refused.png")));
+        // A touch takes it away at once.
+        b.click(&b.find("#confirm", wait));
+        b.wait_attribute(
+            "#confirm",
+            "hidden",
+            Duration::from_secs(2),
+            "gone at a touch",
+            |v| v == "true",
+        );
+    }
+    d.signal(libc::SIGTERM);
 }

@@ -70,28 +70,52 @@ pub async fn ack(
             format!("`{id}` is not an alarm id"),
         ));
     };
-    let by = match (&who, body) {
-        (Who::Supervisor(user), _) => user.clone(),
+    let by = acknowledger(&who, body)?;
+    ack_one(&s, id, by).await?;
+    let view = s
+        .alarms
+        .state
+        .borrow()
+        .alarms
+        .iter()
+        .find(|a| a.id == id)
+        .cloned();
+    Ok(
+        Json(
+            serde_json::json!({ "id": id, "acknowledged": true, "recorded": true, "alarm": view }),
+        )
+        .into_response(),
+    )
+}
+
+/// Who acknowledges: the console's supervisor, or with the API token the
+/// name in the body.
+fn acknowledger(
+    who: &Who,
+    body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<String, ApiError> {
+    match (who, body) {
+        (Who::Supervisor(user), _) => Ok(user.clone()),
         (Who::Token, Ok(Json(b))) if !b.by.trim().is_empty() && b.by.chars().count() <= 64 => {
-            b.by.trim().to_owned()
+            Ok(b.by.trim().to_owned())
         }
-        (Who::Token, Ok(_)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_name",
-                "请填写确认人姓名（不超过64个字）",
-                "give the name of who acknowledges (`by`, 1 to 64 characters)",
-            ));
-        }
-        (Who::Token, Err(e)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "请求格式错误，应为 {\"by\": \"姓名\"}",
-                format!("expected a JSON body {{\"by\": \"name\"}}: {e}"),
-            ));
-        }
-    };
+        (Who::Token, Ok(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            "请填写确认人姓名（不超过64个字）",
+            "give the name of who acknowledges (`by`, 1 to 64 characters)",
+        )),
+        (Who::Token, Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "请求格式错误，应为 {\"by\": \"姓名\"}",
+            format!("expected a JSON body {{\"by\": \"name\"}}: {e}"),
+        )),
+    }
+}
+
+/// Acknowledges alarm `id` as `by`; `Ok` once it is recorded.
+async fn ack_one(s: &AppState, id: u64, by: String) -> Result<(), ApiError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     if s.alarms
         .commands
@@ -133,37 +157,61 @@ pub async fn ack(
             ));
         }
     };
-    Ok(
-        match tokio::time::timeout(std::time::Duration::from_secs(10), recorded).await {
-            Ok(Ok(Ok(()))) => {
-                let view = s
-                    .alarms
-                    .state
-                    .borrow()
-                    .alarms
-                    .iter()
-                    .find(|a| a.id == id)
-                    .cloned();
-                Json(serde_json::json!({ "id": id, "acknowledged": true, "recorded": true, "alarm": view })).into_response()
-            }
-            Ok(Ok(Err(e))) => {
-                return Err(ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "not_recorded",
-                    format!("已确认，警笛已消音，但记录未能保存（将自动重试）：{e}"),
-                    format!(
-                        "acknowledged and silenced, but not yet recorded (it will be retried): {e}"
-                    ),
-                ));
-            }
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_recorded",
-                    "已确认，警笛已消音，但记录尚未保存",
-                    "acknowledged and silenced, but not yet recorded",
-                ));
-            }
-        },
+    match tokio::time::timeout(std::time::Duration::from_secs(10), recorded).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "not_recorded",
+            format!("已确认，警笛已消音，但记录未能保存（将自动重试）：{e}"),
+            format!("acknowledged and silenced, but not yet recorded (it will be retried): {e}"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_recorded",
+            "已确认，警笛已消音，但记录尚未保存",
+            "acknowledged and silenced, but not yet recorded",
+        )),
+    }
+}
+
+/// `POST /api/v1/alarms/ack-all`: acknowledges every alarm nobody has
+/// acknowledged yet, each recorded before the answer, as the console's
+/// "acknowledge all" after one confirmation. Answers with the ids
+/// acknowledged and, per id, why one was not (`failed`; an alarm that
+/// ended or was acknowledged meanwhile is not a failure).
+pub async fn ack_all(
+    State(s): State<AppState>,
+    Supervisor(who): Supervisor,
+    body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let by = acknowledger(&who, body)?;
+    let ids: Vec<u64> = s
+        .alarms
+        .state
+        .borrow()
+        .alarms
+        .iter()
+        .filter(|a| a.acknowledged_by.is_none())
+        .map(|a| a.id)
+        .collect();
+    let mut acknowledged = Vec::new();
+    let mut failed = Vec::new();
+    for id in ids {
+        match ack_one(&s, id, by.clone()).await {
+            Ok(()) => acknowledged.push(id),
+            Err(e) if matches!(e.error, "no_such_alarm" | "already_acknowledged") => {}
+            Err(e) if e.error == "stopping" => return Err(e),
+            Err(e) => failed.push(serde_json::json!({ "id": id, "error": e.error, "message_zh": e.message_zh, "message_en": e.message_en })),
+        }
+    }
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::INSUFFICIENT_STORAGE
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "acknowledged": acknowledged, "failed": failed })),
     )
+        .into_response())
 }

@@ -91,8 +91,10 @@ pub async fn checkin(
         ),
         (CheckinOutcome::AlreadyIn, _) => (
             StatusCode::CONFLICT,
-            format!("{name} 已于 {} 下井登记，未重复登记（已记录）。", record.underground_since.clone().unwrap_or_default()),
-            format!("{name} is already checked in since {}; recorded, not repeated.", record.underground_since.clone().unwrap_or_default()),
+            // The time is in `record.underground_since`; the page shows it
+            // in the station's time zone.
+            format!("{name} 已在井下（已登记下井），本次未重复登记，已记录。"),
+            format!("{name} is already checked in; recorded, not repeated."),
         ),
         (CheckinOutcome::NotIn, _) => (
             StatusCode::CONFLICT,

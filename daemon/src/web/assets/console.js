@@ -88,6 +88,28 @@ const T = {
     reason_needed: "请填写原因",
     checked_out: "已人工升井",
     persons: "人",
+    value_at_raise: "发生时值",
+    value_now: "当前值",
+    ack_all: "全部确认",
+    ack_all_question: "确认全部 {n} 条未确认的报警？",
+    ack_all_yes: "确认全部",
+    cancel: "取消",
+    ack_all_done: "已确认 {n} 条报警",
+    nothing_to_ack: "没有未确认的报警",
+    to_roll: "撤离名单（井下 {n} 人）",
+    to_roll_unknown: "撤离名单",
+    siren: "警报器",
+    siren_on: "鸣响",
+    siren_off: "静音",
+    beacon_word: "信号灯",
+    beacon_green: "绿",
+    beacon_yellow: "黄",
+    beacon_red: "红",
+    relay: "断电继电器",
+    relay_on: "供电",
+    relay_off: "已断电",
+    unknown: "未知",
+    unacked: "未确认 {n} 条",
   },
   en: {
     title: "Supervisor console",
@@ -171,6 +193,28 @@ const T = {
     reason_needed: "Give a reason",
     checked_out: "checked out by hand",
     persons: "people",
+    value_at_raise: "Value at raise",
+    value_now: "Value now",
+    ack_all: "Acknowledge all",
+    ack_all_question: "Acknowledge all {n} unacknowledged alarms?",
+    ack_all_yes: "Acknowledge all",
+    cancel: "Cancel",
+    ack_all_done: "{n} alarms acknowledged",
+    nothing_to_ack: "No alarm waits for an acknowledgement",
+    to_roll: "Evacuation roll ({n} underground)",
+    to_roll_unknown: "Evacuation roll",
+    siren: "Siren",
+    siren_on: "sounding",
+    siren_off: "silent",
+    beacon_word: "Beacon",
+    beacon_green: "green",
+    beacon_yellow: "yellow",
+    beacon_red: "red",
+    relay: "Power relay",
+    relay_on: "power on",
+    relay_off: "power cut",
+    unknown: "unknown",
+    unacked: "{n} unacknowledged",
   },
 };
 
@@ -185,7 +229,8 @@ let linkLost = false;
 const $ = (id) => document.getElementById(id);
 const t = (k) => T[lang][k] ?? Common.T[lang][k] ?? k;
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = String(text); if (cls) e.className = cls; return e; };
-const time = (s) => (s ? s.replace("T", " ").slice(0, 19) : "");
+// Times in the station's time zone (the live state says which).
+const time = (s) => Common.time(s);
 
 function applyLang() {
   document.documentElement.lang = lang;
@@ -234,7 +279,7 @@ function selectTab(name) {
 
 async function refresh() {
   try {
-    if (tab === "alarms") await alarms();
+    if (tab === "alarms") { await alarms(); await rollCount(); }
     else if (tab === "people") await people();
     else if (tab === "hazards") await hazards();
     else if (tab === "sensors") await sensors();
@@ -250,7 +295,8 @@ function showLost() {
   $("link-lost").textContent = t("link_lost");
   $("beacon").className = "beacon unknown";
   const lostRow = (cols) => { const tr = el("tr", null, "nodata"); const td = el("td", t("link_lost")); td.colSpan = cols; tr.append(td); return tr; };
-  $("alarm-rows").replaceChildren(lostRow(7));
+  $("alarm-rows").replaceChildren(lostRow(8));
+  showOutputs(null);
   $("history-rows").replaceChildren(lostRow(5));
   for (const tile of document.querySelectorAll("#sensor-tiles .tile")) {
     tile.className = "tile nodata";
@@ -270,6 +316,13 @@ function valueText(v, id) {
   const c = channelsById[id];
   return Common.formatValue(v) + (c && c.unit ? " " + c.unit : "");
 }
+// The channel's value now, beside the value when the alarm was raised.
+function nowText(id) {
+  const c = channelsById[id];
+  if (!c) return "";
+  return c.state === "ok" && typeof c.value === "number" ? valueText(c.value, id) : t(c.state);
+}
+let unackedIds = [];
 async function alarms() {
   const [{ data }, { data: chans }] = await Promise.all([api("GET", "/api/v1/alarms"), api("GET", "/api/v1/channels")]);
   if (linkLost) return;
@@ -285,9 +338,11 @@ async function alarms() {
       button.dataset.alarm = a.id;
       button.addEventListener("click", () => ack(a.id));
     }
-    body.append(row([channelText(a.channel), t(a.level), t(a.state), typeof a.value === "number" ? valueText(a.value, a.channel) : t(a.reading_state), time(a.raised_at), a.acknowledged_by, button], a.level));
+    body.append(row([channelText(a.channel), t(a.level), t(a.state), typeof a.value === "number" ? valueText(a.value, a.channel) : t(a.reading_state), nowText(a.channel), time(a.raised_at), a.acknowledged_by, button], a.level));
   }
   if (!active.length) body.append(row([t("no_data")]));
+  unackedIds = active.filter((a) => !a.acknowledged_by).map((a) => a.id);
+  $("ack-all").disabled = unackedIds.length === 0;
   const hist = $("history-rows"); hist.replaceChildren();
   for (const a of list.filter((a) => a.state === "cleared").slice(0, 100)) {
     hist.append(row([channelText(a.channel), t(a.level), time(a.raised_at), a.acknowledged_by, time(a.cleared_at)], a.level));
@@ -300,13 +355,70 @@ async function ack(id) {
   alarms();
 }
 
+// Acknowledge all: one question, then every alarm nobody acknowledged,
+// each recorded before the answer.
+function askAckAll() {
+  if (!unackedIds.length) { say("alarm-result", t("nothing_to_ack"), false); return; }
+  $("ack-all-question").textContent = t("ack_all_question").replace("{n}", unackedIds.length);
+  $("ack-all-confirm").hidden = false;
+  $("ack-all-yes").focus();
+}
+async function ackAll() {
+  $("ack-all-confirm").hidden = true;
+  const { status, data } = await api("POST", "/api/v1/alarms/ack-all", {});
+  if (status === 200) say("alarm-result", t("ack_all_done").replace("{n}", data.acknowledged.length), true);
+  else if (data && Array.isArray(data.failed)) say("alarm-result", data.failed.map((f) => f.id + ": " + message(f)).join("; "), false);
+  else say("alarm-result", message(data), false);
+  alarms();
+}
+
+// The outputs as the daemon drives them, always in view; unknown while
+// the daemon is out of reach.
+function showOutputs(o) {
+  const set = (id, text, cls) => { const e = $(id); e.querySelector(".v").textContent = text; e.className = "output " + cls; };
+  if (!o) {
+    for (const id of ["out-siren", "out-beacon", "out-relay"]) set(id, t("unknown"), "unknown");
+    $("unacked").textContent = "";
+    return;
+  }
+  set("out-siren", t(o.siren ? "siren_on" : "siren_off"), o.siren ? "bad" : "good");
+  set("out-beacon", t("beacon_" + o.beacon), o.beacon);
+  set("out-relay", t(o.power_allowed ? "relay_on" : "relay_off"), o.power_allowed ? "good" : "bad");
+}
+
+// A tone while any alarm waits for an acknowledgement, again every few
+// seconds, until it is acknowledged (the console must be logged in: a
+// browser sounds only after a touch).
+let unacked = 0;
+function heard(s) {
+  Common.setZone(s.timezone);
+  if (linkLost) return;
+  $("beacon").className = "beacon " + s.beacon;
+  showOutputs(s.outputs);
+  const before = unacked;
+  unacked = s.unacknowledged || 0;
+  $("unacked").textContent = unacked ? t("unacked").replace("{n}", unacked) : "";
+  $("unacked").className = "output " + (unacked ? "bad" : "");
+  if (csrf && unacked > before) Common.tone("alarm");
+}
+setInterval(() => { if (csrf && !linkLost && unacked > 0) Common.tone("alarm"); }, 3000);
+
+let undergroundCount = null;
+async function rollCount() {
+  try {
+    const { data } = await api("GET", "/api/v1/underground");
+    undergroundCount = data ? data.count : null;
+  } catch (_) { undergroundCount = null; }
+  $("to-roll").textContent = undergroundCount === null ? t("to_roll_unknown") : t("to_roll").replace("{n}", undergroundCount);
+}
+
 async function people() {
   const { data } = await api("GET", "/api/v1/underground");
   if (!data) return;
   $("count").textContent = "（" + data.count + "）";
   $("roll-station").textContent = data.station || "";
   $("roll-count").textContent = data.count + " " + t("persons");
-  $("roll-time").textContent = new Date().toLocaleString(lang);
+  $("roll-time").textContent = Common.time(new Date()) + (Common.zoneName() ? " (" + Common.zoneName() + ")" : "");
   const body = $("people-rows"); body.replaceChildren();
   // By team, then by time in: how a roll is read out at the shaft.
   const list = (data.people || []).slice().sort((a, b) => (a.team || "").localeCompare(b.team || "", "zh-CN") || (a.since < b.since ? -1 : 1));
@@ -472,6 +584,13 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("logout").addEventListener("click", async () => { await api("DELETE", "/api/v1/session"); showLogin(); });
   $("print").addEventListener("click", async () => { await people(); window.print(); });
   $("roster-upload").addEventListener("click", uploadRoster);
+  $("ack-all").addEventListener("click", askAckAll);
+  $("ack-all-yes").addEventListener("click", ackAll);
+  $("ack-all-no").addEventListener("click", () => { $("ack-all-confirm").hidden = true; });
+  $("to-roll").addEventListener("click", () => selectTab("people"));
+  const tick = () => { $("clock").textContent = Common.time(new Date(), false); };
+  tick();
+  setInterval(tick, 1000);
   $("trend-channel").addEventListener("change", (e) => trend(e.target.value));
   document.querySelectorAll(".tabs button").forEach((b) => b.addEventListener("click", () => selectTab(b.dataset.tab)));
   $("login-form").addEventListener("submit", async (ev) => {
@@ -482,7 +601,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   });
   applyLang();
   Live.start("/api/v1/stream", {
-    onState: (s) => { if (!linkLost) $("beacon").className = "beacon " + s.beacon; },
+    onState: heard,
     onLost: () => { linkLost = true; showLost(); },
     onLive: () => { linkLost = false; $("link-lost").hidden = true; if (csrf) refresh(); beacon(); },
   });

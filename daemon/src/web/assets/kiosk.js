@@ -47,6 +47,22 @@ const T = {
     sending: "正在提交…",
     network: "网络错误，请重试",
     storage_full: "存储空间已满：下井/升井登记和隐患报告暂时无法保存，请向群监员报告。气体报警不受影响。",
+    tab_home: "登记",
+    tab_report: "隐患上报",
+    tab_lookup: "进度查询",
+    no_notices: "暂无通知",
+    tap_to_return: "点击任意处返回",
+    in_ok: "下井登记成功",
+    out_ok: "升井登记成功",
+    unknown_badge: "卡号未登记",
+    already_in: "已在井下",
+    not_in: "无下井记录",
+    refused: "未能登记",
+    went_down: "下井",
+    came_up: "升井",
+    down_since: "下井时间",
+    more_alarms: "另有 {n} 个测点报警",
+    county_notice: "通知",
   },
   en: {
     notices: "Notices",
@@ -89,6 +105,22 @@ const T = {
     sending: "Sending…",
     network: "Network error, try again",
     storage_full: "Storage is full: check-ins and hazard reports cannot be saved for now. Tell the station supervisor. Gas alarms are not affected.",
+    tab_home: "Check in",
+    tab_report: "Report",
+    tab_lookup: "Follow up",
+    no_notices: "No notices",
+    tap_to_return: "Tap anywhere to go back",
+    in_ok: "Checked in",
+    out_ok: "Checked out",
+    unknown_badge: "Badge not on the roster",
+    already_in: "Already underground",
+    not_in: "No check-in found",
+    refused: "Not recorded",
+    went_down: "Down",
+    came_up: "Up",
+    down_since: "Down since",
+    more_alarms: "{n} more channels in alarm",
+    county_notice: "Notice",
   },
 };
 
@@ -106,6 +138,7 @@ function applyLang() {
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
   $("lang").textContent = t("switch");
   if (lastState) render(lastState);
+  else renderAlert(null);
 }
 
 function msg(el, text, ok) {
@@ -113,17 +146,89 @@ function msg(el, text, ok) {
   el.className = "result " + (ok ? "ok" : "err");
 }
 
+// The screen shown: `home` (air and check-in), `report`, `lookup` or
+// `notices`. Away from home for long without a touch, the kiosk goes back.
+let screen = "home";
+const IDLE_BACK = 90000;
+let idleTimer = null;
+function show(name) {
+  screen = name;
+  document.querySelectorAll(".screen").forEach((e) => { e.hidden = e.id !== "screen-" + name; });
+  document.querySelectorAll(".rail [data-screen]").forEach((b) => b.classList.toggle("active", b.dataset.screen === name));
+  clearTimeout(idleTimer);
+  if (name === "home") $("badge").focus();
+  else idleTimer = setTimeout(() => show("home"), IDLE_BACK);
+}
+
+// Touch targets of 15 mm on this screen: its width in pixels over its
+// width in millimetres (from the page; 154 mm for the 7-inch Pi display).
+function sizeTargets() {
+  const mm = Number(document.body.dataset.screenMm) || 154;
+  const px = Math.max(48, Math.ceil((window.innerWidth / mm) * 15));
+  document.documentElement.style.setProperty("--touch", px + "px");
+}
+
+function statusLine(state) {
+  const line = document.createElement("div");
+  line.className = "status";
+  const word = document.createElement("span");
+  word.textContent = t("st_" + state);
+  line.append(Common.icon(state), word);
+  return line;
+}
+
+function valueOf(c) {
+  if (c.state === "ok" && typeof c.value === "number") return formatValue(c.value) + " " + c.unit;
+  return t(c.state);
+}
+
+let notices = [];
+function renderAlert(s) {
+  const box = $("alert");
+  const icon = $("alert-icon");
+  if (linkLost || !s) { box.hidden = true; return; }
+  const b = s.banner;
+  const c = b && s.channels.find((x) => x.id === b.channel);
+  if (b && c) {
+    box.className = "alert " + b.level;
+    box.dataset.level = b.level;
+    icon.replaceChildren(Common.icon(b.level));
+    $("alert-title").textContent = [t("st_" + b.level), Common.label(c, lang), c.location, valueOf(c)].filter(Boolean).join(" · ");
+    $("alert-more").textContent = b.more ? t("more_alarms").replace("{n}", b.more) : "";
+    $("alert-advice").textContent = lang === "en" ? b.advice.en : b.advice.zh;
+    box.hidden = false;
+    return;
+  }
+  // No alarm: an urgent county notice takes the place.
+  const urgent = notices.find((n) => n.priority === "urgent");
+  if (urgent) {
+    box.className = "alert notice";
+    box.dataset.level = "notice";
+    icon.replaceChildren(Common.icon("notice"));
+    $("alert-title").textContent = t("county_notice") + " · " + urgent.title;
+    $("alert-more").textContent = "";
+    $("alert-advice").textContent = urgent.body;
+    box.hidden = false;
+    return;
+  }
+  box.hidden = true;
+}
+
 function render(s) {
   lastState = s;
+  Common.setZone(s.timezone);
+  $("clock").textContent = Common.clock(new Date());
   $("station").textContent = s.station;
   const tiles = $("tiles");
   tiles.replaceChildren();
   for (const c of s.channels) {
     const tile = document.createElement("div");
     // Without the daemon, the last reading is yesterday's number: none is shown.
-    tile.className = "tile " + (linkLost ? "nodata" : c.level);
+    const status = linkLost ? "no_data" : c.status;
+    tile.className = "tile " + (linkLost ? "nodata" : status);
     tile.dataset.channel = c.id;
     tile.dataset.state = linkLost ? "no_data" : c.state;
+    tile.dataset.status = status;
     const name = document.createElement("div"); name.className = "name"; name.textContent = Common.label(c, lang);
     const value = document.createElement("div"); value.className = "value";
     if (linkLost) {
@@ -136,10 +241,12 @@ function render(s) {
       // A reading the box does not have is shown as what it is, never a number.
       value.textContent = t(c.state);
     }
-    const loc = document.createElement("div"); loc.className = "loc"; loc.textContent = c.location;
+    const place = document.createElement("div"); place.className = "place";
+    const loc = document.createElement("span"); loc.className = "loc"; loc.textContent = c.location;
     // The id, small, for the technicians.
-    const id = document.createElement("div"); id.className = "id"; id.textContent = c.id;
-    tile.append(name, value, loc, id);
+    const id = document.createElement("span"); id.className = "id"; id.textContent = c.id;
+    place.append(loc, id);
+    tile.append(statusLine(status), name, value, place);
     tiles.append(tile);
   }
   $("beacon").className = "beacon " + (linkLost ? "unknown" : s.beacon);
@@ -148,6 +255,7 @@ function render(s) {
   $("link-lost").textContent = linkLost ? t("link_lost") : "";
   $("storage").hidden = linkLost || !s.storage_full;
   $("storage").textContent = s.storage_full ? t("storage_full") : "";
+  renderAlert(s);
 }
 
 function lost() {
@@ -157,6 +265,7 @@ function lost() {
     $("beacon").className = "beacon unknown";
     $("link-lost").hidden = false;
     $("link-lost").textContent = t("link_lost");
+    renderAlert(null);
   }
 }
 
@@ -213,23 +322,53 @@ function setMode(m) {
   $("badge").focus();
 }
 
-let clearTimer = null;
+// The answer to a check-in covers the screen: who, which way and when,
+// with a tone; a refusal in red with its reason and another tone. It goes
+// away by itself (or at a touch, or with the next badge) and the kiosk is
+// back on its main screen, ready for the next miner.
+let confirmTimer = null;
+function hideConfirm() {
+  clearTimeout(confirmTimer);
+  $("confirm").hidden = true;
+  show("home");
+}
+function confirmCheckin(status, data, direction) {
+  const box = $("confirm");
+  const r = data && data.record;
+  const ok = status === 201;
+  box.className = "confirm " + (ok ? "ok" : "refused");
+  box.dataset.outcome = ok ? "ok" : (r && r.outcome) || "error";
+  $("confirm-icon").replaceChildren(Common.icon(ok ? "ok" : "alarm"));
+  let title;
+  if (ok) title = t(direction === "in" ? "in_ok" : "out_ok");
+  else if (r && T[lang][r.outcome]) title = t(r.outcome);
+  else title = t("refused");
+  $("confirm-title").textContent = title;
+  $("confirm-name").textContent = (r && r.name) || (r && r.badge) || "";
+  let when = "";
+  if (r && r.outcome === "already_in" && r.underground_since) when = t("down_since") + " " + Common.clock(r.underground_since);
+  else if (r && r.at) when = t(direction === "in" ? "went_down" : "came_up") + " · " + Common.clock(r.at);
+  $("confirm-when").textContent = when;
+  $("checkin-result").textContent = status ? message(data) : t("network");
+  box.hidden = false;
+  Common.tone(ok ? "ok" : "refused");
+  clearTimeout(confirmTimer);
+  confirmTimer = setTimeout(hideConfirm, ok ? 4000 : 8000);
+}
+
 async function checkin(ev) {
   ev.preventDefault();
   const badge = $("badge").value.trim();
   if (!badge) return;
-  const out = $("checkin-result");
-  msg(out, t("sending"), true);
-  try {
-    const { status, data } = await post("/api/v1/checkins", { badge, direction: mode });
-    msg(out, message(data), status === 201);
-  } catch (_) {
-    msg(out, t("network"), false);
-  }
+  const direction = mode;
   $("badge").value = "";
+  try {
+    const { status, data } = await post("/api/v1/checkins", { badge, direction });
+    confirmCheckin(status, data, direction);
+  } catch (_) {
+    confirmCheckin(0, null, direction);
+  }
   $("badge").focus();
-  clearTimeout(clearTimer);
-  clearTimer = setTimeout(() => { out.textContent = ""; }, 8000);
 }
 
 async function report(ev) {
@@ -298,7 +437,7 @@ async function lookup(ev) {
     const steps = document.createElement("ol"); steps.className = "steps";
     for (const s of data.steps) {
       const li = document.createElement("li");
-      li.textContent = s.at.replace("T", " ").slice(0, 16) + " " + t(s.status) + (s.note ? " — " + s.note : "");
+      li.textContent = Common.time(s.at, false) + " " + t(s.status) + (s.note ? " — " + s.note : "");
       steps.append(li);
     }
     out.append(head, desc);
@@ -316,13 +455,14 @@ async function lookup(ev) {
   }
 }
 
-async function notices() {
+async function loadNotices() {
   try {
     const r = await fetch("/api/v1/notices");
     const list = await r.json();
+    notices = Array.isArray(list) ? list : [];
     const ul = $("notice-list");
     ul.replaceChildren();
-    for (const n of Array.isArray(list) ? list : []) {
+    for (const n of notices) {
       const li = document.createElement("li");
       li.className = n.priority;
       const title = document.createElement("span"); title.className = "title"; title.textContent = n.title;
@@ -330,7 +470,9 @@ async function notices() {
       li.append(title, body);
       ul.append(li);
     }
-    $("notices").hidden = ul.children.length === 0;
+    $("no-notices").hidden = notices.length > 0;
+    $("notice-count").textContent = notices.length ? String(notices.length) : "";
+    renderAlert(lastState);
   } catch (_) { /* keep what is shown */ }
 }
 
@@ -343,8 +485,20 @@ document.addEventListener("DOMContentLoaded", () => {
   $("lookup-form").addEventListener("submit", lookup);
   $("anonymous").addEventListener("change", (e) => { $("report-badge").disabled = e.target.checked; });
   $("report-form").addEventListener("reset", () => { $("report-badge").disabled = false; });
+  document.querySelectorAll(".rail [data-screen]").forEach((b) => b.addEventListener("click", () => show(b.dataset.screen)));
+  $("confirm").addEventListener("click", hideConfirm);
+  // The next badge while the answer is shown: the answer goes, the digits
+  // go into the field.
+  $("badge").addEventListener("keydown", () => { if (!$("confirm").hidden) { clearTimeout(confirmTimer); $("confirm").hidden = true; } });
+  // A touch away from home starts the wait for going back anew.
+  document.addEventListener("pointerdown", () => { if (screen !== "home") show(screen); });
+  window.addEventListener("resize", sizeTargets);
+  sizeTargets();
   applyLang();
   connect();
-  notices();
-  setInterval(notices, 30000);
+  loadNotices();
+  setInterval(loadNotices, 30000);
+  const tick = () => { $("clock").textContent = Common.clock(new Date()); };
+  tick();
+  setInterval(tick, 1000);
 });
