@@ -9,6 +9,7 @@
 //! database, no network crate — so its tests are quick and exact. See
 //! `docs/ARCHITECTURE.md`, "Dependency rules".
 
+pub mod config_file;
 pub mod decode;
 pub mod domain;
 pub mod engine;
@@ -51,6 +52,7 @@ mod tests {
             "humantime",
             "humantime-serde",
             "csv",
+            "toml",
             "proptest",
         ];
         for n in &names {

@@ -49,6 +49,120 @@ pub fn pithead_bin() -> PathBuf {
         .clone()
 }
 
+/// The `pithead-county` binary, built like [`pithead_bin`].
+pub fn county_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "pithead-county",
+                "--bin",
+                "pithead-county",
+            ]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().unwrap_or_else(|e| panic!("cargo build: {e}"));
+            assert!(status.success(), "cargo build -p pithead-county failed");
+            dir.join("pithead-county")
+        })
+        .clone()
+}
+
+/// A `pithead-county run` instance, killed when dropped.
+#[derive(Debug)]
+pub struct County {
+    /// The child process.
+    pub child: Child,
+    /// Its configuration file.
+    pub config: PathBuf,
+    /// Its standard error.
+    pub log: PathBuf,
+}
+
+impl County {
+    /// Starts an instance on `config` (written to `dir/NAME.toml`).
+    pub fn start(dir: &Path, name: &str, config: &str) -> County {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let mut c = County {
+            child: Command::new("true").spawn().unwrap(),
+            config: file,
+            log,
+        };
+        c.restart();
+        c
+    }
+
+    /// Starts it again (after a kill), appending to its log.
+    pub fn restart(&mut self) {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Command::new(county_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,pithead_county=debug")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log has `needle` `times` times in all.
+    pub fn wait_log(&self, needle: &str, times: usize, within: Duration) {
+        let end = Instant::now() + within;
+        while self.log_text().matches(needle).count() < times {
+            let log = self.log_text();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                Instant::now() < end,
+                "no {needle:?} ({times}x; {} so far) in the county log; its end:\n{tail}",
+                log.matches(needle).count()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for County {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// An address of this machine that is not loopback (the one its default
 /// route leaves by), so that a test can be a client "on the station LAN".
 pub fn lan_ip() -> std::net::IpAddr {
@@ -1253,5 +1367,178 @@ pub fn assert_county_has_the_store_after_drops(
                 "lane {lane}: arrived out of order"
             );
         }
+    }
+}
+
+/// A private PostgreSQL server: Debian's `initdb` and `pg_ctl` in a
+/// temporary directory, on a free port, trust authentication for the user
+/// `pithead`, with a database `pithead`; stopped when dropped. Started by
+/// the test even where a PostgreSQL already runs on the machine. As root
+/// (on CI) the server runs as the `postgres` user, which the package makes.
+#[derive(Debug)]
+pub struct Postgres {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    /// The directory of `initdb` and `pg_ctl`: the newest of
+    /// `/usr/lib/postgresql/*/bin`, else wherever `PATH` has them.
+    fn bindir() -> PathBuf {
+        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let v: u32 = e.file_name().to_str()?.parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").exists().then_some((v, bin))
+            })
+            .collect();
+        found.sort();
+        found
+            .pop()
+            .map(|(_, b)| b)
+            .unwrap_or_else(|| panic!("PostgreSQL's initdb not found under /usr/lib/postgresql (apt-get install postgresql)"))
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> std::process::Output {
+        let path = self.bin.join(tool);
+        let mut c = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        c.args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Starts one.
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let pg = Postgres {
+            port: free_port(),
+            dir,
+            bin: Self::bindir(),
+            as_postgres,
+        };
+        if as_postgres {
+            let out = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(pg.dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "chown to postgres: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let data = pg.dir.path().join("data");
+        let data_s = data.display().to_string();
+        let out = pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data_s,
+                "-U",
+                "pithead",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sock = pg.dir.path().display().to_string();
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {sock} -c fsync=off -c synchronous_commit=off -c max_connections=50",
+            pg.port
+        );
+        let log = pg.dir.path().join("log").display().to_string();
+        let out = pg.run(
+            "pg_ctl",
+            &[
+                "-D", &data_s, "-l", &log, "-o", &opts, "-w", "-t", "60", "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let port = pg.port.to_string();
+        let out = pg.run(
+            "createdb",
+            &["-h", "127.0.0.1", "-p", &port, "-U", "pithead", "pithead"],
+        );
+        assert!(
+            out.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg
+    }
+
+    /// The connection string for the database `pithead`.
+    pub fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=pithead user=pithead",
+            self.port
+        )
+    }
+
+    /// A query's rows through `psql` (tab-separated, no headings).
+    pub fn query(&self, sql: &str) -> String {
+        let port = self.port.to_string();
+        let out = self.run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "pithead",
+                "-d",
+                "pithead",
+                "-At",
+                "-F",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
     }
 }

@@ -1,13 +1,14 @@
 //! Parsing with positions, section by section, so one bad key does not hide
 //! the next one.
 
-use std::ops::Range;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use pithead_core::config_file::locate;
 
 use super::check::{self, Problem};
 use super::{
@@ -321,41 +322,6 @@ fn hint_for(message: &str) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Finds the source span of a key path such as `channel[2].level[0].threshold`:
-/// the key itself where the last step is a key, else the value.
-pub(super) fn locate(doc: &DeTable, path: &str) -> Option<Range<usize>> {
-    let mut table = doc;
-    let mut found: Option<Range<usize>> = None;
-    let mut current: Option<&Spanned<DeValue>> = None;
-    // A key that is not in the file (a default) is located at the nearest
-    // enclosing table or item that is.
-    for part in path.split('.') {
-        let (name, index) = match part.split_once('[') {
-            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (part, None),
-        };
-        if let Some(v) = current {
-            match v.get_ref().as_table() {
-                Some(t) => table = t,
-                None => return found,
-            }
-        }
-        let Some((k, v)) = table.get_key_value(name) else {
-            return found;
-        };
-        found = Some(k.span());
-        current = Some(v);
-        if let Some(i) = index {
-            let Some(item) = v.get_ref().as_array().and_then(|a| a.get(i)) else {
-                return found;
-            };
-            found = Some(item.span());
-            current = Some(item);
-        }
-    }
-    found
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //!   overlapping registers, alarm order, paths that must be writable).
 
 mod check;
-mod diag;
 mod load;
 pub mod presets;
 
@@ -19,8 +18,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use check::check;
-pub use diag::{ConfigError, Diagnostic};
 pub use load::{load_file, load_file_with, load_str, load_str_with};
+pub use pithead_core::config_file::{ConfigError, Diagnostic};
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/pithead/pithead.toml";

@@ -9,6 +9,7 @@ mod auth;
 mod checkins;
 mod cli;
 mod console;
+mod county;
 mod daemon;
 mod faults;
 mod hazards;

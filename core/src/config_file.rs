@@ -1,7 +1,13 @@
-//! Configuration errors that point at the place in the file.
+//! Configuration files' errors that point at the place in the file: the
+//! station's `pithead.toml` and the county's `county.toml` report every
+//! problem with its file, line, column and key the same way.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// One problem in a configuration file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +124,41 @@ impl fmt::Display for Located<'_> {
         }
         Ok(())
     }
+}
+
+/// Finds the source span of a key path such as `channel[2].level[0].threshold`:
+/// the key itself where the last step is a key, else the value.
+pub fn locate(doc: &DeTable, path: &str) -> Option<Range<usize>> {
+    let mut table = doc;
+    let mut found: Option<Range<usize>> = None;
+    let mut current: Option<&Spanned<DeValue>> = None;
+    // A key that is not in the file (a default) is located at the nearest
+    // enclosing table or item that is.
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        if let Some(v) = current {
+            match v.get_ref().as_table() {
+                Some(t) => table = t,
+                None => return found,
+            }
+        }
+        let Some((k, v)) = table.get_key_value(name) else {
+            return found;
+        };
+        found = Some(k.span());
+        current = Some(v);
+        if let Some(i) = index {
+            let Some(item) = v.get_ref().as_array().and_then(|a| a.get(i)) else {
+                return found;
+            };
+            found = Some(item.span());
+            current = Some(item);
+        }
+    }
+    found
 }
 
 #[cfg(test)]
