@@ -26,6 +26,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// The dashboard (absent: this instance only receives).
+    #[serde(default)]
+    pub http: Option<Http>,
     /// The stations the county knows.
     #[serde(default, rename = "station")]
     pub stations: Vec<Station>,
@@ -117,6 +120,19 @@ impl Default for Log {
             level: "info".to_owned(),
         }
     }
+}
+
+/// The dashboard's web server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Address to listen on, e.g. `127.0.0.1:8090` (put a TLS proxy in
+    /// front of it for the county's network).
+    pub listen: String,
+    /// Host names users reach it under (besides the address itself and
+    /// `localhost`); any other `Host` is refused.
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// A station of the registry.
@@ -251,6 +267,15 @@ pub fn load_str(src: &str, file: &Path) -> Result<Config, ConfigError> {
             "log.level".into(),
             format!("`{}` is not a log filter", cfg.log.level),
             "error, warn, info, debug or trace",
+        );
+    }
+    if let Some(h) = &cfg.http
+        && h.listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        add(
+            "http.listen".into(),
+            format!("`{}` is not an address and port", h.listen),
+            "e.g. \"127.0.0.1:8090\"",
         );
     }
     let mut seen = std::collections::HashSet::new();

@@ -7,7 +7,10 @@ use crate::config::Config;
 
 /// The migrations, in order; each runs once, in a transaction, and is
 /// recorded in `schema_migrations`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_messages.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_messages.sql")),
+    (2, include_str!("../migrations/0002_dashboard.sql")),
+];
 
 /// The connection settings of `cfg`, with the password from its file.
 pub fn pg_config(cfg: &Config) -> anyhow::Result<tokio_postgres::Config> {

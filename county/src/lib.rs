@@ -7,6 +7,8 @@
 //! station's (`config`). The dashboard, signed commands and the quarterly
 //! light build on these (`docs/COUNTY.md`).
 
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod ingest;
+pub mod web;

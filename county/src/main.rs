@@ -42,8 +42,34 @@ enum Command {
     },
     /// Print the configuration template with every key explained.
     Configfile,
+    /// County accounts: `user add NAME --role operator|viewer` (the
+    /// password on standard input; there is no default account).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Bring the database schema up to date, then exit.
     Migrate {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            env = "PITHEAD_COUNTY_CONFIG",
+            default_value = "/etc/pithead/county.toml"
+        )]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add an account, or set the password and role of an existing one.
+    Add {
+        /// The account's name.
+        name: String,
+        /// `operator` (may send commands) or `viewer` (reads only).
+        #[arg(long, default_value = "viewer")]
+        role: String,
         /// Configuration file.
         #[arg(
             short,
@@ -77,6 +103,55 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::User {
+            action: UserAction::Add { name, role, config },
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if !matches!(role.as_str(), "operator" | "viewer") {
+                eprintln!("--role is operator or viewer, not {role:?}");
+                return ExitCode::from(64);
+            }
+            if name.trim().is_empty()
+                || name.chars().count() > 64
+                || name.chars().any(char::is_control)
+            {
+                eprintln!("a name has 1 to 64 characters");
+                return ExitCode::from(64);
+            }
+            let mut password = String::new();
+            if std::io::stdin().read_line(&mut password).is_err() {
+                eprintln!("cannot read the password from standard input");
+                return ExitCode::FAILURE;
+            }
+            let hash = match pithead_county::web::hash(password.trim_end_matches(['\r', '\n'])) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(64);
+                }
+            };
+            runtime(|| async move {
+                let pg = db::pg_config(&cfg)?;
+                let (mut client, conn) = pg.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                db::migrate(&mut client).await?;
+                client
+                    .execute(
+                        "INSERT INTO users (name, hash, role) VALUES ($1, $2, $3)
+                         ON CONFLICT (name) DO UPDATE SET hash = EXCLUDED.hash, role = EXCLUDED.role",
+                        &[&name, &hash, &role],
+                    )
+                    .await?;
+                client
+                    .execute("DELETE FROM sessions WHERE name = $1", &[&name])
+                    .await?;
+                println!("account {name} ({role}) saved");
+                Ok(())
+            })
+        }
         Command::Migrate { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
@@ -121,7 +196,33 @@ fn main() -> ExitCode {
                 });
                 let stats = Arc::new(ingest::Stats::default());
                 tracing::info!(version = env!("CARGO_PKG_VERSION"), client_id = %cfg.mqtt.client_id, "starting");
-                ingest::run(Arc::new(cfg), Arc::clone(&stats), shutdown).await?;
+                let cfg = Arc::new(cfg);
+                let web = match cfg
+                    .http
+                    .as_ref()
+                    .map(|h| h.listen.parse::<std::net::SocketAddr>())
+                {
+                    Some(Ok(listen)) => {
+                        let pool = db::pool(&cfg, cfg.postgres.pool)?;
+                        Some(tokio::spawn(pithead_county::web::serve(
+                            Arc::clone(&cfg),
+                            pool,
+                            Arc::clone(&stats),
+                            listen,
+                            shutdown.clone(),
+                        )))
+                    }
+                    _ => None,
+                };
+                let ingested =
+                    ingest::run(Arc::clone(&cfg), Arc::clone(&stats), shutdown.clone()).await;
+                shutdown.cancel();
+                if let Some(w) = web
+                    && let Ok(Err(e)) = w.await
+                {
+                    tracing::error!(error = %e, "dashboard failed");
+                }
+                ingested?;
                 tracing::info!(?stats, "stopped");
                 Ok(())
             })

@@ -635,6 +635,30 @@ pub fn http_send(
     content_type: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
+    http_send_head(addr, method, path, headers, content_type, body).map(|(s, _, b)| (s, b))
+}
+
+/// As [`http_request`], with the answer's head too (status, head, body).
+pub fn http_request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String, String)> {
+    let ct = (!body.is_empty()).then_some("application/json");
+    http_send_head(addr, method, path, headers, ct, body.as_bytes())
+}
+
+/// As [`http_send`], with the answer's head too (status, head, body).
+pub fn http_send_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
@@ -701,7 +725,7 @@ pub fn http_send(
             body = dechunk(&body);
         }
     }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

@@ -169,6 +169,26 @@ impl Browser {
         );
     }
 
+    /// Clicks the first element matching `css`, looking it up again if
+    /// the page replaced it in between (a live table re-rendered).
+    pub fn click_live(&self, css: &str, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            let e = self.find(css, within);
+            match self.try_call(
+                "POST",
+                &self.s(&format!("/element/{}/click", e.0)),
+                &json!({}),
+            ) {
+                Ok(_) => return,
+                Err(err) if err.contains("stale element") && Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+    }
+
     /// An element's visible text.
     pub fn text(&self, e: &Element) -> String {
         self.call(

@@ -197,8 +197,7 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
             && t.contains("未确认 1 条")
     });
     wait_tone(&b, "alarm", wait);
-    let button = b.find("#alarm-rows tr.alarm button[data-alarm]", wait);
-    b.click(&button);
+    b.click_live("#alarm-rows tr.alarm button[data-alarm]", wait);
     b.wait_text("#alarm-result", wait, "acknowledged", |t| t == "已确认");
     b.wait_text("#alarm-rows", wait, "who acknowledged", |t| {
         t.contains("王班长")
@@ -312,14 +311,14 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
         "no element was made from the description"
     );
     let step = |status: &str, extra: &str| {
-        b.click(&b.find(
+        b.click_live(
             &format!("{card} select[name=status] option[value='{status}']"),
             wait,
-        ));
+        );
         if !extra.is_empty() {
             b.execute(extra);
         }
-        b.click(&b.find(&format!("{card} form button[type=submit]"), wait));
+        b.click_live(&format!("{card} form button[type=submit]"), wait);
         b.wait_text("#hazard-result", wait, status, |t| {
             t.contains(&ticket) && t.contains('→')
         });

@@ -10,6 +10,7 @@ mod checkins;
 mod cli;
 mod console;
 mod county;
+mod county_dashboard;
 mod daemon;
 mod faults;
 mod hazards;

@@ -1,0 +1,196 @@
+"use strict";
+// The county dashboard. It logs in over /api/v1/session (an HttpOnly
+// cookie), sends the CSRF token with every change, and refreshes whenever
+// the database changed (server-sent `changed`, from PostgreSQL NOTIFY).
+// Every server text is put in with textContent; nothing is parsed as HTML.
+
+const T = {
+  "zh-CN": {
+    title: "县总工会 · 井口安全工作站总览", logout: "退出", login: "登录", user: "用户名", password: "密码", log_in: "登录",
+    stations: "各站点", station: "站点", mine: "矿", presence: "连接", underground: "井下人数", overdue: "超时",
+    alarms: "报警（断电）", hazards: "隐患 未销号 / 重大 / 超期", online: "在线", offline: "离线", never: "从未连接",
+    since: "自", unregistered: "未登记站点", alarms_of: "报警", hazards_of: "隐患", people_of: "井下人员",
+    channel: "测点", level: "级别", event: "状态", value: "值", at: "时间", ticket: "编号", status: "状态", grade: "等级",
+    location: "地点", deadline: "期限", notices: "通知", notice_title: "标题", notice_body: "正文",
+    urgent: "紧急（在井口屏幕顶部显示）", valid_hours: "有效期（小时）", send: "发送", sent_at: "发送时间",
+    sent_by: "发送人", applied: "站点回执", waiting: "等待回执", applied_ok: "已生效", refused: "被拒绝",
+    all_stations: "全部站点", sent: "已发送", wrong: "登录失败", link_lost: "与总览服务器连接中断 — 数据可能不是最新",
+    raised: "报警中", acknowledged: "已确认", returned: "已恢复待确认", escalated: "升级", recurred: "复发", cleared: "已解除",
+    fault: "故障", warning: "预警", alarm: "报警", power_cut: "断电", overdue_level: "超时未升井",
+    reported: "已上报", assigned: "整改中", rectified: "已整改", closed: "已销号", rejected: "已驳回",
+    general: "一般", major: "重大", people_count: "井下 {n} 人，超时 {o} 人", no_headcount: "尚无人数记录",
+    switch: "English", viewer_note: "只读账户不能发送通知", role_operator: "操作员", role_viewer: "查看者",
+  },
+  en: {
+    title: "County union · shaft-head stations", logout: "Log out", login: "Log in", user: "User", password: "Password", log_in: "Log in",
+    stations: "Stations", station: "Station", mine: "Mine", presence: "Link", underground: "Underground", overdue: "Overdue",
+    alarms: "Alarms (power cuts)", hazards: "Hazards open / major / overdue", online: "online", offline: "offline", never: "never connected",
+    since: "since", unregistered: "not registered", alarms_of: "Alarms", hazards_of: "Hazards", people_of: "Underground",
+    channel: "Channel", level: "Level", event: "State", value: "Value", at: "Time", ticket: "Ticket", status: "Status", grade: "Grade",
+    location: "Location", deadline: "Deadline", notices: "Notices", notice_title: "Title", notice_body: "Text",
+    urgent: "Urgent (on top of the kiosk screen)", valid_hours: "Valid for (hours)", send: "Send", sent_at: "Sent",
+    sent_by: "By", applied: "Station's answer", waiting: "waiting", applied_ok: "applied", refused: "refused",
+    all_stations: "All stations", sent: "sent", wrong: "Login failed", link_lost: "Connection to the dashboard lost — data may be out of date",
+    raised: "active", acknowledged: "acknowledged", returned: "returned, unacknowledged", escalated: "escalated", recurred: "recurred", cleared: "cleared",
+    fault: "fault", warning: "warning", alarm: "alarm", power_cut: "power cut", overdue_level: "overdue underground",
+    reported: "reported", assigned: "being fixed", rectified: "fixed", closed: "closed", rejected: "rejected",
+    general: "general", major: "major", people_count: "{n} underground, {o} overdue", no_headcount: "no head-count yet",
+    switch: "中文", viewer_note: "a viewer account cannot send notices", role_operator: "operator", role_viewer: "viewer",
+  },
+};
+
+let lang = "zh-CN";
+let csrf = "";
+let role = "";
+let chosen = null;
+let stationList = [];
+const $ = (id) => document.getElementById(id);
+const t = (k) => T[lang][k] ?? k;
+const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = String(text); if (cls) e.className = cls; return e; };
+const time = (s) => {
+  if (!s) return "";
+  const d = new Date(s);
+  if (Number.isNaN(d.getTime())) return String(s);
+  return new Intl.DateTimeFormat("sv-SE", { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(d);
+};
+const row = (cells, cls) => { const tr = el("tr", null, cls); for (const c of cells) { const td = el("td"); if (c instanceof Node) td.append(c); else td.textContent = c ?? ""; tr.append(td); } return tr; };
+
+async function api(method, url, body) {
+  const headers = {};
+  if (method !== "GET") headers["X-CSRF-Token"] = csrf;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "same-origin" });
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* empty */ }
+  if (r.status === 401 && url !== "/api/v1/session") showLogin();
+  return { status: r.status, data };
+}
+const message = (d) => (d ? (lang === "en" ? d.message_en : d.message_zh) || "" : "");
+const say = (id, text, ok) => { const e = $(id); e.textContent = text; e.className = "result " + (ok ? "ok" : "err"); };
+
+function applyLang() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-t]").forEach((e) => { e.textContent = t(e.dataset.t); });
+  $("lang").textContent = t("switch");
+  if (csrf) refresh();
+}
+
+function showLogin() {
+  csrf = ""; $("app").hidden = true; $("login-view").hidden = false; $("logout").hidden = true; $("who").textContent = "";
+}
+function showApp(d) {
+  csrf = d.csrf; role = d.role;
+  $("login-view").hidden = true; $("app").hidden = false; $("logout").hidden = false;
+  $("who").textContent = d.user + " · " + t("role_" + d.role);
+  $("notice-form").hidden = role !== "operator";
+  live();
+  refresh();
+}
+
+async function refresh() {
+  await Promise.all([stations(), notices(), chosen ? station(chosen) : null]);
+}
+
+async function stations() {
+  const { data } = await api("GET", "/api/v1/stations");
+  if (!Array.isArray(data)) return;
+  stationList = data;
+  const body = $("station-rows"); body.replaceChildren();
+  for (const s of data) {
+    const id = s.county + "/" + s.station;
+    const a = el("a", s.name || id); a.href = "#" + id; a.dataset.station = id;
+    a.addEventListener("click", (ev) => { ev.preventDefault(); chosen = id; station(id); });
+    const name = el("span"); name.append(a);
+    if (!s.registered) name.append(" ", el("span", t("unregistered"), "badge"));
+    const p = s.presence || "";
+    const presence = el("span", p ? t(p) : t("never"), "badge " + (p || "offline"));
+    const since = el("span", p && s.presence_at ? " " + t("since") + " " + time(s.presence_at) : "", "muted");
+    const link = el("span"); link.append(presence, since);
+    const cls = [s.power_cuts ? "power_cut" : s.alarms ? "alarm" : "", p === "online" ? "" : "offline", s.registered ? "" : "unregistered"].join(" ");
+    const tr = row([name, s.mine, link, s.underground ?? "—", s.overdue ?? "—", s.alarms + (s.power_cuts ? "（" + s.power_cuts + "）" : ""), s.hazards_open + " / " + s.hazards_major + " / " + s.hazards_overdue], cls);
+    tr.dataset.station = id;
+    body.append(tr);
+  }
+  const pick = $("notice-stations");
+  if (!pick.children.length || pick.dataset.count !== String(data.length)) {
+    pick.replaceChildren();
+    pick.dataset.count = String(data.length);
+    const all = el("label"); const cb = el("input"); cb.type = "checkbox"; cb.value = "*"; cb.id = "notice-all"; all.append(cb, " " + t("all_stations")); pick.append(all);
+    for (const s of data.filter((x) => x.registered)) {
+      const l = el("label"); const c = el("input"); c.type = "checkbox"; c.value = s.county + "/" + s.station; l.append(c, " " + (s.name || c.value)); pick.append(l);
+    }
+  }
+}
+
+async function station(id) {
+  const [c, s] = id.split("/");
+  const { data } = await api("GET", "/api/v1/stations/" + encodeURIComponent(c) + "/" + encodeURIComponent(s));
+  if (!data) return;
+  $("station-view").hidden = false;
+  const known = stationList.find((x) => x.county === c && x.station === s);
+  $("station-title").textContent = (known && known.name ? known.name + " · " : "") + id;
+  const alarms = $("alarm-rows"); alarms.replaceChildren();
+  for (const a of data.alarms) alarms.append(row([a.channel, t(a.level === "overdue" ? "overdue_level" : a.level), t(a.event), a.value ?? "", time(a.at)], a.event === "cleared" ? "" : a.level));
+  const hz = $("hazard-rows"); hz.replaceChildren();
+  for (const h of data.hazards) hz.append(row([h.ticket, t(h.status), t(h.grade), h.location, time(h.deadline)], h.overdue ? "alarm" : ""));
+  const hc = data.headcount;
+  $("people").textContent = hc ? t("people_count").replace("{n}", hc.underground).replace("{o}", hc.overdue) + " · " + time(hc.at) : t("no_headcount");
+}
+
+async function notices() {
+  const { data } = await api("GET", "/api/v1/notices");
+  if (!Array.isArray(data)) return;
+  const body = $("notice-rows"); body.replaceChildren();
+  for (const n of data) {
+    const answer = n.outcome === "applied" ? t("applied_ok") + " " + time(n.applied_at) : n.outcome === "refused" ? t("refused") + ": " + (n.reason || "") : t("waiting");
+    const tr = row([time(n.sent_at), n.county + "/" + n.station, n.title, n.sent_by, answer], n.outcome === "refused" ? "alarm" : "");
+    tr.dataset.msgId = n.msg_id; tr.dataset.outcome = n.outcome || "waiting";
+    body.append(tr);
+  }
+}
+
+async function sendNotice(ev) {
+  ev.preventDefault();
+  const picked = [...document.querySelectorAll("#notice-stations input:checked")].map((c) => c.value);
+  const body = { stations: picked, title: $("notice-title").value, body: $("notice-body").value, urgent: $("notice-urgent").checked, valid_hours: Number($("notice-hours").value) };
+  const { status, data } = await api("POST", "/api/v1/notices", body);
+  if (status === 201) { say("notice-result", t("sent") + " · " + data.sent.length, true); $("notice-form").reset(); notices(); }
+  else say("notice-result", message(data), false);
+}
+
+// Live: refresh on every `changed`; a stream silent for 3 s is lost (the
+// page says so), and it comes back by itself.
+let es = null; let last = Date.now();
+function live() {
+  if (es) return;
+  last = Date.now();
+  const open = () => {
+    es = new EventSource("/api/v1/stream");
+    es.addEventListener("changed", () => { last = Date.now(); refresh(); });
+    es.addEventListener("beat", () => { last = Date.now(); if (!$("link-lost").hidden) { $("link-lost").hidden = true; refresh(); } });
+    es.onerror = () => { if (es && es.readyState === EventSource.CLOSED) { es = null; } };
+  };
+  open();
+  setInterval(() => {
+    if (Date.now() - last > 3000) {
+      $("link-lost").hidden = false; $("link-lost").textContent = t("link_lost");
+      if (es) { es.close(); es = null; }
+      if (csrf) open();
+    }
+  }, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("lang").addEventListener("click", () => { lang = lang === "en" ? "zh-CN" : "en"; applyLang(); });
+  $("logout").addEventListener("click", async () => { await api("DELETE", "/api/v1/session"); showLogin(); });
+  $("notice-form").addEventListener("submit", sendNotice);
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const { status, data } = await api("POST", "/api/v1/session", { user: $("user").value, password: $("password").value });
+    $("password").value = "";
+    if (status === 200) showApp(data); else say("login-result", message(data) || t("wrong"), false);
+  });
+  applyLang();
+  const { status, data } = await api("GET", "/api/v1/session");
+  if (status === 200) showApp(data); else showLogin();
+});

@@ -1,0 +1,209 @@
+//! The county dashboard in a real headless Chromium: accounts from the
+//! command line, every station at a glance updated live (PostgreSQL
+//! NOTIFY), a notice sent from the dashboard shown on a real station's
+//! kiosk and its `cmd_ack` back on the dashboard; viewers and other sites
+//! cannot send.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of the tests: a failed unwrap is a failed test"
+)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pithead_e2e::webdriver::Browser;
+use pithead_e2e::{
+    County, Daemon, Mosquitto, Postgres, county_bin, free_port, http_request, uplink_config,
+};
+
+fn add_account(config: &std::path::Path, name: &str, role: &str, password: &str) {
+    let mut add = Command::new(county_bin())
+        .args(["user", "add", name, "--role", role, "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(mut i) = add.stdin.take() {
+        let _ = writeln!(i, "{password}");
+    }
+    assert!(add.wait().unwrap().success(), "user add {name}");
+}
+
+/// Logs in over the API; the session cookie and CSRF token.
+fn login(http: SocketAddr, user: &str, password: &str) -> (String, String) {
+    let body = serde_json::json!({ "user": user, "password": password }).to_string();
+    let (s, head, b) =
+        pithead_e2e::http_request_head(http, "POST", "/api/v1/session", &[], &body).unwrap();
+    assert_eq!(s, 200, "{b}");
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        })
+        .map(|(_, v)| v.trim().split(';').next().unwrap_or_default().to_owned())
+        .unwrap();
+    assert!(
+        head.contains("HttpOnly") && head.contains("SameSite=Strict"),
+        "{head}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    (cookie, v["csrf"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
+    let pg = Postgres::start();
+    let broker = Mosquitto::start_with(free_port(), true, "");
+    let dir = tempfile::tempdir().unwrap();
+    let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"county-a\"\nkeep_alive = \"5s\"\n\
+         [postgres]\nurl = \"{}\"\n[http]\nlisten = \"{web}\"\n\
+         [[station]]\ncounty = \"test-county\"\nid = \"s1\"\nname = \"一号井\"\nmine = \"一矿\"\n",
+        broker.url(),
+        pg.url()
+    );
+    let county = County::start(dir.path(), "county-a", &cfg);
+    county.wait_log("subscribed", 1, Duration::from_secs(60));
+    county.wait_log("dashboard serving", 1, Duration::from_secs(10));
+    add_account(
+        &county.config,
+        "县工会操作员",
+        "operator",
+        "县总工会安全第一2026",
+    );
+    add_account(&county.config, "县工会查看", "viewer", "只看不改的密码2026");
+
+    let sdir = tempfile::tempdir().unwrap();
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let scfg = uplink_config(sdir.path(), http, &broker.url(), 5).replacen(
+        "id = \"test-station\"",
+        "id = \"s1\"",
+        1,
+    );
+    let mut station = Daemon::start(sdir.path(), &scfg, http);
+    station.wait_healthy(Duration::from_secs(20));
+
+    // Nobody without an account; a viewer cannot send; another site or
+    // host name is refused.
+    let (s, _) = http_request(web, "GET", "/api/v1/stations", &[], "").unwrap();
+    assert_eq!(s, 401);
+    let (cookie, csrf) = login(web, "县工会查看", "只看不改的密码2026");
+    let notice = r#"{"stations":["test-county/s1"],"title":"t","body":"b","valid_hours":1}"#;
+    let (s, b) = http_request(
+        web,
+        "POST",
+        "/api/v1/notices",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        notice,
+    )
+    .unwrap();
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("not_an_operator"), "{b}");
+    let (cookie, csrf) = login(web, "县工会操作员", "县总工会安全第一2026");
+    let (s, b) = http_request(
+        web,
+        "POST",
+        "/api/v1/notices",
+        &[("Cookie", &cookie)],
+        notice,
+    )
+    .unwrap();
+    assert_eq!(s, 403, "no CSRF token: {b}");
+    let (s, b) = http_request(
+        web,
+        "POST",
+        "/api/v1/notices",
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Origin", "http://evil.example"),
+        ],
+        notice,
+    )
+    .unwrap();
+    assert_eq!(s, 403, "another site: {b}");
+    let (s, _) = http_request(
+        web,
+        "GET",
+        "/api/v1/session",
+        &[("Host", "evil.example")],
+        "",
+    )
+    .unwrap();
+    assert_eq!(s, 421, "another host name");
+
+    // The operator, in Chromium.
+    let b = Browser::start(1280, 1000);
+    let wait = Duration::from_secs(20);
+    b.open(&format!("http://{web}/"));
+    b.type_into(&b.find("#user", wait), "县工会操作员");
+    b.type_into(&b.find("#password", wait), "wrong password 2026\u{E007}");
+    b.wait_text("#login-result", wait, "refused", |t| t.contains("错误"));
+    b.type_into(&b.find("#password", wait), "县总工会安全第一2026\u{E007}");
+    b.wait_text("#who", wait, "logged in", |t| t.contains("县工会操作员"));
+    b.wait_text(
+        "#station-rows tr[data-station='test-county/s1']",
+        wait,
+        "the station, online",
+        |t| t.contains("一号井") && t.contains("在线"),
+    );
+
+    // A hazard reported at the station shows on the dashboard without a
+    // reload: the receiver's write is a NOTIFY, the page's stream says so.
+    let (s, body) = http_request(
+        http,
+        "POST",
+        "/api/v1/hazards",
+        &[],
+        r#"{"category":"roof","location":"1201 回风巷","grade":"major","description":"顶板离层","anonymous":true}"#,
+    )
+    .unwrap();
+    assert_eq!(s, 201, "{body}");
+    b.wait_text(
+        "#station-rows tr[data-station='test-county/s1']",
+        wait,
+        "the hazard, live",
+        |t| t.contains("1 / 1 / 0"),
+    );
+
+    // A notice to the station, urgent.
+    b.click(&b.find("#notice-stations input[value='test-county/s1']", wait));
+    b.type_into(&b.find("#notice-title", wait), "主井停电检修");
+    b.type_into(
+        &b.find("#notice-body", wait),
+        "明天 8:00-10:00 主井停电检修，请提前升井",
+    );
+    b.click(&b.find("#notice-urgent", wait));
+    b.click(&b.find("#notice-form button[type=submit]", wait));
+    b.wait_text("#notice-result", wait, "sent", |t| t.contains("已发送"));
+    // The station applied it: its cmd_ack, stored by the receiver, is on
+    // the dashboard.
+    b.wait_attribute(
+        "#notice-rows tr",
+        "data-outcome",
+        Duration::from_secs(30),
+        "the station's answer",
+        |v| v == "applied",
+    );
+    b.wait_text("#notice-rows tr", wait, "applied, shown", |t| {
+        t.contains("已生效") && t.contains("县工会操作员")
+    });
+    b.screenshot(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/screenshots/county-dashboard.png"),
+    );
+
+    // And the kiosk shows it, in the banner's place.
+    let k = Browser::start(1024, 600);
+    k.open(&format!("http://{http}/"));
+    k.wait_text("#alert", wait, "the urgent notice on the kiosk", |t| {
+        t.contains("主井停电检修") && t.contains("请提前升井")
+    });
+    station.signal(libc::SIGTERM);
+}
