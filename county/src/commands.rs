@@ -1,8 +1,11 @@
 //! The county's commands to stations go out on a connection of their own
 //! (client id `{mqtt.client_id}-cmd`), QoS 1, never retained.
 
+use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine as _;
+use ed25519_dalek::{Signer as _, SigningKey};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tokio_util::sync::CancellationToken;
 
@@ -51,4 +54,72 @@ pub fn publisher(cfg: &Config, shutdown: CancellationToken) -> AsyncClient {
         }
     });
     client
+}
+
+/// The signing key in `file` (base64 of its 32 secret bytes), which only
+/// its owner may read.
+pub fn signing_key(file: &Path) -> Result<SigningKey, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} may be read by others (mode {:o}); chmod 600 it",
+            file.display(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("{}: not base64: {e}", file.display()))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("{}: an Ed25519 key has 32 bytes", file.display()))?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+/// A new key pair: the secret written to `dir/county-signing.key` (0600),
+/// the public key to `dir/county-signing.pub`; the public key's text is
+/// returned, for every station's `[mqtt] county_public_key`.
+pub fn generate(dir: &Path) -> Result<String, String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut secret = [0u8; 32];
+    secret[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let key = SigningKey::from_bytes(&secret);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let file = dir.join("county-signing.key");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .map_err(|e| {
+            format!(
+                "{}: {e} (an existing key is never overwritten)",
+                file.display()
+            )
+        })?;
+    writeln!(f, "{}", b64.encode(key.to_bytes()))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let public = b64.encode(key.verifying_key().to_bytes());
+    let pubfile = dir.join("county-signing.pub");
+    std::fs::write(&pubfile, format!("{public}\n"))
+        .map_err(|e| format!("{}: {e}", pubfile.display()))?;
+    Ok(public)
+}
+
+/// `payload` for `topic` as it is published: signed when the county has a
+/// key (`pithead_core::protocol::Signed`), else as it is.
+pub fn seal(key: Option<&SigningKey>, topic: &str, payload: Vec<u8>) -> Vec<u8> {
+    let Some(key) = key else { return payload };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sig = key.sign(&pithead_core::protocol::signed_bytes(topic, &payload));
+    serde_json::to_vec(&pithead_core::protocol::Signed {
+        schema: pithead_core::protocol::SCHEMA.to_owned(),
+        signed: b64.encode(&payload),
+        sig: b64.encode(sig.to_bytes()),
+    })
+    .unwrap_or(payload)
 }

@@ -26,6 +26,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// How commands to stations are signed.
+    #[serde(default)]
+    pub commands: Commands,
     /// The dashboard (absent: this instance only receives).
     #[serde(default)]
     pub http: Option<Http>,
@@ -120,6 +123,16 @@ impl Default for Log {
             level: "info".to_owned(),
         }
     }
+}
+
+/// Signing commands.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commands {
+    /// The county's Ed25519 signing key (from `pithead-county keys
+    /// generate`, mode 0600): every command is signed with it, and
+    /// stations configured with its public key refuse any other.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// The dashboard's web server.
@@ -246,6 +259,15 @@ pub fn load_str(src: &str, file: &Path) -> Result<Config, ConfigError> {
                 cfg.postgres.url
             ),
             "e.g. \"host=127.0.0.1 port=5432 dbname=pithead user=pithead\" or \"postgresql://pithead@127.0.0.1/pithead\"",
+        );
+    }
+    if let Some(f) = &cfg.commands.signing_key_file
+        && let Err(e) = crate::commands::signing_key(f)
+    {
+        add(
+            "commands.signing_key_file".into(),
+            e,
+            "make one with `pithead-county keys generate --out DIR` (mode 0600)",
         );
     }
     if !(1..=100_000).contains(&cfg.ingest.max_batch) {

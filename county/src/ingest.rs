@@ -151,8 +151,13 @@ pub async fn run(
         shutdown.clone(),
     ));
     let (current, watching) = tokio::sync::watch::channel(None);
+    let signing = match &cfg.commands.signing_key_file {
+        Some(f) => Some(crate::commands::signing_key(f).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let resender = tokio::spawn(resend_loop(
         pg,
+        signing,
         cfg.ingest.resend_after,
         watching,
         Arc::clone(&stats),
@@ -367,6 +372,7 @@ type Hole = (String, String, String, String, i64, i64);
 /// ask N times.
 async fn resend_loop(
     pg: tokio_postgres::Config,
+    signing: Option<ed25519_dalek::SigningKey>,
     after: Duration,
     current: tokio::sync::watch::Receiver<Option<AsyncClient>>,
     stats: Arc<Stats>,
@@ -456,6 +462,7 @@ async fn resend_loop(
                 continue;
             };
             let topic = protocol::topic(county, station, "cmd/resend");
+            let payload = crate::commands::seal(signing.as_ref(), &topic, payload);
             if mqtt
                 .try_publish(topic, QoS::AtLeastOnce, false, payload)
                 .is_ok()

@@ -48,6 +48,13 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// The county's signing key for commands: `keys generate --out DIR`
+    /// writes `county-signing.key` (0600) and prints the public key every
+    /// station puts in `[mqtt] county_public_key`.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Bring the database schema up to date, then exit.
     Migrate {
         /// Configuration file.
@@ -58,6 +65,16 @@ enum Command {
             default_value = "/etc/pithead/county.toml"
         )]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Make a new key pair (an existing key is never overwritten).
+    Generate {
+        /// Directory for `county-signing.key` and `county-signing.pub`.
+        #[arg(long, default_value = "/etc/pithead")]
+        out: PathBuf,
     },
 }
 
@@ -102,6 +119,22 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(code) => code,
+        },
+        Command::Keys {
+            action: KeysAction::Generate { out },
+        } => match pithead_county::commands::generate(&out) {
+            Ok(public) => {
+                eprintln!(
+                    "signing key: {}\nput this public key in every station's [mqtt] county_public_key, and set [commands] signing_key_file here:",
+                    out.join("county-signing.key").display()
+                );
+                println!("{public}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
         },
         Command::User {
             action: UserAction::Add { name, role, config },

@@ -50,6 +50,7 @@ pub struct Web {
     pool: Pool,
     stats: Arc<Stats>,
     commands: rumqttc::AsyncClient,
+    signing: Option<Arc<ed25519_dalek::SigningKey>>,
     changed: broadcast::Sender<()>,
     hosts: Arc<Vec<String>>,
 }
@@ -223,10 +224,17 @@ pub async fn serve(
     for n in cfg.http.iter().flat_map(|h| &h.names) {
         hosts.extend([n.clone(), format!("{n}:{}", listen.port())]);
     }
+    let signing = match &cfg.commands.signing_key_file {
+        Some(f) => Some(Arc::new(
+            crate::commands::signing_key(f).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let web = Web {
         pool,
         stats,
         commands,
+        signing,
         changed,
         hosts: Arc::new(hosts),
     };
@@ -692,7 +700,11 @@ async fn send_notice(
         .await
         .map_err(db_error)?;
         let topic = protocol::topic(&county, &station, "cmd/notice");
-        let bytes = serde_json::to_vec(&notice).unwrap_or_default();
+        let bytes = crate::commands::seal(
+            web.signing.as_deref(),
+            &topic,
+            serde_json::to_vec(&notice).unwrap_or_default(),
+        );
         web.commands
             .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
             .await

@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
         "heartbeat",
         "kiosk_keys",
         "tls",
+        "signing",
         "photos",
         "lifecycle",
     ],

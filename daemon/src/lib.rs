@@ -26,6 +26,7 @@ mod logging;
 mod photos;
 pub mod reports;
 mod roster;
+mod signing;
 mod simulator;
 pub mod store;
 mod sync;

@@ -366,6 +366,15 @@ fn http(cfg: &Config, p: &mut Problems) {
 
 fn mqtt(cfg: &Config, p: &mut Problems) {
     let m = &cfg.mqtt;
+    if let Some(k) = &m.county_public_key
+        && let Err(e) = crate::signing::county_key(k)
+    {
+        p.add(
+            "mqtt.county_public_key",
+            e,
+            Some("the line `pithead-county keys generate` printed as the public key (44 characters of base64)"),
+        );
+    }
     for (key, file) in [
         ("mqtt.ca_file", &m.ca_file),
         ("mqtt.client_cert", &m.client_cert),

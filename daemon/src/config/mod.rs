@@ -468,6 +468,10 @@ pub struct Mqtt {
     /// is still bigger is set aside rather than sent. Keep it at or below
     /// the county broker's packet limit (Mosquitto `max_packet_size`).
     pub max_message_bytes: usize,
+    /// The county's public key (Ed25519, base64, from `pithead-county keys
+    /// generate`): when set, only commands signed with it are carried out;
+    /// unsigned and wrongly signed ones are refused, logged and counted.
+    pub county_public_key: Option<String>,
 }
 
 /// The smallest and largest `[mqtt] max_message_bytes`.
@@ -485,6 +489,7 @@ impl Default for Mqtt {
             client_key: None,
             keep_alive: Duration::from_secs(30),
             max_message_bytes: 128 * 1024,
+            county_public_key: None,
         }
     }
 }

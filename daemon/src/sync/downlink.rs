@@ -306,10 +306,26 @@ pub fn apply(
     retained: bool,
     now: SystemTime,
 ) -> Result<CommandOutcome, StoreError> {
+    // With the county's key configured, only what it signed for this
+    // station's topic is carried out.
+    let topic =
+        super::protocol::topic(&cfg.station.county, &cfg.station.id, &format!("cmd/{kind}"));
+    let key = cfg
+        .mqtt
+        .county_public_key
+        .as_deref()
+        .and_then(|k| crate::signing::county_key(k).ok());
+    let opened = crate::signing::open(key.as_ref(), &topic, payload);
+    let payload: &[u8] = match &opened {
+        Ok(inner) => inner,
+        Err(_) => payload,
+    };
     let outcome = if retained {
         // A retained command would be carried out again by every station
         // that ever subscribes: the county never sends one.
         CommandOutcome::Refused("retained: commands are never retained".into())
+    } else if let Err(why) = &opened {
+        CommandOutcome::Refused(why.clone())
     } else {
         handle(conn, cfg, kind, payload, now)?
     };

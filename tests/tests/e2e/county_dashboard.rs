@@ -61,12 +61,36 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     let broker = Mosquitto::start_with(free_port(), true, "");
     let dir = tempfile::tempdir().unwrap();
     let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // The county's signing key; the station trusts only its public key.
+    let out = Command::new(county_bin())
+        .args(["keys", "generate", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(public.len(), 44, "{public}");
+    let again = Command::new(county_bin())
+        .args(["keys", "generate", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "an existing key is never overwritten"
+    );
     let cfg = format!(
         "[mqtt]\nurl = \"{}\"\nclient_id = \"county-a\"\nkeep_alive = \"5s\"\n\
          [postgres]\nurl = \"{}\"\n[http]\nlisten = \"{web}\"\n\
+         [commands]\nsigning_key_file = \"{}\"\n\
          [[station]]\ncounty = \"test-county\"\nid = \"s1\"\nname = \"一号井\"\nmine = \"一矿\"\n",
         broker.url(),
-        pg.url()
+        pg.url(),
+        dir.path().join("county-signing.key").display()
     );
     let county = County::start(dir.path(), "county-a", &cfg);
     county.wait_log("subscribed", 1, Duration::from_secs(60));
@@ -81,11 +105,14 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
 
     let sdir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let scfg = uplink_config(sdir.path(), http, &broker.url(), 5).replacen(
-        "id = \"test-station\"",
-        "id = \"s1\"",
-        1,
-    );
+    let scfg = uplink_config(sdir.path(), http, &broker.url(), 5)
+        .replacen("id = \"test-station\"", "id = \"s1\"", 1)
+        .replacen(
+            "[mqtt]\nenabled = true\n",
+            &format!("[mqtt]\nenabled = true\ncounty_public_key = \"{public}\"\n"),
+            1,
+        );
+    assert!(scfg.contains(&public));
     let mut station = Daemon::start(sdir.path(), &scfg, http);
     station.wait_healthy(Duration::from_secs(20));
 
@@ -205,5 +232,67 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     k.wait_text("#alert", wait, "the urgent notice on the kiosk", |t| {
         t.contains("主井停电检修") && t.contains("请提前升井")
     });
+
+    // Someone with a broker account but not the county's key: an unsigned
+    // notice and one with a forged signature are refused, with reasons the
+    // county sees, and never reach the kiosk.
+    let unsigned = r#"{"schema":"pithead/v1","msg_id":"forged-1","title":"假通知","body":"立即下井","priority":"urgent","valid_until":"2030-01-01T00:00:00Z"}"#;
+    let wrapped = format!(
+        "{{\"schema\":\"pithead/v1\",\"signed\":\"{}\",\"sig\":\"{}\"}}",
+        b64(unsigned.replace("forged-1", "forged-2").as_bytes()),
+        b64(&[0u8; 64])
+    );
+    let topic = "pithead/v1/test-county/s1/cmd/notice".to_owned();
+    let mut o = rumqttc::MqttOptions::new("intruder", "127.0.0.1", broker.port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = rumqttc::Client::new(o, 10);
+    client
+        .publish(
+            topic.as_str(),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            unsigned.as_bytes().to_vec(),
+        )
+        .unwrap();
+    client
+        .publish(
+            topic.as_str(),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            wrapped.into_bytes(),
+        )
+        .unwrap();
+    let mut acked = 0;
+    for ev in conn.iter() {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
+            acked += 1;
+            if acked == 2 {
+                break;
+            }
+        }
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let reasons = loop {
+        let r = pg.query("SELECT body->>'reason' FROM messages WHERE kind = 'cmd_ack' AND body->>'outcome' = 'refused' ORDER BY created_at");
+        if r.lines().count() >= 2 || std::time::Instant::now() > end {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        reasons.contains("unsigned") && reasons.contains("does not verify"),
+        "{reasons}"
+    );
+    let (_, shown) = http_request(http, "GET", "/api/v1/notices", &[], "").unwrap();
+    assert!(
+        shown.contains("主井停电检修") && !shown.contains("假通知"),
+        "{shown}"
+    );
     station.signal(libc::SIGTERM);
+}
+
+/// Standard base64, padded.
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
