@@ -19,6 +19,7 @@ const T = {
     fault: "故障", warning: "预警", alarm: "报警", power_cut: "断电", overdue_level: "超时未升井",
     reported: "已上报", assigned: "整改中", rectified: "已整改", closed: "已销号", rejected: "已驳回",
     general: "一般", major: "重大", people_count: "井下 {n} 人，超时 {o} 人", no_headcount: "尚无人数记录",
+    light: "季度亮灯（按站点数据计算）", light_green: "绿灯", light_yellow: "黄灯", light_red: "红灯",
     switch: "English", viewer_note: "只读账户不能发送通知", role_operator: "操作员", role_viewer: "查看者",
   },
   en: {
@@ -35,6 +36,7 @@ const T = {
     fault: "fault", warning: "warning", alarm: "alarm", power_cut: "power cut", overdue_level: "overdue underground",
     reported: "reported", assigned: "being fixed", rectified: "fixed", closed: "closed", rejected: "rejected",
     general: "general", major: "major", people_count: "{n} underground, {o} overdue", no_headcount: "no head-count yet",
+    light: "Quarterly light (from station data)", light_green: "green", light_yellow: "yellow", light_red: "red",
     switch: "中文", viewer_note: "a viewer account cannot send notices", role_operator: "operator", role_viewer: "viewer",
   },
 };
@@ -91,9 +93,14 @@ async function refresh() {
   await Promise.all([stations(), notices(), chosen ? station(chosen) : null]);
 }
 
+// The light's shape says it as well as its colour: ● green, ▲ yellow,
+// ■ red.
+const SHAPE = { green: "●", yellow: "▲", red: "■" };
 async function stations() {
-  const { data } = await api("GET", "/api/v1/stations");
+  const [{ data }, { data: lights }] = await Promise.all([api("GET", "/api/v1/stations"), api("GET", "/api/v1/lights")]);
   if (!Array.isArray(data)) return;
+  const lightOf = {};
+  for (const l of Array.isArray(lights) ? lights : []) lightOf[l.county + "/" + l.station] = l;
   stationList = data;
   const body = $("station-rows"); body.replaceChildren();
   for (const s of data) {
@@ -107,8 +114,15 @@ async function stations() {
     const since = el("span", p && s.presence_at ? " " + t("since") + " " + time(s.presence_at) : "", "muted");
     const link = el("span"); link.append(presence, since);
     const cls = [s.power_cuts ? "power_cut" : s.alarms ? "alarm" : "", p === "online" ? "" : "offline", s.registered ? "" : "unregistered"].join(" ");
-    const tr = row([name, s.mine, link, s.underground ?? "—", s.overdue ?? "—", s.alarms + (s.power_cuts ? "（" + s.power_cuts + "）" : ""), s.hazards_open + " / " + s.hazards_major + " / " + s.hazards_overdue], cls);
+    const l = lightOf[id];
+    const light = el("span");
+    if (l) {
+      light.append(el("span", SHAPE[l.light] + " " + t("light_" + l.light), "light " + l.light));
+      for (const r of l.reasons) light.append(el("div", lang === "en" ? r.en : r.zh, "muted reason"));
+    }
+    const tr = row([name, s.mine, link, s.underground ?? "—", s.overdue ?? "—", s.alarms + (s.power_cuts ? "（" + s.power_cuts + "）" : ""), s.hazards_open + " / " + s.hazards_major + " / " + s.hazards_overdue, light], cls);
     tr.dataset.station = id;
+    if (l) tr.dataset.light = l.light;
     body.append(tr);
   }
   const pick = $("notice-stations");

@@ -26,6 +26,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// The quarterly light's rule.
+    #[serde(default)]
+    pub light: crate::light::Rule,
     /// How commands to stations are signed.
     #[serde(default)]
     pub commands: Commands,

@@ -11,4 +11,5 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod ingest;
+pub mod light;
 pub mod web;

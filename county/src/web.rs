@@ -48,6 +48,7 @@ pub const MIN_PASSWORD: usize = 10;
 #[derive(Debug, Clone)]
 pub struct Web {
     pool: Pool,
+    rule: Arc<crate::light::Rule>,
     stats: Arc<Stats>,
     commands: rumqttc::AsyncClient,
     signing: Option<Arc<ed25519_dalek::SigningKey>>,
@@ -232,6 +233,7 @@ pub async fn serve(
     };
     let web = Web {
         pool,
+        rule: Arc::new(cfg.light.clone()),
         stats,
         commands,
         signing,
@@ -270,6 +272,7 @@ fn router(web: Web) -> Router {
         .route("/api/v1/stations/{county}/{station}", get(station))
         .route("/api/v1/notices", get(notices).post(send_notice))
         .route("/api/v1/stream", get(stream))
+        .route("/api/v1/lights", get(lights))
         .layer(axum::middleware::from_fn_with_state(web.clone(), guard))
         .with_state(web)
 }
@@ -794,4 +797,54 @@ async fn listen_for_changes(
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct LightQuery {
+    /// `YYYY-Qn`; the current quarter if absent.
+    quarter: Option<String>,
+}
+
+/// The quarter `now` is in, as `YYYY-Qn`.
+fn current_quarter() -> String {
+    let now = pithead_core::time::rfc3339(std::time::SystemTime::now());
+    let year = now.get(..4).unwrap_or("2026");
+    let month: u32 = now.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
+    format!("{year}-Q{}", (month - 1) / 3 + 1)
+}
+
+/// `GET /api/v1/lights[?quarter=2026-Q4]`: every registered station's
+/// light for the quarter, computed from its data, with the reasons.
+async fn lights(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<LightQuery>,
+) -> Result<Response, ApiError> {
+    web.account(&headers).await?;
+    let quarter = q.quarter.unwrap_or_else(current_quarter);
+    let Some((start, end)) = crate::light::quarter(&quarter) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_quarter",
+            format!("季度 {quarter:?} 应写作 2026-Q4"),
+            format!("quarter {quarter:?} is not like 2026-Q4"),
+        ));
+    };
+    let db = web.pool.get().await.map_err(db_error)?;
+    let facts = crate::light::facts(&db, &web.rule, &start, &end)
+        .await
+        .map_err(db_error)?;
+    let list: Vec<serde_json::Value> = facts
+        .into_iter()
+        .map(|(county, station, f)| {
+            let l = crate::light::judge(&web.rule, &f);
+            serde_json::json!({
+                "county": county, "station": station, "quarter": quarter,
+                "light": l.light, "computed_from": "station data",
+                "reasons": l.reasons.iter().map(|(zh, en)| serde_json::json!({ "zh": zh, "en": en })).collect::<Vec<_>>(),
+                "facts": f,
+            })
+        })
+        .collect();
+    Ok(Json(list).into_response())
 }

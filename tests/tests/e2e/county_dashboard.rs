@@ -105,13 +105,17 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
 
     let sdir = tempfile::tempdir().unwrap();
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let scfg = uplink_config(sdir.path(), http, &broker.url(), 5)
-        .replacen("id = \"test-station\"", "id = \"s1\"", 1)
-        .replacen(
-            "[mqtt]\nenabled = true\n",
-            &format!("[mqtt]\nenabled = true\ncounty_public_key = \"{public}\"\n"),
-            1,
-        );
+    let scfg = pithead_e2e::with_token(
+        sdir.path(),
+        http,
+        &uplink_config(sdir.path(), http, &broker.url(), 5),
+    )
+    .replacen("id = \"test-station\"", "id = \"s1\"", 1)
+    .replacen(
+        "[mqtt]\nenabled = true\n",
+        &format!("[mqtt]\nenabled = true\ncounty_public_key = \"{public}\"\n"),
+        1,
+    );
     assert!(scfg.contains(&public));
     let mut station = Daemon::start(sdir.path(), &scfg, http);
     station.wait_healthy(Duration::from_secs(20));
@@ -197,6 +201,45 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
         wait,
         "the hazard, live",
         |t| t.contains("1 / 1 / 0"),
+    );
+
+    // The station makes it an assigned rectification whose deadline has
+    // passed: the quarterly light turns red, saying why.
+    let ticket = serde_json::from_str::<serde_json::Value>(&body).unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bearer = format!("Bearer {}", pithead_e2e::TEST_TOKEN);
+    for step in [
+        r#"{"status":"acknowledged","by":"王班长"}"#,
+        r#"{"status":"assigned","by":"王班长","owner":"李工","measures":"加强支护","deadline":"2026-01-05T00:00:00Z"}"#,
+    ] {
+        let (s, b) = http_request(
+            http,
+            "POST",
+            &format!("/api/v1/hazards/{ticket}/steps"),
+            &[("Authorization", &bearer)],
+            step,
+        )
+        .unwrap();
+        assert_eq!(s, 200, "{step}: {b}");
+    }
+    b.wait_attribute(
+        "#station-rows tr[data-station='test-county/s1']",
+        "data-light",
+        wait,
+        "the red light",
+        |v| v == "red",
+    );
+    b.wait_text(
+        "#station-rows tr[data-station='test-county/s1']",
+        wait,
+        "the light's reasons",
+        |t| {
+            t.contains("红灯")
+                && t.contains("重大隐患未销号 1 项")
+                && t.contains("隐患整改超期 1 项")
+        },
     );
 
     // A notice to the station, urgent.

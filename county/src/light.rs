@@ -1,0 +1,296 @@
+//! The quarterly light (季度亮灯): green, yellow or red per station per
+//! quarter, computed from the data the county holds, with the reasons.
+//!
+//! The rule (`[light]` in `county.toml`, defaults below; `docs/COUNTY.md`):
+//! - **red** when, at the end of the quarter (or now, for the current one),
+//!   a major hazard is open, a rectification is past its deadline, the
+//!   quarter had at least `red_power_cuts` power cuts, or an alarm has
+//!   waited longer than `ack_minutes` for an acknowledgement;
+//! - **yellow** when a general hazard is open longer than
+//!   `yellow_open_days`, the quarter had a power cut, or the station has
+//!   been offline for more than `offline_hours`;
+//! - **green** otherwise.
+//!
+//! It is computed from station data, and labelled so: the union's own
+//! assessment is a separate record with its note.
+
+use serde::{Deserialize, Serialize};
+
+/// The rule's figures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rule {
+    /// Power cuts in a quarter that make it red.
+    pub red_power_cuts: i64,
+    /// An alarm unacknowledged longer than this makes it red.
+    pub ack_minutes: i64,
+    /// A general hazard open longer than this makes it yellow.
+    pub yellow_open_days: i64,
+    /// Offline longer than this makes it yellow.
+    pub offline_hours: i64,
+}
+
+impl Default for Rule {
+    fn default() -> Self {
+        Self {
+            red_power_cuts: 3,
+            ack_minutes: 30,
+            yellow_open_days: 30,
+            offline_hours: 24,
+        }
+    }
+}
+
+/// The facts of one station in one quarter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// Major hazards open at the end.
+    pub major_open: i64,
+    /// Hazards past their rectification deadline at the end.
+    pub overdue: i64,
+    /// Power cuts raised in the quarter.
+    pub power_cuts: i64,
+    /// Alarms waiting longer than `ack_minutes` at the end.
+    pub unacknowledged: i64,
+    /// General hazards open longer than `yellow_open_days`.
+    pub general_stale: i64,
+    /// Hours offline now (current quarter only).
+    pub offline_hours: i64,
+}
+
+/// A light and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Light {
+    /// `green`, `yellow` or `red`.
+    pub light: &'static str,
+    /// Each reason, in both languages.
+    pub reasons: Vec<(String, String)>,
+}
+
+/// The light `facts` earn under `rule`.
+pub fn judge(rule: &Rule, f: &Facts) -> Light {
+    let mut red = Vec::new();
+    let mut yellow = Vec::new();
+    if f.major_open > 0 {
+        red.push((
+            format!("重大隐患未销号 {} 项", f.major_open),
+            format!("{} major hazard(s) not closed", f.major_open),
+        ));
+    }
+    if f.overdue > 0 {
+        red.push((
+            format!("隐患整改超期 {} 项", f.overdue),
+            format!("{} rectification(s) past the deadline", f.overdue),
+        ));
+    }
+    if f.power_cuts >= rule.red_power_cuts {
+        red.push((
+            format!("本季度断电 {} 次", f.power_cuts),
+            format!("{} power cuts this quarter", f.power_cuts),
+        ));
+    } else if f.power_cuts > 0 {
+        yellow.push((
+            format!("本季度断电 {} 次", f.power_cuts),
+            format!("{} power cut(s) this quarter", f.power_cuts),
+        ));
+    }
+    if f.unacknowledged > 0 {
+        red.push((
+            format!(
+                "报警超过 {} 分钟未确认 {} 条",
+                rule.ack_minutes, f.unacknowledged
+            ),
+            format!(
+                "{} alarm(s) unacknowledged for over {} minutes",
+                f.unacknowledged, rule.ack_minutes
+            ),
+        ));
+    }
+    if f.general_stale > 0 {
+        yellow.push((
+            format!(
+                "一般隐患超过 {} 天未销号 {} 项",
+                rule.yellow_open_days, f.general_stale
+            ),
+            format!(
+                "{} general hazard(s) open over {} days",
+                f.general_stale, rule.yellow_open_days
+            ),
+        ));
+    }
+    if f.offline_hours > rule.offline_hours {
+        yellow.push((
+            format!("已离线 {} 小时", f.offline_hours),
+            format!("offline for {} hours", f.offline_hours),
+        ));
+    }
+    if !red.is_empty() {
+        red.extend(yellow);
+        Light {
+            light: "red",
+            reasons: red,
+        }
+    } else if !yellow.is_empty() {
+        Light {
+            light: "yellow",
+            reasons: yellow,
+        }
+    } else {
+        Light {
+            light: "green",
+            reasons: Vec::new(),
+        }
+    }
+}
+
+/// `(start, end)` of quarter `q` ("2026-Q4") as `YYYY-MM-DD`, or `None`.
+pub fn quarter(q: &str) -> Option<(String, String)> {
+    let (y, n) = q.split_once("-Q")?;
+    let y: i32 = y.parse().ok().filter(|y| (2000..=2100).contains(y))?;
+    let n: u32 = n.parse().ok().filter(|n| (1..=4).contains(n))?;
+    let start = format!("{y}-{:02}-01", (n - 1) * 3 + 1);
+    let end = if n == 4 {
+        format!("{}-01-01", y + 1)
+    } else {
+        format!("{y}-{:02}-01", n * 3 + 1)
+    };
+    Some((start, end))
+}
+
+/// The facts of every station for the quarter `[start, end)`, as of the
+/// end (or now, if sooner).
+pub async fn facts(
+    db: &tokio_postgres::Client,
+    rule: &Rule,
+    start: &str,
+    end: &str,
+) -> Result<Vec<(String, String, Facts)>, tokio_postgres::Error> {
+    let rows = db
+        .query(
+            "WITH bounds AS (SELECT $1::text::timestamptz AS s, least($2::text::timestamptz, now()) AS e),
+             hz AS (
+                 SELECT DISTINCT ON (m.county, m.station, m.body->>'ticket') m.county, m.station, m.body AS h
+                 FROM messages m JOIN epochs ep USING (county, station, epoch), bounds
+                 WHERE m.kind = 'hazard' AND m.created_at < bounds.e
+                 ORDER BY m.county, m.station, m.body->>'ticket', ep.began DESC, m.seq DESC
+             ), open_hz AS (
+                 SELECT * FROM hz WHERE h->>'status' NOT IN ('closed', 'rejected')
+             ), al AS (
+                 SELECT DISTINCT ON (m.county, m.station, m.body->>'alarm_id') m.county, m.station, m.body AS a
+                 FROM messages m JOIN epochs ep USING (county, station, epoch), bounds
+                 WHERE m.kind = 'alarm' AND m.created_at < bounds.e
+                 ORDER BY m.county, m.station, m.body->>'alarm_id', ep.began DESC, m.seq DESC
+             )
+             SELECT s.county, s.station,
+                 (SELECT count(*) FROM open_hz o WHERE o.county = s.county AND o.station = s.station AND o.h->>'grade' = 'major'),
+                 (SELECT count(*) FROM open_hz o, bounds WHERE o.county = s.county AND o.station = s.station
+                     AND ((o.h->>'overdue')::boolean OR (o.h->>'deadline' IS NOT NULL AND (o.h->>'deadline')::timestamptz < bounds.e
+                          AND o.h->>'status' IN ('acknowledged', 'assigned')))),
+                 (SELECT count(*) FROM messages m, bounds WHERE m.county = s.county AND m.station = s.station AND m.kind = 'alarm'
+                     AND m.body->>'level' = 'power_cut' AND m.body->>'event' IN ('raised', 'escalated')
+                     AND m.created_at >= bounds.s AND m.created_at < bounds.e),
+                 (SELECT count(*) FROM al, bounds WHERE al.county = s.county AND al.station = s.station
+                     AND al.a->>'event' IN ('raised', 'escalated', 'recurred', 'returned')
+                     AND (al.a->>'at')::timestamptz < bounds.e - make_interval(mins => $3::int)),
+                 (SELECT count(*) FROM open_hz o, bounds WHERE o.county = s.county AND o.station = s.station AND o.h->>'grade' = 'general'
+                     AND (o.h->>'reported_at')::timestamptz < bounds.e - make_interval(days => $4::int)),
+                 CASE WHEN s.presence = 'offline' AND $2::text::timestamptz > now()
+                      THEN floor(extract(epoch FROM now() - s.presence_at) / 3600)::bigint ELSE 0 END
+             FROM stations s WHERE s.registered ORDER BY 1, 2",
+            &[&start, &end, &(rule.ack_minutes as i32), &(rule.yellow_open_days as i32)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                Facts {
+                    major_open: r.get(2),
+                    overdue: r.get(3),
+                    power_cuts: r.get(4),
+                    unacknowledged: r.get(5),
+                    general_stale: r.get(6),
+                    offline_hours: r.get::<_, Option<i64>>(7).unwrap_or(0),
+                },
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_gives_red_yellow_and_green_with_reasons() {
+        let rule = Rule::default();
+        let g = judge(&rule, &Facts::default());
+        assert_eq!((g.light, g.reasons.len()), ("green", 0));
+        let y = judge(
+            &rule,
+            &Facts {
+                power_cuts: 1,
+                ..Facts::default()
+            },
+        );
+        assert_eq!(y.light, "yellow");
+        assert!(y.reasons[0].0.contains("断电 1 次"));
+        let r = judge(
+            &rule,
+            &Facts {
+                major_open: 1,
+                overdue: 1,
+                power_cuts: 1,
+                ..Facts::default()
+            },
+        );
+        assert_eq!(r.light, "red");
+        let zh: Vec<&str> = r.reasons.iter().map(|(z, _)| z.as_str()).collect();
+        assert_eq!(
+            zh,
+            [
+                "重大隐患未销号 1 项",
+                "隐患整改超期 1 项",
+                "本季度断电 1 次"
+            ]
+        );
+        assert_eq!(
+            judge(
+                &rule,
+                &Facts {
+                    power_cuts: 3,
+                    ..Facts::default()
+                }
+            )
+            .light,
+            "red"
+        );
+        assert_eq!(
+            judge(
+                &rule,
+                &Facts {
+                    offline_hours: 25,
+                    ..Facts::default()
+                }
+            )
+            .light,
+            "yellow"
+        );
+    }
+
+    #[test]
+    fn quarters_have_their_months() {
+        assert_eq!(
+            quarter("2026-Q4"),
+            Some(("2026-10-01".into(), "2027-01-01".into()))
+        );
+        assert_eq!(
+            quarter("2026-Q1"),
+            Some(("2026-01-01".into(), "2026-04-01".into()))
+        );
+        assert_eq!(quarter("2026-Q5"), None);
+        assert_eq!(quarter("x"), None);
+    }
+}
