@@ -20,6 +20,8 @@ const T = {
     reported: "已上报", assigned: "整改中", rectified: "已整改", closed: "已销号", rejected: "已驳回",
     general: "一般", major: "重大", people_count: "井下 {n} 人，超时 {o} 人", no_headcount: "尚无人数记录",
     light: "季度亮灯（按站点数据计算）", light_green: "绿灯", light_yellow: "黄灯", light_red: "红灯",
+    comment_only: "仅提意见", comment: "意见", owner: "负责人", measures: "整改措施",
+    h_reported: "已上报", h_acknowledged: "已受理", h_assigned: "整改中", h_rectified: "已整改", h_closed: "已销号", h_rejected: "已驳回",
     switch: "English", viewer_note: "只读账户不能发送通知", role_operator: "操作员", role_viewer: "查看者",
   },
   en: {
@@ -37,6 +39,8 @@ const T = {
     reported: "reported", assigned: "being fixed", rectified: "fixed", closed: "closed", rejected: "rejected",
     general: "general", major: "major", people_count: "{n} underground, {o} overdue", no_headcount: "no head-count yet",
     light: "Quarterly light (from station data)", light_green: "green", light_yellow: "yellow", light_red: "red",
+    comment_only: "comment only", comment: "Comment", owner: "Owner", measures: "Measures",
+    h_reported: "reported", h_acknowledged: "acknowledged", h_assigned: "being fixed", h_rectified: "fixed", h_closed: "closed", h_rejected: "rejected",
     switch: "中文", viewer_note: "a viewer account cannot send notices", role_operator: "operator", role_viewer: "viewer",
   },
 };
@@ -146,9 +150,40 @@ async function station(id) {
   const alarms = $("alarm-rows"); alarms.replaceChildren();
   for (const a of data.alarms) alarms.append(row([a.channel, t(a.level === "overdue" ? "overdue_level" : a.level), t(a.event), a.value ?? "", time(a.at)], a.event === "cleared" ? "" : a.level));
   const hz = $("hazard-rows"); hz.replaceChildren();
-  for (const h of data.hazards) hz.append(row([h.ticket, t(h.status), t(h.grade), h.location, time(h.deadline)], h.overdue ? "alarm" : ""));
+  for (const h of data.hazards) {
+    // The closed loop: every step, the county's among them.
+    const steps = el("ol", null, "steps");
+    for (const st of h.steps || []) steps.append(el("li", time(st.at) + " " + t("h_" + st.status) + (st.by ? " · " + st.by : "") + (st.note ? " — " + st.note : "")));
+    const cell = el("div"); cell.append(el("div", h.location), steps);
+    if (role === "operator") cell.append(hazardForm(c, s, h));
+    const tr = row([h.ticket, t("h_" + h.status), t(h.grade), cell, time(h.deadline)], h.overdue ? "alarm" : "");
+    tr.dataset.ticket = h.ticket;
+    hz.append(tr);
+  }
   const hc = data.headcount;
   $("people").textContent = hc ? t("people_count").replace("{n}", hc.underground).replace("{o}", hc.overdue) + " · " + time(hc.at) : t("no_headcount");
+}
+
+// A comment, a next step (those the lifecycle allows), or both.
+function hazardForm(county, station, h) {
+  const f = el("form", null, "hazard-action");
+  const sel = el("select"); sel.name = "status";
+  const none = el("option", t("comment_only")); none.value = ""; sel.append(none);
+  for (const n of h.next || []) { const o = el("option", t("h_" + n)); o.value = n; sel.append(o); }
+  const input = (name, label, type) => { const l = el("label", t(label)); const i = el("input"); i.name = name; if (type) i.type = type; l.append(i); f.append(l); return i; };
+  f.append(sel);
+  input("comment", "comment"); input("owner", "owner"); input("measures", "measures"); input("deadline", "deadline", "datetime-local");
+  const b = el("button", t("send")); b.type = "submit"; f.append(b);
+  f.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = {};
+    if (sel.value) body.status = sel.value;
+    for (const k of ["comment", "owner", "measures"]) { const v = f.elements[k].value.trim(); if (v) body[k] = v; }
+    if (f.elements.deadline.value) body.deadline = new Date(f.elements.deadline.value).toISOString();
+    const { status, data } = await api("POST", "/api/v1/stations/" + encodeURIComponent(county) + "/" + encodeURIComponent(station) + "/hazards/" + encodeURIComponent(h.ticket), body);
+    say("hazard-result", status === 201 ? h.ticket + " · " + t("sent") : message(data), status === 201);
+  });
+  return f;
 }
 
 async function notices() {

@@ -270,6 +270,10 @@ fn router(web: Web) -> Router {
         .route("/api/v1/session", get(session).post(login).delete(logout))
         .route("/api/v1/stations", get(stations))
         .route("/api/v1/stations/{county}/{station}", get(station))
+        .route(
+            "/api/v1/stations/{county}/{station}/hazards/{ticket}",
+            axum::routing::post(hazard_update),
+        )
         .route("/api/v1/notices", get(notices).post(send_notice))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/lights", get(lights))
@@ -547,9 +551,28 @@ async fn station(
         )
         .await
         .map_err(db_error)?;
+    // The steps the lifecycle allows from each hazard's status, as the
+    // station's console offers them.
+    let hazards: Vec<serde_json::Value> = json_rows(hazards)
+        .into_iter()
+        .map(|mut h| {
+            let next: Vec<&str> = h["status"]
+                .as_str()
+                .and_then(pithead_core::hazard::Status::parse)
+                .map(|s| {
+                    s.next()
+                        .into_iter()
+                        .map(pithead_core::hazard::Status::as_str)
+                        .collect()
+                })
+                .unwrap_or_default();
+            h["next"] = serde_json::json!(next);
+            h
+        })
+        .collect();
     Ok(Json(serde_json::json!({
         "county": county, "station": id,
-        "alarms": json_rows(alarms), "hazards": json_rows(hazards),
+        "alarms": json_rows(alarms), "hazards": hazards,
         "headcount": headcount, "checkins": json_rows(checkins),
     }))
     .into_response())
@@ -847,4 +870,135 @@ async fn lights(
         })
         .collect();
     Ok(Json(list).into_response())
+}
+
+/// Body of `POST /api/v1/stations/{county}/{station}/hazards/{ticket}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HazardAction {
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    status: Option<pithead_core::hazard::Status>,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    deadline: Option<String>,
+    #[serde(default)]
+    measures: Option<String>,
+}
+
+/// `POST /api/v1/stations/{county}/{station}/hazards/{ticket}`
+/// (operators): a comment, a step along the lifecycle, or both, checked by
+/// the station's own rules, recorded, and sent as `cmd/hazard`.
+async fn hazard_update(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path((county, id, ticket)): Path<(String, String, String)>,
+    body: Result<Json<HazardAction>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let who = web.operator(&headers).await?;
+    let a = match body {
+        Ok(Json(a)) => a,
+        Err(e) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "请求格式错误".into(),
+                format!(
+                    "expected {{\"comment\", \"status\", \"owner\", \"deadline\", \"measures\"}}: {e}"
+                ),
+            ));
+        }
+    };
+    let db = web.pool.get().await.map_err(db_error)?;
+    let current: Option<String> = db
+        .query_opt(
+            "SELECT status FROM hazard_current WHERE county = $1 AND station = $2 AND ticket = $3",
+            &[&county, &id, &ticket],
+        )
+        .await
+        .map_err(db_error)?
+        .map(|r| r.get(0));
+    let Some(from) = current
+        .as_deref()
+        .and_then(pithead_core::hazard::Status::parse)
+    else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no_such_hazard",
+            format!("没有隐患 {ticket}"),
+            format!("no hazard {ticket} at {county}/{id}"),
+        ));
+    };
+    let comment = a
+        .comment
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    let mut update = protocol::HazardUpdate {
+        schema: protocol::SCHEMA.to_owned(),
+        msg_id: format!("county-hazard-{}", uuid::Uuid::now_v7()),
+        ticket: ticket.clone(),
+        comment: comment.clone(),
+        status: None,
+        owner: None,
+        deadline: None,
+        measures: None,
+    };
+    if let Some(status) = a.status {
+        // The station's own rules, so the county cannot ask what it would
+        // refuse.
+        let step = pithead_core::hazard::Step {
+            status,
+            by: protocol::COUNTY.to_owned(),
+            note: comment.clone(),
+            owner: a.owner,
+            deadline: a.deadline,
+            measures: a.measures,
+        }
+        .check(from)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, "bad_step", e.zh, e.en))?;
+        update.status = Some(step.status);
+        update.owner = step.owner;
+        update.deadline = step.deadline;
+        update.measures = step.measures;
+    } else if comment.as_ref().is_none_or(|c| c.chars().count() > 2000) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "nothing_to_send",
+            "请填写意见（不超过2000字）或选择下一步".into(),
+            "give a comment (up to 2000 characters) or a next step".into(),
+        ));
+    }
+    let payload = serde_json::to_value(&update).unwrap_or_default();
+    db.execute(
+        "INSERT INTO commands (msg_id, county, station, cmd, payload, sent_by) VALUES ($1, $2, $3, 'hazard', $4, $5)",
+        &[&update.msg_id, &county, &id, &payload, &who.name],
+    )
+    .await
+    .map_err(db_error)?;
+    let topic = protocol::topic(&county, &id, "cmd/hazard");
+    let bytes = crate::commands::seal(
+        web.signing.as_deref(),
+        &topic,
+        serde_json::to_vec(&update).unwrap_or_default(),
+    );
+    web.commands
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker",
+                format!("已记录，但无法交给消息服务器：{e}"),
+                format!("recorded, but the broker cannot take it: {e}"),
+            )
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "msg_id": update.msg_id })),
+    )
+        .into_response())
 }

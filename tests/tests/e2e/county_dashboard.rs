@@ -242,6 +242,61 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
         },
     );
 
+    // The county moves the hazard along from the station's page, with a
+    // comment: the station records the step as the county's, and the
+    // dashboard shows it back in the hazard's timeline.
+    b.click(&b.find("#station-rows a[data-station='test-county/s1']", wait));
+    let row = format!("#hazard-rows tr[data-ticket='{ticket}']");
+    b.wait_text(&row, wait, "the hazard on the station's page", |t| {
+        t.contains("整改中")
+    });
+    b.click_live(
+        &format!("{row} select[name=status] option[value='rectified']"),
+        wait,
+    );
+    b.execute(&format!(
+        "document.querySelector(\"{row} form\").elements.comment.value = '县总工会督办：已现场核查';"
+    ));
+    b.click_live(&format!("{row} form button[type=submit]"), wait);
+    b.wait_text("#hazard-result", wait, "sent to the station", |t| {
+        t.contains("已发送")
+    });
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = http_request(
+            http,
+            "GET",
+            "/api/v1/hazards",
+            &[("Authorization", &bearer)],
+            "",
+        )
+        .unwrap();
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+        let h = list
+            .as_array()
+            .and_then(|l| l.iter().find(|h| h["ticket"] == ticket.as_str()))
+            .cloned()
+            .unwrap();
+        let by_county = h["steps"].as_array().is_some_and(|st| {
+            st.iter().any(|s| {
+                s["by"] == "县总工会"
+                    && s["status"] == "rectified"
+                    && s["note"] == "县总工会督办：已现场核查"
+            })
+        });
+        if h["status"] == "rectified" && by_county {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the station's console shows the county's step: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.wait_text(&row, wait, "the county's step in the timeline", |t| {
+        t.contains("已整改") && t.contains("县总工会") && t.contains("已现场核查")
+    });
+
     // A notice to the station, urgent.
     b.click(&b.find("#notice-stations input[value='test-county/s1']", wait));
     b.type_into(&b.find("#notice-title", wait), "主井停电检修");
