@@ -55,6 +55,14 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// See the county side work in one command: a private PostgreSQL and
+    /// Mosquitto (Debian's packages), three real `pithead demo` stations,
+    /// and the dashboard on localhost with an operator made for the run.
+    Demo {
+        /// Address for the dashboard.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        http: std::net::SocketAddr,
+    },
     /// Bring the database schema up to date, then exit.
     Migrate {
         /// Configuration file.
@@ -120,6 +128,18 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Demo { http } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            runtime(|| async move {
+                let shutdown = stop_on_signals();
+                pithead_county::demo::run(http, shutdown).await
+            })
+        }
         Command::Keys {
             action: KeysAction::Generate { out },
         } => match pithead_county::commands::generate(&out) {
@@ -212,21 +232,7 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .init();
             runtime(|| async move {
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    use tokio::signal::unix::{SignalKind, signal};
-                    if let (Ok(mut term), Ok(mut int)) = (
-                        signal(SignalKind::terminate()),
-                        signal(SignalKind::interrupt()),
-                    ) {
-                        tokio::select! {
-                            _ = term.recv() => {}
-                            _ = int.recv() => {}
-                        }
-                    }
-                    stop.cancel();
-                });
+                let shutdown = stop_on_signals();
                 let stats = Arc::new(ingest::Stats::default());
                 tracing::info!(version = env!("CARGO_PKG_VERSION"), client_id = %cfg.mqtt.client_id, "starting");
                 let cfg = Arc::new(cfg);
@@ -261,6 +267,26 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// A token cancelled at SIGTERM or SIGINT.
+fn stop_on_signals() -> tokio_util::sync::CancellationToken {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        stop.cancel();
+    });
+    shutdown
 }
 
 fn runtime<F, Fut>(f: F) -> ExitCode

@@ -59,6 +59,16 @@ pub enum Command {
         /// without it the demo keeps everything in its outbox.
         #[arg(long)]
         mqtt: Option<String>,
+        /// The station's id (several demos on one broker need their own).
+        #[arg(long)]
+        station: Option<String>,
+        /// The station's name on the kiosk.
+        #[arg(long)]
+        name: Option<String>,
+        /// Carry out only county commands signed with this key
+        /// (`[mqtt] county_public_key`).
+        #[arg(long)]
+        county_key: Option<String>,
     },
     /// Manage supervisor accounts for the console. The password is read
     /// from standard input (one line), so it never shows in a process list.
@@ -207,7 +217,20 @@ pub fn run(cli: Cli) -> ExitCode {
             data,
             scenario,
             mqtt,
-        } => demo(http, data, scenario, mqtt),
+            station,
+            name,
+            county_key,
+        } => demo(
+            http,
+            data,
+            scenario,
+            mqtt,
+            DemoStation {
+                id: station,
+                name,
+                county_key,
+            },
+        ),
         Command::User {
             data: Some(dir),
             action,
@@ -310,11 +333,20 @@ fn daemon(cfg: Config, extra: impl FnOnce(&CancellationToken) -> std::io::Result
     }
 }
 
+/// Who a demo station is, when several share a broker.
+#[derive(Debug, Default)]
+struct DemoStation {
+    id: Option<String>,
+    name: Option<String>,
+    county_key: Option<String>,
+}
+
 fn demo(
     http: SocketAddr,
     data: Option<PathBuf>,
     scenario: Scenario,
     mqtt: Option<String>,
+    who: DemoStation,
 ) -> ExitCode {
     let temp;
     let data_dir = match data {
@@ -378,6 +410,13 @@ fn demo(
             c.mqtt.enabled = true;
             c.mqtt.url.clone_from(url);
         }
+        if let Some(id) = &who.id {
+            c.station.id.clone_from(id);
+        }
+        if let Some(name) = &who.name {
+            c.station.name.clone_from(name);
+        }
+        c.mqtt.county_public_key.clone_from(&who.county_key);
         for b in &mut c.buses {
             b.host = Some("127.0.0.1".into());
             b.port = modbus_port;

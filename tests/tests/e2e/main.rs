@@ -11,6 +11,7 @@ mod cli;
 mod console;
 mod county;
 mod county_dashboard;
+mod county_demo;
 mod daemon;
 mod faults;
 mod hazards;
