@@ -302,11 +302,25 @@ async fn mqtt_loop(
     let mut backoff = Duration::from_millis(250);
     'connections: loop {
         let (client, mut events) = AsyncClient::new(opts.clone(), cfg.ingest.max_batch.max(64));
+        // Publishes not yet handed to the writer. The event loop is polled
+        // all the while: it is what carries the writer's acknowledgements
+        // to the broker, so waiting on a full writer queue here instead
+        // would wait for ever (the writer waits for its acks to go out).
+        // The broker's in-flight window bounds what piles up here.
+        let mut pending: std::collections::VecDeque<Incoming> = std::collections::VecDeque::new();
         loop {
             let ev = tokio::select! {
                 () = shutdown.cancelled() => {
                     let _ = client.try_disconnect();
                     break 'connections;
+                }
+                permit = tx.reserve(), if !pending.is_empty() => {
+                    match (permit, pending.pop_front()) {
+                        (Ok(permit), Some(item)) => permit.send(item),
+                        (Err(_), _) => break 'connections,
+                        (Ok(_), None) => {}
+                    }
+                    continue;
                 }
                 ev = events.poll() => ev,
             };
@@ -335,14 +349,10 @@ async fn mqtt_loop(
                     tracing::info!(%topic, "subscribed");
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let item = Incoming {
+                    pending.push_back(Incoming {
                         publish: p,
                         client: client.clone(),
-                    };
-                    tokio::select! {
-                        () = shutdown.cancelled() => break 'connections,
-                        r = tx.send(item) => if r.is_err() { break 'connections },
-                    }
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => {
