@@ -54,7 +54,18 @@ pub struct Web {
     signing: Option<Arc<ed25519_dalek::SigningKey>>,
     changed: broadcast::Sender<()>,
     hosts: Arc<Vec<String>>,
+    /// Failed logins per (address, name) in the current window.
+    failures: Arc<std::sync::Mutex<Failures>>,
 }
+
+/// Failed logins by (address, name): how many, since when.
+type Failures = std::collections::HashMap<(std::net::IpAddr, String), (u32, std::time::Instant)>;
+
+/// Failed logins allowed per address and name in [`FAIL_WINDOW`]; beyond,
+/// 429 until the window has passed (this instance's count).
+const MAX_FAILURES: u32 = 5;
+/// See [`MAX_FAILURES`].
+const FAIL_WINDOW: Duration = Duration::from_secs(300);
 
 /// An error answer: a status and a reason in both languages.
 #[derive(Debug)]
@@ -239,6 +250,7 @@ pub async fn serve(
         signing,
         changed,
         hosts: Arc::new(hosts),
+        failures: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(http = %listener.local_addr()?, "dashboard serving");
@@ -391,6 +403,7 @@ struct Login {
 
 async fn login(
     State(web): State<Web>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Ok(Json(l)) = body else {
@@ -401,6 +414,21 @@ async fn login(
             "expected {\"user\": …, \"password\": …}".into(),
         ));
     };
+    let key = (peer.ip(), l.user.clone());
+    let limited = web.failures.lock().ok().and_then(|mut m| {
+        m.retain(|_, (_, since)| since.elapsed() < FAIL_WINDOW);
+        m.get(&key)
+            .filter(|(n, _)| *n >= MAX_FAILURES)
+            .map(|(_, since)| FAIL_WINDOW.saturating_sub(since.elapsed()).as_secs() + 1)
+    });
+    if let Some(wait) = limited {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            format!("登录失败次数过多，请 {wait} 秒后再试"),
+            format!("too many failed logins; try again in {wait} s"),
+        ));
+    }
     let db = web.pool.get().await.map_err(db_error)?;
     let row = db
         .query_opt("SELECT hash, role FROM users WHERE name = $1", &[&l.user])
@@ -417,6 +445,10 @@ async fn login(
         .await
         .unwrap_or(false);
     let Some((_, role)) = stored.filter(|_| ok) else {
+        if let Ok(mut m) = web.failures.lock() {
+            let e = m.entry(key).or_insert((0, std::time::Instant::now()));
+            e.0 += 1;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,

@@ -169,6 +169,30 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     .unwrap();
     assert_eq!(s, 421, "another host name");
 
+    // Guessing a password: after five failures for a name from one
+    // address, refused for a while, even with the right one.
+    for _ in 0..5 {
+        let (s, _) = http_request(
+            web,
+            "POST",
+            "/api/v1/session",
+            &[],
+            r#"{"user":"县工会查看","password":"guess-guess-guess"}"#,
+        )
+        .unwrap();
+        assert_eq!(s, 401);
+    }
+    let (s, b) = http_request(
+        web,
+        "POST",
+        "/api/v1/session",
+        &[],
+        r#"{"user":"县工会查看","password":"只看不改的密码2026"}"#,
+    )
+    .unwrap();
+    assert_eq!(s, 429, "{b}");
+    assert!(b.contains("too_many_failures"), "{b}");
+
     // The operator, in Chromium.
     let b = Browser::start(1280, 1000);
     let wait = Duration::from_secs(20);
