@@ -11,13 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
-/// A client whose event loop runs until `shutdown`, reconnecting by
-/// itself; what is published while the broker is away waits in it.
-pub fn publisher(cfg: &Config, shutdown: CancellationToken) -> AsyncClient {
+/// Connection options for the county's broker under `client_id`: its
+/// address, keep-alive and account (the password from its file).
+pub fn options(cfg: &Config, client_id: String) -> MqttOptions {
     let (host, port, _) = pithead_core::protocol::parse_url(&cfg.mqtt.url).unwrap_or_default();
-    let mut opts = MqttOptions::new(format!("{}-cmd", cfg.mqtt.client_id), host, port);
+    let mut opts = MqttOptions::new(client_id, host, port);
     opts.set_keep_alive(cfg.mqtt.keep_alive);
-    opts.set_max_packet_size(64 * 1024, 64 * 1024);
     if let Some(user) = &cfg.mqtt.username {
         let password = cfg
             .mqtt
@@ -28,6 +27,14 @@ pub fn publisher(cfg: &Config, shutdown: CancellationToken) -> AsyncClient {
             .unwrap_or_default();
         opts.set_credentials(user.clone(), password);
     }
+    opts
+}
+
+/// A client whose event loop runs until `shutdown`, reconnecting by
+/// itself; what is published while the broker is away waits in it.
+pub fn publisher(cfg: &Config, shutdown: CancellationToken) -> AsyncClient {
+    let mut opts = options(cfg, format!("{}-cmd", cfg.mqtt.client_id));
+    opts.set_max_packet_size(64 * 1024, 64 * 1024);
     let (client, mut events) = AsyncClient::new(opts, 256);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);

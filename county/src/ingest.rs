@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pithead_core::protocol::{self, Message, StatusMessage};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -280,24 +280,11 @@ async fn mqtt_loop(
     current: &tokio::sync::watch::Sender<Option<AsyncClient>>,
     shutdown: &CancellationToken,
 ) {
-    let Some((host, port, _)) = protocol::parse_url(&cfg.mqtt.url) else {
-        return;
-    };
-    let mut opts = MqttOptions::new(cfg.mqtt.client_id.clone(), host, port);
-    opts.set_keep_alive(cfg.mqtt.keep_alive);
+    // `validate` checked the address.
+    let mut opts = crate::commands::options(cfg, cfg.mqtt.client_id.clone());
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
     opts.set_max_packet_size(MAX_PACKET, 64 * 1024);
-    if let Some(user) = &cfg.mqtt.username {
-        let password = cfg
-            .mqtt
-            .password_file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
-            .unwrap_or_default();
-        opts.set_credentials(user.clone(), password);
-    }
     let topic = filter(&cfg.mqtt.group);
     let mut backoff = Duration::from_millis(250);
     'connections: loop {

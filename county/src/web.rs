@@ -217,6 +217,52 @@ impl Web {
     }
 }
 
+impl Web {
+    /// Sends command `cmd` (`notice`, `hazard`) to a station: recorded in
+    /// `commands` first, so a command that went out is never unaccounted
+    /// for, then published on `…/cmd/{cmd}`, signed when the county has a
+    /// key.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call per command kind, each field named"
+    )]
+    async fn send(
+        &self,
+        db: &tokio_postgres::Client,
+        county: &str,
+        station: &str,
+        cmd: &str,
+        msg_id: &str,
+        command: &impl serde::Serialize,
+        by: &str,
+    ) -> Result<(), ApiError> {
+        let payload = serde_json::to_value(command).unwrap_or_default();
+        db.execute(
+            "INSERT INTO commands (msg_id, county, station, cmd, payload, sent_by) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&msg_id, &county, &station, &cmd, &payload, &by],
+        )
+        .await
+        .map_err(db_error)?;
+        let topic = protocol::topic(county, station, &format!("cmd/{cmd}"));
+        let bytes = crate::commands::seal(
+            self.signing.as_deref(),
+            &topic,
+            serde_json::to_vec(command).unwrap_or_default(),
+        );
+        self.commands
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+            .await
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker",
+                    format!("已记录，但无法交给消息服务器：{e}"),
+                    format!("recorded, but the broker cannot take it: {e}"),
+                )
+            })
+    }
+}
+
 /// Starts the dashboard on `listen` until `shutdown`.
 pub async fn serve(
     cfg: Arc<Config>,
@@ -749,31 +795,16 @@ async fn send_notice(
             valid_from: Some(pithead_core::time::rfc3339(now)),
             valid_until: until.clone(),
         };
-        let payload = serde_json::to_value(&notice).unwrap_or_default();
-        // Recorded first: a notice that went out is never unaccounted for.
-        db.execute(
-            "INSERT INTO commands (msg_id, county, station, cmd, payload, sent_by) VALUES ($1, $2, $3, 'notice', $4, $5)",
-            &[&notice.msg_id, &county, &station, &payload, &who.name],
+        web.send(
+            &db,
+            &county,
+            &station,
+            "notice",
+            &notice.msg_id,
+            &notice,
+            &who.name,
         )
-        .await
-        .map_err(db_error)?;
-        let topic = protocol::topic(&county, &station, "cmd/notice");
-        let bytes = crate::commands::seal(
-            web.signing.as_deref(),
-            &topic,
-            serde_json::to_vec(&notice).unwrap_or_default(),
-        );
-        web.commands
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
-            .await
-            .map_err(|e| {
-                ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "broker",
-                    format!("已记录，但无法交给消息服务器：{e}"),
-                    format!("recorded, but the broker cannot take it: {e}"),
-                )
-            })?;
+        .await?;
         sent.push(
             serde_json::json!({ "county": county, "station": station, "msg_id": notice.msg_id }),
         );
@@ -1004,30 +1035,16 @@ async fn hazard_update(
             "give a comment (up to 2000 characters) or a next step".into(),
         ));
     }
-    let payload = serde_json::to_value(&update).unwrap_or_default();
-    db.execute(
-        "INSERT INTO commands (msg_id, county, station, cmd, payload, sent_by) VALUES ($1, $2, $3, 'hazard', $4, $5)",
-        &[&update.msg_id, &county, &id, &payload, &who.name],
+    web.send(
+        &db,
+        &county,
+        &id,
+        "hazard",
+        &update.msg_id,
+        &update,
+        &who.name,
     )
-    .await
-    .map_err(db_error)?;
-    let topic = protocol::topic(&county, &id, "cmd/hazard");
-    let bytes = crate::commands::seal(
-        web.signing.as_deref(),
-        &topic,
-        serde_json::to_vec(&update).unwrap_or_default(),
-    );
-    web.commands
-        .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
-        .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker",
-                format!("已记录，但无法交给消息服务器：{e}"),
-                format!("recorded, but the broker cannot take it: {e}"),
-            )
-        })?;
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "msg_id": update.msg_id })),
