@@ -507,10 +507,36 @@ pub struct StatusMessage {
     pub version: String,
     /// When the connection was made, or the station stopped.
     pub at: String,
+    /// What waits in the station's outbox, as of `backlog.at` (online
+    /// statuses; absent from the last will and older stations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<UplinkBacklog>,
+}
+
+/// The uplink backlog a station reports in its `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkBacklog {
+    /// Messages not yet acknowledged by the broker.
+    pub pending: i64,
+    /// Their size in bytes.
+    pub bytes: i64,
+    /// Summaries ever dropped at the outbox cap.
+    pub dropped_summaries: i64,
+    /// Rows set aside (never sent).
+    pub set_aside: i64,
+    /// When it was counted (RFC 3339).
+    pub at: String,
 }
 
 /// The JSON of a `status` message.
-pub fn status(county: &str, station: &str, state: Presence, version: &str, at: &str) -> String {
+pub fn status(
+    county: &str,
+    station: &str,
+    state: Presence,
+    version: &str,
+    at: &str,
+    backlog: Option<UplinkBacklog>,
+) -> String {
     serde_json::to_string(&StatusMessage {
         schema: SCHEMA.into(),
         county: county.into(),
@@ -518,6 +544,7 @@ pub fn status(county: &str, station: &str, state: Presence, version: &str, at: &
         state,
         version: version.into(),
         at: at.into(),
+        backlog,
     })
     .unwrap_or_default()
 }
@@ -712,6 +739,20 @@ mod tests {
     }
 
     #[test]
+    fn a_status_carries_its_backlog_and_older_ones_none() {
+        let with = r#"{ "schema": "pithead/v1", "county": "xx-county", "station": "mine3-shaft1",
+            "state": "online", "version": "0.1.0", "at": "2026-11-24T06:00:00.120Z",
+            "backlog": { "pending": 1843, "bytes": 912344, "dropped_summaries": 0, "set_aside": 0,
+                         "at": "2026-11-24T06:00:00.118Z" } }"#;
+        let s: StatusMessage = serde_json::from_str(with).unwrap();
+        assert_eq!(s.backlog.map(|b| b.pending), Some(1843));
+        let old = r#"{"schema":"pithead/v1","county":"c","station":"s","state":"offline","version":"0.1.0","at":"t"}"#;
+        let s: StatusMessage = serde_json::from_str(old).unwrap();
+        assert_eq!(s.backlog, None);
+        assert!(!status("c", "s", Presence::Offline, "0.1.0", "t", None).contains("backlog"));
+    }
+
+    #[test]
     fn the_documented_examples_read_as_their_types() {
         // The bodies of docs/PROTOCOL.md's examples.
         let alarm = r#"{ "county": "xx-county", "station": "mine3-shaft1", "alarm_id": 1795481537415000,
@@ -747,7 +788,7 @@ mod tests {
             (Lane::Summary, GapReason::OutboxCap, 805)
         );
         let status: StatusMessage =
-            serde_json::from_str(&status("c", "s", Presence::Offline, "0.1.0", "t")).unwrap();
+            serde_json::from_str(&status("c", "s", Presence::Offline, "0.1.0", "t", None)).unwrap();
         assert_eq!(status.state, Presence::Offline);
         // Unknown fields of a station's message are ignored (the protocol
         // grows); of a county command, refused.

@@ -156,6 +156,7 @@ fn last_will(cfg: &Config) -> LastWill {
         protocol::Presence::Offline,
         env!("CARGO_PKG_VERSION"),
         &crate::time::now_rfc3339(),
+        None,
     );
     LastWill::new(status, offline, QoS::AtLeastOnce, true)
 }
@@ -249,6 +250,11 @@ pub async fn run(
     let mut tracker = tracker::Tracker::default();
     let mut connected = false;
     let mut last_error: Option<String> = None;
+    // The retained `online` status is sent again every minute with the
+    // outbox's backlog, so the county sees what waits on each station.
+    let mut report = tokio::time::interval(BACKLOG_REPORT);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connected_at = String::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let configured = cfg.mqtt.max_message_bytes;
@@ -287,10 +293,12 @@ pub async fn run(
                     stats.connected.store(true, Ordering::Relaxed);
                     stats.connects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(url = %cfg.mqtt.url, "uplink connected");
-                    let online = protocol::status(&county, &station, protocol::Presence::Online, env!("CARGO_PKG_VERSION"), &crate::time::now_rfc3339());
+                    connected_at = crate::time::now_rfc3339();
+                    let online = online_status(&store, &county, &station, &connected_at).await;
                     if l.client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, online).is_ok() {
                         tracker.handed(None);
                     }
+                    report.reset();
                     refill(&out, &l.client, &mut tracker, &mut sizes).await;
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.written(pkid),
@@ -382,6 +390,14 @@ pub async fn run(
                     refill(&out, &l.client, &mut tracker, &mut sizes).await;
                 }
             }
+            _ = report.tick(), if connected => {
+                if let Some(l) = &link {
+                    let online = online_status(&store, &county, &station, &connected_at).await;
+                    if l.client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, online).is_ok() {
+                        tracker.handed(None);
+                    }
+                }
+            }
             _ = tick.tick() => {
                 flush(&store, &mut tracker).await;
                 if let (true, Some(l)) = (connected, &link) {
@@ -398,6 +414,7 @@ pub async fn run(
             protocol::Presence::Offline,
             env!("CARGO_PKG_VERSION"),
             &crate::time::now_rfc3339(),
+            None,
         );
         let _ = l
             .client
@@ -414,6 +431,33 @@ pub async fn run(
         .await;
     }
     stats.connected.store(false, Ordering::Relaxed);
+}
+
+/// How often a connected station reports its backlog.
+const BACKLOG_REPORT: Duration = Duration::from_secs(60);
+
+/// The retained `online` status of the connection made at `since`, with
+/// the outbox's backlog as it is now (none when the store cannot say).
+async fn online_status(store: &Store, county: &str, station: &str, since: &str) -> String {
+    let backlog = store
+        .read(outbox::backlog)
+        .await
+        .ok()
+        .map(|b| protocol::UplinkBacklog {
+            pending: b.pending,
+            bytes: b.bytes,
+            dropped_summaries: b.dropped_summaries,
+            set_aside: b.set_aside,
+            at: crate::time::now_rfc3339(),
+        });
+    protocol::status(
+        county,
+        station,
+        protocol::Presence::Online,
+        env!("CARGO_PKG_VERSION"),
+        since,
+        backlog,
+    )
 }
 
 /// One connection attempt and, if it succeeds, the connection: a fresh
