@@ -23,6 +23,11 @@ const T = {
     comment_only: "仅提意见", comment: "意见", owner: "负责人", measures: "整改措施",
     h_reported: "已上报", h_acknowledged: "已受理", h_assigned: "整改中", h_rectified: "已整改", h_closed: "已销号", h_rejected: "已驳回",
     switch: "English", viewer_note: "只读账户不能发送通知", role_operator: "操作员", role_viewer: "查看者",
+    backlog: "上传积压", backlog_n: "{n} 条待上传", backlog_none: "无积压", backlog_unknown: "未报告",
+    trends: "各测点每分钟趋势（近 {h} 小时，来自站点汇总）", no_trends: "尚无汇总数据", no_reading: "无有效读数 {n} 分钟",
+    mean: "均值", range: "最小–最大", checkins_of: "最近登记", direction: "方向", dir_in: "入井", dir_out: "升井",
+    name: "姓名", team: "班组", outcome: "结果", out_ok: "成功", out_unknown_badge: "未登记的卡", out_already_in: "已在井下", out_not_in: "不在井下",
+    union_light: "县工会评定", computed: "按数据计算", set_light: "评定", note: "理由", saved: "已记录",
   },
   en: {
     title: "County union · shaft-head stations", logout: "Log out", login: "Log in", user: "User", password: "Password", log_in: "Log in",
@@ -42,6 +47,11 @@ const T = {
     comment_only: "comment only", comment: "Comment", owner: "Owner", measures: "Measures",
     h_reported: "reported", h_acknowledged: "acknowledged", h_assigned: "being fixed", h_rectified: "fixed", h_closed: "closed", h_rejected: "rejected",
     switch: "中文", viewer_note: "a viewer account cannot send notices", role_operator: "operator", role_viewer: "viewer",
+    backlog: "Uplink backlog", backlog_n: "{n} waiting", backlog_none: "none", backlog_unknown: "not reported",
+    trends: "Per-minute trends of each channel (last {h} hours, from the station's summaries)", no_trends: "no summaries yet", no_reading: "no good reading for {n} minutes",
+    mean: "mean", range: "min–max", checkins_of: "Latest check-ins", direction: "Direction", dir_in: "in", dir_out: "out",
+    name: "Name", team: "Team", outcome: "Outcome", out_ok: "ok", out_unknown_badge: "unknown badge", out_already_in: "already in", out_not_in: "not underground",
+    union_light: "Union's assessment", computed: "computed", set_light: "Assess", note: "Note", saved: "recorded",
   },
 };
 
@@ -121,12 +131,27 @@ async function stations() {
     const l = lightOf[id];
     const light = el("span");
     if (l) {
-      light.append(el("span", SHAPE[l.light] + " " + t("light_" + l.light), "light " + l.light));
+      // The union's own assessment first, when it has made one; the
+      // computed light always beside it.
+      if (l.union) {
+        const u = el("div", null, "union-light");
+        u.append(el("span", SHAPE[l.union.light] + " " + t("union_light") + " " + t("light_" + l.union.light), "light " + l.union.light));
+        u.append(el("div", l.union.note + " — " + l.union.by + " " + time(l.union.at), "muted reason"));
+        light.append(u);
+      }
+      light.append(el("span", SHAPE[l.light] + " " + (l.union ? t("computed") + " " : "") + t("light_" + l.light), "light " + l.light + " computed"));
       for (const r of l.reasons) light.append(el("div", lang === "en" ? r.en : r.zh, "muted reason"));
+      if (role === "operator") light.append(lightForm(s.county, s.station, l.quarter));
     }
-    const tr = row([name, s.mine, link, s.underground ?? "—", s.overdue ?? "—", s.alarms + (s.power_cuts ? "（" + s.power_cuts + "）" : ""), s.hazards_open + " / " + s.hazards_major + " / " + s.hazards_overdue, light], cls);
+    const b = s.backlog;
+    const backlog = el("span", b ? (b.pending ? t("backlog_n").replace("{n}", b.pending) : t("backlog_none")) : t("backlog_unknown"), b && b.pending ? "badge backlog" : "muted");
+    const backlogCell = el("span"); backlogCell.append(backlog);
+    if (b) backlogCell.append(el("div", time(s.backlog_at), "muted"));
+    const tr = row([name, s.mine, link, s.underground ?? "—", s.overdue ?? "—", s.alarms + (s.power_cuts ? "（" + s.power_cuts + "）" : ""), s.hazards_open + " / " + s.hazards_major + " / " + s.hazards_overdue, backlogCell, light], cls);
     tr.dataset.station = id;
-    if (l) tr.dataset.light = l.light;
+    if (l) tr.dataset.light = l.union ? l.union.light : l.light;
+    if (l) tr.dataset.computed = l.light;
+    tr.dataset.backlog = b ? String(b.pending) : "";
     body.append(tr);
   }
   const pick = $("notice-stations");
@@ -162,6 +187,80 @@ async function station(id) {
   }
   const hc = data.headcount;
   $("people").textContent = hc ? t("people_count").replace("{n}", hc.underground).replace("{o}", hc.overdue) + " · " + time(hc.at) : t("no_headcount");
+  const people = $("people-rows"); people.replaceChildren();
+  for (const p of (hc && hc.people) || []) people.append(row([p.name, p.team, p.badge, time(p.since), p.overdue ? t("overdue") : ""], p.overdue ? "alarm" : ""));
+  const ci = $("checkin-rows"); ci.replaceChildren();
+  for (const c of data.checkins || []) ci.append(row([time(c.at), c.name || "", c.team || "", c.badge, t("dir_" + c.direction), t("out_" + c.outcome) + (c.by ? " · " + c.by : "")], c.outcome === "ok" ? "" : "alarm"));
+  $("trends-title").textContent = t("trends").replace("{h}", data.trend_hours);
+  const charts = $("trends"); charts.replaceChildren();
+  if (!data.trends || !data.trends.length) charts.append(el("p", t("no_trends"), "muted"));
+  for (const tr of data.trends || []) charts.append(chart(tr, data.trend_hours));
+}
+
+// One channel's minutes as an SVG chart: the min–max band, the mean as a
+// line broken wherever a minute is missing or had no good reading, and
+// every minute without a good reading marked red along the bottom — a
+// reading the station did not have is never drawn as a value.
+const SVG = "http://www.w3.org/2000/svg";
+// A value as a person reads it: six significant digits at most, no
+// floating-point tail (0.33, never 0.32999999999999996).
+const num = (v) => String(Number(Number(v).toPrecision(6)));
+const svg = (tag, attrs) => { const e = document.createElementNS(SVG, tag); for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v)); return e; };
+function chart(tr, hours) {
+  const W = 720, H = 130, L = 56, R = 8, TOP = 8, B = 22;
+  const mins = tr.minutes;
+  const good = mins.filter((m) => m[3] !== null);
+  const down = mins.length - good.length;
+  const fig = el("figure", null, "trend");
+  fig.dataset.channel = tr.channel; fig.dataset.points = String(good.length); fig.dataset.down = String(down);
+  const last = good.length ? good[good.length - 1] : null;
+  const cap = el("figcaption");
+  cap.append(el("b", tr.channel), " ", el("span", last ? t("mean") + " " + num(last[3]) + " · " + time(last[0]) : "", "muted"));
+  if (down) cap.append(" ", el("span", t("no_reading").replace("{n}", down), "badge down"));
+  fig.append(cap);
+  const end = Date.now(), start = end - hours * 3600e3;
+  let lo = Math.min(...good.map((m) => m[1] ?? m[3])), hi = Math.max(...good.map((m) => m[2] ?? m[3]));
+  if (!good.length) { lo = 0; hi = 1; }
+  if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
+  const x = (ms) => L + ((ms - start) / (end - start)) * (W - L - R);
+  const y = (v) => TOP + (1 - (v - lo) / (hi - lo)) * (H - TOP - B);
+  const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": tr.channel, class: "chart" });
+  s.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }));
+  for (const v of [lo, hi]) { const tx = svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", class: "tick" }); tx.textContent = num(v); s.append(tx); }
+  for (const ms of [start, end]) { const tx = svg("text", { x: x(ms), y: H - 6, "text-anchor": ms === start ? "start" : "end", class: "tick" }); tx.textContent = time(ms).slice(5); s.append(tx); }
+  // Runs of consecutive good minutes.
+  const runs = []; let run = [];
+  for (const m of mins) {
+    const prev = run[run.length - 1];
+    if (m[3] === null || (prev && m[0] - prev[0] > 60e3)) { if (run.length) runs.push(run); run = []; }
+    if (m[3] !== null) run.push(m);
+  }
+  if (run.length) runs.push(run);
+  for (const r of runs) {
+    const band = r.map((m) => `${x(m[0])},${y(m[2] ?? m[3])}`).concat(r.slice().reverse().map((m) => `${x(m[0])},${y(m[1] ?? m[3])}`));
+    s.append(svg("polygon", { points: band.join(" "), class: "band" }));
+    if (r.length === 1) s.append(svg("circle", { cx: x(r[0][0]), cy: y(r[0][3]), r: 2, class: "mean" }));
+    else s.append(svg("polyline", { points: r.map((m) => `${x(m[0])},${y(m[3])}`).join(" "), class: "mean" }));
+  }
+  for (const m of mins) if (m[3] === null) s.append(svg("rect", { x: x(m[0]), y: H - B - 6, width: Math.max(2, x(m[0] + 60e3) - x(m[0])), height: 6, class: "down" }));
+  fig.append(s);
+  return fig;
+}
+
+// The union's own light for a station's quarter, with its note.
+function lightForm(county, station, quarter) {
+  const f = el("form", null, "light-action");
+  const sel = el("select"); sel.name = "light";
+  for (const v of ["green", "yellow", "red"]) { const o = el("option", SHAPE[v] + " " + t("light_" + v)); o.value = v; sel.append(o); }
+  const note = el("input"); note.name = "note"; note.maxLength = 2000; note.placeholder = t("note");
+  const b = el("button", t("set_light")); b.type = "submit";
+  f.append(sel, note, b);
+  f.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const { status, data } = await api("POST", "/api/v1/lights/" + encodeURIComponent(county) + "/" + encodeURIComponent(station), { quarter, light: sel.value, note: note.value });
+    say("light-result", status === 201 ? county + "/" + station + " · " + t("saved") : message(data), status === 201);
+  });
+  return f;
 }
 
 // A comment, a next step (those the lifecycle allows), or both.

@@ -10,6 +10,7 @@ use crate::config::Config;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_messages.sql")),
     (2, include_str!("../migrations/0002_dashboard.sql")),
+    (3, include_str!("../migrations/0003_oversight.sql")),
 ];
 
 /// The connection settings of `cfg`, with the password from its file.
@@ -137,6 +138,8 @@ pub struct Presence {
     pub at: String,
     /// The station's version.
     pub version: String,
+    /// The backlog it reported with an `online` status, and when.
+    pub backlog: Option<(serde_json::Value, String)>,
 }
 
 /// What one batch holds.
@@ -218,6 +221,26 @@ pub async fn write(
             &[&p.county, &p.station, &p.state, &p.at, &p.version],
         )
         .await?;
+        // A change of state is logged (for the light's downtime); the
+        // same state again (a retained status delivered again, the
+        // minute's backlog report) is not.
+        tx.execute(
+            "INSERT INTO presence_log (county, station, state)
+             SELECT $1, $2, $3
+             WHERE coalesce((SELECT state FROM presence_log WHERE county = $1 AND station = $2
+                             ORDER BY at DESC LIMIT 1), '') <> $3",
+            &[&p.county, &p.station, &p.state],
+        )
+        .await?;
+        if let Some((backlog, at)) = &p.backlog {
+            tx.execute(
+                "UPDATE stations SET backlog = $3, backlog_at = $4::text::timestamptz
+                 WHERE county = $1 AND station = $2
+                   AND (backlog_at IS NULL OR backlog_at <= $4::text::timestamptz)",
+                &[&p.county, &p.station, backlog, at],
+            )
+            .await?;
+        }
     }
     for (topic, reason, payload) in &batch.rejected {
         tx.execute(

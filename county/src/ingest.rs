@@ -78,6 +78,10 @@ fn parse(p: &Publish) -> Parsed {
                 },
                 at: s.at,
                 version: s.version,
+                backlog: s.backlog.map(|b| {
+                    let at = b.at.clone();
+                    (serde_json::to_value(b).unwrap_or_default(), at)
+                }),
             }),
             Ok(s) => Parsed::Rejected(format!(
                 "status names {}/{} on the topic of {county}/{station}",
@@ -458,6 +462,24 @@ async fn resend_loop(
             let Ok(payload) = serde_json::to_vec(&cmd) else {
                 continue;
             };
+            // Recorded first, like every command: the station's `gone`
+            // answer explains the gap through it (the `lane_gaps` view).
+            let recorded = db
+                .execute(
+                    "INSERT INTO commands (msg_id, county, station, cmd, payload, sent_by)
+                     VALUES ($1, $2, $3, 'resend', $4, 'pithead-county')",
+                    &[
+                        &cmd.msg_id,
+                        county,
+                        station,
+                        &serde_json::to_value(&cmd).unwrap_or_default(),
+                    ],
+                )
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "cannot record a resend; asked later");
+                break;
+            }
             let topic = protocol::topic(county, station, "cmd/resend");
             let payload = crate::commands::seal(signing.as_ref(), &topic, payload);
             if mqtt

@@ -7,8 +7,11 @@
 //!   quarter had at least `red_power_cuts` power cuts, or an alarm has
 //!   waited longer than `ack_minutes` for an acknowledgement;
 //! - **yellow** when a general hazard is open longer than
-//!   `yellow_open_days`, the quarter had a power cut, or the station has
-//!   been offline for more than `offline_hours`;
+//!   `yellow_open_days`, the quarter had a power cut, the station's uplink
+//!   was down for more than `offline_hours` in the quarter (from the
+//!   changes of its retained status), or one of its channels had no good
+//!   reading for more than `sensor_down_hours` of the quarter's minutes
+//!   (from the summaries);
 //! - **green** otherwise.
 //!
 //! It is computed from station data, and labelled so: the union's own
@@ -26,8 +29,11 @@ pub struct Rule {
     pub ack_minutes: i64,
     /// A general hazard open longer than this makes it yellow.
     pub yellow_open_days: i64,
-    /// Offline longer than this makes it yellow.
+    /// Uplink down longer than this in the quarter makes it yellow.
     pub offline_hours: i64,
+    /// A channel without a good reading longer than this in the quarter
+    /// makes it yellow.
+    pub sensor_down_hours: i64,
 }
 
 impl Default for Rule {
@@ -37,6 +43,7 @@ impl Default for Rule {
             ack_minutes: 30,
             yellow_open_days: 30,
             offline_hours: 24,
+            sensor_down_hours: 24,
         }
     }
 }
@@ -54,8 +61,13 @@ pub struct Facts {
     pub unacknowledged: i64,
     /// General hazards open longer than `yellow_open_days`.
     pub general_stale: i64,
-    /// Hours offline now (current quarter only).
+    /// Hours the uplink was down in the quarter (so far).
     pub offline_hours: i64,
+    /// Hours of the quarter's minutes the worst channel had no good
+    /// reading, and which channel.
+    pub sensor_down_hours: i64,
+    /// That channel.
+    pub sensor_down_channel: Option<String>,
 }
 
 /// A light and why.
@@ -120,8 +132,18 @@ pub fn judge(rule: &Rule, f: &Facts) -> Light {
     }
     if f.offline_hours > rule.offline_hours {
         yellow.push((
-            format!("已离线 {} 小时", f.offline_hours),
-            format!("offline for {} hours", f.offline_hours),
+            format!("本季度上传中断 {} 小时", f.offline_hours),
+            format!("uplink down {} hours this quarter", f.offline_hours),
+        ));
+    }
+    if f.sensor_down_hours > rule.sensor_down_hours {
+        let ch = f.sensor_down_channel.as_deref().unwrap_or("?");
+        yellow.push((
+            format!("测点 {ch} 本季度无有效读数 {} 小时", f.sensor_down_hours),
+            format!(
+                "channel {ch} without a good reading {} hours this quarter",
+                f.sensor_down_hours
+            ),
         ));
     }
     if !red.is_empty() {
@@ -194,9 +216,20 @@ pub async fn facts(
                      AND (al.a->>'at')::timestamptz < bounds.e - make_interval(mins => $3::int)),
                  (SELECT count(*) FROM open_hz o, bounds WHERE o.county = s.county AND o.station = s.station AND o.h->>'grade' = 'general'
                      AND (o.h->>'reported_at')::timestamptz < bounds.e - make_interval(days => $4::int)),
-                 CASE WHEN s.presence = 'offline' AND $2::text::timestamptz > now()
-                      THEN floor(extract(epoch FROM now() - s.presence_at) / 3600)::bigint ELSE 0 END
-             FROM stations s WHERE s.registered ORDER BY 1, 2",
+                  (SELECT floor(coalesce(sum(extract(epoch FROM
+                         least(coalesce(p.next_at, now()), bounds.e) - greatest(p.at, bounds.s))), 0) / 3600)::bigint
+                  FROM (SELECT state, at, lead(at) OVER (ORDER BY at) AS next_at FROM presence_log pl
+                        WHERE pl.county = s.county AND pl.station = s.station) p, bounds
+                  WHERE p.state = 'offline' AND coalesce(p.next_at, now()) > bounds.s AND p.at < bounds.e),
+                 d.minutes / 60, d.channel
+             FROM stations s
+             LEFT JOIN LATERAL (
+                 SELECT cm.channel, count(*) AS minutes FROM channel_minutes cm, bounds
+                 WHERE cm.county = s.county AND cm.station = s.station AND cm.mean IS NULL
+                   AND cm.minute >= bounds.s AND cm.minute < bounds.e
+                 GROUP BY cm.channel ORDER BY 2 DESC, 1 LIMIT 1
+             ) d ON true
+             WHERE s.registered ORDER BY 1, 2",
             &[&start, &end, &(rule.ack_minutes as i32), &(rule.yellow_open_days as i32)],
         )
         .await?;
@@ -213,6 +246,8 @@ pub async fn facts(
                     unacknowledged: r.get(5),
                     general_stale: r.get(6),
                     offline_hours: r.get::<_, Option<i64>>(7).unwrap_or(0),
+                    sensor_down_hours: r.get::<_, Option<i64>>(8).unwrap_or(0),
+                    sensor_down_channel: r.get(9),
                 },
             )
         })
@@ -278,6 +313,38 @@ mod tests {
             .light,
             "yellow"
         );
+    }
+
+    #[test]
+    fn downtime_of_the_uplink_and_of_a_sensor_makes_it_yellow() {
+        let rule = Rule::default();
+        let l = judge(
+            &rule,
+            &Facts {
+                sensor_down_hours: 25,
+                sensor_down_channel: Some("ch4-1201-face".into()),
+                ..Facts::default()
+            },
+        );
+        assert_eq!(l.light, "yellow");
+        assert_eq!(
+            l.reasons[0].0,
+            "测点 ch4-1201-face 本季度无有效读数 25 小时"
+        );
+        let at_the_limit = Facts {
+            sensor_down_hours: 24,
+            offline_hours: 24,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&rule, &at_the_limit).light, "green");
+        let l = judge(
+            &rule,
+            &Facts {
+                offline_hours: 30,
+                ..Facts::default()
+            },
+        );
+        assert_eq!(l.reasons[0].1, "uplink down 30 hours this quarter");
     }
 
     #[test]

@@ -335,6 +335,10 @@ fn router(web: Web) -> Router {
         .route("/api/v1/notices", get(notices).post(send_notice))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/lights", get(lights))
+        .route(
+            "/api/v1/lights/{county}/{station}",
+            axum::routing::post(override_light),
+        )
         .layer(axum::middleware::from_fn_with_state(web.clone(), guard))
         .with_state(web)
 }
@@ -561,7 +565,9 @@ async fn stations(State(web): State<Web>, headers: HeaderMap) -> Result<Response
                     (SELECT count(*) FROM alarm_current a WHERE a.county = s.county AND a.station = s.station AND a.event <> 'cleared' AND a.level = 'power_cut'),
                     (SELECT count(*) FROM hazard_current z WHERE z.county = s.county AND z.station = s.station AND z.status NOT IN ('closed', 'rejected')),
                     (SELECT count(*) FROM hazard_current z WHERE z.county = s.county AND z.station = s.station AND z.status NOT IN ('closed', 'rejected') AND z.grade = 'major'),
-                    (SELECT count(*) FROM hazard_current z WHERE z.county = s.county AND z.station = s.station AND z.status NOT IN ('closed', 'rejected') AND (z.record->>'overdue')::boolean)
+                    (SELECT count(*) FROM hazard_current z WHERE z.county = s.county AND z.station = s.station AND z.status NOT IN ('closed', 'rejected') AND (z.record->>'overdue')::boolean),
+                    s.backlog,
+                    to_char(s.backlog_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
              FROM stations s LEFT JOIN headcount_current h USING (county, station)
              ORDER BY 12 DESC, 11 DESC, s.county, s.station",
             &[],
@@ -580,19 +586,38 @@ async fn stations(State(web): State<Web>, headers: HeaderMap) -> Result<Response
                 "alarms": r.get::<_, i64>(10), "power_cuts": r.get::<_, i64>(11),
                 "hazards_open": r.get::<_, i64>(12), "hazards_major": r.get::<_, i64>(13),
                 "hazards_overdue": r.get::<_, i64>(14),
+                "backlog": r.get::<_, Option<serde_json::Value>>(15),
+                "backlog_at": r.get::<_, Option<String>>(16),
             })
         })
         .collect();
     Ok(Json(list).into_response())
 }
 
-/// `GET /api/v1/stations/{county}/{station}`: one station's alarms,
+/// Query of a station's page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StationQuery {
+    /// Hours of trends (default 24, at most a week).
+    hours: Option<u32>,
+}
+
+/// `GET /api/v1/stations/{county}/{station}[?hours=24]`: one station's alarms,
 /// hazards, people and the commands sent to it.
 async fn station(
     State(web): State<Web>,
     headers: HeaderMap,
     Path((county, id)): Path<(String, String)>,
+    q: Result<axum::extract::Query<StationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let axum::extract::Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "查询参数错误（hours 为 1–168）".into(),
+            format!("hours is a whole number of hours, 1 to 168: {e}"),
+        )
+    })?;
     web.account(&headers).await?;
     let db = web.pool.get().await.map_err(db_error)?;
     let json_rows = |rows: Vec<tokio_postgres::Row>| -> Vec<serde_json::Value> {
@@ -629,6 +654,21 @@ async fn station(
         )
         .await
         .map_err(db_error)?;
+    // Each channel's minutes of the last `hours`, from the summaries:
+    // [minute (Unix ms), min, max, mean, faults], oldest first; a minute
+    // without a good reading has null min/max/mean.
+    let hours = q.hours.unwrap_or(24).clamp(1, 24 * 7);
+    let trends = db
+        .query(
+            "SELECT jsonb_build_object('channel', channel, 'minutes', jsonb_agg(jsonb_build_array(
+                        (extract(epoch FROM minute) * 1000)::bigint, min, max, mean, faults) ORDER BY minute))
+             FROM channel_minutes
+             WHERE county = $1 AND station = $2 AND minute > now() - make_interval(hours => $3::int)
+             GROUP BY channel ORDER BY channel",
+            &[&county, &id, &(hours as i32)],
+        )
+        .await
+        .map_err(db_error)?;
     // The steps the lifecycle allows from each hazard's status, as the
     // station's console offers them.
     let hazards: Vec<serde_json::Value> = json_rows(hazards)
@@ -652,6 +692,7 @@ async fn station(
         "county": county, "station": id,
         "alarms": json_rows(alarms), "hazards": hazards,
         "headcount": headcount, "checkins": json_rows(checkins),
+        "trends": json_rows(trends), "trend_hours": hours,
     }))
     .into_response())
 }
@@ -920,19 +961,118 @@ async fn lights(
     let facts = crate::light::facts(&db, &web.rule, &start, &end)
         .await
         .map_err(db_error)?;
+    // The union's latest assessment of each station's quarter.
+    let overrides: std::collections::HashMap<(String, String), serde_json::Value> = db
+        .query(
+            "SELECT DISTINCT ON (county, station) county, station,
+                    jsonb_build_object('light', light, 'note', note, 'by', by_name,
+                        'at', to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))
+             FROM light_overrides WHERE quarter = $1 ORDER BY county, station, at DESC, id DESC",
+            &[&quarter],
+        )
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
     let list: Vec<serde_json::Value> = facts
         .into_iter()
         .map(|(county, station, f)| {
             let l = crate::light::judge(&web.rule, &f);
+            let union = overrides.get(&(county.clone(), station.clone())).cloned();
             serde_json::json!({
                 "county": county, "station": station, "quarter": quarter,
                 "light": l.light, "computed_from": "station data",
                 "reasons": l.reasons.iter().map(|(zh, en)| serde_json::json!({ "zh": zh, "en": en })).collect::<Vec<_>>(),
                 "facts": f,
+                "union": union,
             })
         })
         .collect();
     Ok(Json(list).into_response())
+}
+
+/// Body of `POST /api/v1/lights/{county}/{station}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LightOverride {
+    quarter: String,
+    light: String,
+    note: String,
+}
+
+/// `POST /api/v1/lights/{county}/{station}` (operators): the union's own
+/// assessment of a station's quarter, with a note; kept beside the
+/// computed light, never in its place.
+async fn override_light(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path((county, id)): Path<(String, String)>,
+    body: Result<Json<LightOverride>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let who = web.operator(&headers).await?;
+    let o = body.map(|Json(o)| o).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "请求格式错误".into(),
+            format!("expected {{\"quarter\", \"light\", \"note\"}}: {e}"),
+        )
+    })?;
+    if crate::light::quarter(&o.quarter).is_none() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_quarter",
+            format!("季度 {:?} 应写作 2026-Q4", o.quarter),
+            format!("quarter {:?} is not like 2026-Q4", o.quarter),
+        ));
+    }
+    if !["green", "yellow", "red"].contains(&o.light.as_str()) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_light",
+            "评定只能是 green、yellow 或 red".into(),
+            format!("light {:?} is not green, yellow or red", o.light),
+        ));
+    }
+    let note = o.note.trim();
+    if !(1..=2000).contains(&note.chars().count()) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_note",
+            "评定必须写明理由（1–2000 字）".into(),
+            "an assessment needs a note of 1 to 2000 characters".into(),
+        ));
+    }
+    let db = web.pool.get().await.map_err(db_error)?;
+    let registered: Option<bool> = db
+        .query_opt(
+            "SELECT registered FROM stations WHERE county = $1 AND station = $2",
+            &[&county, &id],
+        )
+        .await
+        .map_err(db_error)?
+        .map(|r| r.get(0));
+    if registered != Some(true) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no_such_station",
+            format!("没有登记的站点 {county}/{id}"),
+            format!("no registered station {county}/{id}"),
+        ));
+    }
+    db.execute(
+        "INSERT INTO light_overrides (county, station, quarter, light, note, by_name) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&county, &id, &o.quarter, &o.light, &note, &who.name],
+    )
+    .await
+    .map_err(db_error)?;
+    tracing::info!(%county, station = %id, quarter = %o.quarter, light = %o.light, by = %who.name, "the union's assessment recorded");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "county": county, "station": id, "quarter": o.quarter, "light": o.light, "note": note, "by": who.name })),
+    )
+        .into_response())
 }
 
 /// Body of `POST /api/v1/stations/{county}/{station}/hazards/{ticket}`.

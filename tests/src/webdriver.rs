@@ -184,6 +184,14 @@ impl Browser {
                 Err(err) if err.contains("stale element") && Instant::now() < end => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
+                // Under a sticky header: brought to the middle, tried again.
+                Err(err) if err.contains("click intercepted") && Instant::now() < end => {
+                    self.execute(&format!(
+                        "document.querySelector({}).scrollIntoView({{block: 'center'}})",
+                        json!(css)
+                    ));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 Err(err) => panic!("{err}"),
             }
         }

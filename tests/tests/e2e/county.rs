@@ -314,3 +314,93 @@ fn any_arrival_order_gives_the_same_state_and_bad_messages_are_kept_with_reasons
     // Both instances did a share of the work, and neither crashed.
     assert!(a.log_text().contains("message rejected") || b.log_text().contains("message rejected"));
 }
+
+fn headcount(station: &str, seq: i64) -> (String, String) {
+    (
+        format!("pithead/v1/test-county/{station}/headcount"),
+        format!(
+            "{{\"schema\":\"pithead/v1\",\"msg_id\":\"{station}-h{seq}\",\"county\":\"test-county\",\"station\":\"{station}\",\
+             \"epoch\":\"e1\",\"lane\":\"checkin\",\"seq\":{seq},\"kind\":\"headcount\",\"created_at\":\"2026-12-01T06:00:0{seq}Z\",\
+             \"body\":{{\"county\":\"test-county\",\"station\":\"{station}\",\"at\":\"2026-12-01T06:00:0{seq}Z\",\
+             \"underground\":0,\"overdue\":0,\"people\":[]}}}}"
+        ),
+    )
+}
+
+#[test]
+fn a_gap_the_station_no_longer_has_is_asked_for_once_answered_gone_and_marked_so() {
+    let pg = Postgres::start();
+    let broker = Mosquitto::start_with(free_port(), true, "");
+    let dir = tempfile::tempdir().unwrap();
+    let county = County::start(
+        dir.path(),
+        "county-a",
+        &county_config(&broker, &pg, "county-a"),
+    );
+    county.wait_log("subscribed", 1, Duration::from_secs(60));
+    // The station's side of the downlink, by hand: what the county asks.
+    let asked = pithead_e2e::Subscriber::start(broker.port);
+
+    // Numbers 1 and 3 of s1's check-in lane; 2 never comes.
+    publish_all(&broker, &[headcount("s1", 1), headcount("s1", 3)]);
+    wait_until(Duration::from_secs(20), "the gap seen", || {
+        pg.query("SELECT from_seq || '-' || to_seq || ' ' || coalesce(explained_by, 'open') FROM lane_gaps")
+            == "2-2 open"
+    });
+    // Asked for with cmd/resend, recorded as a command of the county.
+    let mut resend = None;
+    wait_until(Duration::from_secs(20), "a cmd/resend", || {
+        resend = asked
+            .all()
+            .into_iter()
+            .find(|m| m.topic == "pithead/v1/test-county/s1/cmd/resend");
+        resend.is_some()
+    });
+    let cmd: serde_json::Value = serde_json::from_str(&resend.unwrap().payload).unwrap();
+    assert_eq!(
+        (
+            cmd["epoch"].as_str(),
+            cmd["lane"].as_str(),
+            cmd["from_seq"].as_i64(),
+            cmd["to_seq"].as_i64()
+        ),
+        (Some("e1"), Some("checkin"), Some(2), Some(2)),
+        "{cmd}"
+    );
+    let id = cmd["msg_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT cmd || ' ' || sent_by FROM commands WHERE msg_id = '{id}'"
+        )),
+        "resend pithead-county"
+    );
+
+    // The station answers that it no longer has number 2.
+    let ack = format!(
+        "{{\"schema\":\"pithead/v1\",\"msg_id\":\"s1-ack1\",\"county\":\"test-county\",\"station\":\"s1\",\
+         \"epoch\":\"e1\",\"lane\":\"hazard\",\"seq\":1,\"kind\":\"cmd_ack\",\"created_at\":\"2026-12-01T06:01:00Z\",\
+         \"body\":{{\"county\":\"test-county\",\"station\":\"s1\",\"cmd_msg_id\":\"{id}\",\"cmd\":\"resend\",\
+         \"outcome\":\"applied\",\"resent\":0,\"gone\":[[2,2]],\"at\":\"2026-12-01T06:01:00Z\"}}}}"
+    );
+    publish_all(
+        &broker,
+        &[("pithead/v1/test-county/s1/cmd_ack".to_owned(), ack)],
+    );
+    wait_until(Duration::from_secs(20), "the gap marked gone", || {
+        pg.query("SELECT from_seq || '-' || to_seq || ' ' || coalesce(reason, '') || ' ' || coalesce(explained_by, '') FROM lane_gaps WHERE lane = 'checkin'")
+            == "2-2 gone s1-ack1"
+    });
+    // Marked, it is not asked for again (resend_after is 2 s; the next ask
+    // would be due 8 s after the first).
+    let before = pg.query("SELECT count(*) FROM commands WHERE cmd = 'resend'");
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        pg.query("SELECT count(*) FROM commands WHERE cmd = 'resend'"),
+        before,
+        "a gone range is not asked for again"
+    );
+    assert_eq!(
+        pg.query("SELECT count(*) FROM lane_gaps WHERE explained_by IS NULL"),
+        "0"
+    );
+}

@@ -87,7 +87,8 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
         "[mqtt]\nurl = \"{}\"\nclient_id = \"county-a\"\nkeep_alive = \"5s\"\n\
          [postgres]\nurl = \"{}\"\n[http]\nlisten = \"{web}\"\n\
          [commands]\nsigning_key_file = \"{}\"\n\
-         [[station]]\ncounty = \"test-county\"\nid = \"s1\"\nname = \"一号井\"\nmine = \"一矿\"\n",
+         [[station]]\ncounty = \"test-county\"\nid = \"s1\"\nname = \"一号井\"\nmine = \"一矿\"\n\
+         [[station]]\ncounty = \"test-county\"\nid = \"s2\"\nname = \"二号井\"\nmine = \"二矿\"\n",
         broker.url(),
         pg.url(),
         dir.path().join("county-signing.key").display()
@@ -124,13 +125,13 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     // host name is refused.
     let (s, _) = http_request(web, "GET", "/api/v1/stations", &[], "").unwrap();
     assert_eq!(s, 401);
-    let (cookie, csrf) = login(web, "县工会查看", "只看不改的密码2026");
+    let (vcookie, vcsrf) = login(web, "县工会查看", "只看不改的密码2026");
     let notice = r#"{"stations":["test-county/s1"],"title":"t","body":"b","valid_hours":1}"#;
     let (s, b) = http_request(
         web,
         "POST",
         "/api/v1/notices",
-        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        &[("Cookie", &vcookie), ("X-CSRF-Token", &vcsrf)],
         notice,
     )
     .unwrap();
@@ -343,9 +344,144 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     b.wait_text("#notice-rows tr", wait, "applied, shown", |t| {
         t.contains("已生效") && t.contains("县工会操作员")
     });
+
+    // Every station's uplink backlog, as it reports it with its status:
+    // the real station's, and a second one's with records waiting.
+    b.wait_attribute(
+        "#station-rows tr[data-station='test-county/s1']",
+        "data-backlog",
+        wait,
+        "the real station's backlog",
+        |v| !v.is_empty(),
+    );
+    second_station(&pg, broker.port);
+    b.wait_attribute(
+        "#station-rows tr[data-station='test-county/s2']",
+        "data-backlog",
+        wait,
+        "s2's backlog",
+        |v| v == "1234",
+    );
+    b.wait_text(
+        "#station-rows tr[data-station='test-county/s2']",
+        wait,
+        "the backlog in words",
+        |t| t.contains("1234 条待上传"),
+    );
+    // Its channel had no good reading for 25 hours of this quarter: the
+    // light says so (fewer hours if the quarter began less than 27 hours
+    // ago).
+    let down: i64 = pg
+        .query("SELECT count(*) / 60 FROM channel_minutes WHERE station = 's2' AND mean IS NULL AND minute >= date_trunc('quarter', now())")
+        .parse()
+        .unwrap();
+    if down > 24 {
+        b.wait_text(
+            "#station-rows tr[data-station='test-county/s2']",
+            wait,
+            "sensor downtime in the light",
+            |t| {
+                t.contains(&format!("测点 ch4-1201-face 本季度无有效读数 {down} 小时"))
+                    && t.contains("黄灯")
+            },
+        );
+    }
+    // Its page charts each channel's minutes, the ones without a reading
+    // marked, never drawn as values.
+    b.click_live("#station-rows a[data-station='test-county/s2']", wait);
+    let fig = "#trends figure[data-channel='ch4-1201-face']";
+    b.wait_attribute(fig, "data-points", wait, "60 good minutes", |v| v == "60");
+    // The last 24 hours' minutes without a reading (one fewer when a
+    // minute turns meanwhile).
+    let marked = b.wait_attribute(
+        fig,
+        "data-down",
+        wait,
+        "the minutes without a reading",
+        |v| v == "1319" || v == "1318",
+    );
+    b.wait_text(fig, wait, "the caption", |t| {
+        t.contains("无有效读数") && t.contains("均值")
+    });
+    let drawn = b.execute(&format!(
+        "return [document.querySelectorAll(\"{fig} polyline.mean\").length, document.querySelectorAll(\"{fig} rect.down\").length]"
+    ));
+    assert_eq!(
+        drawn,
+        serde_json::json!([1, marked.parse::<i64>().unwrap()]),
+        "one line of good minutes, every other minute marked"
+    );
+    b.wait_text("#checkin-rows", wait, "no check-ins at s2", str::is_empty);
     b.screenshot(
         &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../target/screenshots/county-dashboard.png"),
+    );
+
+    // The union's own assessment of s1's quarter, with its note: shown
+    // first, the computed light beside it. A viewer cannot make one, and
+    // one without a note is refused.
+    let quarter = pg.query("SELECT to_char(now(), 'YYYY') || '-Q' || to_char(now(), 'Q')");
+    let assess = |cookie: &str, csrf: &str, body: &str| {
+        http_request(
+            web,
+            "POST",
+            "/api/v1/lights/test-county/s1",
+            &[("Cookie", cookie), ("X-CSRF-Token", csrf)],
+            body,
+        )
+        .unwrap()
+    };
+    let (s, b2) = assess(
+        &vcookie,
+        &vcsrf,
+        &format!(r#"{{"quarter":"{quarter}","light":"green","note":"x"}}"#),
+    );
+    assert_eq!(s, 403, "{b2}");
+    let (s, b2) = assess(
+        &cookie,
+        &csrf,
+        &format!(r#"{{"quarter":"{quarter}","light":"green","note":"  "}}"#),
+    );
+    assert_eq!((s, b2.contains("bad_note")), (400, true), "{b2}");
+    let (s, b2) = assess(
+        &cookie,
+        &csrf,
+        &format!(r#"{{"quarter":"{quarter}","light":"blue","note":"x"}}"#),
+    );
+    assert_eq!((s, b2.contains("bad_light")), (400, true), "{b2}");
+    let row1 = "#station-rows tr[data-station='test-county/s1']";
+    b.click_live(
+        &format!("{row1} form.light-action select option[value='yellow']"),
+        wait,
+    );
+    b.execute(&format!(
+        "document.querySelector(\"{row1} form.light-action\").elements.note.value = '县工会现场核查：隐患已在整改，评为黄灯';"
+    ));
+    b.click_live(
+        &format!("{row1} form.light-action button[type=submit]"),
+        wait,
+    );
+    b.wait_text("#light-result", wait, "recorded", |t| t.contains("已记录"));
+    b.wait_attribute(row1, "data-light", wait, "the union's light", |v| {
+        v == "yellow"
+    });
+    b.wait_attribute(
+        row1,
+        "data-computed",
+        wait,
+        "the computed light beside it",
+        |v| v == "red",
+    );
+    b.wait_text(
+        row1,
+        wait,
+        "the union's light with its note, the computed one beside",
+        |t| {
+            t.contains("县工会评定 黄灯")
+                && t.contains("县工会现场核查：隐患已在整改，评为黄灯")
+                && t.contains("县工会操作员")
+                && t.contains("按数据计算 红灯")
+        },
     );
 
     // And the kiosk shows it, in the banner's place.
@@ -411,6 +547,70 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
         "{shown}"
     );
     station.signal(libc::SIGTERM);
+}
+
+/// A second station, by hand: its retained status with a backlog, and a
+/// summary of 26 hours of one channel, the first 25 without a good
+/// reading.
+fn second_station(pg: &Postgres, port: u16) {
+    let now_ms: i64 = pg
+        .query("SELECT (extract(epoch FROM now()) * 1000)::bigint")
+        .parse()
+        .unwrap();
+    let base = now_ms - now_ms.rem_euclid(60_000);
+    let iso = |ms: i64| {
+        pithead_core::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
+    };
+    let mut minutes: Vec<serde_json::Value> = (0..1500)
+        .map(|i| {
+            let m = base - 27 * 3_600_000 + i * 60_000;
+            serde_json::json!({ "minute": iso(m), "min": null, "max": null, "mean": null, "count": 0, "faults": 60 })
+        })
+        .collect();
+    minutes.extend((0..60).map(|i| {
+        let m = base - 2 * 3_600_000 + i * 60_000;
+        let v = 0.3 + f64::from(u8::try_from(i % 7).unwrap_or(0)) * 0.01;
+        serde_json::json!({ "minute": iso(m), "min": v - 0.01, "max": v + 0.01, "mean": v, "count": 60, "faults": 0 })
+    }));
+    let summary = serde_json::json!({
+        "schema": "pithead/v1", "msg_id": "s2-sum-1", "county": "test-county", "station": "s2",
+        "epoch": "s2-e1", "lane": "summary", "seq": 1, "kind": "summary", "created_at": iso(base - 3_600_000),
+        "body": { "county": "test-county", "station": "s2", "from": iso(base - 27 * 3_600_000),
+                  "to": iso(base - 3_600_000), "channels": [ { "channel": "ch4-1201-face", "minutes": minutes } ] }
+    });
+    let status = serde_json::json!({
+        "schema": "pithead/v1", "county": "test-county", "station": "s2", "state": "online",
+        "version": "0.1.0", "at": iso(base),
+        "backlog": { "pending": 1234, "bytes": 567_890, "dropped_summaries": 0, "set_aside": 0, "at": iso(now_ms) }
+    });
+    let mut o = rumqttc::MqttOptions::new("second-station", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    let (client, mut conn) = rumqttc::Client::new(o, 10);
+    for (topic, payload, retain) in [
+        ("pithead/v1/test-county/s2/summary", summary, false),
+        ("pithead/v1/test-county/s2/status", status, true),
+    ] {
+        client
+            .publish(
+                topic,
+                rumqttc::QoS::AtLeastOnce,
+                retain,
+                payload.to_string().into_bytes(),
+            )
+            .unwrap();
+    }
+    let mut acked = 0;
+    for ev in conn.iter() {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
+            acked += 1;
+            if acked == 2 {
+                break;
+            }
+        }
+        ev.unwrap();
+    }
+    let _ = client.disconnect();
 }
 
 /// Standard base64, padded.
