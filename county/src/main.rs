@@ -25,7 +25,7 @@ enum Command {
             short,
             long,
             env = "PITHEAD_COUNTY_CONFIG",
-            default_value = "/etc/pithead/county.toml"
+            default_value = "/etc/pithead-county/county.toml"
         )]
         config: PathBuf,
     },
@@ -36,7 +36,7 @@ enum Command {
             short,
             long,
             env = "PITHEAD_COUNTY_CONFIG",
-            default_value = "/etc/pithead/county.toml"
+            default_value = "/etc/pithead-county/county.toml"
         )]
         config: PathBuf,
     },
@@ -70,7 +70,7 @@ enum Command {
             short,
             long,
             env = "PITHEAD_COUNTY_CONFIG",
-            default_value = "/etc/pithead/county.toml"
+            default_value = "/etc/pithead-county/county.toml"
         )]
         config: PathBuf,
     },
@@ -81,7 +81,7 @@ enum KeysAction {
     /// Make a new key pair (an existing key is never overwritten).
     Generate {
         /// Directory for `county-signing.key` and `county-signing.pub`.
-        #[arg(long, default_value = "/etc/pithead")]
+        #[arg(long, default_value = "/etc/pithead-county")]
         out: PathBuf,
     },
 }
@@ -100,7 +100,7 @@ enum UserAction {
             short,
             long,
             env = "PITHEAD_COUNTY_CONFIG",
-            default_value = "/etc/pithead/county.toml"
+            default_value = "/etc/pithead-county/county.toml"
         )]
         config: PathBuf,
     },

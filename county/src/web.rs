@@ -37,6 +37,8 @@ const HTML: &str = include_str!("../assets/dashboard.html");
 const JS: &str = include_str!("../assets/dashboard.js");
 const CSS: &str = include_str!("../assets/dashboard.css");
 
+/// Changes are told to a page at most this often.
+const CHANGED_EVERY: Duration = Duration::from_millis(250);
 /// A session lasts this long without a new login.
 const SESSION: Duration = Duration::from_secs(12 * 3600);
 /// The cookie.
@@ -863,19 +865,25 @@ async fn send_notice(
 async fn stream(State(web): State<Web>, headers: HeaderMap) -> Result<Response, ApiError> {
     web.account(&headers).await?;
     let rx = web.changed.subscribe();
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+    // A change is told at once; changes that follow within
+    // CHANGED_EVERY of the last one told are told together when it has
+    // passed, so a busy county refreshes a page at most four times a
+    // second and an alarm after a quiet spell shows without waiting.
+    let last = tokio::time::Instant::now() - CHANGED_EVERY;
+    let events = futures_util::stream::unfold((rx, last), |(mut rx, mut last)| async move {
         let ev = tokio::select! {
             r = rx.recv() => match r {
                 Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep_until(last + CHANGED_EVERY).await;
                     while rx.try_recv().is_ok() {}
+                    last = tokio::time::Instant::now();
                     Event::default().event("changed").data("1")
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             },
             () = tokio::time::sleep(Duration::from_secs(1)) => Event::default().event("beat").data("1"),
         };
-        Some((Ok::<_, Infallible>(ev), rx))
+        Some((Ok::<_, Infallible>(ev), (rx, last)))
     });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())

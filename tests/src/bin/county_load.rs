@@ -3,7 +3,9 @@
 //! PER_STATION check-in messages from each of STATIONS simulated stations
 //! (`bench-county`/`b000`…), each a valid envelope numbered from 1 in its
 //! lane, interleaved across stations; waits for every PUBACK, and prints
-//! `{"published": N, "seconds": S}`.
+//! `{"published": N, "seconds": S}`. A fifth argument RATE paces it at
+//! RATE messages a second in all (a county's steady traffic, not a
+//! backlog).
 
 use std::time::Instant;
 
@@ -12,10 +14,11 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = || anyhow::anyhow!("usage: pithead-county-load PORT STATIONS PER_STATION");
+    let usage = || anyhow::anyhow!("usage: pithead-county-load PORT STATIONS PER_STATION [RATE]");
     let port: u16 = args.next().ok_or_else(usage)?.parse()?;
     let stations: usize = args.next().ok_or_else(usage)?.parse()?;
     let per: i64 = args.next().ok_or_else(usage)?.parse()?;
+    let rate: Option<u64> = args.next().map(|r| r.parse()).transpose()?;
     let mut o = MqttOptions::new(
         format!("county-load-{}", std::process::id()),
         "127.0.0.1",
@@ -29,8 +32,18 @@ async fn main() -> anyhow::Result<()> {
     let epoch = uuid::Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let publisher = tokio::spawn(async move {
+        // Paced: a tick every 10 ms, each with its share of the rate.
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+        let per_tick = rate.map(|r| (r / 100).max(1));
+        let mut in_tick = 0u64;
         for seq in 1..=per {
             for s in 0..stations {
+                if let Some(n) = per_tick {
+                    if in_tick == 0 {
+                        tick.tick().await;
+                    }
+                    in_tick = (in_tick + 1) % n;
+                }
                 let station = format!("b{s:03}");
                 let at = "2026-12-01T06:00:00.000Z";
                 let body = serde_json::json!({

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pithead_e2e::{Daemon, free_port, minimal_config, pithead_bin};
+use pithead_e2e::{Daemon, county_bin, free_port, minimal_config, pithead_bin};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -192,7 +192,8 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
     let out = run(Command::new(repo().join("cross/package"))
         .arg("x86_64-unknown-linux-gnu")
         .env("PITHEAD_BIN", pithead_bin())
-        .env("DEB_OUT", work.path()));
+        .env("DEB_OUT", work.path())
+        .env("DEB_FAST", "1"));
     assert!(out.status.success(), "{}", text(&out));
     let deb = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(deb.ends_with("_amd64.deb"), "{deb}");
@@ -322,5 +323,123 @@ fn the_package_installs_into_a_scratch_root_keeps_an_edited_config_and_validates
     assert!(
         data.join("pithead.db").exists(),
         "purge deleted the records"
+    );
+}
+
+#[test]
+fn the_county_unit_verifies_and_its_package_installs_enabled_and_purges_clean() {
+    let work = tempfile::tempdir().unwrap();
+    // The unit, as systemd judges it.
+    let unit = std::fs::read_to_string(repo().join("systemd/pithead-county.service"))
+        .unwrap()
+        .replace(
+            "/usr/bin/pithead-county",
+            &county_bin().display().to_string(),
+        );
+    let unit_file = work.path().join("pithead-county.service");
+    std::fs::write(&unit_file, unit).unwrap();
+    let out = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_file));
+    assert!(
+        out.status.success() && text(&out).trim().is_empty(),
+        "{}",
+        text(&out)
+    );
+    let out = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit_file));
+    let report = text(&out);
+    let score: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for pithead-county.service:")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    eprintln!("systemd-analyze security pithead-county: exposure {score}");
+    assert!(score <= 1.5, "exposure {score} > 1.5\n{report}");
+
+    let out = run(Command::new(repo().join("cross/package-county"))
+        .arg("x86_64-unknown-linux-gnu")
+        .env("PITHEAD_COUNTY_BIN", county_bin())
+        .env("DEB_OUT", work.path())
+        .env("DEB_FAST", "1"));
+    assert!(out.status.success(), "{}", text(&out));
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        deb.ends_with("pithead-county_0.1.0-1_amd64.deb") || deb.ends_with("_amd64.deb"),
+        "{deb}"
+    );
+    let contents = text(&run(Command::new("dpkg-deb").args(["--contents", &deb])));
+    for path in [
+        "./usr/bin/pithead-county",
+        "./usr/lib/systemd/system/pithead-county.service",
+        "./usr/lib/sysusers.d/pithead-county.conf",
+        "./etc/pithead-county/county.toml",
+        "./usr/share/doc/pithead-county/COUNTY.md",
+        "./usr/share/doc/pithead-county/migrations/0001_messages.sql",
+    ] {
+        assert!(
+            contents.lines().any(|l| l.ends_with(path)),
+            "{path} missing:\n{contents}"
+        );
+    }
+    let conffiles = text(&run(Command::new("dpkg-deb").args([
+        "--info",
+        &deb,
+        "conffiles",
+    ])));
+    assert_eq!(conffiles.trim(), "/etc/pithead-county/county.toml");
+
+    let root = work.path().join("root");
+    for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    dpkg(&root, &["-i", &deb]);
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    assert!(
+        passwd.lines().any(|l| l.starts_with("pithead-county:")),
+        "{passwd}"
+    );
+    assert!(
+        root.join("etc/systemd/system/multi-user.target.wants/pithead-county.service")
+            .symlink_metadata()
+            .is_ok(),
+        "the unit is not enabled"
+    );
+    // The shipped configuration is valid as it stands; an edit is kept
+    // across a reinstall; a purge removes the directory, key and all.
+    let bin = root.join("usr/bin/pithead-county");
+    let conf = root.join("etc/pithead-county/county.toml");
+    let out = run(Command::new(&bin)
+        .arg("validate")
+        .arg("--config")
+        .arg(&conf));
+    assert!(out.status.success(), "{}", text(&out));
+    let edited = std::fs::read_to_string(&conf).unwrap().replacen(
+        "client_id = \"pithead-county-1\"",
+        "client_id = \"county-a\"",
+        1,
+    );
+    std::fs::write(&conf, &edited).unwrap();
+    let out = run(Command::new(&bin)
+        .args(["keys", "generate", "--out"])
+        .arg(root.join("etc/pithead-county")));
+    assert!(out.status.success(), "{}", text(&out));
+    dpkg(&root, &["-i", &deb]);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap_or_default(), edited);
+    dpkg(&root, &["-r", "pithead-county"]);
+    assert!(!bin.exists() && conf.exists());
+    let out = dpkg(&root, &["--purge", "pithead-county"]);
+    assert!(
+        text(&out).contains("signing key") && !root.join("etc/pithead-county").exists(),
+        "{}",
+        text(&out)
     );
 }
