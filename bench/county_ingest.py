@@ -48,6 +48,27 @@ def pg_bin():
     return os.path.dirname(found[-1])
 
 
+def cpu_by_program():
+    """CPU seconds used so far by every running postgres, mosquitto and
+    pithead-county process (what shares the cores during the drain)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"postgres": 0.0, "mosquitto": 0.0, "pithead-county": 0.0}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        for name in out:
+            if comm.startswith(name[:15]):
+                out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stations", type=int, default=100)
@@ -124,6 +145,7 @@ def main():
                                   check=True, capture_output=True, text=True)
             pub = json.loads(load.stdout)
             print(f"  published {pub}; draining", file=sys.stderr)
+            cpu0, t0 = cpu_by_program(), time.time()
             inst = start()
             procs.extend(p for p, _ in inst)
             end = time.time() + 600
@@ -140,9 +162,17 @@ def main():
                                         check=True, capture_output=True, text=True).stdout.strip() or "nan")
             distinct = int(subprocess.run(psql + ["-d", db, "-c", "SELECT count(DISTINCT msg_id) FROM messages"],
                                           check=True, capture_output=True, text=True).stdout.strip() or 0)
+            cpu1, wall = cpu_by_program(), time.time() - t0
+            share = ", ".join(f"{n} {(cpu1[n] - cpu0[n]) / wall:.2f}" for n in cpu1)
+            print(f"  cores busy during the drain ({wall:.1f} s): {share}", file=sys.stderr)
+            deadlocks = subprocess.run(psql + ["-d", db, "-c",
+                                               f"SELECT deadlocks FROM pg_stat_database WHERE datname = '{db}'"],
+                                       capture_output=True, text=True).stdout.strip()
             for p, _ in inst:
                 p.terminate()
                 p.wait()
+            retried = sum(open(log).read().count("cannot store a batch") for _, log in inst)
+            print(f"  PostgreSQL deadlocks: {deadlocks}; batches retried: {retried}", file=sys.stderr)
             rate = count / span if span and span > 0 else float("nan")
             ok = count == total and distinct == total
             print(f"| {k} | {pub['published'] / pub['seconds']:.0f} | {rate:.0f} | {'yes' if ok else f'NO: {count} rows, {distinct} distinct'} |")
