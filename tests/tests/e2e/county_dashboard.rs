@@ -118,6 +118,20 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
         1,
     );
     assert!(scfg.contains(&public));
+    // A supervisor for the station's console.
+    let sfile = sdir.path().join("pithead.toml");
+    std::fs::write(&sfile, &scfg).unwrap();
+    let mut add = Command::new(pithead_e2e::pithead_bin())
+        .args(["user", "add", "王班长", "--config"])
+        .arg(&sfile)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(mut i) = add.stdin.take() {
+        let _ = writeln!(i, "井口安全第一 2026");
+    }
+    assert!(add.wait().unwrap().success(), "station supervisor");
     let mut station = Daemon::start(sdir.path(), &scfg, http);
     station.wait_healthy(Duration::from_secs(20));
 
@@ -321,6 +335,22 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     b.wait_text(&row, wait, "the county's step in the timeline", |t| {
         t.contains("已整改") && t.contains("县总工会") && t.contains("已现场核查")
     });
+    // And the station's supervisors see it on their console, in Chromium.
+    let c = Browser::start(1280, 1000);
+    c.open(&format!("http://{http}/console"));
+    c.type_into(&c.find("#user", wait), "王班长");
+    c.type_into(&c.find("#password", wait), "井口安全第一 2026\u{E007}");
+    c.wait_text("#who", wait, "the supervisor logged in", |t| t == "王班长");
+    c.click_live(".tabs button[data-tab='hazards']", wait);
+    c.wait_text(
+        &format!(".hazard[data-ticket='{ticket}']"),
+        wait,
+        "the county's step on the station's console",
+        |t| {
+            t.contains("已整改") && t.contains("县总工会") && t.contains("县总工会督办：已现场核查")
+        },
+    );
+    drop(c);
 
     // A notice to the station, urgent.
     b.click(&b.find("#notice-stations input[value='test-county/s1']", wait));
