@@ -24,13 +24,11 @@ Usage: bench/county_latency.py [--trials 60]
 """
 
 import argparse
-import glob
 import http.client
 import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,24 +37,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from acquisition import control, wait_port  # noqa: E402
+from county_ingest import free_port, pg_bin  # noqa: E402
 from results import record  # noqa: E402
 
 TARGET_MS = 500
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PASSWORD = "bench-password-2026"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_bin():
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        sys.exit("PostgreSQL's initdb not found: apt-get install postgresql")
-    return os.path.dirname(found[-1])
 
 
 def rfc3339_to_unix(s):

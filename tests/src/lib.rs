@@ -1566,3 +1566,19 @@ impl Drop for Postgres {
         let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
     }
 }
+
+/// Creates supervisor 王班长 (password `井口安全第一 2026`) for the station
+/// configuration in `file`.
+pub fn add_supervisor(file: &Path) {
+    let mut add = Command::new(pithead_bin())
+        .args(["user", "add", "王班长", "--config"])
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(mut i) = add.stdin.take() {
+        let _ = writeln!(i, "井口安全第一 2026");
+    }
+    assert!(add.wait().is_ok_and(|s| s.success()), "user add 王班长");
+}

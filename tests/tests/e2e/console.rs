@@ -7,13 +7,12 @@
     reason = "helpers of the tests: a failed unwrap is a failed test"
 )]
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use pithead_e2e::webdriver::Browser;
-use pithead_e2e::{Daemon, Simulator, free_port, http_request, pithead_bin};
+use pithead_e2e::{Daemon, Simulator, free_port, http_request};
 
 /// The text of a PDF (pdftotext, from poppler-utils).
 fn pdf_text(pdf: &[u8], dir: &std::path::Path) -> String {
@@ -104,21 +103,6 @@ fn wait_tone(b: &Browser, kind: &str, within: Duration) {
     }
 }
 
-/// Creates supervisor 王班长 for the configuration in `file`.
-fn add_supervisor(file: &std::path::Path) {
-    let mut add = Command::new(pithead_bin())
-        .args(["user", "add", "王班长", "--config"])
-        .arg(file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    if let Some(mut i) = add.stdin.take() {
-        let _ = writeln!(i, "井口安全第一 2026");
-    }
-    assert!(add.wait().map(|s| s.success()).unwrap_or(false));
-}
-
 #[test]
 fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
     let sim = Simulator::start("normal", None);
@@ -137,7 +121,7 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
     );
     let file = dir.path().join("pithead.toml");
     std::fs::write(&file, &cfg).unwrap();
-    add_supervisor(&file);
+    pithead_e2e::add_supervisor(&file);
 
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
@@ -387,7 +371,7 @@ fn the_console_shows_nothing_it_does_not_know_when_the_daemon_is_gone() {
     let cfg = pithead_e2e::face_station(dir.path(), http, &sim, "");
     let file = dir.path().join("pithead.toml");
     std::fs::write(&file, &cfg).unwrap();
-    add_supervisor(&file);
+    pithead_e2e::add_supervisor(&file);
     let mut d = Daemon::start(dir.path(), &cfg, http);
     d.wait_healthy(Duration::from_secs(20));
     sim.control("set 1 input 0 120");

@@ -121,17 +121,7 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     // A supervisor for the station's console.
     let sfile = sdir.path().join("pithead.toml");
     std::fs::write(&sfile, &scfg).unwrap();
-    let mut add = Command::new(pithead_e2e::pithead_bin())
-        .args(["user", "add", "王班长", "--config"])
-        .arg(&sfile)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    if let Some(mut i) = add.stdin.take() {
-        let _ = writeln!(i, "井口安全第一 2026");
-    }
-    assert!(add.wait().unwrap().success(), "station supervisor");
+    pithead_e2e::add_supervisor(&sfile);
     let mut station = Daemon::start(sdir.path(), &scfg, http);
     station.wait_healthy(Duration::from_secs(20));
 
