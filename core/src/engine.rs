@@ -88,6 +88,8 @@ pub enum AlarmKind {
     Level(LevelName),
     /// A miner is still underground past shift length and grace.
     Overdue,
+    /// More people underground than allowed (超员), in all or in a team.
+    Overcrowded,
 }
 
 impl AlarmKind {
@@ -99,6 +101,7 @@ impl AlarmKind {
             AlarmKind::Level(LevelName::Alarm) => "alarm",
             AlarmKind::Level(LevelName::PowerCut) => "power_cut",
             AlarmKind::Overdue => "overdue",
+            AlarmKind::Overcrowded => "overcrowded",
         }
     }
 
@@ -110,6 +113,7 @@ impl AlarmKind {
             AlarmKind::Level(LevelName::Alarm),
             AlarmKind::Level(LevelName::PowerCut),
             AlarmKind::Overdue,
+            AlarmKind::Overcrowded,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -159,6 +163,11 @@ pub struct Alarm {
 /// Subject of the alarm raised when the alarm history cannot be read at
 /// start: it keeps the power cut until a supervisor acknowledges it.
 pub const HISTORY_SUBJECT: &str = "system:alarm_history";
+
+/// Subject of the latching fault raised when the power relay's feedback
+/// (馈电) disagrees with its command: it holds the power cut (and the
+/// beacon red) until it no longer holds and a supervisor acknowledged it.
+pub const FEEDBACK_SUBJECT: &str = "output:power_relay:feedback";
 
 /// Whether a subject alarm (`output:…`, `system:…`) is one the event log
 /// brings back after a restart; overdue miners (`worker:…`) are judged
@@ -382,20 +391,54 @@ impl Engine {
         now: Instant,
         wall: SystemTime,
     ) -> Vec<AlarmEvent> {
+        let list: Vec<(String, Option<f64>)> = subjects.iter().map(|s| (s.clone(), None)).collect();
+        self.set_holding(AlarmKind::Overdue, &list, now, wall)
+    }
+
+    /// Where more people are underground than allowed now (`underground`
+    /// for the whole mine, `team:NAME` for a team), with the count: raises
+    /// an `overcrowded` alarm for each new one; it clears by itself once
+    /// the count is back within the limit (nobody is kept from checking in,
+    /// so the check-outs are the answer).
+    pub fn set_overcrowded(
+        &mut self,
+        subjects: &[(String, f64)],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
+        let list: Vec<(String, Option<f64>)> = subjects
+            .iter()
+            .map(|(s, n)| (s.clone(), Some(*n)))
+            .collect();
+        self.set_holding(AlarmKind::Overcrowded, &list, now, wall)
+    }
+
+    /// Non-latching subject alarms of `kind`: those in `subjects` hold (with
+    /// their value, the latest kept), every other one of that kind clears.
+    fn set_holding(
+        &mut self,
+        kind: AlarmKind,
+        subjects: &[(String, Option<f64>)],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
-        let event = |kind, id, channel: &str, by: Option<String>| AlarmEvent {
-            kind,
+        let event = |ev, id, channel: &str, value: Option<f64>| AlarmEvent {
+            kind: ev,
             alarm_id: id,
             channel: channel.to_owned(),
-            level: AlarmKind::Overdue,
-            value: None,
+            level: kind,
+            value,
             state: ReadingState::Ok,
-            by,
+            by: None,
             at: wall,
         };
-        for s in subjects {
+        for (s, value) in subjects {
             if let Some(a) = self.subjects.get_mut(s) {
                 a.condition = true;
+                if value.is_some() {
+                    a.value = *value;
+                }
                 continue;
             }
             let id = self.next_id;
@@ -406,8 +449,8 @@ impl Engine {
                     id,
                     channel: usize::MAX,
                     subject: Some(s.clone()),
-                    kind: AlarmKind::Overdue,
-                    value: None,
+                    kind,
+                    value: *value,
                     state: ReadingState::Ok,
                     raised_at: now,
                     raised_wall: wall,
@@ -417,17 +460,17 @@ impl Engine {
                     acked: None,
                 },
             );
-            out.push(event(EventKind::Raised, id, s, None));
+            out.push(event(EventKind::Raised, id, s, *value));
         }
         let gone: Vec<String> = self
             .subjects
             .iter()
-            .filter(|(k, a)| a.kind == AlarmKind::Overdue && !subjects.contains(k))
+            .filter(|(k, a)| a.kind == kind && !subjects.iter().any(|(s, _)| s == *k))
             .map(|(k, _)| k.clone())
             .collect();
         for s in gone {
             if let Some(a) = self.subjects.remove(&s) {
-                out.push(event(EventKind::Cleared, a.id, &s, None));
+                out.push(event(EventKind::Cleared, a.id, &s, a.value));
             }
         }
         out
@@ -494,6 +537,23 @@ impl Engine {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The power relay's feedback disagrees with its command (`active`) or
+    /// no longer does: a latching fault, like [`Engine::set_fault`], that
+    /// also holds the power cut, so the siren sounds, the beacon turns red
+    /// and power does not return by itself once the feedback agrees again.
+    pub fn set_feedback_fault(
+        &mut self,
+        active: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
+        let out = self.set_fault(FEEDBACK_SUBJECT, active, now, wall);
+        if let Some(a) = self.subjects.get_mut(FEEDBACK_SUBJECT) {
+            a.holds_power = true;
+        }
+        out
     }
 
     /// The alarms of before the last stop cannot be read (no database): a
@@ -666,9 +726,10 @@ impl Engine {
             let b = match a.kind {
                 _ if a.holds_power => Beacon::Red,
                 AlarmKind::Level(LevelName::Alarm | LevelName::PowerCut) => Beacon::Red,
-                AlarmKind::Level(LevelName::Warning) | AlarmKind::Fault | AlarmKind::Overdue => {
-                    Beacon::Yellow
-                }
+                AlarmKind::Level(LevelName::Warning)
+                | AlarmKind::Fault
+                | AlarmKind::Overdue
+                | AlarmKind::Overcrowded => Beacon::Yellow,
             };
             beacon = beacon.max(b);
         }
@@ -811,7 +872,7 @@ impl Engine {
                         raised_wall: r.raised_wall,
                         condition: true,
                         latching: true,
-                        holds_power: false,
+                        holds_power: r.channel == FEEDBACK_SUBJECT,
                         acked: r.acked.clone(),
                     },
                 );
@@ -820,7 +881,9 @@ impl Engine {
             let Some(ch) = self.rules.iter().position(|c| c.id == r.channel) else {
                 continue;
             };
-            if matches!(r.kind, AlarmKind::Overdue) || self.active.contains_key(&(ch, r.kind)) {
+            if matches!(r.kind, AlarmKind::Overdue | AlarmKind::Overcrowded)
+                || self.active.contains_key(&(ch, r.kind))
+            {
                 continue;
             }
             self.active.insert(

@@ -976,3 +976,49 @@ fn an_output_that_cannot_be_driven_latches_a_fault_until_acknowledged_and_fixed(
     assert_eq!(e.ack(id, "王", wall).map(|v| v.len()), Ok(2));
     assert_eq!(e.active().count(), 0);
 }
+
+#[test]
+fn a_feedback_fault_cuts_power_latches_and_survives_a_restart() {
+    let mut c = Clock::new();
+    let mut e = engine();
+    settle(&mut e, &mut c);
+    let (now, wall) = c.at(1.0);
+    e.restore(&[], now);
+    assert!(e.outputs().power_allowed);
+    let raised = e.set_feedback_fault(true, now, wall);
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0].channel, FEEDBACK_SUBJECT);
+    assert_eq!(raised[0].level, AlarmKind::Fault);
+    let o = e.outputs();
+    assert_eq!(
+        (o.siren, o.beacon, o.power_allowed),
+        (true, Beacon::Red, false)
+    );
+    // The feedback agrees again: still latched, power still cut.
+    let (now, wall) = c.at(2.0);
+    assert_eq!(
+        e.set_feedback_fault(false, now, wall)[0].kind,
+        EventKind::Returned
+    );
+    assert!(!e.outputs().power_allowed);
+    // A restart brings it back holding the power.
+    let id = raised[0].alarm_id;
+    let mut again = engine();
+    settle(&mut again, &mut c);
+    again.restore(
+        &[Restored {
+            id,
+            channel: FEEDBACK_SUBJECT.into(),
+            kind: AlarmKind::Fault,
+            value: None,
+            raised_wall: wall,
+            acked: None,
+        }],
+        now,
+    );
+    assert!(!again.outputs().power_allowed, "a restart returns no power");
+    // Acknowledged once it no longer holds: gone, power back.
+    e.ack(id, "王班长", wall).unwrap();
+    assert!(e.active().next().is_none());
+    assert!(e.outputs().power_allowed);
+}

@@ -13,6 +13,7 @@ pub mod config_file;
 pub mod decode;
 pub mod domain;
 pub mod engine;
+pub mod feedback;
 pub mod hazard;
 pub mod photo;
 pub mod plan;

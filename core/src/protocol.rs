@@ -253,6 +253,9 @@ pub enum AlarmLevel {
     PowerCut,
     /// A miner past shift and grace.
     Overdue,
+    /// More people underground than allowed (`channel` = `underground` or
+    /// `team:NAME`, `value` = how many).
+    Overcrowded,
 }
 
 impl From<AlarmKind> for AlarmLevel {
@@ -264,6 +267,7 @@ impl From<AlarmKind> for AlarmLevel {
             AlarmKind::Level(LevelName::Alarm) => AlarmLevel::Alarm,
             AlarmKind::Level(LevelName::PowerCut) => AlarmLevel::PowerCut,
             AlarmKind::Overdue => AlarmLevel::Overdue,
+            AlarmKind::Overcrowded => AlarmLevel::Overcrowded,
         }
     }
 }

@@ -113,10 +113,12 @@ pub async fn run(
         shutdown.clone(),
     ));
     let overdue_clock = Arc::new(std::sync::Mutex::new(crate::roster::OverdueClock::default()));
+    let roster_changed = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(crate::roster::watch_overdue(
         store.clone(),
         Arc::clone(&config),
         Arc::clone(&overdue_clock),
+        Arc::clone(&roster_changed),
         alarms.commands.clone(),
         shutdown.clone(),
     ));
@@ -145,6 +147,7 @@ pub async fn run(
         acquisition,
         alarms,
         overdue: overdue_clock,
+        roster_changed,
         http: Arc::clone(&http_stats),
         kiosk_keys: Arc::default(),
         hosts: Arc::new(crate::web::guard::allowed_hosts(&config.http)),

@@ -417,6 +417,9 @@ fn demo(
             c.station.name.clone_from(name);
         }
         c.mqtt.county_public_key.clone_from(&who.county_key);
+        if scenario == Scenario::StuckContactor {
+            c.outputs.sim_fault = Some("power_relay=welded".into());
+        }
         for b in &mut c.buses {
             b.host = Some("127.0.0.1".into());
             b.port = modbus_port;

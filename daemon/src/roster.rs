@@ -386,21 +386,78 @@ pub async fn import_configured(store: &Store, cfg: &Config) {
 
 /// What the overdue watch tells the alarm task (which turns it into its
 /// own command: the watch does not know the alarm side).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OverdueNews {
     /// The subjects (`worker:BADGE`) overdue now; everyone else is not.
     Overdue(Vec<String>),
     /// The watch cannot read who is underground (`true`), or can again.
     Blind(bool),
+    /// Where more are underground than allowed now (`underground`,
+    /// `team:NAME`), with the count; everywhere else is within its limit.
+    Overcrowded(Vec<(String, f64)>),
 }
 
-/// Every 15 s (or a quarter of a short shift), tells the alarm task who is
-/// overdue. Reads the store, so it
-/// runs apart from the alarm path.
+/// Subject of the overcrowding alarm for the whole mine.
+pub const OVERCROWDED_ALL: &str = "underground";
+
+/// One limit exceeded (超员), as a check-in's answer and the kiosk tell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Crowded {
+    /// `underground` or `team:NAME`.
+    pub subject: String,
+    /// How many are there.
+    pub count: u32,
+    /// The limit.
+    pub limit: u32,
+}
+
+impl Crowded {
+    /// `count` at `subject`, with its limit from the roster's settings.
+    pub fn new(cfg: &crate::config::Roster, subject: String, count: f64) -> Self {
+        let limit = if subject == OVERCROWDED_ALL {
+            cfg.max_underground.unwrap_or(0)
+        } else {
+            subject
+                .strip_prefix("team:")
+                .and_then(|t| cfg.max_per_team.get(t))
+                .copied()
+                .unwrap_or(0)
+        };
+        Crowded {
+            subject,
+            count: count.max(0.0).min(f64::from(u32::MAX)) as u32,
+            limit,
+        }
+    }
+}
+
+/// Where more people are underground than the roster's limits allow:
+/// (`underground` or `team:NAME`, how many).
+pub fn overcrowded(cfg: &crate::config::Roster, list: &[Underground]) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    if let Some(max) = cfg.max_underground
+        && list.len() > max as usize
+    {
+        out.push((OVERCROWDED_ALL.to_owned(), list.len() as f64));
+    }
+    for (team, max) in &cfg.max_per_team {
+        let n = list.iter().filter(|u| &u.team == team).count();
+        if n > *max as usize {
+            out.push((format!("team:{team}"), n as f64));
+        }
+    }
+    out
+}
+
+/// Every 15 s (or a quarter of a short shift), and at once after every
+/// check-in or check-out (`changed`), tells the alarm task who is overdue
+/// and where too many are underground. Reads the store, so it runs apart
+/// from the alarm path.
 pub async fn watch_overdue<T: From<OverdueNews>>(
     store: Store,
     cfg: Arc<Config>,
     clock: Arc<std::sync::Mutex<OverdueClock>>,
+    changed: Arc<tokio::sync::Notify>,
     alarms: mpsc::Sender<T>,
     shutdown: CancellationToken,
 ) {
@@ -418,6 +475,7 @@ pub async fn watch_overdue<T: From<OverdueNews>>(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            () = changed.notified() => {}
         }
         let read = store
             .read(move |c| underground(c, SystemTime::now(), limit))
@@ -425,6 +483,14 @@ pub async fn watch_overdue<T: From<OverdueNews>>(
         let failed = read.is_err();
         match read {
             Ok(list) => {
+                let crowded = overcrowded(&cfg.roster, &list);
+                if alarms
+                    .send(OverdueNews::Overcrowded(crowded).into())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
                 let list: Vec<(String, i64)> =
                     list.into_iter().map(|u| (u.badge, u.since_ms)).collect();
                 let overdue: Vec<String> = clock

@@ -6,11 +6,11 @@
 
 use std::path::Path;
 
-use embedded_hal::digital::{OutputPin, PinState};
+use embedded_hal::digital::{InputPin, OutputPin, PinState};
 use linux_embedded_hal::CdevPin;
 use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
 
-use crate::{HalError, Output};
+use crate::{HalError, Input, Output};
 
 /// An output on any `OutputPin`.
 pub struct PinOutput<P> {
@@ -90,6 +90,67 @@ pub fn open(
     Ok(PinOutput::new(name, pin, active_low, initial))
 }
 
+/// An input on any `InputPin`.
+pub struct PinInput<P> {
+    name: String,
+    pin: P,
+    active_low: bool,
+}
+
+impl<P> std::fmt::Debug for PinInput<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinInput")
+            .field("name", &self.name)
+            .field("active_low", &self.active_low)
+            .finish()
+    }
+}
+
+impl<P: InputPin> PinInput<P> {
+    /// Wraps a pin requested as an input.
+    pub fn new(name: impl Into<String>, pin: P, active_low: bool) -> Self {
+        PinInput {
+            name: name.into(),
+            pin,
+            active_low,
+        }
+    }
+}
+
+impl<P: InputPin + Send> Input for PinInput<P> {
+    fn read(&mut self) -> Result<bool, HalError> {
+        let high = self.pin.is_high().map_err(|e| HalError::Input {
+            name: self.name.clone(),
+            reason: format!("{e:?}"),
+        })?;
+        Ok(high != self.active_low)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Requests `line` of `chip` as an input.
+pub fn open_input(
+    chip: &Path,
+    line: u32,
+    active_low: bool,
+    name: &str,
+) -> Result<PinInput<CdevPin>, HalError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| HalError::Input {
+        name: name.to_owned(),
+        reason: format!("{what} {} line {line}: {e}", chip.display()),
+    };
+    let mut c = Chip::new(chip).map_err(|e| err("cannot open", &e))?;
+    let l = c.get_line(line).map_err(|e| err("no", &e))?;
+    let handle = l
+        .request(LineRequestFlags::INPUT, 0, "pithead")
+        .map_err(|e| err("cannot request", &e))?;
+    let pin = CdevPin::new(handle).map_err(|e| err("cannot use", &e))?;
+    Ok(PinInput::new(name, pin, active_low))
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -126,6 +187,30 @@ mod tests {
         let mut siren = PinOutput::new("siren", Recorder::default(), false, false);
         siren.set(true)?;
         assert_eq!(siren.pin.0, [true]);
+        Ok(())
+    }
+
+    /// An input pin at a fixed level.
+    struct Level(bool);
+
+    impl embedded_hal::digital::ErrorType for Level {
+        type Error = Infallible;
+    }
+
+    impl InputPin for Level {
+        fn is_high(&mut self) -> Result<bool, Infallible> {
+            Ok(self.0)
+        }
+        fn is_low(&mut self) -> Result<bool, Infallible> {
+            Ok(!self.0)
+        }
+    }
+
+    #[test]
+    fn an_active_low_input_reads_by_meaning() -> Result<(), HalError> {
+        assert!(PinInput::new("fb", Level(false), true).read()?);
+        assert!(!PinInput::new("fb", Level(true), true).read()?);
+        assert!(PinInput::new("fb", Level(true), false).read()?);
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 //! beacon and the power-cut relay — and feeds a watchdog. This crate hides how:
 //! the `sim` backend records every change with its time (for development,
 //! tests and the demo's virtual beacon); a Linux backend on the GPIO character
-//! device drives real lines.
+//! device drives real lines. One input is read back: the power relay's
+//! feedback contact (馈电), simulated as a contactor that follows the relay.
 //!
 //! Outputs are described by what they mean, not by pin levels: `set(true)`
 //! means "siren sounding", "relay energised (power allowed)". Whether that
@@ -22,6 +23,14 @@ pub enum HalError {
     #[error("output {name}: {reason}")]
     Output {
         /// Which output.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The input line could not be requested or read.
+    #[error("input {name}: {reason}")]
+    Input {
+        /// Which input.
         name: String,
         /// What failed.
         reason: String,
@@ -45,5 +54,14 @@ pub trait Output: Send + std::fmt::Debug {
     /// The last state successfully set.
     fn get(&self) -> bool;
     /// The output's name, for logs.
+    fn name(&self) -> &str;
+}
+
+/// A digital input with a meaning: `read()` is true when the thing it
+/// watches is on ("the contactor carries power"), whatever the wiring.
+pub trait Input: Send + std::fmt::Debug {
+    /// Reads the input now.
+    fn read(&mut self) -> Result<bool, HalError>;
+    /// The input's name, for logs.
     fn name(&self) -> &str;
 }

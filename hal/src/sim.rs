@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::{HalError, Output, Watchdog};
+use crate::{HalError, Input, Output, Watchdog};
 
 /// One recorded change of an output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +204,114 @@ pub enum SimFault {
     Dead,
 }
 
+/// What can go wrong with the simulated contactor the power relay switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactFault {
+    /// The contacts welded the first time they closed: power stays on
+    /// whatever the relay is told (馈电异常: cut commanded, power present).
+    Welded,
+    /// The contacts never carry power (a blown fuse, a broken wire): power
+    /// is absent while it is allowed.
+    NoPower,
+}
+
+/// The contactor behind the simulated power relay, whose auxiliary contact
+/// is the feedback input: it follows the relay's coil after `travel`,
+/// unless a [`ContactFault`] is injected.
+#[derive(Debug, Clone)]
+pub struct Contactor {
+    inner: Arc<Mutex<ContactState>>,
+    travel: Duration,
+}
+
+#[derive(Debug)]
+struct ContactState {
+    coil: bool,
+    before: bool,
+    changed: Instant,
+    fault: Option<ContactFault>,
+    welded_closed: bool,
+}
+
+impl Contactor {
+    /// A contactor whose contacts follow the coil `travel` after it changes.
+    pub fn new(travel: Duration, fault: Option<ContactFault>) -> Self {
+        Contactor {
+            inner: Arc::new(Mutex::new(ContactState {
+                coil: false,
+                before: false,
+                changed: Instant::now(),
+                fault,
+                welded_closed: false,
+            })),
+            travel,
+        }
+    }
+
+    /// Injects (or clears) a fault from now on.
+    pub fn set_fault(&self, fault: Option<ContactFault>) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.fault = fault;
+            s.welded_closed = fault == Some(ContactFault::Welded) && s.coil;
+        }
+    }
+
+    fn coil(&self, on: bool) {
+        if let Ok(mut s) = self.inner.lock()
+            && s.coil != on
+        {
+            s.before = s.coil;
+            s.coil = on;
+            s.changed = Instant::now();
+            if on && s.fault == Some(ContactFault::Welded) {
+                s.welded_closed = true;
+            }
+        }
+    }
+
+    /// Whether the contacts carry power now.
+    pub fn power_present(&self) -> bool {
+        let Ok(s) = self.inner.lock() else {
+            return false;
+        };
+        let settled = if s.changed.elapsed() < self.travel {
+            s.before
+        } else {
+            s.coil
+        };
+        match s.fault {
+            Some(ContactFault::NoPower) => false,
+            Some(ContactFault::Welded) => s.welded_closed || settled,
+            None => settled,
+        }
+    }
+
+    /// Its auxiliary contact as an input named `name`.
+    pub fn feedback(&self, name: impl Into<String>) -> SimFeedback {
+        SimFeedback {
+            name: name.into(),
+            contactor: self.clone(),
+        }
+    }
+}
+
+/// The simulated contactor's auxiliary contact: on while it carries power.
+#[derive(Debug)]
+pub struct SimFeedback {
+    name: String,
+    contactor: Contactor,
+}
+
+impl Input for SimFeedback {
+    fn read(&mut self) -> Result<bool, HalError> {
+        Ok(self.contactor.power_present())
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// A simulated output; changes go to its [`Timeline`].
 #[derive(Debug)]
 pub struct SimOutput {
@@ -211,6 +319,7 @@ pub struct SimOutput {
     state: bool,
     timeline: Timeline,
     fault: Option<SimFault>,
+    contactor: Option<Contactor>,
 }
 
 impl SimOutput {
@@ -228,6 +337,17 @@ impl SimOutput {
             state: initial,
             timeline: timeline.clone(),
             fault: None,
+            contactor: None,
+        }
+    }
+
+    /// The same output as the coil of `contactor`.
+    #[must_use]
+    pub fn driving(self, contactor: &Contactor) -> Self {
+        contactor.coil(self.state);
+        Self {
+            contactor: Some(contactor.clone()),
+            ..self
         }
     }
 
@@ -254,6 +374,9 @@ impl Output for SimOutput {
                 });
             }
             self.state = on;
+            if let Some(c) = &self.contactor {
+                c.coil(on);
+            }
             self.timeline.push(Change {
                 output: self.name.clone(),
                 on,
@@ -348,6 +471,33 @@ mod tests {
         let mut dead = SimOutput::new("siren", false, &t).with_fault(Some(SimFault::Dead));
         assert!(dead.set(true).is_err());
         assert!(!dead.get());
+        Ok(())
+    }
+
+    #[test]
+    fn the_contactor_follows_the_relay_unless_it_welded() -> Result<(), HalError> {
+        let t = Timeline::new();
+        let c = Contactor::new(Duration::from_millis(20), None);
+        let mut relay = SimOutput::new("power_relay", false, &t).driving(&c);
+        let mut fb = c.feedback("power_feedback");
+        assert!(!fb.read()?);
+        relay.set(true)?;
+        assert!(!fb.read()?, "the contacts take their travel time");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(fb.read()?);
+        relay.set(false)?;
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!fb.read()?);
+
+        c.set_fault(Some(ContactFault::Welded));
+        relay.set(true)?;
+        relay.set(false)?;
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(fb.read()?, "welded: power stays after the cut");
+        c.set_fault(Some(ContactFault::NoPower));
+        relay.set(true)?;
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!fb.read()?, "no power although allowed");
         Ok(())
     }
 

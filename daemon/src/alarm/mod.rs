@@ -35,6 +35,7 @@ impl From<crate::roster::OverdueNews> for Command {
     fn from(n: crate::roster::OverdueNews) -> Self {
         match n {
             crate::roster::OverdueNews::Overdue(list) => Command::Overdue(list),
+            crate::roster::OverdueNews::Overcrowded(list) => Command::Overcrowded(list),
             crate::roster::OverdueNews::Blind(active) => Command::Fault {
                 subject: crate::roster::OVERDUE_WATCH,
                 active,
@@ -134,6 +135,28 @@ pub struct AlarmState {
     /// Whether the alarms of before the last stop are back (until then the
     /// power stays cut).
     pub restored: bool,
+    /// The power relay's feedback, when one is configured.
+    pub feedback: Option<FeedbackView>,
+}
+
+/// What the power relay's feedback (馈电) shows, for the API and console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FeedbackView {
+    /// Whether power is present (`None`: the feedback cannot be read).
+    pub present: Option<bool>,
+    /// The disagreement with the relay that has lasted the delay:
+    /// `still_powered`, `no_power` or `unreadable`.
+    pub mismatch: Option<&'static str>,
+}
+
+/// The feedback's watch in the alarm task.
+struct Feedback {
+    watch: pithead_core::feedback::FeedbackWatch,
+    /// The channel it is read from (else the panel's input line).
+    channel: Option<usize>,
+    /// What the engine was last told (`None`: tell it at the next pass).
+    reported: Option<bool>,
+    view: FeedbackView,
 }
 
 /// Requests to the alarm task.
@@ -141,6 +164,8 @@ pub struct AlarmState {
 pub enum Command {
     /// The miners overdue now, as `worker:BADGE` (from the roster task).
     Overdue(Vec<String>),
+    /// Where too many are underground now, with the counts.
+    Overcrowded(Vec<(String, f64)>),
     /// Alarms unfinished when the daemon last stopped, and the highest alarm
     /// id ever recorded (from the store, once it is open).
     Restore(Vec<engine::Restored>, Option<u64>),
@@ -266,7 +291,20 @@ pub fn start(
         alarms: Vec::new(),
         outputs: engine.outputs(),
         restored: false,
+        feedback: None,
     };
+    let feedback = cfg.outputs.power_feedback.as_ref().map(|f| Feedback {
+        watch: pithead_core::feedback::FeedbackWatch::new(cfg.outputs.feedback_delay),
+        channel: f
+            .channel
+            .as_ref()
+            .and_then(|id| cfg.channels.iter().position(|c| &c.id == id)),
+        reported: None,
+        view: FeedbackView {
+            present: None,
+            mismatch: None,
+        },
+    });
     let (state_tx, state_rx) = watch::channel(initial);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let queue = Arc::new(EventQueue::default());
@@ -274,6 +312,7 @@ pub fn start(
     tracker.spawn(run(
         Arc::clone(&latency),
         engine,
+        feedback,
         Arc::clone(&panel),
         cfg.outputs.self_test,
         snapshot,
@@ -453,6 +492,47 @@ impl Io {
     }
 }
 
+impl Io {
+    /// Compares the relay with its feedback (the channel's reading, else the
+    /// panel's input line) and tells the engine when a disagreement has
+    /// lasted the delay, or no longer holds.
+    fn check_feedback(
+        &mut self,
+        f: &mut Feedback,
+        channel: Option<Option<bool>>,
+        engine: &mut Engine,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
+        let (commanded, line) = {
+            let mut p = self
+                .panel
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (p.current().power_allowed, p.read_feedback())
+        };
+        let present = channel.or(line).flatten();
+        let mismatch = f.watch.observe(commanded, present, now);
+        f.view = FeedbackView {
+            present,
+            mismatch: mismatch.map(pithead_core::feedback::Mismatch::as_str),
+        };
+        let active = mismatch.is_some();
+        if f.reported == Some(active) {
+            return Vec::new();
+        }
+        if let Some(m) = mismatch {
+            tracing::error!(
+                mismatch = m.as_str(),
+                power_allowed = commanded,
+                "馈电异常: the power relay's feedback disagrees with its command"
+            );
+        }
+        f.reported = Some(active);
+        engine.set_feedback_fault(active, now, wall)
+    }
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "the task's whole wiring, spelled out once"
@@ -460,6 +540,7 @@ impl Io {
 async fn run(
     latency: Arc<Histogram>,
     mut engine: Engine,
+    mut feedback: Option<Feedback>,
     panel: Arc<Mutex<Panel>>,
     self_test: bool,
     mut snapshot: watch::Receiver<Snapshot>,
@@ -510,8 +591,17 @@ async fn run(
         let wall = SystemTime::now();
         let mut out: Vec<(AlarmEvent, Option<Recorded>)> = Vec::new();
         let mut earliest: Option<Instant> = None;
+        let mut fb_channel: Option<Option<bool>> = None;
         {
             let snap = snapshot.borrow_and_update();
+            if let Some(ch) = feedback.as_ref().and_then(|f| f.channel) {
+                fb_channel = Some(
+                    snap.readings
+                        .get(ch)
+                        .and_then(|r| r.value)
+                        .map(|v| v != 0.0),
+                );
+            }
             // Taken under the borrow: exactly the channels changed in it.
             changes.take(&mut changed);
             for &ch in &changed {
@@ -534,6 +624,15 @@ async fn run(
         let had_commands = !acks.is_empty();
         for cmd in acks {
             let (id, by, reply) = match cmd {
+                Command::Overcrowded(list) => {
+                    out.extend(
+                        engine
+                            .set_overcrowded(&list, now, wall)
+                            .into_iter()
+                            .map(|e| (e, None)),
+                    );
+                    continue;
+                }
                 Command::Overdue(list) => {
                     out.extend(
                         engine
@@ -565,6 +664,9 @@ async fn run(
                     engine.restore(&restored, now);
                     // Restored output faults are judged again now.
                     io.failing = None;
+                    if let Some(f) = &mut feedback {
+                        f.reported = None;
+                    }
                     continue;
                 }
                 Command::HistoryUnavailable(reason) => {
@@ -602,8 +704,17 @@ async fn run(
             }
         }
         // Outputs first, before anything else is done with the events.
-        let (outputs, output_events) = io.drive(&mut engine, now, wall);
+        let (mut outputs, output_events) = io.drive(&mut engine, now, wall);
         out.extend(output_events.into_iter().map(|e| (e, None)));
+        if let Some(f) = &mut feedback {
+            let evs = io.check_feedback(f, fb_channel, &mut engine, now, wall);
+            if !evs.is_empty() {
+                out.extend(evs.into_iter().map(|e| (e, None)));
+                let (again, evs) = io.drive(&mut engine, now, wall);
+                outputs = again;
+                out.extend(evs.into_iter().map(|e| (e, None)));
+            }
+        }
         if let (Some(t), Some(prev)) = (earliest, &io.last_published)
             && prev.outputs != outputs
         {
@@ -624,13 +735,16 @@ async fn run(
         }
         // Alarms change only with events or commands; the list is built
         // only then, not on every reading.
-        let outputs_changed = io.last_published.as_ref().map(|p| &p.outputs) != Some(&outputs);
+        let fb_view = feedback.as_ref().map(|f| f.view);
+        let outputs_changed = io.last_published.as_ref().map(|p| (&p.outputs, p.feedback))
+            != Some((&outputs, fb_view));
         if !out.is_empty() || had_commands || outputs_changed {
             let rules = engine.rules();
             let current = AlarmState {
                 alarms: engine.active().map(|a| AlarmView::of(a, rules)).collect(),
                 outputs,
                 restored: engine.is_restored(),
+                feedback: fb_view,
             };
             if io.last_published.as_ref() != Some(&current) {
                 io.state.send_replace(current.clone());
@@ -638,7 +752,10 @@ async fn run(
             }
         }
         let beat = Instant::now() + BEAT;
-        let next = engine.next_deadline(now).map_or(beat, |d| d.min(beat));
+        let mut next = engine.next_deadline(now).map_or(beat, |d| d.min(beat));
+        if let Some(d) = feedback.as_ref().and_then(|f| f.watch.deadline()) {
+            next = next.min(d.max(now));
+        }
         timer.as_mut().reset(next.into());
     }
     io.queue.close();
@@ -832,12 +949,14 @@ mod tests {
             alarms: Vec::new(),
             outputs: Outputs::FAIL_SAFE,
             restored: false,
+            feedback: None,
         });
         let queue = Arc::new(EventQueue::default());
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             Arc::new(Histogram::new(&FAST_BUCKETS)),
             engine,
+            None,
             Arc::new(Mutex::new(panel)),
             false,
             snap_rx,

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use pithead_hal::sim::{SimFault, SimOutput, Timeline};
-use pithead_hal::{HalError, Output};
+use pithead_hal::sim::{ContactFault, Contactor, SimFault, SimOutput, Timeline};
+use pithead_hal::{HalError, Input, Output};
 
 use super::engine::{Beacon, Outputs};
-use crate::config::{OutputBackend, OutputsConfig};
+use crate::config::{OutputBackend, OutputsConfig, SimFaultSpec};
 
 /// Every physical output.
 #[derive(Debug)]
@@ -18,6 +18,8 @@ pub struct Panel {
     yellow: Box<dyn Output>,
     green: Box<dyn Output>,
     relay: Box<dyn Output>,
+    /// The relay's feedback contact, when it is an input line.
+    feedback: Option<Box<dyn Input>>,
     /// The record of changes, for simulated outputs.
     timeline: Option<Timeline>,
     /// What the outputs were last told to show.
@@ -42,18 +44,23 @@ pub const SIM_FAULT_ENV: &str = "PITHEAD_SIM_OUTPUT_FAULT";
 /// states for other processes (and after this one is gone).
 pub const SIM_STATE_FILE: &str = "sim-outputs";
 
-fn sim_fault(name: &str) -> Option<SimFault> {
-    let spec = std::env::var(SIM_FAULT_ENV).ok()?;
-    spec.split(',').find_map(|item| {
-        let (output, fault) = item.split_once('=')?;
-        (output.trim() == name).then_some(())?;
-        match fault.trim() {
-            "stuck_on" => Some(SimFault::StuckOn),
-            "dead" => Some(SimFault::Dead),
-            _ => None,
-        }
-    })
+/// The fault simulated output `name` has: from `outputs.sim_fault`, else
+/// from [`SIM_FAULT_ENV`].
+fn sim_fault(cfg: &OutputsConfig, name: &str) -> Option<SimFaultSpec> {
+    let from = |spec: &str| {
+        spec.split(',')
+            .filter_map(|item| crate::config::parse_sim_fault(item).ok())
+            .find(|(output, _)| *output == name)
+            .map(|(_, f)| f)
+    };
+    cfg.sim_fault
+        .as_deref()
+        .and_then(from)
+        .or_else(|| std::env::var(SIM_FAULT_ENV).ok().as_deref().and_then(from))
 }
+
+/// How long the simulated contactor takes to open or close.
+const CONTACTOR_TRAVEL: Duration = Duration::from_millis(80);
 
 impl Panel {
     /// Opens the outputs of `cfg`, each driven at once to the start state
@@ -76,15 +83,32 @@ impl Panel {
                     })?,
                     None => Timeline::new(),
                 };
-                let sim = |name: &str, on: bool| -> Box<dyn Output> {
-                    Box::new(SimOutput::new(name, on, &t).with_fault(sim_fault(name)))
+                let line_fault = |name: &str| match sim_fault(cfg, name) {
+                    Some(SimFaultSpec::StuckOn) => Some(SimFault::StuckOn),
+                    Some(SimFaultSpec::Dead) => Some(SimFault::Dead),
+                    _ => None,
                 };
+                let contact_fault = match sim_fault(cfg, "power_relay") {
+                    Some(SimFaultSpec::Welded) => Some(ContactFault::Welded),
+                    Some(SimFaultSpec::NoPower) => Some(ContactFault::NoPower),
+                    _ => None,
+                };
+                let sim = |name: &str, on: bool| {
+                    SimOutput::new(name, on, &t).with_fault(line_fault(name))
+                };
+                let contactor = Contactor::new(CONTACTOR_TRAVEL, contact_fault);
+                let feedback = cfg
+                    .power_feedback
+                    .as_ref()
+                    .and_then(|f| f.line)
+                    .map(|_| -> Box<dyn Input> { Box::new(contactor.feedback("power_feedback")) });
                 Ok(Panel {
-                    siren: sim("siren", siren),
-                    red: sim("beacon_red", red),
-                    yellow: sim("beacon_yellow", yellow),
-                    green: sim("beacon_green", green),
-                    relay: sim("power_relay", relay),
+                    siren: Box::new(sim("siren", siren)),
+                    red: Box::new(sim("beacon_red", red)),
+                    yellow: Box::new(sim("beacon_yellow", yellow)),
+                    green: Box::new(sim("beacon_green", green)),
+                    relay: Box::new(sim("power_relay", relay).driving(&contactor)),
+                    feedback,
                     timeline: Some(t),
                     wanted: START,
                     errors: 0,
@@ -103,7 +127,21 @@ impl Panel {
                         on,
                     )?))
                 };
+                let feedback = match cfg
+                    .power_feedback
+                    .as_ref()
+                    .and_then(|f| f.line.map(|l| (l, f.active_low)))
+                {
+                    Some((line, active_low)) => Some(Box::new(pithead_hal::gpio::open_input(
+                        &cfg.chip,
+                        line,
+                        active_low,
+                        "power_feedback",
+                    )?) as Box<dyn Input>),
+                    None => None,
+                };
                 Ok(Panel {
+                    feedback,
                     siren: open("siren", cfg.siren, siren)?,
                     red: open("beacon_red", cfg.beacon_red, red)?,
                     yellow: open("beacon_yellow", cfg.beacon_yellow, yellow)?,
@@ -127,6 +165,7 @@ impl Panel {
             yellow,
             green,
             relay,
+            feedback: None,
             timeline,
             wanted: START,
             errors: 0,
@@ -150,6 +189,19 @@ impl Panel {
         .filter(|(out, want)| out.get() != *want)
         .map(|(out, _)| out.name())
         .collect()
+    }
+
+    /// Whether the relay's feedback line shows power (`Some(None)`: it
+    /// cannot be read); `None` without a feedback line.
+    pub fn read_feedback(&mut self) -> Option<Option<bool>> {
+        let f = self.feedback.as_mut()?;
+        Some(match f.read() {
+            Ok(on) => Some(on),
+            Err(e) => {
+                tracing::warn!(input = f.name(), error = %e, "cannot read the power feedback");
+                None
+            }
+        })
     }
 
     /// The change record of simulated outputs.

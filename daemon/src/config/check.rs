@@ -80,6 +80,28 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
             );
         }
     }
+    if cfg.roster.max_underground == Some(0) {
+        p.add(
+            "roster.max_underground",
+            "0 would raise 超员 at the first check-in",
+            Some("the mine's approved number of people underground (核定人数), or remove the key"),
+        );
+    }
+    for (team, max) in &cfg.roster.max_per_team {
+        if *max == 0 || team.trim().is_empty() {
+            p.add(
+                format!("roster.max_per_team.{team}"),
+                "a team's limit needs the team's name as in the roster and at least 1",
+                None,
+            );
+        } else if cfg.roster.max_underground.is_some_and(|all| *max > all) {
+            p.add(
+                format!("roster.max_per_team.{team}"),
+                format!("{max} is more than max_underground allows for the whole mine"),
+                None,
+            );
+        }
+    }
     if cfg.roster.shift_length.is_zero() {
         p.add(
             "roster.shift_length",
@@ -615,6 +637,21 @@ fn outputs(cfg: &Config, p: &mut Problems) {
             }
         }
     }
+    feedback(cfg, p);
+    if let Some(spec) = &o.sim_fault {
+        if o.backend != super::OutputBackend::Sim {
+            p.add(
+                "outputs.sim_fault",
+                "simulated faults are for backend = \"sim\" only: real outputs fail by themselves",
+                Some("remove the key"),
+            );
+        }
+        for item in spec.split(',') {
+            if let Err(e) = crate::config::parse_sim_fault(item) {
+                p.add("outputs.sim_fault", e, Some("e.g. \"power_relay=welded\""));
+            }
+        }
+    }
     if let Some(dev) = &cfg.watchdog.device
         && !dev.exists()
     {
@@ -623,6 +660,81 @@ fn outputs(cfg: &Config, p: &mut Problems) {
             format!("{} does not exist", dev.display()),
             Some("load the board's watchdog driver, or remove the key"),
         );
+    }
+}
+
+/// The power relay's feedback: one source, a line of its own or a channel
+/// that reads 0/1 often enough for the delay.
+fn feedback(cfg: &Config, p: &mut Problems) {
+    let o = &cfg.outputs;
+    let delay = o.feedback_delay;
+    if !(Duration::from_millis(200)..=Duration::from_secs(60)).contains(&delay) {
+        p.add(
+            "outputs.feedback_delay",
+            format!(
+                "{} is outside 200ms..60s: shorter takes the contactor's travel for a fault, longer leaves a welded contactor unseen for too long",
+                humantime::format_duration(delay)
+            ),
+            Some("AQ 6201 stations use about 2s"),
+        );
+    }
+    let Some(f) = &o.power_feedback else {
+        return;
+    };
+    match (f.line, &f.channel) {
+        (Some(_), Some(_)) | (None, None) => p.add(
+            "outputs.power_feedback",
+            "give the feedback either a `line` (a GPIO input) or a `channel` (a discrete input or coil), not both and not neither",
+            Some("power_feedback = { line = 5 } or power_feedback = { channel = \"feeder-main\" }"),
+        ),
+        (Some(line), None) => {
+            if o.backend == super::OutputBackend::Gpio {
+                let outs = [
+                    ("siren", o.siren.line),
+                    ("beacon_red", o.beacon_red.line),
+                    ("beacon_yellow", o.beacon_yellow.line),
+                    ("beacon_green", o.beacon_green.line),
+                    ("power_relay", o.power_relay.line),
+                ];
+                if let Some((other, _)) = outs.iter().find(|(_, l)| *l == line) {
+                    p.add(
+                        "outputs.power_feedback.line",
+                        format!("line {line} is already the {other} output"),
+                        Some("the feedback contact needs an input line of its own"),
+                    );
+                }
+            }
+        }
+        (None, Some(id)) => match cfg.channel(id) {
+            None => p.add(
+                "outputs.power_feedback.channel",
+                format!("no channel `{id}`"),
+                Some("name a [[channel]] with table = \"discrete\" or \"coil\""),
+            ),
+            Some(c) => {
+                if !c.table.is_bits() {
+                    p.add(
+                        "outputs.power_feedback.channel",
+                        format!(
+                            "channel `{id}` is a {:?} register: the feedback is a contact, read as a discrete input or a coil",
+                            c.table
+                        ),
+                        Some("use table = \"discrete\" or \"coil\""),
+                    );
+                }
+                if c.poll * 2 > delay {
+                    p.add(
+                        "outputs.feedback_delay",
+                        format!(
+                            "{} is less than two polls of `{id}` ({} each): every cut would be taken for 馈电异常",
+                            humantime::format_duration(delay),
+                            humantime::format_duration(c.poll)
+                        ),
+                        Some("poll the feedback channel faster, or lengthen feedback_delay"),
+                    );
+                }
+            }
+        },
     }
 }
 
@@ -1103,5 +1215,47 @@ mod tests {
             "{}",
             d[0].message
         );
+    }
+
+    #[test]
+    fn the_power_feedback_needs_one_source_that_reads_a_contact_in_time() {
+        let keys = |extra: &str| -> Vec<(String, String)> {
+            problems(&base(extra))
+                .into_iter()
+                .map(|d| (d.key, d.message))
+                .collect()
+        };
+        assert!(keys(&format!("power_feedback = {{ line = 5 }}\n{CH4}")).is_empty());
+        let both = keys(&format!(
+            "power_feedback = {{ line = 5, channel = \"ch4\" }}\n{CH4}"
+        ));
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert_eq!(both[0].0, "outputs.power_feedback");
+        let register = keys(&format!("power_feedback = {{ channel = \"ch4\" }}\n{CH4}"));
+        assert_eq!(register.len(), 1, "{register:?}");
+        assert_eq!(register[0].0, "outputs.power_feedback.channel");
+        assert!(
+            register[0].1.contains("discrete input or a coil"),
+            "{register:?}"
+        );
+        let slow = keys(
+            "power_feedback = { channel = \"fb\" }\nfeedback_delay = \"2s\"\n\
+             [[channel]]\nid = \"fb\"\ndevice = \"gas1\"\nkind = \"generic\"\nunit = \"\"\n\
+             table = \"discrete\"\naddress = 0\npoll = \"5s\"\n",
+        );
+        assert_eq!(slow.len(), 1, "{slow:?}");
+        assert_eq!(slow[0].0, "outputs.feedback_delay");
+        assert!(
+            slow[0].1.contains("less than two polls of `fb`"),
+            "{slow:?}"
+        );
+        let missing = keys("power_feedback = { channel = \"nope\" }\n");
+        assert_eq!(missing[0].0, "outputs.power_feedback.channel");
+        let fault = keys("sim_fault = \"siren=welded,power_relay=melted\"\n");
+        assert_eq!(fault.len(), 2, "{fault:?}");
+        assert!(fault.iter().all(|(k, _)| k == "outputs.sim_fault"));
+        assert!(keys("sim_fault = \"power_relay=welded\"\n").is_empty());
+        let quick = keys("feedback_delay = \"50ms\"\n");
+        assert_eq!(quick[0].0, "outputs.feedback_delay");
     }
 }

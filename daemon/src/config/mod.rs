@@ -84,6 +84,33 @@ pub struct OutputsConfig {
     pub power_relay: Line,
     /// Chirp the siren and cycle the beacon at start.
     pub self_test: bool,
+    /// The power relay's feedback (馈电): where the daemon reads whether
+    /// power is really there. Without it, a welded contactor goes unseen.
+    pub power_feedback: Option<PowerFeedback>,
+    /// How long the feedback may disagree with the relay (the contactor's
+    /// travel, the feedback channel's poll) before it is 馈电异常.
+    #[serde(with = "humantime_serde")]
+    pub feedback_delay: Duration,
+    /// Backend `sim` only: faults the simulated outputs have from the start,
+    /// as in `PITHEAD_SIM_OUTPUT_FAULT` (`power_relay=welded`,
+    /// `power_relay=no_power`, `siren=dead`, …; see `docs/SIMULATOR.md`).
+    pub sim_fault: Option<String>,
+}
+
+/// Where the power relay's feedback comes from: a GPIO input, or a Modbus
+/// channel (a discrete input or a coil: 1 while power is present).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerFeedback {
+    /// Input line on `outputs.chip`, on while the contactor carries power
+    /// (with backend `sim`: the simulated contactor's auxiliary contact).
+    pub line: Option<u32>,
+    /// The line reads low while power is present.
+    #[serde(default)]
+    pub active_low: bool,
+    /// Or: the id of a `discrete` or `coil` channel that reads 1 while
+    /// power is present (a feed sensor on the monitoring substation).
+    pub channel: Option<String>,
 }
 
 impl Default for OutputsConfig {
@@ -101,6 +128,9 @@ impl Default for OutputsConfig {
             beacon_green: line(24),
             power_relay: line(27),
             self_test: true,
+            power_feedback: None,
+            feedback_delay: Duration::from_secs(2),
+            sim_fault: None,
         }
     }
 }
@@ -175,6 +205,60 @@ impl Station {
         let (_, z) = link.split_once("zoneinfo/")?;
         is_zone_name(z).then(|| z.to_owned())
     }
+}
+
+/// A fault a simulated output can be given (`outputs.sim_fault`,
+/// `PITHEAD_SIM_OUTPUT_FAULT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimFaultSpec {
+    /// The line cannot be switched off.
+    StuckOn,
+    /// The line cannot be switched at all.
+    Dead,
+    /// The power relay switches, its contactor's contacts welded shut.
+    Welded,
+    /// The power relay switches, its contactor never carries power.
+    NoPower,
+}
+
+/// The simulated outputs' names.
+pub const SIM_OUTPUTS: [&str; 5] = [
+    "siren",
+    "beacon_red",
+    "beacon_yellow",
+    "beacon_green",
+    "power_relay",
+];
+
+/// Parses one `output=fault` item of a simulated-fault list.
+pub fn parse_sim_fault(item: &str) -> Result<(&str, SimFaultSpec), String> {
+    let Some((output, fault)) = item.split_once('=') else {
+        return Err(format!("`{}` is not output=fault", item.trim()));
+    };
+    let (output, fault) = (output.trim(), fault.trim());
+    if !SIM_OUTPUTS.contains(&output) {
+        return Err(format!(
+            "no simulated output `{output}` (there are {})",
+            SIM_OUTPUTS.join(", ")
+        ));
+    }
+    let f = match fault {
+        "stuck_on" => SimFaultSpec::StuckOn,
+        "dead" => SimFaultSpec::Dead,
+        "welded" | "no_power" if output != "power_relay" => {
+            return Err(format!(
+                "`{fault}` is a fault of the power_relay's contactor"
+            ));
+        }
+        "welded" => SimFaultSpec::Welded,
+        "no_power" => SimFaultSpec::NoPower,
+        other => {
+            return Err(format!(
+                "unknown fault `{other}` (stuck_on, dead; for power_relay also welded, no_power)"
+            ));
+        }
+    };
+    Ok((output, f))
 }
 
 /// Whether `z` looks like an IANA zone name (`Asia/Shanghai`, `UTC`,
@@ -430,6 +514,13 @@ pub struct Roster {
     /// Extra time after the shift before a miner is reported overdue.
     #[serde(with = "humantime_serde")]
     pub overdue_grace: Duration,
+    /// How many may be underground at once (核定人数, from the mine's
+    /// approved staffing): a check-in beyond it is still recorded (nobody
+    /// is kept from checking in) and raises an `overcrowded` alarm until
+    /// the count falls. Unset: no limit is watched.
+    pub max_underground: Option<u32>,
+    /// Limits per team (班组), by the team's name as in the roster.
+    pub max_per_team: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for Roster {
@@ -438,6 +529,8 @@ impl Default for Roster {
             file: None,
             shift_length: Duration::from_secs(8 * 3600),
             overdue_grace: Duration::from_secs(30 * 60),
+            max_underground: None,
+            max_per_team: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -25,11 +25,17 @@ pub enum Scenario {
     GarbageFrames,
     /// The sump transmitter (unit 3) answers after 1.5 s.
     SlowDevice,
+    /// Methane rises as in `methane-rise`, and the power relay's contactor
+    /// has welded shut: the cut is commanded, the feedback still shows
+    /// power (馈电异常). The contactor is the daemon's simulated output
+    /// (`pithead demo` sets `outputs.sim_fault = "power_relay=welded"`);
+    /// to the Modbus devices this is `methane-rise`.
+    StuckContactor,
 }
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "normal",
         "methane-rise",
         "oxygen-drop",
@@ -37,6 +43,7 @@ impl Scenario {
         "sensor-unplugged",
         "garbage-frames",
         "slow-device",
+        "stuck-contactor",
     ];
 }
 
@@ -51,6 +58,7 @@ impl FromStr for Scenario {
             "sensor-unplugged" => Scenario::SensorUnplugged,
             "garbage-frames" => Scenario::GarbageFrames,
             "slow-device" => Scenario::SlowDevice,
+            "stuck-contactor" => Scenario::StuckContactor,
             _ => {
                 return Err(format!(
                     "unknown scenario `{s}`; one of: {}",
@@ -250,7 +258,9 @@ pub fn air(scenario: Scenario, t: f64, n: &mut Noise) -> Air {
     // normal air first.
     let since = (t - 5.0).max(0.0);
     match scenario {
-        Scenario::MethaneRise => a.ch4_face = (0.30 + 0.04 * since).min(2.2) + 0.005 * n.sample(),
+        Scenario::MethaneRise | Scenario::StuckContactor => {
+            a.ch4_face = (0.30 + 0.04 * since).min(2.2) + 0.005 * n.sample()
+        }
         Scenario::OxygenDrop => a.o2_face = (20.8 - 0.05 * since).max(17.5) + 0.01 * n.sample(),
         Scenario::WaterRise => {
             a.sump_level = (2.4 + 0.05 * since).min(8.0);

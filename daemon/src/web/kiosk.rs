@@ -154,6 +154,10 @@ struct KioskState {
     beacon: Beacon,
     /// Siren, beacon and relay as driven now.
     outputs: crate::alarm::engine::Outputs,
+    /// The power relay's feedback (馈电), when one is wired.
+    feedback: Option<crate::alarm::FeedbackView>,
+    /// Where more are underground than allowed (超员), from the alarms.
+    crowded: Vec<crate::roster::Crowded>,
     /// Alarms nobody has acknowledged yet (the console sounds while any).
     unacknowledged: usize,
     banner: Option<Banner>,
@@ -231,6 +235,19 @@ fn state_of(s: &AppState) -> KioskState {
         timezone: s.zone.clone(),
         beacon: alarms.outputs.beacon,
         outputs: alarms.outputs,
+        feedback: alarms.feedback,
+        crowded: alarms
+            .alarms
+            .iter()
+            .filter(|a| a.level == "overcrowded")
+            .map(|a| {
+                crate::roster::Crowded::new(
+                    &s.config.roster,
+                    a.channel.clone(),
+                    a.value.unwrap_or(0.0),
+                )
+            })
+            .collect(),
         unacknowledged: alarms
             .alarms
             .iter()

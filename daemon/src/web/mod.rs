@@ -46,6 +46,9 @@ pub struct AppState {
     /// Who is overdue, on the monotonic clock: check-ins are anchored here
     /// as they are recorded.
     pub overdue: Arc<std::sync::Mutex<crate::roster::OverdueClock>>,
+    /// Poked after every check-in and check-out: the overdue watch looks
+    /// again at once (overcrowding is judged then, not 15 s later).
+    pub roster_changed: Arc<tokio::sync::Notify>,
     /// Connection counts of the HTTP server.
     pub http: Arc<serve::ConnStats>,
     /// The kiosks besides the box's own screen (`[kiosk] keys_file`).

@@ -547,3 +547,109 @@ fn stream_status(addr: SocketAddr) -> u16 {
     std::mem::forget(s);
     status
 }
+
+#[test]
+fn a_check_in_beyond_the_limit_is_recorded_and_raises_overcrowded_until_the_count_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Two for the mine, one for 综采一队; a shift long enough for nobody
+    // to be overdue meanwhile.
+    let cfg = pithead_e2e::config_with_token(dir.path(), http)
+        + "[roster]\nshift_length = \"8h\"\nmax_underground = 2\nmax_per_team = { \"综采一队\" = 1 }\n";
+    let file = dir.path().join("pithead.toml");
+    std::fs::write(&file, cfg).unwrap();
+    assert_eq!(import(&file, ROSTER).0, Some(0));
+    let d = start(dir.path(), &file, http);
+    let crowded = |http| -> Vec<(String, f64)> {
+        authed(http, "/api/v1/alarms?active=true")
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|x| x["level"] == "overcrowded")
+                    .map(|x| {
+                        (
+                            x["channel"].as_str().unwrap_or("").to_owned(),
+                            x["value"].as_f64().unwrap_or(-1.0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let until = |http, what: &str, want: &[(&str, f64)]| {
+        let end = Instant::now() + Duration::from_secs(3);
+        loop {
+            let mut got = crowded(http);
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            if got
+                .iter()
+                .map(|(s, n)| (s.as_str(), *n))
+                .collect::<Vec<_>>()
+                == want
+            {
+                return;
+            }
+            assert!(Instant::now() < end, "{what}: {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (s, v) = check(http, "0003", "in");
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["overcrowded"], serde_json::json!([]));
+    let (s, v) = check(http, "0001", "in");
+    assert_eq!(
+        (s, v["overcrowded"].as_array().map(Vec::len)),
+        (201, Some(0)),
+        "{v}"
+    );
+    until(http, "within both limits", &[]);
+    // The second of 综采一队: over the team's limit, recorded all the same.
+    let (s, v) = check(http, "0002", "in");
+    assert_eq!(s, 201, "never kept from checking in: {v}");
+    let over: Vec<&str> = v["overcrowded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(over, ["underground", "team:综采一队"], "{v}");
+    assert_eq!(v["overcrowded"][0]["count"], 3);
+    assert_eq!(v["overcrowded"][0]["limit"], 2);
+    assert!(
+        v["message_zh"]
+            .as_str()
+            .unwrap()
+            .contains("井下已超员（3 人，限 2 人）"),
+        "{v}"
+    );
+    until(
+        http,
+        "overcrowded at once",
+        &[("team:综采一队", 2.0), ("underground", 3.0)],
+    );
+    assert_eq!(
+        authed(http, "/api/v1/underground")["people"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let o = authed(http, "/api/v1/outputs");
+    assert_eq!(
+        (o["siren"].as_bool(), o["beacon"].as_str()),
+        (Some(true), Some("yellow")),
+        "{o}"
+    );
+    // One comes up: the mine is within its limit, the team too.
+    assert_eq!(check(http, "0001", "out").0, 201);
+    until(http, "cleared by the count", &[]);
+    drop(d);
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
+    let n: i64 = db
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE kind = 'alarm' AND payload LIKE '%\"overcrowded\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 4, "raised and cleared, mine and team, to the county");
+}

@@ -76,8 +76,12 @@ pub async fn checkin(
     {
         clock.anchor(&badge, crate::time::unix_ms(at), std::time::Instant::now());
     }
+    s.roster_changed.notify_one();
+    // Over the limit: recorded all the same (nobody is kept from checking
+    // in); the miner and the supervisor are told, the alarm follows.
+    let crowded = overcrowding(&s, direction).await;
     let name = record.name.clone().unwrap_or_default();
-    let (status, zh, en) = match (record.outcome, direction) {
+    let (status, mut zh, mut en) = match (record.outcome, direction) {
         (CheckinOutcome::Ok, Passage::In) => (StatusCode::CREATED, format!("{name}，下井登记成功。注意安全！"), format!("{name}: checked in. Stay safe!")),
         (CheckinOutcome::Ok, Passage::Out) => (
             StatusCode::CREATED,
@@ -102,11 +106,59 @@ pub async fn checkin(
             format!("{name} has no check-in; the check-out was recorded. Tell the station supervisor."),
         ),
     };
+    for c in &crowded {
+        let (wz, we) = if c.subject == crate::roster::OVERCROWDED_ALL {
+            ("井下".to_owned(), "underground".to_owned())
+        } else {
+            let team = c.subject.trim_start_matches("team:");
+            (format!("{team}班组"), format!("team {team}"))
+        };
+        zh.push_str(&format!(
+            " 注意：{wz}已超员（{} 人，限 {} 人），已告知值班人员。",
+            c.count, c.limit
+        ));
+        en.push_str(&format!(
+            " Note: {we} is over its limit ({} of {}); the supervisor is told.",
+            c.count, c.limit
+        ));
+    }
     Ok((
         status,
-        Json(serde_json::json!({ "record": record, "message_zh": zh, "message_en": en })),
+        Json(serde_json::json!({
+            "record": record,
+            "message_zh": zh,
+            "message_en": en,
+            "overcrowded": crowded,
+        })),
     )
         .into_response())
+}
+
+/// The limits exceeded now, after a check-in (none after a check-out,
+/// and none when no limit is configured or the store cannot be read: the
+/// watch raises the alarm in any case).
+async fn overcrowding(
+    s: &AppState,
+    direction: crate::roster::Passage,
+) -> Vec<crate::roster::Crowded> {
+    let r = &s.config.roster;
+    if direction != crate::roster::Passage::In
+        || (r.max_underground.is_none() && r.max_per_team.is_empty())
+    {
+        return Vec::new();
+    }
+    let roster = r.clone();
+    let list = s
+        .store
+        .read(move |c| {
+            crate::roster::underground(c, std::time::SystemTime::now(), std::time::Duration::MAX)
+        })
+        .await
+        .unwrap_or_default();
+    crate::roster::overcrowded(&roster, &list)
+        .into_iter()
+        .map(|(subject, n)| crate::roster::Crowded::new(&roster, subject, n))
+        .collect()
 }
 
 /// `GET /api/v1/underground`: everyone underground now, longest first.
@@ -214,6 +266,7 @@ pub async fn checkout_by_hand(
             crate::roster::check_out_by_hand(c, &cfg, &b, &by_hand, std::time::SystemTime::now())
         })
         .await;
+    s.roster_changed.notify_one();
     Ok(match result {
         Ok(record) => (StatusCode::CREATED, Json(record)).into_response(),
         Err(crate::store::StoreError::Rejected(_)) => {

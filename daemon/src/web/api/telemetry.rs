@@ -151,6 +151,7 @@ pub async fn outputs(State(s): State<AppState>) -> Result<Response, ApiError> {
         "beacon": current.beacon,
         "power_allowed": current.power_allowed,
         "output_errors": errors,
+        "power_feedback": s.alarms.state.borrow().feedback,
         "simulated": timeline.is_some(),
         "changes": timeline.map(|t| crate::alarm::panel::recent_changes(&t, 500)),
     }))

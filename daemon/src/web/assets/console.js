@@ -108,6 +108,16 @@ const T = {
     relay: "断电继电器",
     relay_on: "供电",
     relay_off: "已断电",
+    feedback: "馈电",
+    subject_feedback: "馈电异常（断电继电器）",
+    subject_overcrowded: "井下超员",
+    subject_team: "班组超员：{team}",
+    fb_present: "有电",
+    fb_absent: "无电",
+    fb_unreadable: "无法读取",
+    fb_still_powered: "馈电异常：已断电但仍有电",
+    fb_no_power: "馈电异常：应供电但无电",
+    fb_mismatch_unreadable: "馈电异常：反馈无法读取",
     unknown: "未知",
     unacked: "未确认 {n} 条",
   },
@@ -213,6 +223,16 @@ const T = {
     relay: "Power relay",
     relay_on: "power on",
     relay_off: "power cut",
+    feedback: "Feedback",
+    subject_feedback: "Power feedback fault (power relay)",
+    subject_overcrowded: "Too many underground",
+    subject_team: "Team over its limit: {team}",
+    fb_present: "power present",
+    fb_absent: "no power",
+    fb_unreadable: "unreadable",
+    fb_still_powered: "FEEDBACK FAULT: cut, power still present",
+    fb_no_power: "FEEDBACK FAULT: allowed, no power",
+    fb_mismatch_unreadable: "FEEDBACK FAULT: unreadable",
     unknown: "unknown",
     unacked: "{n} unacknowledged",
   },
@@ -308,8 +328,15 @@ function showLost() {
 
 // The channels by id, for names, places and units beside alarms.
 let channelsById = {};
+// What an alarm that is not a channel's is about, in words.
+const SUBJECTS = {
+  "output:power_relay:feedback": "subject_feedback",
+  "underground": "subject_overcrowded",
+};
 function channelText(id) {
   const c = channelsById[id];
+  if (!c && SUBJECTS[id]) return t(SUBJECTS[id]);
+  if (!c && id.startsWith("team:")) return t("subject_team").replace("{team}", id.slice(5));
   return c ? Common.label(c, lang) + (c.location ? " · " + c.location : "") : id;
 }
 function valueText(v, id) {
@@ -377,13 +404,24 @@ async function ackAll() {
 function showOutputs(o) {
   const set = (id, text, cls) => { const e = $(id); e.querySelector(".v").textContent = text; e.className = "output " + cls; };
   if (!o) {
-    for (const id of ["out-siren", "out-beacon", "out-relay"]) set(id, t("unknown"), "unknown");
+    for (const id of ["out-siren", "out-beacon", "out-relay", "out-feedback"]) set(id, t("unknown"), "unknown");
     $("unacked").textContent = "";
     return;
   }
   set("out-siren", t(o.siren ? "siren_on" : "siren_off"), o.siren ? "bad" : "good");
   set("out-beacon", t("beacon_" + o.beacon), o.beacon);
   set("out-relay", t(o.power_allowed ? "relay_on" : "relay_off"), o.power_allowed ? "good" : "bad");
+}
+
+// The relay's feedback (馈电) beside it: what the feeder really shows.
+function showFeedback(f) {
+  const e = $("out-feedback");
+  e.hidden = !f;
+  if (!f) return;
+  const text = f.mismatch ? t(f.mismatch === "unreadable" ? "fb_mismatch_unreadable" : "fb_" + f.mismatch)
+    : t(f.present === true ? "fb_present" : f.present === false ? "fb_absent" : "fb_unreadable");
+  e.querySelector(".v").textContent = text;
+  e.className = "output " + (f.mismatch ? "bad" : "good");
 }
 
 // A tone while any alarm waits for an acknowledgement, again every few
@@ -395,6 +433,7 @@ function heard(s) {
   if (linkLost) return;
   $("beacon").className = "beacon " + s.beacon;
   showOutputs(s.outputs);
+  showFeedback(s.feedback);
   const before = unacked;
   unacked = s.unacknowledged || 0;
   $("unacked").textContent = unacked ? t("unacked").replace("{n}", unacked) : "";

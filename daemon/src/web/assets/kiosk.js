@@ -63,6 +63,8 @@ const T = {
     down_since: "下井时间",
     more_alarms: "另有 {n} 个测点报警",
     county_notice: "通知",
+    crowded_all: "井下已超员：{n} 人（核定 {max} 人）。登记照常，值班人员已收到报警。",
+    crowded_team: "{team} 超员：{n} 人（限 {max} 人）。登记照常，值班人员已收到报警。",
   },
   en: {
     notices: "Notices",
@@ -121,6 +123,8 @@ const T = {
     down_since: "Down since",
     more_alarms: "{n} more channels in alarm",
     county_notice: "Notice",
+    crowded_all: "Too many underground: {n} (limit {max}). Check-ins go on; the supervisor has the alarm.",
+    crowded_team: "Team {team} over its limit: {n} (limit {max}). Check-ins go on; the supervisor has the alarm.",
   },
 };
 
@@ -253,6 +257,10 @@ function render(s) {
   $("beacon").title = linkLost ? t("link_lost") : s.beacon;
   $("link-lost").hidden = !linkLost;
   $("link-lost").textContent = linkLost ? t("link_lost") : "";
+  const crowded = linkLost ? [] : s.crowded || [];
+  $("crowded").hidden = crowded.length === 0;
+  $("crowded").textContent = crowded.map((c) => (c.subject === "underground" ? t("crowded_all")
+    : t("crowded_team").replace("{team}", c.subject.replace(/^team:/, ""))).replace("{n}", c.count).replace("{max}", c.limit)).join(" ");
   $("storage").hidden = linkLost || !s.storage_full;
   $("storage").textContent = s.storage_full ? t("storage_full") : "";
   renderAlert(s);
