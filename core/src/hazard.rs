@@ -60,6 +60,10 @@ pub enum Status {
     Closed,
     /// Not a hazard, with a reason.
     Rejected,
+    /// Not a status a hazard is ever in: the step recorded once when an
+    /// assigned hazard's deadline passed without rectification (it stays
+    /// `assigned`, and `overdue` is true). No step may move a hazard here.
+    Overdue,
 }
 
 impl Status {
@@ -72,17 +76,19 @@ impl Status {
             Status::Rectified => "rectified",
             Status::Closed => "closed",
             Status::Rejected => "rejected",
+            Status::Overdue => "overdue",
         }
     }
 
-    /// Every status, in lifecycle order.
-    pub const ALL: [Status; 6] = [
+    /// Every status, in lifecycle order (and the `overdue` step).
+    pub const ALL: [Status; 7] = [
         Status::Reported,
         Status::Acknowledged,
         Status::Assigned,
         Status::Rectified,
         Status::Closed,
         Status::Rejected,
+        Status::Overdue,
     ];
 
     /// The status named `s` (as [`Status::as_str`] writes it); `None` for
@@ -413,6 +419,11 @@ mod tests {
         assert_eq!(Assigned.next(), [Assigned, Rectified, Rejected]);
         assert_eq!(Rectified.next(), [Closed, Assigned, Rejected]);
         assert!(Closed.next().is_empty() && Rejected.next().is_empty());
+        assert!(Overdue.next().is_empty());
+        assert!(
+            Status::ALL.iter().all(|s| !s.can_go_to(Overdue)),
+            "nobody steps to overdue"
+        );
         for from in Status::ALL {
             for to in Status::ALL {
                 assert_eq!(

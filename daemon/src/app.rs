@@ -114,6 +114,13 @@ pub async fn run(
     ));
     let overdue_clock = Arc::new(std::sync::Mutex::new(crate::roster::OverdueClock::default()));
     let roster_changed = Arc::new(tokio::sync::Notify::new());
+    let hazards_overdue = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tracker.spawn(crate::hazards::watch_deadlines(
+        store.clone(),
+        Arc::clone(&config),
+        Arc::clone(&hazards_overdue),
+        shutdown.clone(),
+    ));
     tracker.spawn(crate::roster::watch_overdue(
         store.clone(),
         Arc::clone(&config),
@@ -148,6 +155,7 @@ pub async fn run(
         alarms,
         overdue: overdue_clock,
         roster_changed,
+        hazards_overdue,
         http: Arc::clone(&http_stats),
         kiosk_keys: Arc::default(),
         hosts: Arc::new(crate::web::guard::allowed_hosts(&config.http)),

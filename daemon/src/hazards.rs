@@ -7,6 +7,7 @@
 use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
 
 use crate::config::Config;
 use crate::store::StoreError;
@@ -205,6 +206,173 @@ fn stored<T>(name: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, rus
             format!("{name:?} names nothing this version knows").into(),
         )
     })
+}
+
+/// Records the `overdue` step, once, for every assigned hazard whose
+/// deadline has passed since it was (last) assigned, with its outbox row
+/// (the county is told on the hazard lane). Returns the tickets marked now.
+pub fn mark_overdue(
+    conn: &Connection,
+    cfg: &Config,
+    now: SystemTime,
+) -> Result<Vec<String>, StoreError> {
+    let due = due_overdue(conn, now)?;
+    let at_s = rfc3339(now);
+    for ticket in &due {
+        conn.execute(
+            "INSERT INTO hazard_steps(hazard_id, status, by, note, at)
+             SELECT id, 'overdue', NULL, '整改期限已过，未整改 / deadline passed without rectification', ?2
+             FROM hazards WHERE ticket = ?1",
+            (ticket, &at_s),
+        )?;
+        conn.execute(
+            "UPDATE hazards SET updated_at = ?2 WHERE ticket = ?1",
+            (ticket, &at_s),
+        )?;
+        if let Some(h) = get(conn, ticket, now)? {
+            enqueue(conn, cfg, &h, Status::Overdue, &at_s)?;
+        }
+    }
+    Ok(due)
+}
+
+/// The assigned hazards past their deadline with no `overdue` step since
+/// they were (last) assigned.
+pub fn due_overdue(conn: &Connection, now: SystemTime) -> Result<Vec<String>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT h.ticket, h.deadline FROM hazards h
+         WHERE h.status = 'assigned' AND h.deadline IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM hazard_steps o WHERE o.hazard_id = h.id AND o.status = 'overdue'
+                AND o.id > (SELECT max(a.id) FROM hazard_steps a WHERE a.hazard_id = h.id AND a.status = 'assigned'))",
+    )?;
+    let due = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|(_, d)| humantime::parse_rfc3339_weak(d).is_ok_and(|d| d < now))
+        .map(|(t, _)| t)
+        .collect();
+    Ok(due)
+}
+
+/// A hazard on the public board (隐患公示): what it is, where, how far
+/// along and by when — never who reported it, who owns it or any name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoardEntry {
+    /// Ticket.
+    pub ticket: String,
+    /// Category.
+    pub category: pithead_core::hazard::Category,
+    /// Location.
+    pub location: String,
+    /// Grade.
+    pub grade: Grade,
+    /// Where it is in its lifecycle.
+    pub status: Status,
+    /// Rectification deadline, RFC 3339.
+    pub deadline: Option<String>,
+    /// Past its deadline and not rectified.
+    pub overdue: bool,
+    /// RFC 3339.
+    pub reported_at: String,
+}
+
+/// Every open hazard for the board: overdue ones first, then by deadline
+/// (soonest first, none last), then the oldest report first.
+pub fn board(conn: &Connection, now: SystemTime) -> Result<Vec<BoardEntry>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT ticket FROM hazards WHERE status NOT IN ('closed', 'rejected') ORDER BY id",
+    )?;
+    let tickets = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::new();
+    for t in tickets {
+        if let Some(h) = get(conn, &t, now)? {
+            out.push(BoardEntry {
+                ticket: h.ticket,
+                category: h.category,
+                location: h.location,
+                grade: h.grade,
+                status: h.status,
+                deadline: h.deadline,
+                overdue: h.overdue,
+                reported_at: h.reported_at,
+            });
+        }
+    }
+    let when = |d: &Option<String>| {
+        d.as_deref()
+            .and_then(|d| humantime::parse_rfc3339_weak(d).ok())
+    };
+    out.sort_by(|a, b| {
+        b.overdue
+            .cmp(&a.overdue)
+            .then_with(|| match (when(&a.deadline), when(&b.deadline)) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+            .then_with(|| a.reported_at.cmp(&b.reported_at))
+    });
+    Ok(out)
+}
+
+/// How many assigned hazards are past their deadline now.
+pub fn overdue_count(conn: &Connection, now: SystemTime) -> Result<usize, StoreError> {
+    Ok(board(conn, now)?.iter().filter(|e| e.overdue).count())
+}
+
+/// Every 5 s: records the `overdue` step of hazards whose deadline passed
+/// (a read; a write only when there is one to record), and keeps
+/// `overdue` (the console's banner) current.
+pub async fn watch_deadlines(
+    store: crate::store::Store,
+    cfg: std::sync::Arc<Config>,
+    overdue: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = store
+            .read(|c| {
+                let now = SystemTime::now();
+                Ok((due_overdue(c, now)?, overdue_count(c, now)?))
+            })
+            .await;
+        match due {
+            Ok((due, n)) => {
+                overdue.store(n, std::sync::atomic::Ordering::Relaxed);
+                if due.is_empty() {
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check hazard deadlines now");
+                continue;
+            }
+        }
+        let c = std::sync::Arc::clone(&cfg);
+        match store
+            .write(crate::store::Durability::Acknowledged, move |conn| {
+                mark_overdue(conn, &c, SystemTime::now())
+            })
+            .await
+        {
+            Ok(marked) => {
+                for t in marked {
+                    tracing::warn!(ticket = %t, "hazard past its rectification deadline: overdue recorded");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record overdue hazards now"),
+        }
+    }
 }
 
 /// The newest `limit` hazards, open ones first.

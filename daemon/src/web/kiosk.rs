@@ -158,6 +158,8 @@ struct KioskState {
     feedback: Option<crate::alarm::FeedbackView>,
     /// Where more are underground than allowed (超员), from the alarms.
     crowded: Vec<crate::roster::Crowded>,
+    /// Assigned hazards past their deadline (the console's banner).
+    hazards_overdue: usize,
     /// Alarms nobody has acknowledged yet (the console sounds while any).
     unacknowledged: usize,
     banner: Option<Banner>,
@@ -236,6 +238,7 @@ fn state_of(s: &AppState) -> KioskState {
         beacon: alarms.outputs.beacon,
         outputs: alarms.outputs,
         feedback: alarms.feedback,
+        hazards_overdue: s.hazards_overdue.load(std::sync::atomic::Ordering::Relaxed),
         crowded: alarms
             .alarms
             .iter()

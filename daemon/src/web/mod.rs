@@ -49,6 +49,9 @@ pub struct AppState {
     /// Poked after every check-in and check-out: the overdue watch looks
     /// again at once (overcrowding is judged then, not 15 s later).
     pub roster_changed: Arc<tokio::sync::Notify>,
+    /// Assigned hazards past their deadline (the deadline watch keeps it):
+    /// the console's banner.
+    pub hazards_overdue: Arc<std::sync::atomic::AtomicUsize>,
     /// Connection counts of the HTTP server.
     pub http: Arc<serve::ConnStats>,
     /// The kiosks besides the box's own screen (`[kiosk] keys_file`).
@@ -77,6 +80,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(crate::photos::MAX_BYTES + 256 * 1024)),
         )
         .route("/api/v1/hazards/{ticket}", get(api::hazard_lookup))
+        .route("/api/v1/board", get(api::hazard_board))
         .route("/api/v1/hazards/{ticket}/photo", get(api::hazard_photo))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/outputs", get(api::outputs))

@@ -528,3 +528,114 @@ fn hostile_multipart_bodies_get_a_reason_never_a_5xx() {
         cases.len()
     );
 }
+
+#[test]
+fn a_passed_deadline_is_recorded_once_told_to_the_county_and_leads_the_public_board() {
+    let (dir, d, http) = start();
+    let report = |grade: &str, place: &str| -> String {
+        let (s, v) = post(
+            http,
+            "/api/v1/hazards",
+            &format!(
+                "{{\"category\": \"water\", \"location\": \"{place}\", \"grade\": \"{grade}\", \"description\": \"张三说渗水\", \"anonymous\": false, \"badge\": \"0042\"}}"
+            ),
+            false,
+        );
+        assert_eq!(s, 201, "{v}");
+        v["ticket"].as_str().unwrap().to_owned()
+    };
+    let later = report("general", "1202 运输巷");
+    let late = report("major", "1201 工作面");
+    let closed = report("general", "井口");
+    let assign = |ticket: &str, deadline: std::time::SystemTime| {
+        let d = pithead_core::time::rfc3339(deadline);
+        let (s, v) = post(
+            http,
+            &format!("/api/v1/hazards/{ticket}/steps"),
+            &format!(
+                "{{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李四\", \"measures\": \"排水\", \"deadline\": \"{d}\"}}"
+            ),
+            true,
+        );
+        assert_eq!(s, 200, "{v}");
+    };
+    let now = std::time::SystemTime::now();
+    assign(&later, now + Duration::from_secs(86_400));
+    assign(&late, now + Duration::from_secs(2));
+    assert_eq!(
+        post(
+            http,
+            &format!("/api/v1/hazards/{closed}/steps"),
+            "{\"status\": \"rejected\", \"by\": \"王班长\", \"note\": \"重复\"}",
+            true
+        )
+        .0,
+        200
+    );
+    // The overdue step, within the watch's period after the deadline.
+    let steps_of = |t: &str| -> Vec<String> {
+        let (_, b) = http_request(
+            http,
+            "GET",
+            "/api/v1/hazards",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            "",
+        )
+        .unwrap();
+        let list: Value = serde_json::from_str(&b).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["ticket"] == t)
+            .map(|h| {
+                h["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["status"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while !steps_of(&late).contains(&"overdue".to_owned()) {
+        assert!(
+            std::time::Instant::now() < end,
+            "no overdue step: {:?}",
+            steps_of(&late)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Once, not at every pass of the watch.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(steps_of(&late), ["reported", "assigned", "overdue"]);
+    assert_eq!(steps_of(&later), ["reported", "assigned"]);
+
+    // The board: open hazards only, the overdue one first, no names.
+    let (s, b) = http_get(http, "/api/v1/board").unwrap();
+    assert_eq!(s, 200, "{b}");
+    let board: Value = serde_json::from_str(&b).unwrap();
+    let order: Vec<&str> = board
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["ticket"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [late.as_str(), later.as_str()], "{board:#}");
+    assert_eq!(board[0]["overdue"], true);
+    assert_eq!(board[0]["status"], "assigned");
+    for secret in ["0042", "李四", "王班长", "张三", "排水"] {
+        assert!(!b.contains(secret), "{secret} on the public board: {b}");
+    }
+    drop(d);
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
+    let told: i64 = db
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE kind = 'hazard' AND json_extract(payload, '$.event') = 'overdue' \
+             AND json_extract(payload, '$.ticket') = ?1 AND json_extract(payload, '$.overdue')",
+            [&late],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(told, 1, "the county told once, on the hazard lane");
+}

@@ -289,6 +289,16 @@ pub async fn hazard_lookup(
     )
 }
 
+/// `GET /api/v1/board` (anyone): the public board (隐患公示) — every open
+/// hazard, overdue ones first, without reporters or names.
+pub async fn hazard_board(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let list = s
+        .store
+        .read(|c| crate::hazards::board(c, std::time::SystemTime::now()))
+        .await?;
+    Ok(Json(list).into_response())
+}
+
 /// `GET /api/v1/hazards` (supervisor): the newest 500, open ones first.
 pub async fn hazard_list(
     State(s): State<AppState>,

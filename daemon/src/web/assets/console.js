@@ -60,6 +60,8 @@ const T = {
     h_rectified: "已整改",
     h_closed: "已销号",
     h_rejected: "已驳回",
+    h_overdue: "整改超期",
+    hazards_overdue: "{n} 项隐患已过整改期限仍未整改，请督促责任人。",
     ok: "正常",
     next_step: "下一步",
     measures: "整改措施",
@@ -175,6 +177,8 @@ const T = {
     h_rectified: "Fixed",
     h_closed: "Closed",
     h_rejected: "Rejected",
+    h_overdue: "Past its deadline",
+    hazards_overdue: "{n} hazards are past their rectification deadline: chase their owners.",
     ok: "ok",
     next_step: "Next step",
     measures: "Measures",
@@ -434,6 +438,8 @@ function heard(s) {
   $("beacon").className = "beacon " + s.beacon;
   showOutputs(s.outputs);
   showFeedback(s.feedback);
+  $("hazards-overdue").hidden = !s.hazards_overdue;
+  $("hazards-overdue").textContent = s.hazards_overdue ? t("hazards_overdue").replace("{n}", s.hazards_overdue) : "";
   const before = unacked;
   unacked = s.unacknowledged || 0;
   $("unacked").textContent = unacked ? t("unacked").replace("{n}", unacked) : "";

@@ -63,6 +63,14 @@ const T = {
     down_since: "下井时间",
     more_alarms: "另有 {n} 个测点报警",
     county_notice: "通知",
+    tab_board: "隐患公示",
+    board: "隐患公示（未销号隐患）",
+    ticket: "编号",
+    state: "状态",
+    deadline: "整改期限",
+    no_board: "目前没有未销号的隐患",
+    board_overdue: "{n} 项隐患已过整改期限仍未整改，已报县工会。",
+    board_lost: "无法读取隐患公示",
     crowded_all: "井下已超员：{n} 人（核定 {max} 人）。登记照常，值班人员已收到报警。",
     crowded_team: "{team} 超员：{n} 人（限 {max} 人）。登记照常，值班人员已收到报警。",
   },
@@ -123,6 +131,14 @@ const T = {
     down_since: "Down since",
     more_alarms: "{n} more channels in alarm",
     county_notice: "Notice",
+    tab_board: "Hazard board",
+    board: "Hazard board (open hazards)",
+    ticket: "Ticket",
+    state: "Status",
+    deadline: "Deadline",
+    no_board: "No open hazards",
+    board_overdue: "{n} hazards are past their rectification deadline; the county union is told.",
+    board_lost: "The board cannot be read",
     crowded_all: "Too many underground: {n} (limit {max}). Check-ins go on; the supervisor has the alarm.",
     crowded_team: "Team {team} over its limit: {n} (limit {max}). Check-ins go on; the supervisor has the alarm.",
   },
@@ -161,6 +177,7 @@ function show(name) {
   document.querySelectorAll(".rail [data-screen]").forEach((b) => b.classList.toggle("active", b.dataset.screen === name));
   clearTimeout(idleTimer);
   if (name === "home") $("badge").focus();
+  if (name === "board") loadBoard();
   else idleTimer = setTimeout(() => show("home"), IDLE_BACK);
 }
 
@@ -463,6 +480,37 @@ async function lookup(ev) {
   }
 }
 
+// The public board (隐患公示): open hazards, overdue first, never a name.
+async function loadBoard() {
+  const rows = $("board-rows");
+  try {
+    const r = await fetch("/api/v1/board");
+    const list = r.ok ? await r.json() : null;
+    if (!Array.isArray(list)) throw new Error("no board");
+    rows.replaceChildren();
+    for (const h of list) {
+      const tr = document.createElement("tr");
+      tr.className = h.overdue ? "overdue" : "";
+      tr.dataset.ticket = h.ticket;
+      const cells = [h.ticket, t("cat_" + h.category) + (h.grade === "major" ? " · " + t("major") : ""), h.location,
+        t(h.status) + (h.overdue ? " · " + t("overdue") : ""), h.deadline ? Common.time(h.deadline, false) : "—"];
+      for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.append(td); }
+      rows.append(tr);
+    }
+    const late = list.filter((h) => h.overdue).length;
+    $("board-overdue").hidden = late === 0;
+    $("board-overdue").textContent = t("board_overdue").replace("{n}", late);
+    $("no-board").hidden = list.length > 0;
+    $("board-count").textContent = late ? String(late) : "";
+  } catch (_) {
+    // Never an old list shown as current.
+    rows.replaceChildren();
+    $("board-overdue").hidden = false;
+    $("board-overdue").textContent = t("board_lost");
+    $("no-board").hidden = true;
+  }
+}
+
 async function loadNotices() {
   try {
     const r = await fetch("/api/v1/notices");
@@ -506,6 +554,8 @@ document.addEventListener("DOMContentLoaded", () => {
   connect();
   loadNotices();
   setInterval(loadNotices, 30000);
+  loadBoard();
+  setInterval(loadBoard, 60000);
   const tick = () => { $("clock").textContent = Common.clock(new Date()); };
   tick();
   setInterval(tick, 1000);
