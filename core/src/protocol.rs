@@ -215,6 +215,7 @@ impl Message {
             "summary" => Body::Summary(serde_json::from_value(b)?),
             "gap" => Body::Gap(serde_json::from_value(b)?),
             "cmd_ack" => Body::CmdAck(serde_json::from_value(b)?),
+            "notice_read" => Body::NoticeRead(serde_json::from_value(b)?),
             other => return Err(Malformed::Kind(other.to_owned())),
         })
     }
@@ -237,6 +238,30 @@ pub enum Body {
     Gap(GapBody),
     /// `cmd_ack`.
     CmdAck(CmdAckBody),
+    /// `notice_read`.
+    NoticeRead(NoticeReadBody),
+}
+
+/// A miner read an urgent county notice at check-in (tapped 已阅).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeReadBody {
+    /// County id.
+    pub county: String,
+    /// Station id.
+    pub station: String,
+    /// The notice: the `msg_id` of its `cmd/notice`.
+    pub notice: String,
+    /// Who read it.
+    pub badge: String,
+    /// Their name, from the roster.
+    pub name: String,
+    /// Their team.
+    pub team: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The kiosk it was read at (`local` for the box's own screen).
+    pub kiosk: String,
 }
 
 /// What an alarm is about, as messages name it.

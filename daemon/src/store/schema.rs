@@ -230,6 +230,16 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE checkins ADD COLUMN kiosk TEXT;
     "#,
+    // v12: who read which urgent county notice at check-in (已阅).
+    r#"
+    CREATE TABLE notice_reads (
+        notice  TEXT NOT NULL,               -- the notice's msg_id
+        badge   TEXT NOT NULL,
+        read_at TEXT NOT NULL,
+        kiosk   TEXT NOT NULL,
+        PRIMARY KEY (notice, badge)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version a database has after every migration.

@@ -569,6 +569,85 @@ pub fn current_notices(conn: &Connection, now: SystemTime) -> Result<Vec<Notice>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Urgent notices valid at `now` that `badge` has not read (the kiosk asks
+/// for 已阅 before its check-in answer).
+pub fn unread_urgent(
+    conn: &Connection,
+    badge: &str,
+    now: SystemTime,
+) -> Result<Vec<Notice>, StoreError> {
+    let mut list = current_notices(conn, now)?;
+    list.retain(|n| n.priority == "urgent");
+    let mut read =
+        conn.prepare_cached("SELECT 1 FROM notice_reads WHERE notice = ?1 AND badge = ?2")?;
+    let mut out = Vec::new();
+    for n in list {
+        if !read.exists((&n.msg_id, badge))? {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Why a read was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadRefused {
+    /// No urgent notice valid now has that id.
+    NoNotice,
+    /// The badge is not on the roster.
+    UnknownBadge,
+}
+
+/// Records that `badge` read urgent notice `notice` at `kiosk`, with its
+/// outbox row (`notice_read`, the check-in lane); `Ok(Ok(false))` when it
+/// was recorded before.
+pub fn record_read(
+    conn: &Connection,
+    cfg: &Config,
+    notice: &str,
+    badge: &str,
+    kiosk: &str,
+    now: SystemTime,
+) -> Result<Result<bool, ReadRefused>, StoreError> {
+    if !current_notices(conn, now)?
+        .iter()
+        .any(|n| n.msg_id == notice && n.priority == "urgent")
+    {
+        return Ok(Err(ReadRefused::NoNotice));
+    }
+    let Some((name, team)) = conn
+        .query_row(
+            "SELECT name, team FROM workers WHERE badge = ?1",
+            [badge],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()?
+    else {
+        return Ok(Err(ReadRefused::UnknownBadge));
+    };
+    let at = rfc3339(now);
+    let added = conn.execute(
+        "INSERT OR IGNORE INTO notice_reads(notice, badge, read_at, kiosk) VALUES (?1, ?2, ?3, ?4)",
+        (notice, badge, &at, kiosk),
+    )?;
+    if added == 0 {
+        return Ok(Ok(false));
+    }
+    let body = serde_json::to_value(super::protocol::NoticeReadBody {
+        county: cfg.station.county.clone(),
+        station: cfg.station.id.clone(),
+        notice: notice.to_owned(),
+        badge: badge.to_owned(),
+        name,
+        team,
+        at: at.clone(),
+        kiosk: kiosk.to_owned(),
+    })
+    .unwrap_or_default();
+    outbox::enqueue(conn, Lane::Checkin, "notice_read", &at, &body)?;
+    Ok(Ok(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
     // client address.
     let public = Router::new()
         .route("/api/v1/checkins", post(api::checkin))
+        .route("/api/v1/notices/{id}/read", post(api::notice_read))
         .route(
             "/api/v1/hazards",
             get(api::hazard_list)

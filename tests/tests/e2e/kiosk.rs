@@ -600,3 +600,151 @@ fn on_the_pi_screens_a_miner_sees_air_alarm_and_check_in_at_once_and_cannot_miss
     }
     d.signal(libc::SIGTERM);
 }
+
+#[test]
+fn an_urgent_notice_is_read_before_the_answer_the_board_leads_with_overdue_and_overcrowding_shows()
+{
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap();
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = pithead_e2e::face_station(dir.path(), http, &sim, "")
+        .replace("[roster]\nfile", "[roster]\nmax_underground = 1\nfile");
+    std::fs::write(
+        dir.path().join("roster.csv"),
+        "badge,name,team,role\n0001,张伟,综采一队,采煤机司机\n0002,王芳,综采一队,支架工\n",
+    )
+    .unwrap();
+    let cfg = pithead_e2e::with_token(dir.path(), http, &cfg);
+    {
+        // A first run makes the database; the county's urgent notice is put
+        // in it as the downlink stores one (tested over MQTT in `sync`).
+        let mut d = Daemon::start(dir.path(), &cfg, http);
+        d.wait_healthy(Duration::from_secs(20));
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_exit(Duration::from_secs(15)).success());
+        let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
+        db.execute(
+            "INSERT INTO notices(msg_id, title, body, priority, valid_from, valid_until, received_at) \
+             VALUES ('n-urgent', '透水预警', '今天 1201 工作面暂停作业，听从调度指挥', 'urgent', \
+             '2000-01-01T00:00:00Z', '2999-01-01T00:00:00Z', '2000-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    // A hazard past its deadline, and one on time, for the board.
+    let auth = format!("Bearer {}", pithead_e2e::TEST_TOKEN);
+    let mut tickets = Vec::new();
+    for (place, deadline) in [
+        ("1202 运输巷", "2999-01-01T00:00:00Z"),
+        ("1201 回风巷", "2000-01-01T00:00:00Z"),
+    ] {
+        let (s, b) = pithead_e2e::http_request(
+            http,
+            "POST",
+            "/api/v1/hazards",
+            &[],
+            &format!("{{\"category\": \"roof\", \"location\": \"{place}\", \"grade\": \"general\", \"description\": \"掉渣\", \"anonymous\": true}}"),
+        )
+        .unwrap();
+        assert_eq!(s, 201, "{b}");
+        let t = serde_json::from_str::<serde_json::Value>(&b).unwrap()["ticket"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (s, b) = pithead_e2e::http_request(
+            http,
+            "POST",
+            &format!("/api/v1/hazards/{t}/steps"),
+            &[("Authorization", &auth)],
+            &format!("{{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李四\", \"measures\": \"支护\", \"deadline\": \"{deadline}\"}}"),
+        )
+        .unwrap();
+        assert_eq!(s, 200, "{b}");
+        tickets.push(t);
+    }
+
+    let b = Browser::start(1280, 1100);
+    b.open(&format!("http://{http}/"));
+    let wait = Duration::from_secs(15);
+    b.type_into(&b.find("#badge", wait), "0001\u{E007}");
+    // The notice comes first, and the answer waits for 已阅.
+    b.wait_text("#must-read-title", wait, "the urgent notice", |t| {
+        t == "透水预警"
+    });
+    assert_eq!(
+        b.execute("return document.getElementById('confirm').hidden"),
+        true,
+        "no answer before 已阅"
+    );
+    b.click_live("#read-ok", wait);
+    b.wait_text("#checkin-result", wait, "then the answer", |t| {
+        t.contains("张伟") && t.contains("下井登记成功")
+    });
+    // One miner allowed: the second is recorded all the same, and told;
+    // the kiosk says so under the form until the count falls.
+    b.click(&b.find("#confirm", wait));
+    b.type_into(&b.find("#badge", wait), "0002\u{E007}");
+    b.click_live("#read-ok", wait);
+    b.wait_text("#checkin-result", wait, "recorded and told", |t| {
+        t.contains("王芳")
+            && t.contains("下井登记成功")
+            && t.contains("井下已超员（2 人，限 1 人）")
+    });
+    b.click(&b.find("#confirm", wait));
+    b.wait_text("#crowded", wait, "over the limit", |t| {
+        t.contains("井下已超员：2 人（核定 1 人）")
+    });
+    // The board, in one touch: the overdue hazard first, marked.
+    b.click_live(".rail [data-screen='board']", wait);
+    b.wait_text("#board-rows tr:first-child", wait, "overdue first", |t| {
+        t.contains(&tickets[1]) && t.contains("已超期")
+    });
+    b.wait_text("#board-rows tr:nth-child(2)", wait, "then the other", |t| {
+        t.contains(&tickets[0]) && !t.contains("已超期")
+    });
+    let board = b
+        .execute("return document.getElementById('screen-board').textContent")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !board.contains("李四") && !board.contains("王班长"),
+        "{board}"
+    );
+    b.wait_text("#board-count", wait, "the overdue count on the tab", |t| {
+        t == "1"
+    });
+    let _ = std::fs::create_dir_all(screenshots());
+    b.screenshot(&screenshots().join("kiosk-board.png"));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).success());
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
+    let mut st = db
+        .prepare("SELECT notice, badge FROM notice_reads ORDER BY badge")
+        .unwrap();
+    let read: Vec<(String, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("n-urgent".into(), "0001".into()),
+            ("n-urgent".into(), "0002".into())
+        ]
+    );
+    let sent: String = db
+        .query_row(
+            "SELECT payload FROM outbox WHERE kind = 'notice_read' ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        sent.contains("\"notice\":\"n-urgent\"") && sent.contains("张伟"),
+        "{sent}"
+    );
+}

@@ -80,6 +80,19 @@ pub async fn checkin(
     // Over the limit: recorded all the same (nobody is kept from checking
     // in); the miner and the supervisor are told, the alarm follows.
     let crowded = overcrowding(&s, direction).await;
+    // Urgent county notices this miner has not read: the kiosk shows them
+    // for 已阅 before its answer (the check-in itself is recorded already).
+    let to_read = if record.outcome == CheckinOutcome::Ok && direction == Passage::In {
+        let b = badge.clone();
+        s.store
+            .read(move |c| {
+                crate::sync::downlink::unread_urgent(c, &b, std::time::SystemTime::now())
+            })
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let name = record.name.clone().unwrap_or_default();
     let (status, mut zh, mut en) = match (record.outcome, direction) {
         (CheckinOutcome::Ok, Passage::In) => (StatusCode::CREATED, format!("{name}，下井登记成功。注意安全！"), format!("{name}: checked in. Stay safe!")),
@@ -129,6 +142,7 @@ pub async fn checkin(
             "message_zh": zh,
             "message_en": en,
             "overcrowded": crowded,
+            "to_read": to_read,
         })),
     )
         .into_response())
@@ -279,4 +293,88 @@ pub async fn checkout_by_hand(
         }
         Err(e) => return Err(store_refused(&e)),
     })
+}
+
+/// Body of `POST /api/v1/notices/{id}/read`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReadBody {
+    badge: String,
+}
+
+/// `POST /api/v1/notices/{id}/read` `{badge}` (kiosks only): the miner
+/// tapped 已阅 on an urgent notice; recorded with its `notice_read` row for
+/// the county before the answer (201; 200 when recorded before).
+pub async fn notice_read(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ReadBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Some(kiosk) = crate::web::guard::kiosk(&s, peer, &headers) else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_a_kiosk",
+            "只能在井口登记终端上确认已阅",
+            "notices are marked read at a kiosk",
+        ));
+    };
+    let Ok(Json(body)) = body else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "请求格式错误，应为 {\"badge\": \"卡号\"}",
+            "expected {\"badge\": \"…\"}",
+        ));
+    };
+    let badge = crate::roster::normalize_badge(&body.badge).map_err(|why| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_badge", "卡号格式不正确", why)
+    })?;
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "通知编号无效",
+            format!("`{id}` is not a notice id"),
+        ));
+    }
+    let cfg = Arc::clone(&s.config);
+    let (n, b) = (id.clone(), badge.clone());
+    let r = s
+        .store
+        .write(crate::store::Durability::Acknowledged, move |c| {
+            crate::sync::downlink::record_read(
+                c,
+                &cfg,
+                &n,
+                &b,
+                &kiosk,
+                std::time::SystemTime::now(),
+            )
+        })
+        .await?;
+    use crate::sync::downlink::ReadRefused;
+    match r {
+        Ok(new) => Ok((
+            if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            Json(serde_json::json!({ "recorded": true, "notice": id, "badge": badge })),
+        )
+            .into_response()),
+        Err(ReadRefused::NoNotice) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_notice",
+            "没有这条有效的紧急通知",
+            "no urgent notice valid now has that id",
+        )),
+        Err(ReadRefused::UnknownBadge) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_badge",
+            "卡号不在花名册中",
+            "this badge is not on the roster",
+        )),
+    }
 }

@@ -63,6 +63,9 @@ const T = {
     down_since: "下井时间",
     more_alarms: "另有 {n} 个测点报警",
     county_notice: "通知",
+    must_read: "下井前请阅读县工会紧急通知，读完请点“已阅”",
+    read_ok: "已阅",
+    read_failed: "未能记录，请再点一次“已阅”",
     tab_board: "隐患公示",
     board: "隐患公示（未销号隐患）",
     ticket: "编号",
@@ -131,6 +134,9 @@ const T = {
     down_since: "Down since",
     more_alarms: "{n} more channels in alarm",
     county_notice: "Notice",
+    must_read: "Before going down, read this urgent notice from the county union, then tap Read",
+    read_ok: "Read",
+    read_failed: "Not recorded; tap Read again",
     tab_board: "Hazard board",
     board: "Hazard board (open hazards)",
     ticket: "Ticket",
@@ -381,6 +387,33 @@ function confirmCheckin(status, data, direction) {
   confirmTimer = setTimeout(hideConfirm, ok ? 4000 : 8000);
 }
 
+// Urgent county notices the miner has not read come before the check-in's
+// answer: each is shown until 已阅 is tapped and recorded. The check-in is
+// recorded already; nobody is kept from going down.
+function mustRead(list, badge) {
+  return new Promise((done) => {
+    const box = $("must-read");
+    let i = 0;
+    const next = () => {
+      if (i >= list.length) { box.hidden = true; done(); return; }
+      $("must-read-title").textContent = list[i].title;
+      $("must-read-body").textContent = list[i].body;
+      $("must-read-result").textContent = "";
+      box.hidden = false;
+      $("read-ok").focus();
+    };
+    $("read-ok").onclick = async () => {
+      try {
+        const { status } = await post("/api/v1/notices/" + encodeURIComponent(list[i].msg_id) + "/read", { badge });
+        if (status === 201 || status === 200 || status === 404) { i += 1; next(); return; }
+      } catch (_) { /* said below */ }
+      $("must-read-result").textContent = t("read_failed");
+      Common.tone("refused");
+    };
+    next();
+  });
+}
+
 async function checkin(ev) {
   ev.preventDefault();
   const badge = $("badge").value.trim();
@@ -389,6 +422,8 @@ async function checkin(ev) {
   $("badge").value = "";
   try {
     const { status, data } = await post("/api/v1/checkins", { badge, direction });
+    const unread = (data && Array.isArray(data.to_read)) ? data.to_read : [];
+    if (status === 201 && unread.length) await mustRead(unread, (data.record && data.record.badge) || badge);
     confirmCheckin(status, data, direction);
   } catch (_) {
     confirmCheckin(0, null, direction);
