@@ -15,6 +15,7 @@ pub mod domain;
 pub mod engine;
 pub mod feedback;
 pub mod hazard;
+pub mod light;
 pub mod photo;
 pub mod plan;
 pub mod protocol;

@@ -216,6 +216,7 @@ impl Message {
             "gap" => Body::Gap(serde_json::from_value(b)?),
             "cmd_ack" => Body::CmdAck(serde_json::from_value(b)?),
             "notice_read" => Body::NoticeRead(serde_json::from_value(b)?),
+            "light" => Body::Light(Box::new(serde_json::from_value(b)?)),
             other => return Err(Malformed::Kind(other.to_owned())),
         })
     }
@@ -240,6 +241,32 @@ pub enum Body {
     CmdAck(CmdAckBody),
     /// `notice_read`.
     NoticeRead(NoticeReadBody),
+    /// `light`.
+    Light(Box<LightBody>),
+}
+
+/// The station's own light (预评), computed live on the station from its
+/// own data by the same rule as the county's quarterly light
+/// ([`crate::light::judge`]); sent daily and whenever it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LightBody {
+    /// County id.
+    pub county: String,
+    /// Station id.
+    pub station: String,
+    /// `green`, `yellow` or `red`.
+    pub light: String,
+    /// Each reason, `[zh, en]`.
+    pub reasons: Vec<(String, String)>,
+    /// The facts it was judged on (this quarter so far).
+    pub facts: crate::light::Facts,
+    /// The rule's figures the station uses.
+    pub rule: crate::light::Rule,
+    /// The quarter, e.g. `2026-Q4` (in the station's local time).
+    pub quarter: String,
+    /// When it was judged (RFC 3339).
+    pub at: String,
 }
 
 /// A miner read an urgent county notice at check-in (tapped 已阅).

@@ -115,6 +115,14 @@ pub async fn run(
     let overdue_clock = Arc::new(std::sync::Mutex::new(crate::roster::OverdueClock::default()));
     let roster_changed = Arc::new(tokio::sync::Notify::new());
     let hazards_overdue = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let light = crate::light::Current::default();
+    tracker.spawn(crate::light::run(
+        store.clone(),
+        Arc::clone(&config),
+        Arc::clone(&uplink),
+        Arc::clone(&light),
+        shutdown.clone(),
+    ));
     tracker.spawn(crate::hazards::watch_deadlines(
         store.clone(),
         Arc::clone(&config),
@@ -156,6 +164,7 @@ pub async fn run(
         overdue: overdue_clock,
         roster_changed,
         hazards_overdue,
+        light,
         http: Arc::clone(&http_stats),
         kiosk_keys: Arc::default(),
         hosts: Arc::new(crate::web::guard::allowed_hosts(&config.http)),

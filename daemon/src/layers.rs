@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     // Services over the store, and acquisition.
     &["acquisition", "auth", "hazards", "roster", "simulator"],
     &["alarm", "reports"],
-    &["sync"],
+    &["sync", "light"],
     &["web"],
     &["app"],
     &["cli"],

@@ -22,6 +22,7 @@ mod kiosk_keys;
 #[cfg(test)]
 mod layers;
 mod lifecycle;
+mod light;
 mod logging;
 mod photos;
 pub mod reports;

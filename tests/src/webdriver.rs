@@ -181,7 +181,11 @@ impl Browser {
                 &json!({}),
             ) {
                 Ok(_) => return,
-                Err(err) if err.contains("stale element") && Instant::now() < end => {
+                // Replaced, or not shown yet (an overlay about to open).
+                Err(err)
+                    if (err.contains("stale element") || err.contains("not interactable"))
+                        && Instant::now() < end =>
+                {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 // Under a sticky header: brought to the middle, tried again.

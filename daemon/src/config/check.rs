@@ -80,6 +80,22 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
             );
         }
     }
+    let l = &cfg.light;
+    for (key, v) in [
+        ("light.red_power_cuts", l.red_power_cuts),
+        ("light.ack_minutes", l.ack_minutes),
+        ("light.yellow_open_days", l.yellow_open_days),
+        ("light.offline_hours", l.offline_hours),
+        ("light.sensor_down_hours", l.sensor_down_hours),
+    ] {
+        if v < 1 {
+            p.add(
+                key,
+                format!("{v} must be at least 1"),
+                Some("the county's rule: see docs/COUNTY.md"),
+            );
+        }
+    }
     if cfg.roster.max_underground == Some(0) {
         p.add(
             "roster.max_underground",

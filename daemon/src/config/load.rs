@@ -17,7 +17,7 @@ use super::{
 };
 
 const SECTIONS: &str = "[station], [storage], [http], [log], [kiosk], [roster], [mqtt], \
-                        [acquisition], [outputs], [watchdog], [[bus]], [[device]], [[channel]]";
+                        [acquisition], [outputs], [watchdog], [light], [[bus]], [[device]], [[channel]]";
 
 /// Reads and checks a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -81,6 +81,7 @@ pub fn load_str_with(
     let mut acquisition = Acquisition::default();
     let mut outputs = OutputsConfig::default();
     let mut watchdog = WatchdogConfig::default();
+    let mut light = pithead_core::light::Rule::default();
     let mut buses = Vec::new();
     let mut devices = Vec::new();
     let mut channels = Vec::new();
@@ -98,6 +99,7 @@ pub fn load_str_with(
             "acquisition" => p.set(&mut acquisition, name, value),
             "outputs" => p.set(&mut outputs, name, value),
             "watchdog" => p.set(&mut watchdog, name, value),
+            "light" => p.set(&mut light, name, value),
             "bus" => buses = p.array::<Bus>(name, value),
             "device" => devices = p.array::<Device>(name, value),
             "channel" => channels = p.array::<Channel>(name, value),
@@ -149,6 +151,7 @@ pub fn load_str_with(
         devices,
         channels,
         outputs,
+        light,
         watchdog,
     };
     let base = file.parent().unwrap_or(Path::new("."));

@@ -60,6 +60,10 @@ pub struct Config {
     pub outputs: OutputsConfig,
     /// Hardware watchdog.
     pub watchdog: WatchdogConfig,
+    /// The rule of the station's own light (预评), the county's rule:
+    /// `red_power_cuts`, `ack_minutes`, `yellow_open_days`,
+    /// `offline_hours`, `sensor_down_hours`.
+    pub light: pithead_core::light::Rule,
 }
 
 /// Where the siren, the beacon and the power-cut relay are wired.

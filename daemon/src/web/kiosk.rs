@@ -160,6 +160,8 @@ struct KioskState {
     crowded: Vec<crate::roster::Crowded>,
     /// Assigned hazards past their deadline (the console's banner).
     hazards_overdue: usize,
+    /// The station's own light (预评), `None` until judged.
+    light: Option<crate::light::LightView>,
     /// Alarms nobody has acknowledged yet (the console sounds while any).
     unacknowledged: usize,
     banner: Option<Banner>,
@@ -239,6 +241,7 @@ fn state_of(s: &AppState) -> KioskState {
         outputs: alarms.outputs,
         feedback: alarms.feedback,
         hazards_overdue: s.hazards_overdue.load(std::sync::atomic::Ordering::Relaxed),
+        light: s.light.lock().ok().and_then(|l| l.clone()),
         crowded: alarms
             .alarms
             .iter()

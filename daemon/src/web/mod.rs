@@ -52,6 +52,8 @@ pub struct AppState {
     /// Assigned hazards past their deadline (the deadline watch keeps it):
     /// the console's banner.
     pub hazards_overdue: Arc<std::sync::atomic::AtomicUsize>,
+    /// The station's own light (预评), judged every minute.
+    pub light: crate::light::Current,
     /// Connection counts of the HTTP server.
     pub http: Arc<serve::ConnStats>,
     /// The kiosks besides the box's own screen (`[kiosk] keys_file`).

@@ -264,6 +264,8 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
         "0001",
         "综采一队",
         &since,
+        "1 人",
+        "超时",
     ] {
         assert!(
             roll.contains(want),

@@ -686,6 +686,9 @@ fn an_urgent_notice_is_read_before_the_answer_the_board_leads_with_overdue_and_o
     // the kiosk says so under the form until the count falls.
     b.click(&b.find("#confirm", wait));
     b.type_into(&b.find("#badge", wait), "0002\u{E007}");
+    b.wait_text("#must-read-title", wait, "the notice for her too", |t| {
+        t == "透水预警"
+    });
     b.click_live("#read-ok", wait);
     b.wait_text("#checkin-result", wait, "recorded and told", |t| {
         t.contains("王芳")
@@ -716,6 +719,20 @@ fn an_urgent_notice_is_read_before_the_answer_the_board_leads_with_overdue_and_o
     b.wait_text("#board-count", wait, "the overdue count on the tab", |t| {
         t == "1"
     });
+    // The station's own light in the header: red for the overdue
+    // rectification, with the reason.
+    b.wait_text(
+        "#light",
+        Duration::from_secs(25),
+        "the self-assessment",
+        |t| t == "本站预评 红灯",
+    );
+    let why = b
+        .execute("return document.getElementById('light').title")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("隐患整改超期 1 项"), "{why}");
     let _ = std::fs::create_dir_all(screenshots());
     b.screenshot(&screenshots().join("kiosk-board.png"));
     d.signal(libc::SIGTERM);

@@ -61,6 +61,10 @@ const T = {
     h_closed: "已销号",
     h_rejected: "已驳回",
     h_overdue: "整改超期",
+    self_light: "本站预评（按本站数据计算，与县工会季度亮灯同一规则）：",
+    light_green: "绿灯",
+    light_yellow: "黄灯",
+    light_red: "红灯",
     hazards_overdue: "{n} 项隐患已过整改期限仍未整改，请督促责任人。",
     ok: "正常",
     next_step: "下一步",
@@ -178,6 +182,10 @@ const T = {
     h_closed: "Closed",
     h_rejected: "Rejected",
     h_overdue: "Past its deadline",
+    self_light: "Self-assessment (from this station's data, by the county's quarterly rule): ",
+    light_green: "green",
+    light_yellow: "yellow",
+    light_red: "red",
     hazards_overdue: "{n} hazards are past their rectification deadline: chase their owners.",
     ok: "ok",
     next_step: "Next step",
@@ -316,6 +324,9 @@ function row(cells, cls) { const tr = el("tr", null, cls); cells.forEach((c) => 
 // What the tables show while the daemon is out of reach.
 function showLost() {
   $("link-lost").hidden = false;
+  // What only the daemon knows goes with it.
+  $("self-light").hidden = true;
+  $("hazards-overdue").hidden = true;
   $("link-lost").textContent = t("link_lost");
   $("beacon").className = "beacon unknown";
   const lostRow = (cols) => { const tr = el("tr", null, "nodata"); const td = el("td", t("link_lost")); td.colSpan = cols; tr.append(td); return tr; };
@@ -438,6 +449,14 @@ function heard(s) {
   $("beacon").className = "beacon " + s.beacon;
   showOutputs(s.outputs);
   showFeedback(s.feedback);
+  const light = s.light;
+  $("self-light").hidden = !light;
+  if (light) {
+    $("self-light").dataset.light = light.light;
+    $("self-light-word").className = "light " + light.light;
+    $("self-light-word").textContent = t("self_light") + t("light_" + light.light);
+    $("self-light-reasons").replaceChildren(...light.reasons.map((r) => el("li", lang === "en" ? r[1] : r[0])));
+  }
   $("hazards-overdue").hidden = !s.hazards_overdue;
   $("hazards-overdue").textContent = s.hazards_overdue ? t("hazards_overdue").replace("{n}", s.hazards_overdue) : "";
   const before = unacked;

@@ -63,6 +63,10 @@ const T = {
     down_since: "下井时间",
     more_alarms: "另有 {n} 个测点报警",
     county_notice: "通知",
+    light_word: "本站预评",
+    light_green: "绿灯",
+    light_yellow: "黄灯",
+    light_red: "红灯",
     must_read: "下井前请阅读县工会紧急通知，读完请点“已阅”",
     read_ok: "已阅",
     read_failed: "未能记录，请再点一次“已阅”",
@@ -134,6 +138,10 @@ const T = {
     down_since: "Down since",
     more_alarms: "{n} more channels in alarm",
     county_notice: "Notice",
+    light_word: "Self-assessment",
+    light_green: "green",
+    light_yellow: "yellow",
+    light_red: "red",
     must_read: "Before going down, read this urgent notice from the county union, then tap Read",
     read_ok: "Read",
     read_failed: "Not recorded; tap Read again",
@@ -280,6 +288,15 @@ function render(s) {
   $("beacon").title = linkLost ? t("link_lost") : s.beacon;
   $("link-lost").hidden = !linkLost;
   $("link-lost").textContent = linkLost ? t("link_lost") : "";
+  // The station's own light (预评); none without the daemon.
+  const light = linkLost ? null : s.light;
+  $("light").hidden = !light;
+  if (light) {
+    $("light").className = "light " + light.light;
+    $("light").dataset.light = light.light;
+    $("light").textContent = t("light_word") + " " + t("light_" + light.light);
+    $("light").title = light.reasons.map((r) => (lang === "en" ? r[1] : r[0])).join("；");
+  }
   const crowded = linkLost ? [] : s.crowded || [];
   $("crowded").hidden = crowded.length === 0;
   $("crowded").textContent = crowded.map((c) => (c.subject === "underground" ? t("crowded_all")
