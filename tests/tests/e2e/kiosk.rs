@@ -700,7 +700,7 @@ fn an_urgent_notice_is_read_before_the_answer_the_board_leads_with_overdue_and_o
         t.contains("井下已超员：2 人（核定 1 人）")
     });
     // The board, in one touch: the overdue hazard first, marked.
-    b.click_live(".rail [data-screen='board']", wait);
+    b.click_live(".rail [data-screen='lookup']", wait);
     b.wait_text("#board-rows tr:first-child", wait, "overdue first", |t| {
         t.contains(&tickets[1]) && t.contains("已超期")
     });

@@ -473,6 +473,8 @@ fn every_record_kind_arrives_with_the_documented_payload() {
                 | ("summary", Body::Summary(_))
                 | ("gap", Body::Gap(_))
                 | ("cmd_ack", Body::CmdAck(_))
+                | ("notice_read", Body::NoticeRead(_))
+                | ("light", Body::Light(_))
         );
         assert!(matches, "{} read as {body:?}", msg.kind);
     }
@@ -483,6 +485,7 @@ fn every_record_kind_arrives_with_the_documented_payload() {
         ("headcount", "checkin"),
         ("hazard", "hazard"),
         ("summary", "summary"),
+        ("light", "summary"),
     ] {
         for v in &by_kind[kind] {
             assert_eq!(v["schema"], "pithead/v1", "{v}");

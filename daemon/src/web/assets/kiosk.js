@@ -191,7 +191,7 @@ function show(name) {
   document.querySelectorAll(".rail [data-screen]").forEach((b) => b.classList.toggle("active", b.dataset.screen === name));
   clearTimeout(idleTimer);
   if (name === "home") $("badge").focus();
-  if (name === "board") loadBoard();
+  if (name === "lookup") loadBoard();
   else idleTimer = setTimeout(() => show("home"), IDLE_BACK);
 }
 
