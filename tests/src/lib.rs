@@ -175,12 +175,34 @@ pub fn lan_ip() -> std::net::IpAddr {
     ip
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A TCP port that was free a moment ago on every address, and that this
+/// test process has not handed out before. It is taken below the kernel's
+/// ephemeral range (32768–60999 on Linux), so the many outgoing connections
+/// of the tests running beside (HTTP clients, the browser, the brokers)
+/// cannot occupy it as their local port before the daemon binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    use std::sync::Mutex;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    // Spread the test processes of one run apart: each starts at its own
+    // place in the range.
+    let span = 12_000u32;
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(u32::try_from(Instant::now().elapsed().as_nanos() % 997).unwrap_or(0));
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for i in 0..span {
+        let port = u16::try_from(20_000 + (seed.wrapping_add(i.wrapping_mul(7919)) % span)).unwrap_or(20_000);
+        if given.contains(&port) {
+            continue;
+        }
+        let free = TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 /// [`minimal_config`] plus a roster of `miners` (badges 0000, 0001, …) and
