@@ -9,7 +9,8 @@
 //! - **yellow** when a general hazard is open longer than
 //!   `yellow_open_days`, the quarter had a power cut, the uplink was down
 //!   for more than `offline_hours` in the quarter, or a channel had no good
-//!   reading for more than `sensor_down_hours` of the quarter's minutes;
+//!   reading for more than `sensor_down_hours` of the quarter's minutes, or
+//!   (the station's own light) a sensor is past its calibration date;
 //! - **green** otherwise.
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,11 @@ pub struct Facts {
     pub sensor_down_hours: i64,
     /// That channel.
     pub sensor_down_channel: Option<String>,
+    /// Sensors with alarm levels whose last calibration (标校) is older
+    /// than the station's `calibration_days` (the station's own light; the
+    /// county does not see calibrations and counts 0).
+    #[serde(default)]
+    pub calibration_overdue: i64,
 }
 
 /// A light and why.
@@ -138,6 +144,15 @@ pub fn judge(rule: &Rule, f: &Facts) -> Light {
             format!(
                 "channel {ch} without a good reading {} hours this quarter",
                 f.sensor_down_hours
+            ),
+        ));
+    }
+    if f.calibration_overdue > 0 {
+        yellow.push((
+            format!("传感器标校超期 {} 个", f.calibration_overdue),
+            format!(
+                "{} sensor(s) past their calibration date",
+                f.calibration_overdue
             ),
         ));
     }

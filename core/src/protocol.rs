@@ -347,6 +347,10 @@ pub struct AlarmBody {
     pub by: Option<String>,
     /// When (RFC 3339).
     pub at: String,
+    /// Raised, or changed, while its channel was in calibration (标校):
+    /// a calibration alarm (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub calibration: bool,
 }
 
 /// A check-in or check-out attempt.
@@ -430,6 +434,14 @@ pub struct MinuteStats {
     pub count: i64,
     /// Readings in a special state.
     pub faults: i64,
+    /// Readings taken while the channel was in calibration (标校): in none
+    /// of the figures above (absent when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub calibrating: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// One channel's minutes in a summary.

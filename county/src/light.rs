@@ -102,6 +102,7 @@ pub async fn facts(
                     offline_hours: r.get::<_, Option<i64>>(7).unwrap_or(0),
                     sensor_down_hours: r.get::<_, Option<i64>>(8).unwrap_or(0),
                     sensor_down_channel: r.get(9),
+                    calibration_overdue: 0,
                 },
             )
         })

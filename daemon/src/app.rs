@@ -84,6 +84,7 @@ pub async fn run(
         store.clone(),
         Arc::clone(&config),
         alarm_events,
+        Arc::clone(&acquisition.calibrations),
     ));
     let roster_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tracker.spawn(store_up(
@@ -121,6 +122,7 @@ pub async fn run(
         Arc::clone(&config),
         Arc::clone(&uplink),
         Arc::clone(&light),
+        Arc::clone(&acquisition.calibrations),
         shutdown.clone(),
     ));
     tracker.spawn(crate::hazards::watch_deadlines(
@@ -143,10 +145,17 @@ pub async fn run(
         config.storage.data_dir.clone(),
         shutdown.clone(),
     ));
+    tracker.spawn(crate::acquisition::calibration::watch(
+        store.clone(),
+        config.channels.iter().map(|c| c.id.clone()).collect(),
+        Arc::clone(&acquisition.calibrations),
+        shutdown.clone(),
+    ));
     tracker.spawn(crate::acquisition::recorder::run(
         store.clone(),
         batches,
         acquisition.snapshot.clone(),
+        Arc::clone(&acquisition.calibrations),
         config.acquisition.raw_interval,
         shutdown.clone(),
     ));

@@ -88,7 +88,7 @@ pub fn facts(
     let open = "status NOT IN ('closed', 'rejected')";
     let down: Option<(String, i64)> = conn
         .query_row(
-            "SELECT channel, count(*) FROM aggregates WHERE minute_ms >= ?1 AND count = 0
+            "SELECT channel, count(*) FROM aggregates WHERE minute_ms >= ?1 AND count = 0 AND calibrating = 0
              GROUP BY channel ORDER BY 2 DESC, 1 LIMIT 1",
             [start_ms],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -122,6 +122,7 @@ pub fn facts(
         offline_hours: offline / 60,
         sensor_down_hours: down.as_ref().map_or(0, |(_, m)| m / 60),
         sensor_down_channel: down.filter(|(_, m)| *m >= 60).map(|(c, _)| c),
+        calibration_overdue: 0,
     };
     Ok((q, f))
 }
@@ -161,9 +162,11 @@ struct Sent {
 pub fn judge_and_send(
     conn: &Connection,
     cfg: &Config,
+    calibration_overdue: i64,
     now: SystemTime,
 ) -> Result<LightView, StoreError> {
-    let (q, f) = facts(conn, &cfg.light, now)?;
+    let (q, mut f) = facts(conn, &cfg.light, now)?;
+    f.calibration_overdue = calibration_overdue;
     let l = judge(&cfg.light, &f);
     let at = rfc3339(now);
     let sent: Option<Sent> = conn
@@ -222,6 +225,7 @@ pub async fn run(
     cfg: Arc<Config>,
     uplink: Arc<crate::sync::SyncStats>,
     current: Current,
+    calibrations: Arc<crate::acquisition::calibration::Calibrations>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(EVERY);
@@ -237,15 +241,29 @@ pub async fn run(
             && cfg.mqtt.enabled
             && !uplink.connected.load(std::sync::atomic::Ordering::Relaxed);
         first = false;
+        let now = SystemTime::now();
+        let late = cfg
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(i, ch)| {
+                !ch.levels.is_empty()
+                    && crate::acquisition::calibration::overdue(
+                        calibrations.last(*i),
+                        now,
+                        cfg.acquisition.calibration_days,
+                    )
+            })
+            .count();
+        let late = i64::try_from(late).unwrap_or(i64::MAX);
         let c = Arc::clone(&cfg);
         let r = store
             .write(Durability::Bulk, move |conn| {
-                let now = SystemTime::now();
                 if offline {
                     let (q, _) = quarter(conn, now)?;
                     add_offline(conn, &q, i64::try_from(EVERY.as_secs()).unwrap_or(10))?;
                 }
-                judge_and_send(conn, &c, now)
+                judge_and_send(conn, &c, late, now)
             })
             .await;
         match r {
@@ -297,11 +315,11 @@ mod tests {
         let c = db();
         let cfg = cfg();
         let now = SystemTime::now();
-        let v = judge_and_send(&c, &cfg, now).unwrap();
+        let v = judge_and_send(&c, &cfg, 0, now).unwrap();
         assert_eq!((v.light, v.reasons.len()), ("green", 0));
         assert!(v.quarter.contains("-Q"), "{}", v.quarter);
         assert_eq!(sent(&c), 1, "the first judgement is sent");
-        judge_and_send(&c, &cfg, now + Duration::from_secs(60)).unwrap();
+        judge_and_send(&c, &cfg, 0, now + Duration::from_secs(60)).unwrap();
         assert_eq!(sent(&c), 1, "unchanged: not again");
 
         // A power cut this quarter: yellow; an open major hazard: red.
@@ -312,7 +330,7 @@ mod tests {
             [&at],
         )
         .unwrap();
-        let v = judge_and_send(&c, &cfg, now + Duration::from_secs(120)).unwrap();
+        let v = judge_and_send(&c, &cfg, 0, now + Duration::from_secs(120)).unwrap();
         assert_eq!(v.light, "yellow", "{v:?}");
         assert_eq!(sent(&c), 2, "a change is sent");
         let report = crate::hazards::NewHazard {
@@ -326,7 +344,7 @@ mod tests {
         .validate()
         .unwrap();
         crate::hazards::create(&c, &cfg, &report, None, now).unwrap();
-        let v = judge_and_send(&c, &cfg, now + Duration::from_secs(180)).unwrap();
+        let v = judge_and_send(&c, &cfg, 0, now + Duration::from_secs(180)).unwrap();
         assert_eq!(v.light, "red");
         assert!(
             v.reasons.iter().any(|r| r.0 == "重大隐患未销号 1 项"),
@@ -342,9 +360,9 @@ mod tests {
         assert_eq!((f.unacknowledged, f.power_cuts, f.major_open), (1, 1, 1));
         // Unchanged for a day: sent again.
         let before = sent(&c);
-        judge_and_send(&c, &cfg, now + Duration::from_secs(200)).unwrap();
+        judge_and_send(&c, &cfg, 0, now + Duration::from_secs(200)).unwrap();
         let before = before.max(sent(&c));
-        judge_and_send(&c, &cfg, now + Duration::from_secs(200) + RESEND).unwrap();
+        judge_and_send(&c, &cfg, 0, now + Duration::from_secs(200) + RESEND).unwrap();
         assert_eq!(sent(&c), before + 1, "daily");
         let body: String = c
             .query_row(

@@ -100,7 +100,7 @@ pub fn summarize(
         return Ok(None);
     }
     let mut st = conn.prepare_cached(
-        "SELECT channel, minute_ms, min, max, mean, count, faults FROM aggregates
+        "SELECT channel, minute_ms, min, max, mean, count, faults, calibrating FROM aggregates
          WHERE minute_ms >= ?1 AND minute_ms < ?2 ORDER BY channel, minute_ms",
     )?;
     let mut channels: Vec<serde_json::Value> = Vec::new();
@@ -117,6 +117,7 @@ pub fn summarize(
                     .map(|m| pithead_core::decode::round_significant(m, 6)),
                 count: r.get(5)?,
                 faults: r.get(6)?,
+                calibrating: r.get(7)?,
             },
         ))
     })?;

@@ -189,9 +189,12 @@ pub fn free_port() -> u16 {
     let seed = std::process::id()
         .wrapping_mul(2_654_435_761)
         .wrapping_add(u32::try_from(Instant::now().elapsed().as_nanos() % 997).unwrap_or(0));
-    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for i in 0..span {
-        let port = u16::try_from(20_000 + (seed.wrapping_add(i.wrapping_mul(7919)) % span)).unwrap_or(20_000);
+        let port = u16::try_from(20_000 + (seed.wrapping_add(i.wrapping_mul(7919)) % span))
+            .unwrap_or(20_000);
         if given.contains(&port) {
             continue;
         }

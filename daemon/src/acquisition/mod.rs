@@ -9,6 +9,7 @@
 //! box does not have is a state, never a zero and never the last value.
 
 pub use pithead_core::decode;
+pub mod calibration;
 pub mod metrics;
 pub mod plan;
 mod poller;
@@ -149,6 +150,8 @@ pub struct Handle {
     pub metrics: Arc<Metrics>,
     /// The channels changed since the alarm task last looked.
     pub changes: Arc<Changes>,
+    /// Channels in calibration (标校), and their last calibration dates.
+    pub calibrations: Arc<calibration::Calibrations>,
 }
 
 /// How readings leave the bus tasks.
@@ -314,6 +317,7 @@ pub fn start(
             snapshot: rx,
             metrics,
             changes,
+            calibrations: Arc::new(calibration::Calibrations::new(cfg.channels.len())),
         },
         rec_rx,
     )

@@ -29,6 +29,9 @@ pub struct Aggregate {
     pub count: u32,
     /// Readings in a special state.
     pub faults: u32,
+    /// Readings taken while the channel was in calibration (标校): counted
+    /// apart, never in min, max or mean.
+    pub calibrating: u32,
 }
 
 impl Aggregate {
@@ -39,6 +42,7 @@ impl Aggregate {
             sum: 0.0,
             count: 0,
             faults: 0,
+            calibrating: 0,
         }
     }
 
@@ -106,14 +110,18 @@ fn minute_of(ms: i64) -> i64 {
 pub struct Minutes(BTreeMap<(i64, usize), Aggregate>);
 
 impl Minutes {
-    /// Adds one poll's readings.
-    pub fn add(&mut self, batch: &Batch) {
+    /// Adds one poll's readings; those of channels in calibration are
+    /// only counted.
+    pub fn add(&mut self, batch: &Batch, cal: &super::calibration::Calibrations) {
+        let any = cal.any();
         for (ci, r) in batch {
             let m = minute_of(unix_ms(r.wall));
-            self.0
-                .entry((m, *ci))
-                .or_insert_with(Aggregate::empty)
-                .add(r);
+            let a = self.0.entry((m, *ci)).or_insert_with(Aggregate::empty);
+            if any && cal.at(*ci, r.wall) {
+                a.calibrating += 1;
+            } else {
+                a.add(r);
+            }
         }
     }
 
@@ -137,15 +145,16 @@ fn write_aggregates(
 ) -> Result<(), StoreError> {
     // A minute written partly before a restart is merged, not replaced.
     let mut st = c.prepare_cached(
-        "INSERT INTO aggregates(channel, minute_ms, min, max, mean, count, faults)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO aggregates(channel, minute_ms, min, max, mean, count, faults, calibrating)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(channel, minute_ms) DO UPDATE SET
            min = CASE WHEN excluded.count = 0 THEN min WHEN count = 0 THEN excluded.min ELSE min(min, excluded.min) END,
            max = CASE WHEN excluded.count = 0 THEN max WHEN count = 0 THEN excluded.max ELSE max(max, excluded.max) END,
            mean = CASE WHEN count + excluded.count = 0 THEN NULL
                   ELSE (coalesce(mean, 0) * count + coalesce(excluded.mean, 0) * excluded.count) / (count + excluded.count) END,
            count = count + excluded.count,
-           faults = faults + excluded.faults",
+           faults = faults + excluded.faults,
+           calibrating = calibrating + excluded.calibrating",
     )?;
     for ((minute, ci), a) in rows {
         let good = a.count > 0;
@@ -157,6 +166,7 @@ fn write_aggregates(
             good.then(|| a.sum / f64::from(a.count)),
             a.count,
             a.faults,
+            a.calibrating,
         ))?;
     }
     Ok(())
@@ -177,6 +187,7 @@ pub async fn run(
     store: Store,
     mut batches: mpsc::Receiver<Batch>,
     snapshot: watch::Receiver<Snapshot>,
+    calibrations: std::sync::Arc<super::calibration::Calibrations>,
     raw_interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -197,7 +208,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(batch) = batches.recv() => minutes.add(&batch),
+            Some(batch) = batches.recv() => minutes.add(&batch, &calibrations),
             _ = tick.tick() => {
                 // Raw rows: each channel's current reading, once per reading.
                 let raw: Vec<(usize, Reading)> = snapshot
@@ -217,7 +228,7 @@ pub async fn run(
         }
     }
     while let Ok(batch) = batches.try_recv() {
-        minutes.add(&batch);
+        minutes.add(&batch, &calibrations);
     }
     flush(
         &store,
@@ -275,27 +286,46 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000); // a minute boundary
         let at = Instant::now();
         let mut m = Minutes::default();
-        m.add(&vec![
-            (0, Reading::ok(1.0, at, t0)),
-            (1, Reading::ok(5.0, at, t0)),
-        ]);
-        m.add(&vec![(
-            0,
-            Reading::ok(3.0, at, t0 + Duration::from_secs(30)),
-        )]);
-        m.add(&vec![(
-            0,
-            Reading::fault(
-                ReadingState::CommFault,
-                "x",
-                at,
-                t0 + Duration::from_secs(59),
-            ),
-        )]);
-        m.add(&vec![(
-            0,
-            Reading::ok(9.0, at, t0 + Duration::from_secs(61)),
-        )]);
+        let cal = crate::acquisition::calibration::Calibrations::new(2);
+        m.add(
+            &vec![(0, Reading::ok(1.0, at, t0)), (1, Reading::ok(5.0, at, t0))],
+            &cal,
+        );
+        m.add(
+            &vec![(0, Reading::ok(3.0, at, t0 + Duration::from_secs(30)))],
+            &cal,
+        );
+        m.add(
+            &vec![(
+                0,
+                Reading::fault(
+                    ReadingState::CommFault,
+                    "x",
+                    at,
+                    t0 + Duration::from_secs(59),
+                ),
+            )],
+            &cal,
+        );
+        m.add(
+            &vec![(0, Reading::ok(9.0, at, t0 + Duration::from_secs(61)))],
+            &cal,
+        );
+        // Channel 1 in calibration from t0 + 10 s: its readings are counted
+        // apart, not averaged with the air's.
+        cal.start(
+            1,
+            crate::acquisition::calibration::Calibration {
+                by: "王".into(),
+                reason: "标校".into(),
+                started: t0 + Duration::from_secs(10),
+                until: t0 + Duration::from_secs(600),
+            },
+        );
+        m.add(
+            &vec![(1, Reading::ok(2.0, at, t0 + Duration::from_secs(20)))],
+            &cal,
+        );
         let done = m.take_finished(t0 + Duration::from_secs(70), false);
         assert_eq!(done.len(), 2);
         let ((minute, ch), a) = done[0];
@@ -304,6 +334,8 @@ mod tests {
             (a.min, a.max, a.sum, a.count, a.faults),
             (1.0, 3.0, 4.0, 2, 1)
         );
+        let ((_, ch), b) = done[1];
+        assert_eq!((ch, b.count, b.calibrating, b.sum), (1, 1, 1, 5.0));
         assert_eq!(m.take_finished(t0 + Duration::from_secs(70), true).len(), 1);
     }
 
@@ -318,6 +350,7 @@ mod tests {
             sum,
             count,
             faults,
+            calibrating: 0,
         };
         let first = vec![((60_000, 0), a(1.0, 2.0, 3.0, 2, 0))];
         let second = vec![((60_000, 0), a(0.5, 1.0, 1.0, 2, 1))];

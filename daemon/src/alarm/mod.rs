@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::acquisition::calibration::Calibrations;
 use crate::acquisition::metrics::{FAST_BUCKETS, Histogram};
 use crate::acquisition::{Changes, Snapshot};
 use crate::config::Config;
@@ -768,7 +769,13 @@ async fn run(
 
 /// The payload of an alarm event in the event log and the outbox: the
 /// protocol's `alarm` body.
-fn payload(cfg: &Config, e: &AlarmEvent) -> serde_json::Value {
+fn payload(cfg: &Config, cal: &Calibrations, e: &AlarmEvent) -> serde_json::Value {
+    // Raised (or changed) while its channel was in calibration.
+    let calibration = cfg
+        .channels
+        .iter()
+        .position(|c| c.id == e.channel)
+        .is_some_and(|ch| cal.at(ch, e.at));
     serde_json::to_value(pithead_core::protocol::AlarmBody {
         county: cfg.station.county.clone(),
         station: cfg.station.id.clone(),
@@ -780,6 +787,7 @@ fn payload(cfg: &Config, e: &AlarmEvent) -> serde_json::Value {
         state: e.state,
         by: e.by.clone(),
         at: rfc3339(e.at),
+        calibration,
     })
     .unwrap_or_default()
 }
@@ -790,7 +798,12 @@ fn payload(cfg: &Config, e: &AlarmEvent) -> serde_json::Value {
 /// events wait in the bounded queue meanwhile (see [`queue`]): what the
 /// queue had to drop is counted and, once the store takes events again,
 /// recorded as an event of its own.
-pub async fn record(store: Store, cfg: Arc<Config>, queue: Arc<EventQueue>) {
+pub async fn record(
+    store: Store,
+    cfg: Arc<Config>,
+    queue: Arc<EventQueue>,
+    calibrations: Arc<Calibrations>,
+) {
     let mut retry = Duration::from_millis(500);
     let mut dropped_recorded = 0;
     loop {
@@ -801,7 +814,7 @@ pub async fn record(store: Store, cfg: Arc<Config>, queue: Arc<EventQueue>) {
             let dropped = queue.dropped();
             let rows: Vec<(AlarmEvent, serde_json::Value)> = batch
                 .iter()
-                .map(|p| (p.event.clone(), payload(&cfg, &p.event)))
+                .map(|p| (p.event.clone(), payload(&cfg, &calibrations, &p.event)))
                 .collect();
             let n = rows.len();
             let r = store

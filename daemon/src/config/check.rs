@@ -80,6 +80,13 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
             );
         }
     }
+    if !(1..=365).contains(&cfg.acquisition.calibration_days) {
+        p.add(
+            "acquisition.calibration_days",
+            format!("{} is outside 1..365", cfg.acquisition.calibration_days),
+            Some("AQ 1029 asks gas sensors to be calibrated every 15 days"),
+        );
+    }
     let l = &cfg.light;
     for (key, v) in [
         ("light.red_power_cuts", l.red_power_cuts),

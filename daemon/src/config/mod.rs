@@ -604,6 +604,10 @@ pub struct Acquisition {
     pub raw_interval: Duration,
     /// Read adjacent registers of a device in one request (max 125).
     pub coalesce: bool,
+    /// A sensor with alarm levels last calibrated (标校) longer ago than
+    /// this many days is flagged on the console and in the station's
+    /// light (AQ 1029: gas sensors every 15 days).
+    pub calibration_days: u32,
 }
 
 impl Default for Acquisition {
@@ -612,6 +616,7 @@ impl Default for Acquisition {
             warm_up: Duration::from_secs(30),
             raw_interval: Duration::from_secs(10),
             coalesce: true,
+            calibration_days: 15,
         }
     }
 }

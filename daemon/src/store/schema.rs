@@ -240,6 +240,21 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (notice, badge)
     ) WITHOUT ROWID;
     "#,
+    // v13: calibration (标校): who calibrated which sensor, when and why;
+    // readings taken meanwhile are counted apart in the aggregates.
+    r#"
+    ALTER TABLE aggregates ADD COLUMN calibrating INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE calibrations (
+        id         INTEGER PRIMARY KEY,
+        channel    TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        until      TEXT NOT NULL,
+        ended_at   TEXT,
+        by         TEXT NOT NULL,
+        reason     TEXT NOT NULL
+    );
+    CREATE INDEX calibrations_channel ON calibrations(channel, id);
+    "#,
 ];
 
 /// The version a database has after every migration.

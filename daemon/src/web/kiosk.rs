@@ -183,7 +183,10 @@ fn severity(level: &str) -> u8 {
 
 fn state_of(s: &AppState) -> KioskState {
     let alarms = s.alarms.state.borrow().clone();
-    let views = super::api::channel_views(&s.acquisition.snapshot.borrow());
+    let views = super::api::channel_views(
+        &s.acquisition.snapshot.borrow(),
+        &s.acquisition.calibrations,
+    );
     // The worst channel alarm: by level, then unacknowledged first, then
     // the latest.
     let mut worst: Option<&crate::alarm::AlarmView> = None;

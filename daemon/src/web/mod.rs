@@ -111,6 +111,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/channels", get(api::channels))
         .route("/api/v1/channels/{id}/trend", get(api::trend))
+        .route(
+            "/api/v1/channels/{id}/calibration",
+            post(api::calibration_start).delete(api::calibration_end),
+        )
+        .route("/api/v1/calibrations", get(api::calibrations))
         .route("/api/v1/devices", get(api::devices))
         .route("/api/v1/alarms", get(api::alarms))
         .route("/api/v1/alarms/{id}/ack", post(api::ack))

@@ -72,6 +72,7 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
         store.clone(),
         Arc::clone(&cfg),
         events,
+        Arc::default(),
     ));
     let state = AppState {
         sessions: Arc::new(crate::auth::Sessions::default()),

@@ -722,3 +722,152 @@ fn a_welded_contactor_is_feedback_fault_within_the_delay_and_a_healthy_cut_is_no
         .unwrap();
     assert!(n >= 2, "raised and acknowledged: {n}");
 }
+
+#[test]
+fn a_channel_in_calibration_is_marked_everywhere_kept_out_of_statistics_and_still_cuts_power() {
+    let (sim, dir, mut d, http) = start("normal", true);
+    wait(http, Duration::from_secs(10), "power on", |o, _| {
+        o["power_allowed"] == true
+    });
+    let auth = format!("Bearer {TOKEN}");
+    let call = |method: &str, path: &str, body: &str| -> (u16, Value) {
+        let (s, b) = http_request(http, method, path, &[("Authorization", &auth)], body).unwrap();
+        (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    };
+    // Bounded, with who and why.
+    let (s, v) = call(
+        "POST",
+        "/api/v1/channels/ch4/calibration",
+        "{\"minutes\": 121, \"reason\": \"标准气样\", \"by\": \"王班长\"}",
+    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad_minutes")), "{v}");
+    let (s, v) = call(
+        "POST",
+        "/api/v1/channels/ch4/calibration",
+        "{\"reason\": \"\", \"by\": \"王班长\"}",
+    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad_reason")), "{v}");
+    let (s, v) = call(
+        "POST",
+        "/api/v1/channels/ch4/calibration",
+        "{\"reason\": \"通标准气样 1.60%\", \"by\": \"王班长\"}",
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["guards_power"], true,
+        "the console says the cut still acts"
+    );
+    let until = v["calibration"]["until"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        "POST",
+        "/api/v1/channels/ch4/calibration",
+        "{\"reason\": \"x\", \"by\": \"王\"}",
+    );
+    assert_eq!(s, 409, "once at a time");
+    let (_, chans) = http_get(http, "/api/v1/channels").unwrap();
+    let chans: Value = serde_json::from_str(&chans).unwrap();
+    let ch4 = chans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "ch4")
+        .unwrap()
+        .clone();
+    assert_eq!(ch4["state"], "calibrating", "{ch4}");
+    assert_eq!(ch4["calibration_until"].as_str(), Some(until.as_str()));
+
+    // The kiosk shows 标校, never the test gas as air.
+    let b = pithead_e2e::webdriver::Browser::start(1024, 600);
+    b.open(&format!("http://{http}/"));
+    b.wait_text(
+        "[data-channel='ch4'] .status",
+        Duration::from_secs(15),
+        "标校 on the tile",
+        |t| t == "标校",
+    );
+    b.wait_text(
+        "[data-channel='ch4'] .value",
+        Duration::from_secs(5),
+        "no number",
+        |t| t == "标校中",
+    );
+
+    // The test gas crosses the power-cut level: power is cut all the same.
+    sim.control("set 1 input 0 160");
+    wait(
+        http,
+        Duration::from_secs(3),
+        "cut while calibrating",
+        |o, _| o["power_allowed"] == false,
+    );
+    sim.control("set 1 input 0 30");
+    ack_all(http, "王班长");
+    let (s, v) = call(
+        "DELETE",
+        "/api/v1/channels/ch4/calibration",
+        "{\"by\": \"王班长\"}",
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = call(
+        "DELETE",
+        "/api/v1/channels/ch4/calibration",
+        "{\"by\": \"王班长\"}",
+    );
+    assert_eq!(s, 404, "not calibrating any more");
+    wait(http, Duration::from_secs(5), "power back", |o, _| {
+        o["power_allowed"] == true
+    });
+    let (_, list) = call("GET", "/api/v1/calibrations", "");
+    let of = |id: &str| {
+        list["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        of("ch4")["last_calibrated"].is_string() && of("ch4")["overdue"] == false,
+        "{list}"
+    );
+    assert_eq!(of("co")["overdue"], true, "never calibrated: flagged");
+    drop(b);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).success());
+
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
+    let q = |sql: &str| -> i64 {
+        db.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    // The alarms raised meanwhile are calibration alarms, to the county too.
+    assert!(
+        q(
+            "SELECT count(*) FROM outbox WHERE kind = 'alarm' AND json_extract(payload, '$.channel') = 'ch4' \
+           AND json_extract(payload, '$.event') = 'raised' AND json_extract(payload, '$.calibration')"
+        ) >= 1
+    );
+    assert_eq!(
+        q(
+            "SELECT count(*) FROM outbox WHERE kind = 'alarm' AND json_extract(payload, '$.channel') = 'ch4' \
+           AND json_extract(payload, '$.event') = 'raised' AND json_extract(payload, '$.calibration') IS NULL"
+        ),
+        0,
+        "every ch4 alarm was raised while calibrating"
+    );
+    // Its readings meanwhile are counted apart, never in the statistics.
+    assert!(q("SELECT coalesce(sum(calibrating), 0) FROM aggregates WHERE channel = 'ch4'") > 0);
+    assert!(
+        q("SELECT count(*) FROM aggregates WHERE channel = 'ch4' AND max >= 1.6") == 0,
+        "the test gas is not in any minute's maximum"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM calibrations WHERE by = '王班长' AND ended_at IS NOT NULL"),
+        1
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM events WHERE kind LIKE 'calibration.%' AND actor = '王班长'"),
+        2
+    );
+}

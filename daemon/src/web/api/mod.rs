@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 mod alarms;
+mod calibration;
 mod checkins;
 mod hazards;
 mod roster;
@@ -21,6 +22,7 @@ mod session;
 mod telemetry;
 
 pub use alarms::*;
+pub use calibration::*;
 pub use checkins::*;
 pub use hazards::*;
 pub use roster::*;

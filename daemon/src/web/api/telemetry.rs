@@ -19,30 +19,49 @@ pub struct ChannelView {
     detail: Option<String>,
     /// When the reading was taken, RFC 3339 UTC.
     updated_at: String,
+    /// In calibration (state `calibrating`) until then, RFC 3339.
+    calibration_until: Option<String>,
 }
 
-/// Every channel's latest reading, as the API and the kiosk show it.
-pub fn channel_views(snap: &crate::acquisition::Snapshot) -> Vec<ChannelView> {
+/// Every channel's latest reading, as the API and the kiosk show it. A
+/// channel in calibration (标校) is `calibrating`: its value is the test
+/// gas's, which the kiosk does not show as air.
+pub fn channel_views(
+    snap: &crate::acquisition::Snapshot,
+    cal: &crate::acquisition::calibration::Calibrations,
+) -> Vec<ChannelView> {
     snap.info
         .iter()
         .zip(&snap.readings)
-        .map(|(i, r)| ChannelView {
-            id: i.id.clone(),
-            kind: i.kind,
-            unit: i.unit.clone(),
-            location: i.location.clone(),
-            name: i.name.clone(),
-            value: r.value,
-            state: r.state.as_str(),
-            detail: r.detail.as_deref().map(str::to_owned),
-            updated_at: crate::time::rfc3339(r.wall),
+        .enumerate()
+        .map(|(ch, (i, r))| {
+            let calibrating = cal.current(ch);
+            ChannelView {
+                id: i.id.clone(),
+                kind: i.kind,
+                unit: i.unit.clone(),
+                location: i.location.clone(),
+                name: i.name.clone(),
+                value: r.value,
+                state: if calibrating.is_some() {
+                    "calibrating"
+                } else {
+                    r.state.as_str()
+                },
+                detail: r.detail.as_deref().map(str::to_owned),
+                updated_at: crate::time::rfc3339(r.wall),
+                calibration_until: calibrating.map(|c| crate::time::rfc3339(c.until)),
+            }
         })
         .collect()
 }
 
 /// `GET /api/v1/channels`
 pub async fn channels(State(s): State<AppState>) -> Json<Vec<ChannelView>> {
-    Json(channel_views(&s.acquisition.snapshot.borrow()))
+    Json(channel_views(
+        &s.acquisition.snapshot.borrow(),
+        &s.acquisition.calibrations,
+    ))
 }
 
 /// `GET /metrics`: Prometheus text format.

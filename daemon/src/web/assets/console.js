@@ -61,6 +61,22 @@ const T = {
     h_closed: "已销号",
     h_rejected: "已驳回",
     h_overdue: "整改超期",
+    calibration: "标校",
+    calibration_note: "标校期间该测点显示“标校”，读数不计入统计，报警标记为标校报警；断电功能仍然有效：达到断电值照常断电。",
+    channel: "测点",
+    cal_state: "标校",
+    last_calibrated: "上次标校",
+    cal_action: "操作",
+    cal_until: "标校中，至 {t}（{by}：{why}）",
+    cal_overdue: "已超过 {d} 天未标校",
+    cal_never: "无记录",
+    cal_start: "开始标校",
+    cal_end: "结束标校",
+    cal_minutes: "分钟",
+    cal_reason: "原因（如：通标准气样）",
+    cal_started: "已开始标校，至 {t}",
+    cal_guard: "该测点在标校期间仍会断电",
+    cal_ended: "已结束标校",
     self_light: "本站预评（按本站数据计算，与县工会季度亮灯同一规则）：",
     light_green: "绿灯",
     light_yellow: "黄灯",
@@ -182,6 +198,22 @@ const T = {
     h_closed: "Closed",
     h_rejected: "Rejected",
     h_overdue: "Past its deadline",
+    calibration: "Calibration",
+    calibration_note: "While calibrating, the channel shows CALIBRATING, its readings stay out of the statistics and its alarms are marked as calibration alarms; power-cut protection still acts: at the power-cut level power is cut as always.",
+    channel: "Channel",
+    cal_state: "Calibration",
+    last_calibrated: "Last calibrated",
+    cal_action: "Action",
+    cal_until: "calibrating until {t} ({by}: {why})",
+    cal_overdue: "not calibrated for over {d} days",
+    cal_never: "never",
+    cal_start: "Start calibration",
+    cal_end: "End calibration",
+    cal_minutes: "minutes",
+    cal_reason: "reason (e.g. standard gas)",
+    cal_started: "calibrating until {t}",
+    cal_guard: "this channel still cuts power while calibrating",
+    cal_ended: "calibration ended",
     self_light: "Self-assessment (from this station's data, by the county's quarterly rule): ",
     light_green: "green",
     light_yellow: "yellow",
@@ -559,17 +591,63 @@ async function sensors() {
   const chosen = sel.value;
   sel.replaceChildren();
   for (const c of Array.isArray(chans) ? chans : []) {
-    const tile = el("div", null, "tile " + (c.state === "ok" ? "ok" : "fault"));
+    const tile = el("div", null, "tile " + (c.state === "ok" ? "ok" : c.state === "calibrating" ? "calibrating" : "fault"));
     tile.dataset.channel = c.id;
     tile.append(el("div", Common.label(c, lang), "name"));
-    tile.append(el("div", c.state === "ok" && typeof c.value === "number" ? Common.formatValue(c.value) + " " + c.unit : t(c.state), "value"));
+    // In calibration the supervisor sees the test gas's value, marked.
+    const shown = (c.state === "ok" || c.state === "calibrating") && typeof c.value === "number" ? Common.formatValue(c.value) + " " + c.unit : "";
+    tile.append(el("div", c.state === "calibrating" ? t("calibrating") + " " + shown : shown || t(c.state), "value"));
     tile.append(el("div", c.location, "loc"));
     tile.append(el("div", c.id, "id"));
     tiles.append(tile);
     const o = el("option", Common.label(c, lang) + " · " + c.id); o.value = c.id; sel.append(o);
   }
   if (chosen) sel.value = chosen;
+  await calibrations(Array.isArray(chans) ? chans : []);
   if (sel.value) await trend(sel.value);
+}
+
+// Calibration (标校): start with a time and a reason, end early; the date
+// of each sensor's last calibration, flagged when too old.
+async function calibrations(chans) {
+  const { data } = await api("GET", "/api/v1/calibrations");
+  if (linkLost || !data) return;
+  const byId = Object.fromEntries(chans.map((c) => [c.id, c]));
+  const body = $("calibration-rows"); body.replaceChildren();
+  for (const c of data.channels || []) {
+    const ch = byId[c.channel];
+    const name = ch ? Common.label(ch, lang) + " · " + c.channel : c.channel;
+    const cal = c.calibration;
+    const state = cal ? t("cal_until").replace("{t}", time(cal.until)).replace("{by}", cal.by).replace("{why}", cal.reason)
+      : c.overdue ? t("cal_overdue").replace("{d}", data.calibration_days) : "";
+    const last = c.last_calibrated ? time(c.last_calibrated) : t("cal_never");
+    let action;
+    if (cal) {
+      action = el("button", t("cal_end"));
+      action.type = "button";
+      action.dataset.end = c.channel;
+      action.addEventListener("click", async () => {
+        const { status, data: d } = await api("DELETE", "/api/v1/channels/" + encodeURIComponent(c.channel) + "/calibration");
+        say("calibration-result", status === 200 ? name + " " + t("cal_ended") : message(d), status === 200);
+        sensors();
+      });
+    } else {
+      action = el("form", null, "checkout");
+      action.dataset.start = c.channel;
+      const minutes = el("input"); minutes.name = "minutes"; minutes.type = "number"; minutes.min = 1; minutes.max = 120; minutes.value = 30; minutes.style.width = "5rem";
+      const reason = el("input"); reason.name = "reason"; reason.maxLength = 200; reason.placeholder = t("cal_reason");
+      const go = el("button", t("cal_start")); go.type = "submit";
+      action.append(minutes, el("span", t("cal_minutes")), reason, go);
+      action.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        const { status, data: d } = await api("POST", "/api/v1/channels/" + encodeURIComponent(c.channel) + "/calibration", { minutes: Number(minutes.value), reason: reason.value });
+        const ok = status === 201;
+        say("calibration-result", ok ? name + " " + t("cal_started").replace("{t}", time(d.calibration.until)) + (d.guards_power ? "。" + t("cal_guard") : "") : message(d), ok);
+        sensors();
+      });
+    }
+    body.append(row([name, state, last, action], cal ? "calibrating" : c.overdue ? "warning" : ""));
+  }
 }
 
 async function trend(id) {
