@@ -44,6 +44,89 @@ pub enum Grade {
     Major,
 }
 
+/// The category of a major hazard, one of the fifteen of 煤矿重大事故隐患
+/// 判定标准 (应急管理部令第 4 号, 2020, in force 2021-01-01), article 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MajorCategory {
+    /// 超能力、超强度或者超定员组织生产.
+    OverCapacity,
+    /// 瓦斯超限作业.
+    GasOverLimit,
+    /// 煤与瓦斯突出矿井，未依照规定实施防突出措施.
+    OutburstPrevention,
+    /// 高瓦斯矿井未建立瓦斯抽采系统和监控系统，或者系统不能正常运行.
+    GasDrainageMonitoring,
+    /// 通风系统不完善、不可靠.
+    Ventilation,
+    /// 有严重水患，未采取有效措施.
+    WaterHazard,
+    /// 超层越界开采.
+    OutOfBounds,
+    /// 有冲击地压危险，未采取有效措施.
+    RockBurst,
+    /// 自然发火严重，未采取有效措施.
+    SpontaneousCombustion,
+    /// 使用明令禁止使用或者淘汰的设备、工艺.
+    BannedEquipment,
+    /// 煤矿没有双回路供电系统.
+    NoDualPower,
+    /// 新建煤矿边建设边生产；改扩建期间在改扩建区域生产，或其他区域超出安全设计.
+    BuildingWhileProducing,
+    /// 整体承包后未重新取得或变更安全生产许可证而生产，承包方再次转包，或井下采掘、井巷维修劳务承包.
+    IllegalContracting,
+    /// 改制期间未明确安全生产责任人和安全管理机构，或改制后未重新取得或变更采矿许可证、安全生产许可证和营业执照.
+    Restructuring,
+    /// 其他重大事故隐患.
+    Other,
+}
+
+impl MajorCategory {
+    /// Every category, in the standard's order.
+    pub const ALL: [MajorCategory; 15] = [
+        MajorCategory::OverCapacity,
+        MajorCategory::GasOverLimit,
+        MajorCategory::OutburstPrevention,
+        MajorCategory::GasDrainageMonitoring,
+        MajorCategory::Ventilation,
+        MajorCategory::WaterHazard,
+        MajorCategory::OutOfBounds,
+        MajorCategory::RockBurst,
+        MajorCategory::SpontaneousCombustion,
+        MajorCategory::BannedEquipment,
+        MajorCategory::NoDualPower,
+        MajorCategory::BuildingWhileProducing,
+        MajorCategory::IllegalContracting,
+        MajorCategory::Restructuring,
+        MajorCategory::Other,
+    ];
+
+    /// The standard's words for it.
+    pub fn zh(self) -> &'static str {
+        match self {
+            MajorCategory::OverCapacity => "超能力、超强度或者超定员组织生产",
+            MajorCategory::GasOverLimit => "瓦斯超限作业",
+            MajorCategory::OutburstPrevention => "煤与瓦斯突出矿井未依照规定实施防突出措施",
+            MajorCategory::GasDrainageMonitoring => {
+                "高瓦斯矿井未建立瓦斯抽采系统和监控系统，或者系统不能正常运行"
+            }
+            MajorCategory::Ventilation => "通风系统不完善、不可靠",
+            MajorCategory::WaterHazard => "有严重水患，未采取有效措施",
+            MajorCategory::OutOfBounds => "超层越界开采",
+            MajorCategory::RockBurst => "有冲击地压危险，未采取有效措施",
+            MajorCategory::SpontaneousCombustion => "自然发火严重，未采取有效措施",
+            MajorCategory::BannedEquipment => "使用明令禁止使用或者淘汰的设备、工艺",
+            MajorCategory::NoDualPower => "煤矿没有双回路供电系统",
+            MajorCategory::BuildingWhileProducing => "边建设边生产，或改扩建期间违规生产",
+            MajorCategory::IllegalContracting => "违规承包、转包或劳务承包",
+            MajorCategory::Restructuring => {
+                "改制期间未明确安全生产责任人和安全管理机构，或证照未重新取得、变更"
+            }
+            MajorCategory::Other => "其他重大事故隐患",
+        }
+    }
+}
+
 /// Where a hazard is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -224,6 +307,15 @@ pub struct Step {
     /// For `assigned`: the measures.
     #[serde(default)]
     pub measures: Option<String>,
+    /// For `assigned`: the funds set aside (资金), e.g. `5 万元`.
+    #[serde(default)]
+    pub funds: Option<String>,
+    /// For `assigned`: the emergency plan while it is rectified (预案).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// For `assigned` of a major hazard: which of the fifteen categories.
+    #[serde(default)]
+    pub major_category: Option<MajorCategory>,
 }
 
 impl Step {
@@ -260,12 +352,25 @@ impl Step {
             ));
         }
         if s.status != Status::Assigned
-            && (s.owner.is_some() || s.deadline.is_some() || s.measures.is_some())
+            && (s.owner.is_some()
+                || s.deadline.is_some()
+                || s.measures.is_some()
+                || s.funds.is_some()
+                || s.plan.is_some()
+                || s.major_category.is_some())
         {
             return Err(invalid(
-                "负责人、整改期限和整改措施只在“指派整改”时填写",
-                "owner, deadline and measures go with status `assigned` only",
+                "负责人、整改期限、措施、资金、预案和重大隐患类别只在“指派整改”时填写",
+                "owner, deadline, measures, funds, plan and major_category go with status `assigned` only",
             ));
+        }
+        for (v, zh, en) in [
+            (&mut s.funds, "整改资金", "funds"),
+            (&mut s.plan, "应急预案", "plan"),
+        ] {
+            if let Some(t) = v.as_deref() {
+                *v = Some(text(t, MAX_FIELD, zh, en)?);
+            }
         }
         if s.status == Status::Assigned {
             s.owner = Some(text(
@@ -290,6 +395,31 @@ impl Step {
             s.deadline = Some(crate::time::rfc3339(parsed));
         }
         Ok(s)
+    }
+}
+
+impl Step {
+    /// A major hazard's assignment must have the "five in place" (五落实:
+    /// 责任、措施、资金、时限、预案 — owner, measures, funds, deadline,
+    /// plan) and its category of the fifteen (given now, or before). Checked
+    /// after [`Step::check`], which has the owner, measures and deadline.
+    pub fn five_in_place(&self, grade: Grade, known: Option<MajorCategory>) -> Result<(), Invalid> {
+        if self.status != Status::Assigned || grade != Grade::Major {
+            return Ok(());
+        }
+        if self.funds.is_none() || self.plan.is_none() {
+            return Err(invalid(
+                "重大隐患指派整改须“五落实”：责任人、措施、资金、时限、预案均须填写",
+                "a major hazard is assigned with the five in place: owner, measures, funds, deadline and plan",
+            ));
+        }
+        if self.major_category.or(known).is_none() {
+            return Err(invalid(
+                "重大隐患须选择《煤矿重大事故隐患判定标准》中的类别",
+                "a major hazard needs its category of the fifteen of the national standard (major_category)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -319,6 +449,15 @@ pub struct Hazard {
     pub deadline: Option<String>,
     /// Measures.
     pub measures: Option<String>,
+    /// Funds set aside (资金).
+    #[serde(default)]
+    pub funds: Option<String>,
+    /// Emergency plan while rectified (预案).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// A major hazard's category of the fifteen.
+    #[serde(default)]
+    pub major_category: Option<MajorCategory>,
     /// Past its deadline and not yet rectified.
     pub overdue: bool,
     /// RFC 3339.
@@ -342,6 +481,8 @@ pub struct PublicHazard {
     pub location: String,
     /// Grade.
     pub grade: Grade,
+    /// A major hazard's category of the fifteen.
+    pub major_category: Option<MajorCategory>,
     /// Whether a photo is attached (served by ticket, stripped).
     pub photo: bool,
     /// Where it is in its lifecycle.
@@ -376,6 +517,7 @@ impl From<Hazard> for PublicHazard {
             category: h.category,
             location: h.location,
             grade: h.grade,
+            major_category: h.major_category,
             photo: h.photo.is_some(),
             status: h.status,
             deadline: h.deadline,
@@ -411,6 +553,28 @@ pub struct StepRecord {
 #[cfg(test)]
 mod tests {
     use super::Status::{self, *};
+
+    #[test]
+    fn the_fifteen_major_categories_have_their_names_and_words() {
+        use super::MajorCategory;
+        let names: std::collections::BTreeSet<String> = MajorCategory::ALL
+            .iter()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(names.len(), 15);
+        assert!(names.contains("water_hazard") && names.contains("no_dual_power"));
+        assert!(MajorCategory::ALL.iter().all(|c| !c.zh().is_empty()));
+        assert_eq!(
+            serde_json::from_str::<MajorCategory>("\"gas_over_limit\"").unwrap(),
+            MajorCategory::GasOverLimit
+        );
+    }
 
     #[test]
     fn the_next_steps_follow_the_lifecycle_usual_one_first() {

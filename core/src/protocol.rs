@@ -681,6 +681,15 @@ pub struct HazardUpdate {
     /// For `assigned`: the measures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measures: Option<String>,
+    /// For `assigned`: the funds (资金; required for a major hazard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funds: Option<String>,
+    /// For `assigned`: the plan (预案; required for a major hazard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// For `assigned` of a major hazard: its category of the fifteen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major_category: Option<crate::hazard::MajorCategory>,
 }
 
 /// `cmd/resend`: send a range of numbers again.

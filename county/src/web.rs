@@ -1097,6 +1097,12 @@ struct HazardAction {
     deadline: Option<String>,
     #[serde(default)]
     measures: Option<String>,
+    #[serde(default)]
+    funds: Option<String>,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    major_category: Option<pithead_core::hazard::MajorCategory>,
 }
 
 /// `POST /api/v1/stations/{county}/{station}/hazards/{ticket}`
@@ -1123,17 +1129,27 @@ async fn hazard_update(
         }
     };
     let db = web.pool.get().await.map_err(db_error)?;
-    let current: Option<String> = db
+    let current: Option<(String, Option<String>, Option<String>)> = db
         .query_opt(
-            "SELECT status FROM hazard_current WHERE county = $1 AND station = $2 AND ticket = $3",
+            "SELECT status, record->>'grade', record->>'major_category' FROM hazard_current
+             WHERE county = $1 AND station = $2 AND ticket = $3",
             &[&county, &id, &ticket],
         )
         .await
         .map_err(db_error)?
-        .map(|r| r.get(0));
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
+    let grade = current
+        .as_ref()
+        .and_then(|c| c.1.clone())
+        .and_then(|g| serde_json::from_value(g.into()).ok())
+        .unwrap_or(pithead_core::hazard::Grade::General);
+    let known = current
+        .as_ref()
+        .and_then(|c| c.2.clone())
+        .and_then(|g| serde_json::from_value(g.into()).ok());
     let Some(from) = current
-        .as_deref()
-        .and_then(pithead_core::hazard::Status::parse)
+        .as_ref()
+        .and_then(|c| pithead_core::hazard::Status::parse(&c.0))
     else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -1157,6 +1173,9 @@ async fn hazard_update(
         owner: None,
         deadline: None,
         measures: None,
+        funds: None,
+        plan: None,
+        major_category: None,
     };
     if let Some(status) = a.status {
         // The station's own rules, so the county cannot ask what it would
@@ -1168,13 +1187,20 @@ async fn hazard_update(
             owner: a.owner,
             deadline: a.deadline,
             measures: a.measures,
+            funds: a.funds,
+            plan: a.plan,
+            major_category: a.major_category,
         }
         .check(from)
+        .and_then(|s| s.five_in_place(grade, known).map(|()| s))
         .map_err(|e| ApiError(StatusCode::CONFLICT, "bad_step", e.zh, e.en))?;
         update.status = Some(step.status);
         update.owner = step.owner;
         update.deadline = step.deadline;
         update.measures = step.measures;
+        update.funds = step.funds;
+        update.plan = step.plan;
+        update.major_category = step.major_category;
     } else if comment.as_ref().is_none_or(|c| c.chars().count() > 2000) {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,

@@ -107,17 +107,25 @@ pub fn step(
     let Some(current) = get(conn, ticket, at)? else {
         return Ok(Err(StepError::NotFound));
     };
-    let checked = s.clone().check(current.status);
+    let checked = s.clone().check(current.status).and_then(|s| {
+        s.five_in_place(current.grade, current.major_category)
+            .map(|()| s)
+    });
     let s = match checked {
         Ok(s) => s,
         Err(e) => return Ok(Err(StepError::Invalid(e))),
     };
     let at_s = rfc3339(at);
+    let major = s
+        .major_category
+        .and_then(|c| serde_json::to_value(c).ok())
+        .and_then(|v| v.as_str().map(str::to_owned));
     conn.execute(
         "UPDATE hazards SET status = ?2, updated_at = ?3,
-           owner = coalesce(?4, owner), deadline = coalesce(?5, deadline), measures = coalesce(?6, measures)
+           owner = coalesce(?4, owner), deadline = coalesce(?5, deadline), measures = coalesce(?6, measures),
+           funds = coalesce(?7, funds), plan = coalesce(?8, plan), major_category = coalesce(?9, major_category)
          WHERE ticket = ?1",
-        (ticket, s.status.as_str(), &at_s, &s.owner, &s.deadline, &s.measures),
+        (ticket, s.status.as_str(), &at_s, &s.owner, &s.deadline, &s.measures, &s.funds, &s.plan, &major),
     )?;
     conn.execute(
         "INSERT INTO hazard_steps(hazard_id, status, by, note, at)
@@ -135,7 +143,7 @@ pub fn get(conn: &Connection, ticket: &str, now: SystemTime) -> Result<Option<Ha
     let row = conn
         .query_row(
             "SELECT id, ticket, category, location, grade, description, photo, reporter, status, owner, deadline,
-                    measures, reported_at, updated_at FROM hazards WHERE ticket = ?1",
+                    measures, reported_at, updated_at, funds, plan, major_category FROM hazards WHERE ticket = ?1",
             [ticket],
             |r| {
                 Ok((
@@ -144,6 +152,7 @@ pub fn get(conn: &Connection, ticket: &str, now: SystemTime) -> Result<Option<Ha
                     (r.get::<_, String>(5)?, r.get::<_, Option<String>>(6)?, r.get::<_, Option<String>>(7)?),
                     (r.get::<_, String>(8)?, r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?),
                     (r.get::<_, Option<String>>(11)?, r.get::<_, String>(12)?, r.get::<_, String>(13)?),
+                    (r.get::<_, Option<String>>(14)?, r.get::<_, Option<String>>(15)?, r.get::<_, Option<String>>(16)?),
                 ))
             },
         )
@@ -154,6 +163,7 @@ pub fn get(conn: &Connection, ticket: &str, now: SystemTime) -> Result<Option<Ha
         (description, photo, reporter),
         (status, owner, deadline),
         (measures, reported_at, updated_at),
+        (funds, plan, major_category),
     )) = row
     else {
         return Ok(None);
@@ -189,6 +199,12 @@ pub fn get(conn: &Connection, ticket: &str, now: SystemTime) -> Result<Option<Ha
         owner,
         deadline,
         measures,
+        funds,
+        plan,
+        major_category: major_category
+            .as_deref()
+            .map(|c| stored(c, |c| serde_json::from_value(c.into()).ok()))
+            .transpose()?,
         overdue,
         reported_at,
         updated_at,
@@ -267,6 +283,8 @@ pub struct BoardEntry {
     pub location: String,
     /// Grade.
     pub grade: Grade,
+    /// A major hazard's category of the fifteen.
+    pub major_category: Option<pithead_core::hazard::MajorCategory>,
     /// Where it is in its lifecycle.
     pub status: Status,
     /// Rectification deadline, RFC 3339.
@@ -294,6 +312,7 @@ pub fn board(conn: &Connection, now: SystemTime) -> Result<Vec<BoardEntry>, Stor
                 category: h.category,
                 location: h.location,
                 grade: h.grade,
+                major_category: h.major_category,
                 status: h.status,
                 deadline: h.deadline,
                 overdue: h.overdue,

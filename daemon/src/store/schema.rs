@@ -255,6 +255,13 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX calibrations_channel ON calibrations(channel, id);
     "#,
+    // v14: a major hazard's category of the fifteen, and the rest of the
+    // "five in place" of its assignment (funds, plan).
+    r#"
+    ALTER TABLE hazards ADD COLUMN major_category TEXT;
+    ALTER TABLE hazards ADD COLUMN funds TEXT;
+    ALTER TABLE hazards ADD COLUMN plan TEXT;
+    "#,
 ];
 
 /// The version a database has after every migration.

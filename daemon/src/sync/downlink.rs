@@ -174,6 +174,9 @@ pub fn handle(
                         owner: u.owner.clone(),
                         deadline: u.deadline.clone(),
                         measures: u.measures.clone(),
+                        funds: u.funds.clone(),
+                        plan: u.plan.clone(),
+                        major_category: u.major_category,
                     };
                     match hazards::step(conn, cfg, &u.ticket, &step, now)? {
                         Ok(_) => {}
@@ -723,11 +726,16 @@ mod tests {
             r#"{"schema":"pithead/v1","msg_id":"h8","ticket":"ZZZZZZ","status":"acknowledged"}"#
                 .into()
         )));
-        // Assigned by the county, with the owner and deadline.
+        // A major hazard assigned by the county: without the five in place
+        // it is refused as the console's would be; with them, done.
+        assert!(refused(run(msg(
+            "h9a",
+            r#","status":"assigned","owner":"李工","deadline":"2999-01-01T08:00:00Z","measures":"补打锚杆""#
+        ))));
         assert_eq!(
             run(msg(
                 "h9",
-                r#","status":"assigned","owner":"李工","deadline":"2999-01-01T08:00:00Z","measures":"补打锚杆","comment":"限期整改""#
+                r#","status":"assigned","owner":"李工","deadline":"2999-01-01T08:00:00Z","measures":"补打锚杆","funds":"3 万元","plan":"冒顶撤人预案","major_category":"other","comment":"限期整改""#
             )),
             Some(CommandOutcome::Accepted)
         );

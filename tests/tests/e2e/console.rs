@@ -315,7 +315,9 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
     });
     let fill = format!(
         "const f = document.querySelector(\"{card} form\"); f.elements.owner.value = '李工'; \
-         f.elements.measures.value = '加强支护'; f.elements.deadline.value = '2030-12-31T12:00';"
+         f.elements.measures.value = '加强支护'; f.elements.deadline.value = '2030-12-31T12:00'; \
+         if (f.elements.funds) {{ f.elements.funds.value = '3 万元'; f.elements.plan.value = '冒顶撤人预案'; }} \
+         if (f.elements.major_category) f.elements.major_category.value = 'other';"
     );
     step("assigned", &fill);
     b.wait_text(&card, wait, "assigned", |t| t.contains("整改中"));

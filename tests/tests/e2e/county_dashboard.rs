@@ -241,7 +241,7 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     let bearer = format!("Bearer {}", pithead_e2e::TEST_TOKEN);
     for step in [
         r#"{"status":"acknowledged","by":"王班长"}"#,
-        r#"{"status":"assigned","by":"王班长","owner":"李工","measures":"加强支护","deadline":"2026-01-05T00:00:00Z"}"#,
+        r#"{"status":"assigned","by":"王班长","owner":"李工","measures":"加强支护","deadline":"2026-01-05T00:00:00Z","funds":"5 万元","plan":"撤人预案 A","major_category":"water_hazard"}"#,
     ] {
         let (s, b) = http_request(
             http,

@@ -108,13 +108,48 @@ fn a_report_gets_a_ticket_and_goes_through_the_closed_loop() {
         true,
     );
     assert_eq!(s, 409, "assigning needs measures and a deadline: {v}");
+    // A major hazard: the five in place, and its category of the fifteen.
     let (s, v) = post(
         http,
         &steps,
         "{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李工\", \"measures\": \"加强支护\", \"deadline\": \"2020-01-01T08:00:00Z\"}",
         true,
     );
+    assert_eq!(s, 409, "no funds, no plan: {v}");
+    assert!(
+        v["message_zh"].as_str().unwrap_or("").contains("五落实"),
+        "{v}"
+    );
+    let (s, v) = post(
+        http,
+        &steps,
+        "{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李工\", \"measures\": \"加强支护\", \"deadline\": \"2020-01-01T08:00:00Z\", \"funds\": \"3 万元\", \"plan\": \"顶板冒落撤人预案\"}",
+        true,
+    );
+    assert_eq!(s, 409, "no category: {v}");
+    let (s, v) = post(
+        http,
+        &steps,
+        "{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李工\", \"measures\": \"加强支护\", \"deadline\": \"2020-01-01T08:00:00Z\", \"funds\": \"3 万元\", \"plan\": \"顶板冒落撤人预案\", \"major_category\": \"no_such\"}",
+        true,
+    );
+    assert_eq!(s, 400, "a category the standard does not have: {v}");
+    let (s, v) = post(
+        http,
+        &steps,
+        "{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李工\", \"measures\": \"加强支护\", \"deadline\": \"2020-01-01T08:00:00Z\", \"funds\": \"3 万元\", \"plan\": \"顶板冒落撤人预案\", \"major_category\": \"other\"}",
+        true,
+    );
     assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["funds"].as_str(),
+            v["plan"].as_str(),
+            v["major_category"].as_str()
+        ),
+        (Some("3 万元"), Some("顶板冒落撤人预案"), Some("other")),
+        "{v}"
+    );
     assert_eq!(v["overdue"], true, "past its deadline: {v}");
     assert_eq!(
         post(
@@ -553,7 +588,7 @@ fn a_passed_deadline_is_recorded_once_told_to_the_county_and_leads_the_public_bo
             http,
             &format!("/api/v1/hazards/{ticket}/steps"),
             &format!(
-                "{{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李四\", \"measures\": \"排水\", \"deadline\": \"{d}\"}}"
+                "{{\"status\": \"assigned\", \"by\": \"王班长\", \"owner\": \"李四\", \"measures\": \"排水\", \"deadline\": \"{d}\", \"funds\": \"2 万元\", \"plan\": \"透水撤人预案\", \"major_category\": \"water_hazard\"}}"
             ),
             true,
         );

@@ -85,6 +85,9 @@ const T = {
     ok: "正常",
     next_step: "下一步",
     measures: "整改措施",
+    funds: "整改资金",
+    plan: "应急预案",
+    major_category: "重大隐患类别",
     note: "备注",
     save: "提交",
     uplink_on: "上报已连接",
@@ -222,6 +225,9 @@ const T = {
     ok: "ok",
     next_step: "Next step",
     measures: "Measures",
+    funds: "Funds",
+    plan: "Plan",
+    major_category: "Major hazard category",
     note: "Note",
     save: "Save",
     uplink_on: "uplink connected",
@@ -560,18 +566,48 @@ async function hazards() {
   }
 }
 
+// The fifteen categories of 煤矿重大事故隐患判定标准 (2020).
+const MAJOR_CATEGORIES = [
+  ["over_capacity", "超能力、超强度或者超定员组织生产", "Over capacity, intensity or staffing"],
+  ["gas_over_limit", "瓦斯超限作业", "Working with gas over the limit"],
+  ["outburst_prevention", "突出矿井未实施防突出措施", "Outburst prevention not carried out"],
+  ["gas_drainage_monitoring", "高瓦斯矿井无抽采、监控系统或不能正常运行", "High-gas mine without working drainage or monitoring"],
+  ["ventilation", "通风系统不完善、不可靠", "Ventilation incomplete or unreliable"],
+  ["water_hazard", "有严重水患，未采取有效措施", "Serious water hazard without measures"],
+  ["out_of_bounds", "超层越界开采", "Mining beyond the licensed seams or bounds"],
+  ["rock_burst", "有冲击地压危险，未采取有效措施", "Rock-burst risk without measures"],
+  ["spontaneous_combustion", "自然发火严重，未采取有效措施", "Serious spontaneous combustion without measures"],
+  ["banned_equipment", "使用明令禁止或淘汰的设备、工艺", "Banned or obsolete equipment or processes"],
+  ["no_dual_power", "没有双回路供电系统", "No dual-circuit power supply"],
+  ["building_while_producing", "边建设边生产或改扩建期间违规生产", "Building while producing"],
+  ["illegal_contracting", "违规承包、转包或劳务承包", "Illegal contracting or subcontracting"],
+  ["restructuring", "改制期间未明确安全责任或证照未变更", "Responsibilities or licences unclear in restructuring"],
+  ["other", "其他重大事故隐患", "Other major hazard"],
+];
+
 function stepForm(h, next) {
   const f = el("form");
   const field = (name, label, type) => { const l = el("label", t(label)); const i = el("input"); i.name = name; if (type) i.type = type; l.append(i); f.append(l); return i; };
   const sl = el("label", t("next_step")); const sel = el("select"); sel.name = "status";
   for (const n of next) { const o = el("option", t("h_" + n)); o.value = n; sel.append(o); }
   sl.append(sel); f.append(sl);
-  field("owner", "owner"); field("measures", "measures"); field("deadline", "deadline", "datetime-local"); field("note", "note");
+  field("owner", "owner"); field("measures", "measures"); field("funds", "funds"); field("plan", "plan"); field("deadline", "deadline", "datetime-local");
+  // A major hazard: its category of the fifteen of the national standard.
+  if (h.grade === "major") {
+    const cl = el("label", t("major_category")); const cs = el("select"); cs.name = "major_category";
+    cs.append(el("option", "—"));
+    cs.firstChild.value = "";
+    for (const [k, zh, en] of MAJOR_CATEGORIES) { const o = el("option", lang === "en" ? en : zh); o.value = k; cs.append(o); }
+    if (h.major_category) cs.value = h.major_category;
+    cl.append(cs); f.append(cl);
+  }
+  field("note", "note");
   const b = el("button", t("save")); b.type = "submit"; f.append(b);
   f.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = { status: sel.value };
-    for (const k of ["owner", "measures", "note"]) { const v = f.elements[k].value.trim(); if (v) body[k] = v; }
+    for (const k of ["owner", "measures", "funds", "plan", "note"]) { const v = f.elements[k].value.trim(); if (v) body[k] = v; }
+    if (f.elements.major_category && f.elements.major_category.value && body.status === "assigned") body.major_category = f.elements.major_category.value;
     const d = f.elements.deadline.value;
     if (d) body.deadline = new Date(d).toISOString();
     const { status, data } = await api("POST", "/api/v1/hazards/" + encodeURIComponent(h.ticket) + "/steps", body);
