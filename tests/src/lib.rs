@@ -387,16 +387,22 @@ pub fn demo_station(dir: &Path, http: SocketAddr, sim: &Simulator, extra: &str) 
         )
         .replacen(
             "listen = \"127.0.0.1:8080\"",
-            &format!(
-                "listen = \"{http}\"\n[roster]\nfile = \"{}\"",
-                roster.display()
-            ),
+            &format!("listen = \"{http}\""),
+            1,
+        )
+        .replacen(
+            "[roster]\n",
+            &format!("[roster]\nfile = \"{}\"\n", roster.display()),
             1,
         )
         .replacen("port = 5020", &format!("port = {}", sim.modbus.port()), 1)
         .replacen("self_test = true", "self_test = false", 1)
         .replacen("warm_up = \"2s\"", "warm_up = \"0s\"", 1);
-    assert!(cfg.contains("Asia/Shanghai") && cfg.contains(&sim.modbus.port().to_string()));
+    assert!(
+        cfg.contains("Asia/Shanghai")
+            && cfg.contains(&sim.modbus.port().to_string())
+            && cfg.contains("roster.csv")
+    );
     format!("{cfg}\n{extra}")
 }
 

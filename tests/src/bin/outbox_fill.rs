@@ -108,7 +108,7 @@ async fn station(dir: &str, hours: usize, config: &str, channels: usize) -> anyh
                         let wobble = (minute / 60_000).wrapping_add(ch as i64).rem_euclid(7) as f64;
                         let mean = 0.3 + wobble * 0.01;
                         c.execute(
-                            "INSERT OR REPLACE INTO aggregates VALUES (?1, ?2, ?3, ?4, ?5, 60, 0)",
+                            "INSERT OR REPLACE INTO aggregates(channel, minute_ms, min, max, mean, count, faults) VALUES (?1, ?2, ?3, ?4, ?5, 60, 0)",
                             (format!("ch{ch:02}-sensor"), minute, mean - 0.02, mean + 0.02, mean),
                         )?;
                     }
