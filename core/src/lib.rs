@@ -9,6 +9,7 @@
 //! database, no network crate — so its tests are quick and exact. See
 //! `docs/ARCHITECTURE.md`, "Dependency rules".
 
+pub mod badge_reader;
 pub mod config_file;
 pub mod decode;
 pub mod domain;

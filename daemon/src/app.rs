@@ -174,12 +174,22 @@ pub async fn run(
         roster_changed,
         hazards_overdue,
         light,
+        reader: Arc::new(crate::web::reader::Reader::new(
+            config.kiosk.badge_reader.is_some(),
+        )),
         http: Arc::clone(&http_stats),
         kiosk_keys: Arc::default(),
         hosts: Arc::new(crate::web::guard::allowed_hosts(&config.http)),
         roster_ready,
         zone: config.station.zone(),
     };
+    if let Some(path) = config.kiosk.badge_reader.clone() {
+        tracker.spawn(crate::web::reader::run(
+            state.clone(),
+            path,
+            shutdown.clone(),
+        ));
+    }
     tracker.spawn(web(state, http_stats, shutdown.clone()));
 
     shutdown.cancelled().await;

@@ -87,6 +87,16 @@ pub fn check(cfg: &Config) -> Vec<Problem> {
             Some("AQ 1029 asks gas sensors to be calibrated every 15 days"),
         );
     }
+    if let Some(r) = &cfg.kiosk.badge_reader
+        && !r.is_absolute()
+    {
+        // Not required to exist: a reader plugged in later is found then.
+        p.add(
+            "kiosk.badge_reader",
+            format!("{} is not an absolute path", r.display()),
+            Some("e.g. /dev/input/by-id/usb-Reader-event-kbd"),
+        );
+    }
     let l = &cfg.light;
     for (key, v) in [
         ("light.red_power_cuts", l.red_power_cuts),

@@ -400,6 +400,12 @@ pub struct Kiosk {
     /// 7-inch Raspberry Pi display), so that every touch target is at least
     /// 15 mm wide and high on it.
     pub screen_width_mm: u32,
+    /// A badge reader on the box that acts as a keyboard
+    /// (`/dev/input/by-id/…-event-kbd`): read by the daemon with an
+    /// exclusive grab, so digits never go to a Chinese input method or a
+    /// lost focus; each badge is a check-in for the direction the box's
+    /// kiosk shows. Unset: the reader types into the kiosk's field.
+    pub badge_reader: Option<PathBuf>,
     /// What the alarm banner tells miners to do, per level: the mine's own
     /// rules, in both languages.
     pub advice: Advice,
@@ -411,6 +417,7 @@ impl Default for Kiosk {
             language: Language::ZhCn,
             keys_file: None,
             screen_width_mm: 154,
+            badge_reader: None,
             advice: Advice::default(),
         }
     }

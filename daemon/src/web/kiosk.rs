@@ -63,7 +63,8 @@ pub async fn page(State(s): State<AppState>) -> Response {
     };
     let html = HTML
         .replace("@LANG@", lang)
-        .replace("@SCREEN_MM@", &s.config.kiosk.screen_width_mm.to_string());
+        .replace("@SCREEN_MM@", &s.config.kiosk.screen_width_mm.to_string())
+        .replace("@READER@", if s.reader.configured { "1" } else { "" });
     with_headers("text/html; charset=utf-8", html)
 }
 
@@ -417,4 +418,60 @@ pub async fn stream(
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// `GET /api/v1/reader` (the box's own kiosk, loopback): the answer to the
+/// last badge the reader read, and the direction it takes badges for.
+pub async fn reader_state(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+) -> Result<Response, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_the_box",
+            "读卡器的结果只在本机登记屏上显示",
+            "the badge reader's answers are shown on the box's own kiosk only",
+        ));
+    }
+    Ok(axum::Json(serde_json::json!({
+        "configured": s.reader.configured,
+        "direction": s.reader.direction(),
+        "last": s.reader.last(),
+    }))
+    .into_response())
+}
+
+/// Body of `POST /api/v1/kiosk/direction`.
+#[derive(Debug, serde::Deserialize)]
+pub struct DirectionBody {
+    direction: crate::roster::Passage,
+}
+
+/// `POST /api/v1/kiosk/direction` `{"direction": "in"|"out"}` (the box's own
+/// kiosk, loopback): the direction the badge reader takes badges for, as
+/// the kiosk shows it.
+pub async fn reader_direction(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: Result<axum::Json<DirectionBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_the_box",
+            "只有本机登记屏能设置读卡方向",
+            "only the box's own kiosk sets the reader's direction",
+        ));
+    }
+    let Ok(axum::Json(b)) = body else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "请求格式错误，应为 {\"direction\": \"in\" 或 \"out\"}",
+            "expected {\"direction\": \"in\"|\"out\"}",
+        ));
+    };
+    s.reader.set_direction(b.direction);
+    Ok(axum::Json(serde_json::json!({ "direction": b.direction })).into_response())
 }

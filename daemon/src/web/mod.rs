@@ -15,6 +15,7 @@ mod api;
 pub mod guard;
 mod kiosk;
 pub mod limit;
+pub mod reader;
 pub mod serve;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// Assigned hazards past their deadline (the deadline watch keeps it):
     /// the console's banner.
     pub hazards_overdue: Arc<std::sync::atomic::AtomicUsize>,
+    /// The badge reader on the box, and the kiosk's direction for it.
+    pub reader: Arc<reader::Reader>,
     /// The station's own light (预评), judged every minute.
     pub light: crate::light::Current,
     /// Connection counts of the HTTP server.
@@ -84,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/hazards/{ticket}", get(api::hazard_lookup))
         .route("/api/v1/board", get(api::hazard_board))
+        .route("/api/v1/reader", get(kiosk::reader_state))
+        .route("/api/v1/kiosk/direction", post(kiosk::reader_direction))
         .route("/api/v1/hazards/{ticket}/photo", get(api::hazard_photo))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/outputs", get(api::outputs))

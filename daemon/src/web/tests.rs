@@ -88,6 +88,7 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
         roster_changed: Arc::default(),
         hazards_overdue: Arc::default(),
         light: Arc::default(),
+        reader: Arc::default(),
         http: Arc::default(),
         kiosk_keys: Arc::new(
             crate::kiosk_keys::parse("gate-2 k3y-for-the-gate-two-kiosk-000000\n").unwrap(),

@@ -765,3 +765,105 @@ fn an_urgent_notice_is_read_before_the_answer_the_board_leads_with_overdue_and_o
         "{sent}"
     );
 }
+
+/// Raw `struct input_event` records (this machine's layout) of `keys`
+/// pressed and released, as a keyboard-style badge reader sends them.
+fn input_events(keys: &[u16]) -> Vec<u8> {
+    let size = std::mem::size_of::<libc::input_event>();
+    let mut out = Vec::new();
+    // A zero timestamp (timeval: size - 8 bytes), then type, code, value.
+    let mut push = |ty: u16, code: u16, value: i32| {
+        out.extend(std::iter::repeat_n(0u8, size - 8));
+        out.extend_from_slice(&ty.to_ne_bytes());
+        out.extend_from_slice(&code.to_ne_bytes());
+        out.extend_from_slice(&value.to_ne_bytes());
+    };
+    for &k in keys {
+        push(1, k, 1);
+        push(0, 0, 0);
+        push(1, k, 0);
+        push(0, 0, 0);
+    }
+    out
+}
+
+#[test]
+fn the_badge_reader_checks_in_for_the_kiosks_direction_and_the_kiosk_shows_it() {
+    let sim = Simulator::start("normal", None);
+    let dir = tempfile::tempdir().unwrap();
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // The reader: a FIFO the test writes a recorded event stream into.
+    let fifo = dir.path().join("reader");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let cfg = pithead_e2e::face_station(
+        dir.path(),
+        http,
+        &sim,
+        &format!("[kiosk]\nbadge_reader = \"{}\"\n", fifo.display()),
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, http);
+    d.wait_healthy(Duration::from_secs(20));
+    let b = Browser::start(1024, 600);
+    b.open(&format!("http://{http}/"));
+    let wait = Duration::from_secs(15);
+    b.wait_text("#station", wait, "the kiosk", |t| t == "测试站");
+    let write = |keys: &[u16]| {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        f.write_all(&input_events(keys)).unwrap();
+    };
+    // "0001" + Enter (KEY_0 = 11, KEY_1 = 2, KEY_ENTER = 28).
+    write(&[11, 11, 11, 2, 28]);
+    b.wait_text("#checkin-result", wait, "checked in by the reader", |t| {
+        t.contains("张伟") && t.contains("下井登记成功")
+    });
+    assert_eq!(
+        b.execute("return document.getElementById('badge').value"),
+        "",
+        "nothing typed into the field"
+    );
+    b.click(&b.find("#confirm", wait));
+    // The kiosk switched to 升井: the reader's next badge is a check-out.
+    b.click(&b.find("#mode-out", wait));
+    let until = std::time::Instant::now() + wait;
+    loop {
+        let (_, body) = pithead_e2e::http_get(http, "/api/v1/reader").unwrap();
+        if body.contains("\"direction\":\"out\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    write(&[11, 11, 11, 2, 28]);
+    b.wait_text("#checkin-result", wait, "checked out by the reader", |t| {
+        t.contains("张伟") && t.contains("升井登记成功")
+    });
+    // Keys typed slowly (a person at the reader's keyboard) are no badge.
+    for k in [11u16, 11, 11, 2] {
+        write(&[k]);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    write(&[28]);
+    std::thread::sleep(Duration::from_millis(800));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).success());
+    let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
+    let dirs: Vec<String> = db
+        .prepare("SELECT direction FROM checkins WHERE badge = '0001' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        dirs,
+        ["in", "out"],
+        "one in, one out, nothing from the slow keys"
+    );
+}

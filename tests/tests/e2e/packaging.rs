@@ -82,7 +82,8 @@ fn systemd_verifies_the_units_and_rates_the_service_at_most_1_5() {
     let unit = std::fs::read_to_string(repo().join("systemd/pithead.service")).unwrap();
     for line in [
         "Type=notify",
-        "SupplementaryGroups=gpio dialout",
+        "SupplementaryGroups=gpio dialout input",
+        "DeviceAllow=char-input rw",
         "DeviceAllow=char-gpiochip rw",
         "DeviceAllow=char-ttyAMA rw",
         "DeviceAllow=char-ttyUSB rw",

@@ -17,7 +17,6 @@ pub async fn checkin(
     headers: HeaderMap,
     body: Result<Json<CheckinBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    use crate::roster::{CheckinOutcome, Passage};
     // Who goes underground is told by the kiosk, not by any phone on the
     // Wi-Fi: a check-out from elsewhere would take a miner off the roll.
     let Some(kiosk) = crate::web::guard::kiosk(&s, peer, &headers) else {
@@ -29,14 +28,6 @@ pub async fn checkin(
             "check-ins and check-outs are made at a kiosk (the station's screen, or one with a key from [kiosk] keys_file)",
         ));
     };
-    if !s.roster_ready.load(std::sync::atomic::Ordering::Acquire) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting",
-            "本站正在启动，花名册尚未载入，请稍后再试",
-            "the station is starting and its roster is not loaded yet; try again in a moment",
-        ));
-    }
     let body = match body {
         Ok(Json(b)) => b,
         Err(e) => {
@@ -48,7 +39,29 @@ pub async fn checkin(
             ));
         }
     };
-    let badge = match crate::roster::normalize_badge(&body.badge) {
+    let (status, answer) = check_in_or_out(&s, kiosk, &body.badge, body.direction).await?;
+    Ok((status, Json(answer)).into_response())
+}
+
+/// A check-in or check-out from `kiosk` (a kiosk's page, or the box's badge
+/// reader): recorded durably before the answer, with the limits it
+/// exceeds and the urgent notices to read.
+pub(crate) async fn check_in_or_out(
+    s: &AppState,
+    kiosk: String,
+    badge: &str,
+    direction: crate::roster::Passage,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    use crate::roster::{CheckinOutcome, Passage};
+    if !s.roster_ready.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "本站正在启动，花名册尚未载入，请稍后再试",
+            "the station is starting and its roster is not loaded yet; try again in a moment",
+        ));
+    }
+    let badge = match crate::roster::normalize_badge(badge) {
         Ok(b) => b,
         Err(why) => {
             return Err(ApiError::new(
@@ -60,7 +73,6 @@ pub async fn checkin(
         }
     };
     let cfg = Arc::clone(&s.config);
-    let direction = body.direction;
     let at = std::time::SystemTime::now();
     let b = badge.clone();
     let result = s
@@ -79,7 +91,7 @@ pub async fn checkin(
     s.roster_changed.notify_one();
     // Over the limit: recorded all the same (nobody is kept from checking
     // in); the miner and the supervisor are told, the alarm follows.
-    let crowded = overcrowding(&s, direction).await;
+    let crowded = overcrowding(s, direction).await;
     // Urgent county notices this miner has not read: the kiosk shows them
     // for 已阅 before its answer (the check-in itself is recorded already).
     let to_read = if record.outcome == CheckinOutcome::Ok && direction == Passage::In {
@@ -137,15 +149,14 @@ pub async fn checkin(
     }
     Ok((
         status,
-        Json(serde_json::json!({
+        serde_json::json!({
             "record": record,
             "message_zh": zh,
             "message_en": en,
             "overcrowded": crowded,
             "to_read": to_read,
-        })),
-    )
-        .into_response())
+        }),
+    ))
 }
 
 /// The limits exceeded now, after a check-in (none after a check-out,

@@ -363,8 +363,34 @@ function message(data) {
   return (lang === "en" ? data.message_en : data.message_zh) || "";
 }
 
+// With the box's badge reader (`[kiosk] badge_reader`), the daemon reads
+// the badges; this page tells it the direction and shows each answer.
+const hasReader = document.body && document.body.dataset.reader === "1";
+function tellDirection() {
+  if (!hasReader) return;
+  fetch("/api/v1/kiosk/direction", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ direction: mode }) }).catch(() => {});
+}
+let readerSeq = null;
+async function pollReader() {
+  try {
+    const r = await fetch("/api/v1/reader");
+    const data = await r.json();
+    const last = data && data.last;
+    const seq = last ? last.seq : 0;
+    if (readerSeq !== null && seq !== readerSeq && last) {
+      readerSeq = seq;
+      const unread = Array.isArray(last.answer.to_read) ? last.answer.to_read : [];
+      if (last.status === 201 && unread.length) await mustRead(unread, last.answer.record.badge);
+      confirmCheckin(last.status, last.answer, last.direction);
+    }
+    readerSeq = seq;
+    if (data && data.direction && data.direction !== mode) tellDirection();
+  } catch (_) { /* the link banner says so */ }
+}
+
 function setMode(m) {
   mode = m;
+  tellDirection();
   $("mode-in").classList.toggle("active", m === "in");
   $("mode-out").classList.toggle("active", m === "out");
   $("badge").focus();
@@ -608,6 +634,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setInterval(loadNotices, 30000);
   loadBoard();
   setInterval(loadBoard, 60000);
+  if (hasReader) { tellDirection(); pollReader(); setInterval(pollReader, 400); }
   const tick = () => { $("clock").textContent = Common.clock(new Date()); };
   tick();
   setInterval(tick, 1000);
