@@ -13,7 +13,7 @@ const T = {
     channel: "测点", level: "级别", event: "状态", value: "值", at: "时间", ticket: "编号", status: "状态", grade: "等级",
     location: "地点", deadline: "期限", notices: "通知", notice_title: "标题", notice_body: "正文",
     urgent: "紧急（在井口屏幕顶部显示）", valid_hours: "有效期（小时）", send: "发送", sent_at: "发送时间",
-    sent_by: "发送人", applied: "站点回执", waiting: "等待回执", applied_ok: "已生效", refused: "被拒绝",
+    sent_by: "发送人", applied: "站点回执", read_by: "已阅（下井时）", read_n: "{n} 人", waiting: "等待回执", applied_ok: "已生效", refused: "被拒绝",
     all_stations: "全部站点", sent: "已发送", wrong: "登录失败", link_lost: "与总览服务器连接中断 — 数据可能不是最新",
     raised: "报警中", acknowledged: "已确认", returned: "已恢复待确认", escalated: "升级", recurred: "复发", cleared: "已解除",
     fault: "故障", warning: "预警", alarm: "报警", power_cut: "断电", overdue_level: "超时未升井",
@@ -37,7 +37,7 @@ const T = {
     channel: "Channel", level: "Level", event: "State", value: "Value", at: "Time", ticket: "Ticket", status: "Status", grade: "Grade",
     location: "Location", deadline: "Deadline", notices: "Notices", notice_title: "Title", notice_body: "Text",
     urgent: "Urgent (on top of the kiosk screen)", valid_hours: "Valid for (hours)", send: "Send", sent_at: "Sent",
-    sent_by: "By", applied: "Station's answer", waiting: "waiting", applied_ok: "applied", refused: "refused",
+    sent_by: "By", applied: "Station's answer", read_by: "Read at check-in", read_n: "{n} people", waiting: "waiting", applied_ok: "applied", refused: "refused",
     all_stations: "All stations", sent: "sent", wrong: "Login failed", link_lost: "Connection to the dashboard lost — data may be out of date",
     raised: "active", acknowledged: "acknowledged", returned: "returned, unacknowledged", escalated: "escalated", recurred: "recurred", cleared: "cleared",
     fault: "fault", warning: "warning", alarm: "alarm", power_cut: "power cut", overdue_level: "overdue underground", overcrowded: "over the staffing limit", h_overdue: "past its deadline",
@@ -291,7 +291,10 @@ async function notices() {
   const body = $("notice-rows"); body.replaceChildren();
   for (const n of data) {
     const answer = n.outcome === "applied" ? t("applied_ok") + " " + time(n.applied_at) : n.outcome === "refused" ? t("refused") + ": " + (n.reason || "") : t("waiting");
-    const tr = row([time(n.sent_at), n.county + "/" + n.station, n.title, n.sent_by, answer], n.outcome === "refused" ? "alarm" : "");
+    const read = Array.isArray(n.read) ? n.read : [];
+    const who = read.length ? t("read_n").replace("{n}", read.length) + "：" + read.map((r) => r.name + (r.team ? "（" + r.team + "）" : "")).join("、") : "";
+    const tr = row([time(n.sent_at), n.county + "/" + n.station, n.title, n.sent_by, answer, who], n.outcome === "refused" ? "alarm" : "");
+    tr.dataset.read = String(read.length);
     tr.dataset.msgId = n.msg_id; tr.dataset.outcome = n.outcome || "waiting";
     body.append(tr);
   }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_messages.sql")),
     (2, include_str!("../migrations/0002_dashboard.sql")),
     (3, include_str!("../migrations/0003_oversight.sql")),
+    (4, include_str!("../migrations/0004_notice_reads.sql")),
 ];
 
 /// The connection settings of `cfg`, with the password from its file.

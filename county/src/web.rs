@@ -700,7 +700,8 @@ async fn station(
 }
 
 /// `GET /api/v1/notices`: the notices sent, newest first, with each
-/// station's answer.
+/// station's answer and who read it there at check-in (`read`: the
+/// stations' `notice_read` records).
 async fn notices(State(web): State<Web>, headers: HeaderMap) -> Result<Response, ApiError> {
     web.account(&headers).await?;
     let db = web.pool.get().await.map_err(db_error)?;
@@ -710,7 +711,11 @@ async fn notices(State(web): State<Web>, headers: HeaderMap) -> Result<Response,
                  'msg_id', c.msg_id, 'county', c.county, 'station', c.station,
                  'title', c.payload->>'title', 'body', c.payload->>'body', 'priority', c.payload->>'priority',
                  'sent_by', c.sent_by, 'sent_at', c.sent_at,
-                 'outcome', a.body->>'outcome', 'reason', a.body->>'reason', 'applied_at', a.body->>'at')
+                 'outcome', a.body->>'outcome', 'reason', a.body->>'reason', 'applied_at', a.body->>'at',
+                 'read', coalesce((SELECT jsonb_agg(DISTINCT jsonb_build_object('badge', r.body->>'badge',
+                                       'name', r.body->>'name', 'team', r.body->>'team', 'at', r.body->>'at'))
+                                   FROM messages r WHERE r.kind = 'notice_read' AND r.body->>'notice' = c.msg_id
+                                     AND r.county = c.county AND r.station = c.station), '[]'::jsonb))
              FROM commands c
              LEFT JOIN LATERAL (SELECT body FROM messages m WHERE m.kind = 'cmd_ack'
                                 AND m.body->>'cmd_msg_id' = c.msg_id AND m.county = c.county AND m.station = c.station

@@ -510,6 +510,48 @@ fn a_notice_from_the_dashboard_reaches_the_kiosk_and_its_answer_comes_back() {
     k.wait_text("#alert", wait, "the urgent notice on the kiosk", |t| {
         t.contains("主井停电检修") && t.contains("请提前升井")
     });
+    // A miner checking in reads it first (已阅), and the union sees who
+    // was told: the station's notice_read, stored by the receiver.
+    k.type_into(&k.find("#badge", wait), "0001\u{E007}");
+    k.wait_text(
+        "#must-read-title",
+        wait,
+        "the notice before the answer",
+        |t| t == "主井停电检修",
+    );
+    k.click_live("#read-ok", wait);
+    k.wait_text("#checkin-result", wait, "then the answer", |t| {
+        t.contains("工人1") && t.contains("下井登记成功")
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, body) =
+            http_request(web, "GET", "/api/v1/notices", &[("Cookie", &cookie)], "").unwrap();
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let read = &v[0]["read"];
+        if read.as_array().is_some_and(|r| !r.is_empty()) {
+            assert_eq!(read[0]["badge"], "0001", "{v:#}");
+            assert_eq!(read[0]["name"], "工人1", "{v:#}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no read on the dashboard: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.execute("notices()");
+    b.wait_attribute(
+        "#notice-rows tr",
+        "data-read",
+        wait,
+        "who read it, on the page",
+        |v| v == "1",
+    );
+    b.wait_text("#notice-rows tr", wait, "their name", |t| {
+        t.contains("1 人：工人1（一队）")
+    });
 
     // Someone with a broker account but not the county's key: an unsigned
     // notice and one with a forged signature are refused, with reasons the
