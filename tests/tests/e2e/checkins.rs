@@ -642,7 +642,10 @@ fn a_check_in_beyond_the_limit_is_recorded_and_raises_overcrowded_until_the_coun
     // One comes up: the mine is within its limit, the team too.
     assert_eq!(check(http, "0001", "out").0, 201);
     until(http, "cleared by the count", &[]);
-    drop(d);
+    // A clean stop: the recorder writes what the outputs already showed.
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).success());
     let db = rusqlite::Connection::open(dir.path().join("data/pithead.db")).unwrap();
     let n: i64 = db
         .query_row(
