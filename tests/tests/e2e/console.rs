@@ -301,10 +301,17 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
             &format!("{card} select[name=status] option[value='{status}']"),
             wait,
         );
-        if !extra.is_empty() {
-            b.execute(extra);
+        if extra.is_empty() {
+            b.click_live(&format!("{card} form button[type=submit]"), wait);
+        } else {
+            // Filled and sent in one go: a re-render of the list in between
+            // (the page refreshes it when its live link comes back) would
+            // otherwise send an empty form.
+            b.execute(&format!(
+                "{extra}; const g = document.querySelector(\"{card} form\"); \
+                 g.elements.status.value = '{status}'; g.querySelector('button[type=submit]').click();"
+            ));
         }
-        b.click_live(&format!("{card} form button[type=submit]"), wait);
         b.wait_text("#hazard-result", wait, status, |t| {
             t.contains(&ticket) && t.contains('→')
         });
