@@ -3,7 +3,16 @@
 channels every second from `pithead simulate`, and the time from start to
 first poll.
 
-Usage: bench/acquisition.py [--seconds 60] [--channels 200,1000,5000] [--bin PATH]
+Usage: bench/acquisition.py [--seconds 60] [--channels 200,1000,5000]
+       [--station 200,1000,5000,10000] [--drift-shares 0,0.5,1.0] [--bin PATH]
+
+The station case (issue 20) looks like a station: CH4 channels with the
+coal-face preset's levels, values near 0.9 % of which a share (--drift-share
+of the simulator, 20 % by default) moves by one count every second, with a
+rare excursion over the alarm level, the recorder at its defaults and the
+uplink on to a Mosquitto the bench starts. Its targets: under 0.25 % of one
+core and 16 MiB at 1000 channels, under 2 % and 48 MiB at 10000, first poll
+under 200 ms at 10000. The quiet case below stays as the floor.
 
 Each case starts a simulator with bulk units of 100 holding registers each
 (units 10, 11, ...; 5000 channels are units 10 to 59), one channel per
@@ -22,6 +31,7 @@ are recorded as figures only (bench/results.py).
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,8 +70,30 @@ def control(port, cmd):
         return s.makefile().readline().strip()
 
 
-def config(n, data_dir, http, modbus, coalesce):
+def config(n, data_dir, http, modbus, coalesce, station=False, mqtt=None):
     units = (n + 99) // 100
+    if station:
+        # A station's load: CH4 channels with the coal-face preset's levels
+        # (alarm 1.0 %, power-cut 1.5 %), values near 0.9 % (the simulator's
+        # --bulk-value 90 at scale 0.01), recorder defaults, the uplink on.
+        out = [
+            '[station]\ncounty = "bench"\nid = "bench"\nname = "bench"\n',
+            f'[storage]\ndata_dir = "{data_dir}"\n',
+            f'[http]\nlisten = "127.0.0.1:{http}"\n',
+            '[log]\nlevel = "warn"\n',
+            '[outputs]\nbackend = "sim"\nself_test = false\n',
+            f'[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:{mqtt}"\n',
+            '[acquisition]\nwarm_up = "0s"\n',
+            f'[[bus]]\nid = "sim"\ntransport = "tcp"\nhost = "127.0.0.1"\nport = {modbus}\n',
+        ]
+        for u in range(units):
+            out.append(f'[[device]]\nid = "bulk{u}"\nbus = "sim"\nunit = {10 + u}\n')
+        for i in range(n):
+            out.append(
+                f'[[channel]]\nid = "ch4-{i}"\ndevice = "bulk{i // 100}"\nkind = "ch4"\nunit = "%vol"\n'
+                f'table = "holding"\naddress = {i % 100}\nscale = 0.01\nrange = [0.0, 4.0]\npreset = "cn-coal/ch4-face"\n'
+            )
+        return "".join(out)
     out = [
         '[station]\ncounty = "bench"\nid = "bench"\nname = "bench"\n',
         f'[storage]\ndata_dir = "{data_dir}"\n',
@@ -141,21 +173,49 @@ def ok_channels(http):
     return sum(1 for c in json.loads(body) if c["state"] == "ok")
 
 
-def run_case(binary, n, seconds, coalesce):
-    modbus, ctl, http = free_port(), free_port(), free_port()
+def p99_ms(http, name):
+    """p99 of a Prometheus histogram (upper bucket bound), in ms, and its count."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
+    buckets, count = [], 0
+    for line in body.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[1])))
+        elif line.startswith(name + "_count"):
+            count = float(line.split()[1])
+    if not count:
+        return float("nan"), 0
+    for le, c in sorted(buckets):
+        if c >= 0.99 * count:
+            return le * 1000, int(count)
+    return float("nan"), int(count)
+
+
+def run_case(binary, n, seconds, coalesce, station=False, drift=0.2):
+    modbus, ctl, http, mqtt = free_port(), free_port(), free_port(), free_port()
     units = (n + 99) // 100
+    extra = ["--bulk-value", "90", "--drift-share", str(drift)] if station else []
     sim = subprocess.Popen(
         [binary, "simulate", "--listen", f"127.0.0.1:{modbus}", "--control", f"127.0.0.1:{ctl}",
-         "--bulk-units", str(units), "--bulk-registers", "100"],
+         "--bulk-units", str(units), "--bulk-registers", "100", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
     )
+    broker = None
+    broker_dir = tempfile.TemporaryDirectory()
+    if station:
+        conf = os.path.join(broker_dir.name, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {mqtt} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
+        broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(mqtt)
     try:
         wait_port(modbus)
         wait_port(ctl)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = os.path.join(tmp, "pithead.toml")
             with open(cfg, "w") as f:
-                f.write(config(n, os.path.join(tmp, "data"), http, modbus, coalesce))
+                f.write(config(n, os.path.join(tmp, "data"), http, modbus, coalesce, station, mqtt))
             t0 = time.monotonic()
             daemon = subprocess.Popen([binary, "run", "--config", cfg], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
@@ -171,9 +231,33 @@ def run_case(binary, n, seconds, coalesce):
                 internal = metric(http, "pithead_start_to_first_poll_seconds")
                 c0, w0 = cpu_seconds(daemon.pid), time.monotonic()
                 r0 = control(ctl, "requests 10")
+                pub0 = metric(http, "pithead_uplink_published_total") or 0
+                perf = None
+                if station and os.environ.get("PITHEAD_BENCH_PERF"):
+                    # A profile of the measured window (bench/README: a
+                    # binary with symbols; perf from linux-perf).
+                    perf = subprocess.Popen(
+                        ["perf", "record", "-F", "499", "-g", "-p", str(daemon.pid), "-o",
+                         f"{os.environ['PITHEAD_BENCH_PERF']}-{n}.data", "--", "sleep", str(seconds)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 precise = watch_threads(daemon.pid, seconds)
+                if perf:
+                    perf.wait(timeout=60)
                 c1, w1 = cpu_seconds(daemon.pid), time.monotonic()
                 r1 = control(ctl, "requests 10")
+                pub1 = metric(http, "pithead_uplink_published_total") or 0
+                lat_p99, lat_n = p99_ms(http, "pithead_alarm_reading_to_output_seconds")
+                raw_rows = 0
+                try:
+                    import sqlite3
+                    db = sqlite3.connect(f"file:{os.path.join(tmp, 'data', 'pithead.db')}?mode=ro", uri=True)
+                    wall1 = time.time()
+                    wall0 = wall1 - (w1 - w0)
+                    raw_rows = db.execute("SELECT count(*) FROM readings WHERE at_ms >= ? AND at_ms < ?",
+                                          (int(wall0 * 1000), int(wall1 * 1000) - 10_000)).fetchone()[0]
+                    db.close()
+                except Exception:  # noqa: BLE001 - a figure, not the bench
+                    raw_rows = -1
                 ok = ok_channels(http)
                 rss = peak_rss_mib(daemon.pid)
                 # Nanoseconds per thread; the clock ticks (10 ms steps) of
@@ -186,6 +270,10 @@ def run_case(binary, n, seconds, coalesce):
                     "rss_mib": rss, "first_poll_ms_internal": (internal or float("nan")) * 1000,
                     "first_poll_ms_external": external * 1000, "requests_per_s_unit10": reqs,
                     "window_s": w1 - w0, "ticks_pct": (c1 - c0) / (w1 - w0) * 100,
+                    "station": station, "drift": drift if station else None,
+                    "published_per_s": (pub1 - pub0) / (w1 - w0),
+                    "raw_rows_per_s": raw_rows / max(w1 - w0 - 10, 1),
+                    "alarm_p99_ms": lat_p99, "alarm_samples": lat_n,
                 }
             finally:
                 daemon.terminate()
@@ -193,6 +281,32 @@ def run_case(binary, n, seconds, coalesce):
     finally:
         sim.terminate()
         sim.wait(timeout=30)
+        if broker:
+            broker.terminate()
+            broker.wait(timeout=30)
+        broker_dir.cleanup()
+
+
+STATION_TARGETS = {1000: (0.25, 16), 10000: (2.0, 48)}
+
+
+def record_station(r):
+    """A station case's figures; targets at 1000 and 10000 channels."""
+    n, d = r["channels"], r["drift"]
+    t = STATION_TARGETS.get(n) if d == 0.2 else None
+    all_ok = r["ok"] == n
+    note = (f"ch4 + preset levels, {d:.0%} drifting, uplink on; published {r['published_per_s']:.2f} msg/s, "
+            f"raw rows {r['raw_rows_per_s']:.0f}/s, reading→output p99 {r['alarm_p99_ms']:.1f} ms "
+            f"({r['alarm_samples']} samples)")
+    record("acquisition (station)", f"CPU, {n} channels, drift {d:.0%}", r["core_pct"], "% of one core",
+           target=f"< {t[0]} %" if t else None, ok=(r["core_pct"] < t[0] and all_ok) if t else None,
+           note=note if all_ok else f"only {r['ok']} of {n} channels ok; {note}")
+    record("acquisition (station)", f"peak RSS, {n} channels, drift {d:.0%}", r["rss_mib"], "MiB",
+           target=f"< {t[1]} MiB" if t else None, ok=r["rss_mib"] < t[1] if t else None)
+    if n == 10000 and d == 0.2:
+        ext = r["first_poll_ms_external"]
+        record("acquisition (station)", "start → first poll, 10000 channels", ext, "ms",
+               target="< 200 ms", ok=ext < 200, note=f"in-process {r['first_poll_ms_internal']:.1f} ms")
 
 
 def record_case(r):
@@ -220,7 +334,29 @@ def main():
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--channels", default="200,1000,5000")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "pithead"))
+    ap.add_argument("--station", default="200,1000,5000,10000",
+                    help="channel counts of the station case (ch4 with levels, drifting, uplink on); empty: none")
+    ap.add_argument("--drift-shares", default="0,0.5,1.0",
+                    help="extra drift shares of the station case at 1000 channels (0.2 is always run)")
+    ap.add_argument("--station-seconds", type=float, default=None)
     a = ap.parse_args()
+    station_rows = []
+    ss = a.station_seconds or a.seconds
+    for n in [int(x) for x in a.station.split(",") if x]:
+        station_rows.append(run_case(a.bin, n, ss, True, station=True, drift=0.2))
+    if a.station:
+        for d in [float(x) for x in a.drift_shares.split(",") if x]:
+            station_rows.append(run_case(a.bin, 1000, ss, True, station=True, drift=d))
+    if station_rows:
+        print(f"station case, {ss:.0f} s per case, poll 1 s, {os.cpu_count()} cores")
+        print("| channels | drift | channels ok | % of one core | peak RSS MiB | spawn→first request ms | published msg/s | raw rows/s | reading→output p99 ms (samples) |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in station_rows:
+            print(f"| {r['channels']} | {r['drift']:.0%} | {r['ok']} | {r['core_pct']:.3f} | {r['rss_mib']:.1f} | "
+                  f"{r['first_poll_ms_external']:.1f} | {r['published_per_s']:.2f} | {r['raw_rows_per_s']:.0f} | "
+                  f"{r['alarm_p99_ms']:.1f} ({r['alarm_samples']}) |")
+        for r in station_rows:
+            record_station(r)
     cases = [(int(n), True) for n in a.channels.split(",")]
     counts = [n for n, _ in cases]
     naive = TARGET_CHANNELS if TARGET_CHANNELS in counts else max(counts)

@@ -127,6 +127,15 @@ pub enum Command {
         /// Holding registers of each bulk unit.
         #[arg(long, default_value_t = 100)]
         bulk_registers: u16,
+        /// The bulk registers' starting value (and, with `--drift-share`,
+        /// the middle of their band).
+        #[arg(long, default_value_t = 1000)]
+        bulk_value: u16,
+        /// A station's sensor noise instead of the default drift: every
+        /// second this share (0 to 1) of the bulk registers moves by one
+        /// count within ±5 of `--bulk-value`, with a rare excursion 12 up.
+        #[arg(long)]
+        drift_share: Option<f64>,
     },
 }
 
@@ -272,13 +281,15 @@ pub fn run(cli: Cli) -> ExitCode {
             baud,
             bulk_units,
             bulk_registers,
+            bulk_value,
+            drift_share,
         } => simulate(
             listen,
             control,
             scenario,
             rtu,
             baud,
-            (bulk_units, bulk_registers),
+            (bulk_units, bulk_registers, bulk_value, drift_share),
         ),
     }
 }
@@ -527,7 +538,7 @@ fn simulate(
     scenario: Scenario,
     rtu: Option<String>,
     baud: u32,
-    bulk: (u8, u16),
+    bulk: (u8, u16, u16, Option<f64>),
 ) -> ExitCode {
     let _log = crate::logging::init(&config::Log::default());
     let runtime = match runtime() {
@@ -536,7 +547,7 @@ fn simulate(
     };
     let result: std::io::Result<()> = runtime.block_on(async {
         let (shutdown, _) = crate::lifecycle::shutdown_on_signals()?;
-        let sim = crate::simulator::Sim::with_bulk(scenario, bulk.0, bulk.1);
+        let sim = crate::simulator::Sim::with_bulk_drift(scenario, bulk.0, bulk.1, bulk.2, bulk.3);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| std::io::Error::other(format!("cannot listen on {listen}: {e}")))?;

@@ -34,6 +34,9 @@ use model::{Fault, Noise, Scenario, Unit};
 pub struct Sim {
     units: Mutex<BTreeMap<u8, Unit>>,
     scenario: Mutex<(Scenario, Instant)>,
+    /// A station-like drift of the bulk units (`--drift-share`), and when
+    /// it last stepped.
+    bulk_drift: Mutex<Option<(model::BulkDrift, Instant)>>,
 }
 
 impl Sim {
@@ -46,6 +49,20 @@ impl Sim {
     /// [`model::BULK_FIRST`]) of `registers` holding registers each, for
     /// load tests.
     pub fn with_bulk(scenario: Scenario, units: u8, registers: u16) -> Arc<Sim> {
+        Self::with_bulk_drift(scenario, units, registers, 1000, None)
+    }
+
+    /// As [`Sim::with_bulk`], the bulk registers starting at `value`; with
+    /// `share`, every second that share of them moves by one count around
+    /// `value`, with a rare excursion (see [`model::BulkDrift`]) — a
+    /// station's sensor noise — instead of the default drift.
+    pub fn with_bulk_drift(
+        scenario: Scenario,
+        units: u8,
+        registers: u16,
+        value: u16,
+        share: Option<f64>,
+    ) -> Arc<Sim> {
         let mut map: BTreeMap<u8, Unit> = [model::FACE, model::RETURN, model::SUMP]
             .into_iter()
             .map(|u| (u, Unit::default()))
@@ -55,7 +72,7 @@ impl Sim {
             unit.set_words(
                 Table::Holding,
                 0,
-                &vec![1000; usize::from(registers)],
+                &vec![value; usize::from(registers)],
                 false,
             );
             map.insert(model::BULK_FIRST.saturating_add(u), unit);
@@ -63,6 +80,15 @@ impl Sim {
         let sim = Arc::new(Sim {
             units: Mutex::new(map),
             scenario: Mutex::new((scenario, Instant::now())),
+            bulk_drift: Mutex::new(share.map(|share| {
+                (
+                    model::BulkDrift {
+                        share: share.clamp(0.0, 1.0),
+                        center: value,
+                    },
+                    Instant::now(),
+                )
+            })),
         });
         sim.step(&mut Noise::new(1));
         sim
@@ -111,7 +137,19 @@ impl Sim {
         let air = model::air(scenario, since.elapsed().as_secs_f64(), noise);
         let mut units = self.units();
         model::write_air(&mut units, &air);
-        model::drift_bulk(&mut units, noise);
+        let mut station = self
+            .bulk_drift
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match station.as_mut() {
+            Some((d, last)) => {
+                if last.elapsed() >= Duration::from_secs(1) {
+                    *last = Instant::now();
+                    model::drift_bulk_share(&mut units, d, noise);
+                }
+            }
+            None => model::drift_bulk(&mut units, noise),
+        }
     }
 
     /// Answers one request as the device would, or `None` for no answer.

@@ -285,6 +285,45 @@ pub fn drift_bulk(units: &mut BTreeMap<u8, Unit>, n: &mut Noise) {
     }
 }
 
+/// A station-like drift of the bulk registers: every second, `share` of
+/// them move by one count within `center ± 5`; about one moved register in
+/// ten thousand jumps 12 counts up for that second (a reading over an
+/// alarm level placed above the band), then comes back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BulkDrift {
+    /// Share of registers moved each second, 0 to 1.
+    pub share: f64,
+    /// The band's middle, in counts.
+    pub center: u16,
+}
+
+/// One second of [`BulkDrift`].
+pub fn drift_bulk_share(units: &mut BTreeMap<u8, Unit>, d: &BulkDrift, n: &mut Noise) {
+    let (lo, hi) = (d.center.saturating_sub(5), d.center.saturating_add(5));
+    for (_, u) in units.range_mut(BULK_FIRST..) {
+        for (a, w) in &mut u.holding {
+            if u.pinned.contains(&(table_code(Table::Holding), *a)) {
+                continue;
+            }
+            if *w > hi {
+                // The excursion lasts one second.
+                *w = hi;
+                continue;
+            }
+            if (n.sample() + 1.0) / 2.0 >= d.share {
+                continue;
+            }
+            *w = if (n.sample() + 1.0) / 2.0 < 1e-4 {
+                d.center.saturating_add(12)
+            } else if n.sample() < 0.0 {
+                w.saturating_sub(1).max(lo)
+            } else {
+                w.saturating_add(1).min(hi)
+            };
+        }
+    }
+}
+
 /// Unit ids of the demo devices.
 pub const FACE: u8 = 1;
 /// Return-airway monitor.
@@ -367,6 +406,32 @@ pub fn scenario_faults(scenario: Scenario, t: f64) -> [(u8, Fault); 3] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_station_drift_moves_its_share_within_the_band() {
+        let mut units = BTreeMap::new();
+        let mut u = Unit::default();
+        u.set_words(Table::Holding, 0, &[90; 1000], false);
+        units.insert(BULK_FIRST, u);
+        let d = BulkDrift {
+            share: 0.2,
+            center: 90,
+        };
+        let mut n = Noise::new(3);
+        let before: Vec<u16> = units[&BULK_FIRST].holding.values().copied().collect();
+        drift_bulk_share(&mut units, &d, &mut n);
+        let after: Vec<u16> = units[&BULK_FIRST].holding.values().copied().collect();
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert!((120..=280).contains(&moved), "about a fifth: {moved}");
+        for _ in 0..50 {
+            drift_bulk_share(&mut units, &d, &mut n);
+        }
+        let all: Vec<u16> = units[&BULK_FIRST].holding.values().copied().collect();
+        assert!(
+            all.iter().all(|w| (85..=95).contains(w) || *w == 102),
+            "{all:?}"
+        );
+    }
+
     use super::*;
 
     #[test]
