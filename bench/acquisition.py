@@ -357,7 +357,9 @@ def main():
                   f"{r['alarm_p99_ms']:.1f} ({r['alarm_samples']}) |")
         for r in station_rows:
             record_station(r)
-    cases = [(int(n), True) for n in a.channels.split(",")]
+    cases = [(int(n), True) for n in a.channels.split(",") if n]
+    if not cases:
+        return
     counts = [n for n, _ in cases]
     naive = TARGET_CHANNELS if TARGET_CHANNELS in counts else max(counts)
     cases.append((naive, False))

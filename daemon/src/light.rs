@@ -64,7 +64,8 @@ fn quarter(conn: &Connection, now: SystemTime) -> Result<(String, i64), StoreErr
 }
 
 fn count(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<i64, StoreError> {
-    Ok(conn.query_row(sql, p, |r| r.get(0))?)
+    // Cached: judged every 10 s, never parsed again.
+    Ok(conn.prepare_cached(sql)?.query_row(p, |r| r.get(0))?)
 }
 
 /// This quarter's facts so far.

@@ -62,6 +62,8 @@ pub struct Calibrations {
     /// How many are active: the poll and record paths look no further
     /// while it is 0.
     active: AtomicUsize,
+    /// Wakes the expiry watch when one starts (it sleeps while none runs).
+    started: tokio::sync::Notify,
 }
 
 impl Calibrations {
@@ -70,6 +72,7 @@ impl Calibrations {
         Calibrations {
             slots: Mutex::new(vec![Slot::default(); n]),
             active: AtomicUsize::new(0),
+            started: tokio::sync::Notify::new(),
         }
     }
 
@@ -113,6 +116,19 @@ impl Calibrations {
             s.last = Some(c.started);
             s.active = Some(c);
         }
+        drop(slots);
+        self.started.notify_one();
+    }
+
+    /// When the first active calibration ends.
+    pub fn next_end(&self) -> Option<SystemTime> {
+        if !self.any() {
+            return None;
+        }
+        self.slots()
+            .iter()
+            .filter_map(|s| s.active.as_ref().map(|c| c.until))
+            .min()
     }
 
     /// Ends channel `ch`'s calibration at `at`; what it was.
@@ -259,12 +275,24 @@ pub async fn watch(
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the calibration dates"),
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Asleep while no calibration runs (no wake-up a second on a box
+        // that calibrates twice a month); else until the first one ends,
+        // looked at again at least every second.
+        let wait = cal.next_end().map(|end| {
+            end.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(Duration::from_secs(1))
+        });
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            () = cal.started.notified() => {}
+            () = async {
+                match wait {
+                    Some(w) => tokio::time::sleep(w).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         let now = SystemTime::now();
         for ch in cal.expired(now) {
