@@ -71,45 +71,35 @@ def control(port, cmd):
 
 
 def config(n, data_dir, http, modbus, coalesce, station=False, mqtt=None):
+    """The quiet case: `generic` channels without levels, uplink off. The
+    station case: CH4 channels with the coal-face preset's levels (alarm
+    1.0 %, power-cut 1.5 %), values near 0.9 % (the simulator's
+    --bulk-value 90 at scale 0.01), recorder defaults, the uplink on."""
     units = (n + 99) // 100
-    if station:
-        # A station's load: CH4 channels with the coal-face preset's levels
-        # (alarm 1.0 %, power-cut 1.5 %), values near 0.9 % (the simulator's
-        # --bulk-value 90 at scale 0.01), recorder defaults, the uplink on.
-        out = [
-            '[station]\ncounty = "bench"\nid = "bench"\nname = "bench"\n',
-            f'[storage]\ndata_dir = "{data_dir}"\n',
-            f'[http]\nlisten = "127.0.0.1:{http}"\n',
-            '[log]\nlevel = "warn"\n',
-            '[outputs]\nbackend = "sim"\nself_test = false\n',
-            f'[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:{mqtt}"\n',
-            '[acquisition]\nwarm_up = "0s"\n',
-            f'[[bus]]\nid = "sim"\ntransport = "tcp"\nhost = "127.0.0.1"\nport = {modbus}\n',
-        ]
-        for u in range(units):
-            out.append(f'[[device]]\nid = "bulk{u}"\nbus = "sim"\nunit = {10 + u}\n')
-        for i in range(n):
-            out.append(
-                f'[[channel]]\nid = "ch4-{i}"\ndevice = "bulk{i // 100}"\nkind = "ch4"\nunit = "%vol"\n'
-                f'table = "holding"\naddress = {i % 100}\nscale = 0.01\nrange = [0.0, 4.0]\npreset = "cn-coal/ch4-face"\n'
-            )
-        return "".join(out)
     out = [
         '[station]\ncounty = "bench"\nid = "bench"\nname = "bench"\n',
         f'[storage]\ndata_dir = "{data_dir}"\n',
         f'[http]\nlisten = "127.0.0.1:{http}"\n',
         '[log]\nlevel = "warn"\n',
         '[outputs]\nbackend = "sim"\nself_test = false\n',
-        f'[acquisition]\nwarm_up = "0s"\ncoalesce = {"true" if coalesce else "false"}\n',
-        f'[[bus]]\nid = "sim"\ntransport = "tcp"\nhost = "127.0.0.1"\nport = {modbus}\n',
     ]
+    if station:
+        out.append(f'[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:{mqtt}"\n')
+    out.append(f'[acquisition]\nwarm_up = "0s"\ncoalesce = {"true" if coalesce else "false"}\n')
+    out.append(f'[[bus]]\nid = "sim"\ntransport = "tcp"\nhost = "127.0.0.1"\nport = {modbus}\n')
     for u in range(units):
         out.append(f'[[device]]\nid = "bulk{u}"\nbus = "sim"\nunit = {10 + u}\n')
     for i in range(n):
-        out.append(
-            f'[[channel]]\nid = "c{i}"\ndevice = "bulk{i // 100}"\nkind = "generic"\nunit = "ppm"\n'
-            f'table = "holding"\naddress = {i % 100}\nrange = [0.0, 2000.0]\n'
-        )
+        if station:
+            out.append(
+                f'[[channel]]\nid = "ch4-{i}"\ndevice = "bulk{i // 100}"\nkind = "ch4"\nunit = "%vol"\n'
+                f'table = "holding"\naddress = {i % 100}\nscale = 0.01\nrange = [0.0, 4.0]\npreset = "cn-coal/ch4-face"\n'
+            )
+        else:
+            out.append(
+                f'[[channel]]\nid = "c{i}"\ndevice = "bulk{i // 100}"\nkind = "generic"\nunit = "ppm"\n'
+                f'table = "holding"\naddress = {i % 100}\nrange = [0.0, 2000.0]\n'
+            )
     return "".join(out)
 
 

@@ -182,11 +182,7 @@ pub fn get(conn: &Connection, ticket: &str, now: SystemTime) -> Result<Option<Ha
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let status = stored(&status, Status::parse)?;
-    let overdue = status == Status::Assigned
-        && deadline
-            .as_deref()
-            .and_then(|d| humantime::parse_rfc3339_weak(d).ok())
-            .is_some_and(|d| d < now);
+    let overdue = status == Status::Assigned && deadline.as_deref().is_some_and(|d| past(d, now));
     Ok(Some(Hazard {
         ticket,
         category: stored(&category, |c| serde_json::from_value(c.into()).ok())?,
@@ -265,7 +261,7 @@ pub fn due_overdue(conn: &Connection, now: SystemTime) -> Result<Vec<String>, St
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
-        .filter(|(_, d)| humantime::parse_rfc3339_weak(d).is_ok_and(|d| d < now))
+        .filter(|(_, d)| past(d, now))
         .map(|(t, _)| t)
         .collect();
     Ok(due)
@@ -340,7 +336,18 @@ pub fn board(conn: &Connection, now: SystemTime) -> Result<Vec<BoardEntry>, Stor
 
 /// How many assigned hazards are past their deadline now.
 pub fn overdue_count(conn: &Connection, now: SystemTime) -> Result<usize, StoreError> {
-    Ok(board(conn, now)?.iter().filter(|e| e.overdue).count())
+    let mut st = conn.prepare_cached(
+        "SELECT deadline FROM hazards WHERE status = 'assigned' AND deadline IS NOT NULL",
+    )?;
+    let deadlines = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(deadlines.iter().filter(|d| past(d, now)).count())
+}
+
+/// Whether RFC 3339 `deadline` is before `now` (an unreadable one is not).
+fn past(deadline: &str, now: SystemTime) -> bool {
+    humantime::parse_rfc3339_weak(deadline).is_ok_and(|d| d < now)
 }
 
 /// Every 5 s: records the `overdue` step of hazards whose deadline passed

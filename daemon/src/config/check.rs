@@ -653,18 +653,12 @@ fn outputs(cfg: &Config, p: &mut Problems) {
                 Some("check the relay board and `gpiodetect`; on a box without outputs set backend = \"sim\""),
             );
         }
-        let lines = [
-            ("outputs.siren", o.siren.line),
-            ("outputs.beacon_red", o.beacon_red.line),
-            ("outputs.beacon_yellow", o.beacon_yellow.line),
-            ("outputs.beacon_green", o.beacon_green.line),
-            ("outputs.power_relay", o.power_relay.line),
-        ];
-        for (i, (key, line)) in lines.iter().enumerate() {
+        let lines = output_lines(o);
+        for (i, (name, line)) in lines.iter().enumerate() {
             if let Some((other, _)) = lines[..i].iter().find(|(_, l)| l == line) {
                 p.add(
-                    *key,
-                    format!("line {line} is already used by {other}"),
+                    format!("outputs.{name}"),
+                    format!("line {line} is already used by outputs.{other}"),
                     Some("each output needs its own line"),
                 );
             }
@@ -696,6 +690,17 @@ fn outputs(cfg: &Config, p: &mut Problems) {
     }
 }
 
+/// Each output's name (its key under `outputs`) and GPIO line.
+fn output_lines(o: &super::OutputsConfig) -> [(&'static str, u32); 5] {
+    [
+        ("siren", o.siren.line),
+        ("beacon_red", o.beacon_red.line),
+        ("beacon_yellow", o.beacon_yellow.line),
+        ("beacon_green", o.beacon_green.line),
+        ("power_relay", o.power_relay.line),
+    ]
+}
+
 /// The power relay's feedback: one source, a line of its own or a channel
 /// that reads 0/1 often enough for the delay.
 fn feedback(cfg: &Config, p: &mut Problems) {
@@ -721,21 +726,14 @@ fn feedback(cfg: &Config, p: &mut Problems) {
             Some("power_feedback = { line = 5 } or power_feedback = { channel = \"feeder-main\" }"),
         ),
         (Some(line), None) => {
-            if o.backend == super::OutputBackend::Gpio {
-                let outs = [
-                    ("siren", o.siren.line),
-                    ("beacon_red", o.beacon_red.line),
-                    ("beacon_yellow", o.beacon_yellow.line),
-                    ("beacon_green", o.beacon_green.line),
-                    ("power_relay", o.power_relay.line),
-                ];
-                if let Some((other, _)) = outs.iter().find(|(_, l)| *l == line) {
-                    p.add(
-                        "outputs.power_feedback.line",
-                        format!("line {line} is already the {other} output"),
-                        Some("the feedback contact needs an input line of its own"),
-                    );
-                }
+            if o.backend == super::OutputBackend::Gpio
+                && let Some((other, _)) = output_lines(o).iter().find(|(_, l)| *l == line)
+            {
+                p.add(
+                    "outputs.power_feedback.line",
+                    format!("line {line} is already the {other} output"),
+                    Some("the feedback contact needs an input line of its own"),
+                );
             }
         }
         (None, Some(id)) => match cfg.channel(id) {
