@@ -47,9 +47,19 @@ pub const WINDOW: usize = 64;
 /// fetches a batch rather than a row.
 const REFILL_AT: usize = WINDOW / 2;
 
-/// Acknowledged rows are marked sent in one write once this many wait (and
-/// at every tick).
+/// Acknowledged rows are marked sent in one write once this many wait, or
+/// [`SOON`] after the first of them.
 const FLUSH_AT: usize = 1024;
+
+/// How soon the task looks again while acknowledged rows wait to be
+/// marked, or after an outbox read, a hand-over or a set-aside that failed.
+const SOON: Duration = Duration::from_millis(200);
+
+/// How often it looks at the outbox when nothing is waiting: every new row
+/// wakes it at once, acknowledgements refill the window, so this only
+/// bounds what an unforeseen miss could cost. An idle station wakes for
+/// nothing in between.
+const IDLE_LOOK: Duration = Duration::from_secs(10);
 
 /// A row in flight when the connection dropped counts a try only above
 /// this size: every broker takes smaller packets, so a small row is never
@@ -255,8 +265,10 @@ pub async fn run(
     let mut report = tokio::time::interval(BACKLOG_REPORT);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connected_at = String::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let look = tokio::time::sleep(IDLE_LOOK);
+    tokio::pin!(look);
+    // Something needs another look soon (see SOON).
+    let mut again = false;
     let configured = cfg.mqtt.max_message_bytes;
     let learned = store
         .read(move |c| outbox::message_limit(c, configured))
@@ -299,7 +311,7 @@ pub async fn run(
                         tracker.handed(None);
                     }
                     report.reset();
-                    refill(&out, &l.client, &mut tracker, &mut sizes).await;
+                    again |= refill(&out, &l.client, &mut tracker, &mut sizes).await;
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.written(pkid),
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
@@ -315,7 +327,7 @@ pub async fn run(
                     if let (true, Some(l)) = (connected, &link)
                         && WINDOW - tracker.busy().min(WINDOW) >= REFILL_AT
                     {
-                        refill(&out, &l.client, &mut tracker, &mut sizes).await;
+                        again |= refill(&out, &l.client, &mut tracker, &mut sizes).await;
                     }
                 }
                 Ok(_) => {}
@@ -387,7 +399,7 @@ pub async fn run(
             // of any backlog of a lower lane.
             () = store.outbox_added(), if connected => {
                 if let Some(l) = &link {
-                    refill(&out, &l.client, &mut tracker, &mut sizes).await;
+                    again |= refill(&out, &l.client, &mut tracker, &mut sizes).await;
                 }
             }
             _ = report.tick(), if connected => {
@@ -398,11 +410,21 @@ pub async fn run(
                     }
                 }
             }
-            _ = tick.tick() => {
+            () = &mut look => {
+                look.as_mut().reset(tokio::time::Instant::now() + IDLE_LOOK);
+                again = false;
                 flush(&store, &mut tracker).await;
                 if let (true, Some(l)) = (connected, &link) {
-                    refill(&out, &l.client, &mut tracker, &mut sizes).await;
+                    again = refill(&out, &l.client, &mut tracker, &mut sizes).await;
                 }
+            }
+        }
+        // Soon while something waits, never later than already set: a
+        // stream of events does not put the look off.
+        if again || tracker.acked() > 0 {
+            let soon = tokio::time::Instant::now() + SOON;
+            if look.deadline() > soon {
+                look.as_mut().reset(soon);
             }
         }
     }
@@ -573,12 +595,14 @@ struct Sizes {
     largest_acked: usize,
 }
 
+/// Tops the window up from the outbox. Returns whether something failed
+/// that needs another look soon (the read, a hand-over, a set-aside).
 async fn refill(
     out: &Out<'_>,
     client: &AsyncClient,
     tracker: &mut tracker::Tracker,
     sizes: &mut Sizes,
-) {
+) -> bool {
     let Out {
         store,
         county,
@@ -591,7 +615,7 @@ async fn refill(
     let mut aside: Vec<(i64, String)> = Vec::new();
     let busy = tracker.busy();
     if busy >= WINDOW {
-        return;
+        return false;
     }
     let exclude = tracker.exclude();
     let room = WINDOW - busy;
@@ -605,9 +629,10 @@ async fn refill(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the outbox");
-            return;
+            return true;
         }
     };
+    let mut again = false;
     for row in rows {
         let topic = protocol::topic(county, station, &row.kind);
         let lane = match row.lane {
@@ -644,6 +669,7 @@ async fn refill(
             .try_publish(topic, QoS::AtLeastOnce, false, body)
             .is_err()
         {
+            again = true;
             break;
         }
         sizes.rows.insert(row.id, (packet, sizes.next));
@@ -662,5 +688,7 @@ async fn refill(
             .await
     {
         tracing::warn!(error = %e, "cannot set rows aside; will try again");
+        again = true;
     }
+    again
 }
