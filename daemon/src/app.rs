@@ -45,7 +45,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     // Acquisition and the alarms on it start first and need no disk.
     let beats = crate::heartbeat::Heartbeats::new();
-    let (acquisition, batches) =
+    let (acquisition, minutes) =
         crate::acquisition::start(&config, started, &beats, &tracker, &shutdown);
     let (alarms, supervisor, alarm_events) = crate::alarm::start(
         &config,
@@ -153,9 +153,8 @@ pub async fn run(
     ));
     tracker.spawn(crate::acquisition::recorder::run(
         store.clone(),
-        batches,
+        minutes,
         acquisition.snapshot.clone(),
-        Arc::clone(&acquisition.calibrations),
         config.acquisition.raw_interval,
         shutdown.clone(),
     ));

@@ -14,6 +14,10 @@ impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
     /// The count.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -232,7 +236,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP pithead_recorder_dropped_total Poll results not stored because the store was behind."
+            "# HELP pithead_recorder_dropped_total Readings left out of the per-minute aggregates because the store was behind."
         );
         let _ = writeln!(out, "# TYPE pithead_recorder_dropped_total counter");
         let _ = writeln!(

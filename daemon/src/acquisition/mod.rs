@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -160,7 +160,9 @@ pub(crate) struct Sink {
     beats: Arc<crate::heartbeat::Heartbeats>,
     snapshot: Arc<watch::Sender<Snapshot>>,
     changes: Arc<Changes>,
-    recorder: mpsc::Sender<Batch>,
+    /// Every poll's per-minute statistics, taken by the recorder.
+    minutes: Arc<recorder::MinuteBook>,
+    calibrations: Arc<calibration::Calibrations>,
     metrics: Arc<Metrics>,
     warm_until: Instant,
     /// When the process started: the first poll's delay is measured from it.
@@ -213,21 +215,23 @@ impl Sink {
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
-        if self.recorder.try_send(batch).is_err() {
-            self.metrics.recorder_dropped.inc();
+        let dropped = self.minutes.add(&batch, &self.calibrations);
+        if dropped > 0 {
+            self.metrics.recorder_dropped.add(dropped);
         }
     }
 }
 
 /// Starts one task per bus plus the staleness sweeper; they stop on
-/// `shutdown`. Returns the handle and the receiver the recorder reads.
+/// `shutdown`. Returns the handle and the per-minute book the recorder
+/// takes from.
 pub fn start(
     cfg: &Arc<Config>,
     started: Instant,
     beats: &Arc<crate::heartbeat::Heartbeats>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> (Handle, mpsc::Receiver<Batch>) {
+) -> (Handle, Arc<recorder::MinuteBook>) {
     let now = Instant::now();
     let wall = SystemTime::now();
     let info: Arc<Vec<ChannelInfo>> = Arc::new(
@@ -271,14 +275,16 @@ pub fn start(
     let tx = Arc::new(tx);
     let changes = Arc::new(Changes::new(cfg.channels.len()));
     let metrics = Arc::new(Metrics::new(cfg.buses.iter().map(|b| b.id.clone())));
-    // Room for a few seconds of polls; beyond that the recorder is behind
-    // (stalled disk) and batches are dropped and counted, never waited for.
-    let (rec_tx, rec_rx) = mpsc::channel(1024);
+    // A recorder behind (stalled disk) loses its oldest minutes, counted;
+    // polling never waits for it.
+    let minutes = Arc::new(recorder::MinuteBook::new(cfg.channels.len()));
+    let calibrations = Arc::new(calibration::Calibrations::new(cfg.channels.len()));
     let sink = Sink {
         beats: Arc::clone(beats),
         snapshot: Arc::clone(&tx),
         changes: Arc::clone(&changes),
-        recorder: rec_tx,
+        minutes: Arc::clone(&minutes),
+        calibrations: Arc::clone(&calibrations),
         metrics: Arc::clone(&metrics),
         warm_until: now + cfg.acquisition.warm_up,
         started,
@@ -317,9 +323,9 @@ pub fn start(
             snapshot: rx,
             metrics,
             changes,
-            calibrations: Arc::new(calibration::Calibrations::new(cfg.channels.len())),
+            calibrations,
         },
-        rec_rx,
+        minutes,
     )
 }
 
@@ -504,12 +510,12 @@ mod tests {
             Duration::from_secs(1),
             Reading::ok(0.1, now, SystemTime::now()),
         ));
-        let (rec, _rec_rx) = mpsc::channel(4);
         let sink = Sink {
             beats: crate::heartbeat::Heartbeats::new(),
             snapshot: Arc::new(tx),
             changes: Arc::new(Changes::new(1)),
-            recorder: rec,
+            minutes: Arc::new(recorder::MinuteBook::new(1)),
+            calibrations: Arc::new(calibration::Calibrations::new(1)),
             metrics: Arc::new(Metrics::new(std::iter::empty())),
             warm_until: now + Duration::from_secs(30),
             started: now,

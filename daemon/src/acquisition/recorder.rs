@@ -1,15 +1,16 @@
 //! Stores readings: every channel's current reading at the raw rate, and
 //! per-channel per-minute aggregates of every poll result.
 //!
-//! It runs apart from the bus tasks and is fed through a bounded channel
-//! they never wait on: a slow or full disk slows the recorder, never the
-//! polling or the alarms.
+//! It runs apart from the bus tasks: they add every poll to a shared
+//! per-minute table ([`MinuteBook`]) whose lock is never held across the
+//! disk, and the recorder takes what is finished every raw interval, so a
+//! slow or full disk slows the recorder, never the polling or the alarms.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Batch, Reading, ReadingState, Snapshot};
@@ -56,6 +57,11 @@ impl Aggregate {
             }
             _ => self.faults += 1,
         }
+    }
+
+    /// Readings counted, of any state.
+    fn readings(&self) -> u64 {
+        u64::from(self.count) + u64::from(self.faults) + u64::from(self.calibrating)
     }
 }
 
@@ -105,9 +111,20 @@ fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(60_000)
 }
 
-/// Per-minute accumulation, keyed by (minute start ms, channel index).
+/// Per-minute accumulation. The minute the newest readings belong to is a
+/// flat table, one slot per channel, so a reading costs an index, not a
+/// search; minutes before it (finished, or readings of a late request, or a
+/// clock stepped back) are kept by (minute start ms, channel index) until
+/// taken.
 #[derive(Debug, Default)]
-pub struct Minutes(BTreeMap<(i64, usize), Aggregate>);
+pub struct Minutes {
+    /// The minute `current` holds (its start, Unix ms).
+    minute: Option<i64>,
+    /// One slot per channel for `minute`; untouched slots are empty.
+    current: Vec<Aggregate>,
+    /// Other minutes, by (minute start ms, channel index).
+    other: BTreeMap<(i64, usize), Aggregate>,
+}
 
 impl Minutes {
     /// Adds one poll's readings; those of channels in calibration are
@@ -116,7 +133,15 @@ impl Minutes {
         let any = cal.any();
         for (ci, r) in batch {
             let m = minute_of(unix_ms(r.wall));
-            let a = self.0.entry((m, *ci)).or_insert_with(Aggregate::empty);
+            let a = match self.minute {
+                Some(cur) if cur == m => self.slot(*ci),
+                Some(cur) if m < cur => self.other.entry((m, *ci)).or_insert_with(Aggregate::empty),
+                _ => {
+                    self.close_current();
+                    self.minute = Some(m);
+                    self.slot(*ci)
+                }
+            };
             if any && cal.at(*ci, r.wall) {
                 a.calibrating += 1;
             } else {
@@ -125,16 +150,105 @@ impl Minutes {
         }
     }
 
+    fn slot(&mut self, ci: usize) -> &mut Aggregate {
+        if ci >= self.current.len() {
+            self.current.resize(ci + 1, Aggregate::empty());
+        }
+        &mut self.current[ci]
+    }
+
+    /// Moves the flat minute's touched slots to the other minutes and
+    /// empties it.
+    fn close_current(&mut self) {
+        let Some(m) = self.minute.take() else {
+            return;
+        };
+        for (ci, a) in self.current.iter_mut().enumerate() {
+            if a.readings() > 0 {
+                self.other
+                    .insert((m, ci), std::mem::replace(a, Aggregate::empty()));
+            }
+        }
+    }
+
     /// Removes and returns the minutes that ended before `now` (all of them
-    /// with `all`).
+    /// with `all`), by minute then channel.
     pub fn take_finished(&mut self, now: SystemTime, all: bool) -> Vec<((i64, usize), Aggregate)> {
         let current = minute_of(unix_ms(now));
+        if all || self.minute.is_some_and(|m| m < current) {
+            self.close_current();
+        }
         let keep = if all {
             BTreeMap::new()
         } else {
-            self.0.split_off(&(current, 0))
+            self.other.split_off(&(current, 0))
         };
-        std::mem::replace(&mut self.0, keep).into_iter().collect()
+        std::mem::replace(&mut self.other, keep)
+            .into_iter()
+            .collect()
+    }
+
+    /// Drops the oldest minutes not yet taken beyond `max` channel-minutes
+    /// (a recorder stalled by its disk); returns the readings they counted.
+    fn shed(&mut self, max: usize) -> u64 {
+        let mut dropped = 0;
+        while self.other.len() > max {
+            match self.other.pop_first() {
+                Some((_, a)) => dropped += a.readings(),
+                None => break,
+            }
+        }
+        dropped
+    }
+}
+
+/// The per-minute statistics of every poll result, shared by the bus
+/// tasks, which add each poll as they publish it, and the recorder, which
+/// takes the finished minutes every raw interval. The lock is held to add
+/// one poll or to take what is finished, never across the disk, so polling
+/// never waits for the store; and a poll wakes nobody.
+#[derive(Debug)]
+pub struct MinuteBook {
+    minutes: std::sync::Mutex<Minutes>,
+    /// Channel-minutes kept for a recorder that cannot write: beyond, the
+    /// oldest are dropped and counted.
+    max_held: usize,
+}
+
+/// Minutes of every channel a recorder that cannot write keeps before it
+/// drops the oldest.
+const HELD_MINUTES: usize = 15;
+
+impl MinuteBook {
+    /// A book for `channels` channels.
+    pub fn new(channels: usize) -> Self {
+        MinuteBook {
+            minutes: std::sync::Mutex::new(Minutes {
+                current: vec![Aggregate::empty(); channels],
+                ..Minutes::default()
+            }),
+            max_held: channels.max(1) * HELD_MINUTES,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Minutes> {
+        // A poisoned lock still holds usable counts.
+        self.minutes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds one poll; returns the readings dropped to keep the book
+    /// bounded (none while the recorder keeps up).
+    pub fn add(&self, batch: &Batch, cal: &super::calibration::Calibrations) -> u64 {
+        let mut m = self.lock();
+        m.add(batch, cal);
+        m.shed(self.max_held)
+    }
+
+    /// See [`Minutes::take_finished`].
+    pub fn take_finished(&self, now: SystemTime, all: bool) -> Vec<((i64, usize), Aggregate)> {
+        self.lock().take_finished(now, all)
     }
 }
 
@@ -185,9 +299,8 @@ fn write_raw(c: &Connection, ids: &[String], rows: &[(usize, Reading)]) -> Resul
 /// Runs until `shutdown`, then stores what it holds.
 pub async fn run(
     store: Store,
-    mut batches: mpsc::Receiver<Batch>,
+    book: std::sync::Arc<MinuteBook>,
     snapshot: watch::Receiver<Snapshot>,
-    calibrations: std::sync::Arc<super::calibration::Calibrations>,
     raw_interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -199,7 +312,6 @@ pub async fn run(
             .map(|i| i.id.clone())
             .collect(),
     );
-    let mut minutes = Minutes::default();
     let mut tick = tokio::time::interval(raw_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The monotonic time of the last reading stored per channel: a reading
@@ -208,7 +320,6 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(batch) = batches.recv() => minutes.add(&batch, &calibrations),
             _ = tick.tick() => {
                 // Raw rows: each channel's current reading, once per reading.
                 let raw: Vec<(usize, Reading)> = snapshot
@@ -222,19 +333,16 @@ pub async fn run(
                 for (ci, r) in &raw {
                     last_raw[*ci] = Some(r.at);
                 }
-                let aggs = minutes.take_finished(SystemTime::now(), false);
+                let aggs = book.take_finished(SystemTime::now(), false);
                 flush(&store, &ids, raw, aggs).await;
             }
         }
-    }
-    while let Ok(batch) = batches.try_recv() {
-        minutes.add(&batch, &calibrations);
     }
     flush(
         &store,
         &ids,
         Vec::new(),
-        minutes.take_finished(SystemTime::now(), true),
+        book.take_finished(SystemTime::now(), true),
     )
     .await;
 }
@@ -337,6 +445,70 @@ mod tests {
         let ((_, ch), b) = done[1];
         assert_eq!((ch, b.count, b.calibrating, b.sum), (1, 1, 1, 5.0));
         assert_eq!(m.take_finished(t0 + Duration::from_secs(70), true).len(), 1);
+    }
+
+    #[test]
+    fn a_book_whose_recorder_cannot_write_keeps_the_newest_minutes_and_counts_the_rest() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = Instant::now();
+        let cal = crate::acquisition::calibration::Calibrations::new(2);
+        let book = MinuteBook::new(2);
+        let mut dropped = 0;
+        // Twenty minutes of two channels, twice a minute, nobody taking.
+        for minute in 0..20u64 {
+            for half in 0..2u64 {
+                let wall = t0 + Duration::from_secs(minute * 60 + half * 30);
+                dropped += book.add(
+                    &vec![
+                        (0, Reading::ok(1.0, at, wall)),
+                        (1, Reading::ok(2.0, at, wall)),
+                    ],
+                    &cal,
+                );
+            }
+        }
+        // Held: fifteen finished minutes of both channels (the twentieth is
+        // still running); the four oldest went, two readings each channel.
+        assert_eq!(dropped, 4 * 2 * 2);
+        let done = book.take_finished(t0 + Duration::from_secs(20 * 60), false);
+        assert_eq!(done.len(), 2 * 16);
+        assert_eq!(done[0].0, (1_800_000_000_000 + 4 * 60_000, 0));
+        assert!(done.windows(2).all(|w| w[0].0 < w[1].0), "in order");
+        assert!(done.iter().all(|(_, a)| a.count == 2));
+    }
+
+    #[test]
+    fn a_late_reading_of_a_minute_already_left_is_kept_apart_not_lost() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = Instant::now();
+        let cal = crate::acquisition::calibration::Calibrations::new(1);
+        let mut m = Minutes::default();
+        m.add(
+            &vec![(0, Reading::ok(5.0, at, t0 + Duration::from_secs(61)))],
+            &cal,
+        );
+        // A request that started before the minute turned answers after.
+        m.add(
+            &vec![(0, Reading::ok(1.0, at, t0 + Duration::from_secs(59)))],
+            &cal,
+        );
+        m.add(
+            &vec![(0, Reading::ok(7.0, at, t0 + Duration::from_secs(62)))],
+            &cal,
+        );
+        let done = m.take_finished(t0 + Duration::from_secs(125), false);
+        let got: Vec<_> = done
+            .iter()
+            .map(|((t, _), a)| (*t, a.count, a.max))
+            .collect();
+        assert_eq!(
+            got,
+            [(1_800_000_000_000, 1, 1.0), (1_800_000_060_000, 2, 7.0)]
+        );
+        assert!(
+            m.take_finished(t0 + Duration::from_secs(125), true)
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -54,7 +54,7 @@ async fn station_with(store: impl FnOnce(&Path) -> Store, loading: bool) -> Stat
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let beats = crate::heartbeat::Heartbeats::new();
-    let (acquisition, _batches) =
+    let (acquisition, _minutes) =
         crate::acquisition::start(&cfg, Instant::now(), &beats, &tracker, &shutdown);
     let (alarms, _supervisor, events) = crate::alarm::start(
         &cfg,
