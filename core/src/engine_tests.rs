@@ -713,6 +713,25 @@ fn delayed_engine() -> Engine {
 }
 
 impl Engine {
+    /// What `update` did before it passed over unchanged readings: every
+    /// reading evaluated.
+    fn update_always(
+        &mut self,
+        ch: usize,
+        r: &Reading,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
+        // Forget the last reading, keeping the counts of unknown channels
+        // true, so that the reading is never the same as the last.
+        if !unknown(self.last[ch]) {
+            self.unknown += 1;
+            self.unknown_guards += usize::from(self.rules[ch].guards_power());
+        }
+        self.last[ch] = None;
+        self.update(ch, r, now, wall)
+    }
+
     /// What `tick` did before it kept its due set: every channel, always.
     fn tick_every_channel(&mut self, now: Instant, wall: SystemTime) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
@@ -831,6 +850,87 @@ proptest! {
             }
             prop_assert_eq!(fast.outputs(), every.outputs_by_walking());
             prop_assert_eq!(fast.outputs(), every.outputs());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step3 {
+    /// A reading from a few values, so the same one comes again and again.
+    Value(usize, usize),
+    Special(usize, ReadingState),
+    AckOne(usize),
+    Restore(usize, bool),
+    /// Time passes; with `true` the engine is ticked as the daemon does.
+    Wait(u64, bool),
+}
+
+fn step3() -> impl Strategy<Value = Step3> {
+    prop_oneof![
+        8 => (0usize..2, 0usize..5).prop_map(|(c, v)| Step3::Value(c, v)),
+        1 => (0usize..2, prop_oneof![Just(ReadingState::CommFault), Just(ReadingState::Stale), Just(ReadingState::WarmingUp)]).prop_map(|(c, s)| Step3::Special(c, s)),
+        2 => (0usize..4).prop_map(Step3::AckOne),
+        1 => (0usize..2, any::<bool>()).prop_map(|(c, a)| Step3::Restore(c, a)),
+        4 => (0u64..1200, any::<bool>()).prop_map(|(ms, t)| Step3::Wait(ms, t)),
+    ]
+}
+
+proptest! {
+    /// Passing over a reading equal to the channel's last one (no delay
+    /// running, nothing to recheck) decides exactly what evaluating every
+    /// reading decided: the same events, the same outputs, at every step.
+    #[test]
+    fn passing_over_unchanged_readings_changes_nothing(steps in proptest::collection::vec(step3(), 1..80)) {
+        const VALUES: [[f64; 5]; 2] = [[0.5, 0.85, 1.05, 1.2, 1.7], [10.0, 23.0, 25.0, 30.0, 21.0]];
+        let (mut fast, mut every) = (delayed_engine(), delayed_engine());
+        let t0 = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut t = Duration::ZERO;
+        let kinds = |v: Vec<AlarmEvent>| v.into_iter().map(|e| (e.kind, e.alarm_id, e.channel, e.level)).collect::<Vec<_>>();
+        for s in steps {
+            t += Duration::from_millis(10);
+            let now = t0 + t;
+            match s {
+                Step3::Value(c, i) => {
+                    let r = Reading::ok(VALUES[c][i], now, SystemTime::now());
+                    prop_assert_eq!(kinds(fast.update(c, &r, now, wall)), kinds(every.update_always(c, &r, now, wall)));
+                }
+                Step3::Special(c, st) => {
+                    let r = Reading::fault(st, "x", now, SystemTime::now());
+                    prop_assert_eq!(kinds(fast.update(c, &r, now, wall)), kinds(every.update_always(c, &r, now, wall)));
+                }
+                Step3::AckOne(i) => {
+                    let id = every.active().map(|a| a.id).nth(i);
+                    if let Some(id) = id {
+                        let a = fast.ack(id, "p", wall).map(kinds).map_err(|e| e.to_string());
+                        let b = every.ack(id, "p", wall).map(kinds).map_err(|e| e.to_string());
+                        prop_assert_eq!(a, b);
+                    }
+                }
+                Step3::Restore(c, acked) => {
+                    let r = Restored {
+                        id: 900 + c as u64,
+                        channel: ["ch4", "co"][c].into(),
+                        kind: AlarmKind::Level(LevelName::Alarm),
+                        value: Some(1.0),
+                        raised_wall: wall,
+                        acked: acked.then(|| Ack { by: "p".into(), at: wall }),
+                    };
+                    fast.restore(std::slice::from_ref(&r), now);
+                    every.restore(std::slice::from_ref(&r), now);
+                }
+                Step3::Wait(ms, tick) => {
+                    t += Duration::from_millis(ms);
+                    if tick {
+                        let now = t0 + t;
+                        prop_assert_eq!(kinds(fast.tick(now, wall)), kinds(every.tick(now, wall)));
+                    }
+                }
+            }
+            prop_assert_eq!(fast.outputs(), every.outputs());
+            prop_assert_eq!(fast.outputs(), every.outputs_by_walking());
+            let active = |e: &Engine| e.active().map(|a| (a.id, a.kind, a.condition, a.acked.is_some())).collect::<Vec<_>>();
+            prop_assert_eq!(active(&fast), active(&every));
         }
     }
 }
