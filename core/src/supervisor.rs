@@ -41,6 +41,38 @@ pub fn decide(
     }
 }
 
+/// How long the supervisor may sleep after a step: until the engine's
+/// silence would pass its limit (so a stall is seen as it happens, not up
+/// to a step later) or the next feed is due, whichever comes first, and
+/// never longer than a second. `step` while the outputs are forced
+/// fail-safe, and when a feed is due but withheld (acquisition stalled, an
+/// output not following), so those are looked at again every step and
+/// never in a spin. At least 10 ms.
+///
+/// `since_feed` is the time since the last feed, counted after this step.
+pub fn sleep_for(
+    engine_age: Duration,
+    since_feed: Duration,
+    fail_safe: bool,
+    l: &Limits,
+    step: Duration,
+) -> Duration {
+    if fail_safe {
+        return step;
+    }
+    // Just past the limit: at the limit itself the engine still counts as
+    // alive.
+    let stall_in = (l.engine + Duration::from_millis(1)).saturating_sub(engine_age);
+    let feed_in = match l.feed_every.saturating_sub(since_feed) {
+        Duration::ZERO => step,
+        d => d,
+    };
+    stall_in
+        .min(feed_in)
+        .min(Duration::from_secs(1))
+        .max(Duration::from_millis(10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +82,32 @@ mod tests {
         acquisition: Duration::from_secs(10),
         feed_every: Duration::from_secs(1),
     };
+
+    #[test]
+    fn sleeps_until_a_stall_could_begin_or_the_next_feed_is_due() {
+        let ms = Duration::from_millis;
+        let step = ms(100);
+        // Healthy, just fed: until the next feed (the engine's limit is
+        // further away).
+        assert_eq!(sleep_for(ms(100), ms(0), false, &L, step), ms(1000));
+        assert_eq!(sleep_for(ms(100), ms(400), false, &L, step), ms(600));
+        // The engine quiet for 1.8 s: just past its 2 s limit, before the
+        // feed.
+        assert_eq!(sleep_for(ms(1800), ms(0), false, &L, step), ms(201));
+        // At the limit: a few ms, never zero.
+        assert_eq!(sleep_for(ms(2000), ms(0), false, &L, step), ms(10));
+        // A feed due but withheld: every step, not a spin.
+        assert_eq!(sleep_for(ms(0), ms(1500), false, &L, step), step);
+        // Forced fail-safe: every step.
+        assert_eq!(sleep_for(ms(3000), ms(0), true, &L, step), step);
+        // Never more than a second, whatever the limits.
+        let slow = Limits {
+            engine: Duration::from_secs(60),
+            acquisition: Duration::from_secs(60),
+            feed_every: Duration::from_secs(30),
+        };
+        assert_eq!(sleep_for(ms(0), ms(0), false, &slow, step), ms(1000));
+    }
 
     #[test]
     fn feeds_only_while_both_make_progress() {

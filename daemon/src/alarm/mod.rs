@@ -436,6 +436,7 @@ impl Drop for SupervisorGuard {
         self.cut_now();
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }

@@ -16,12 +16,14 @@ use pithead_hal::Watchdog;
 use super::panel::Panel;
 use crate::heartbeat::Heartbeats;
 
-/// How often the supervisor looks at most: the fail-safe follows a stall
-/// within this of the stall limit. Half the feed interval when that is
-/// shorter, so a short systemd `WatchdogSec` is still fed in time.
+/// How often the supervisor looks while something is wrong (outputs
+/// forced fail-safe, a feed withheld). Half the feed interval when that is
+/// shorter. While all is well it sleeps until the engine's silence would
+/// pass its limit or the next feed is due ([`sleep_for`]): about once a
+/// second, and a stall is seen as it begins.
 const STEP: Duration = Duration::from_millis(100);
 
-pub use pithead_core::supervisor::{Limits, decide};
+pub use pithead_core::supervisor::{Limits, decide, sleep_for};
 
 /// Starts the supervisor thread. It stops when `stop` is set: it puts the
 /// outputs in their stopped state (power cut) and only then disarms the
@@ -42,8 +44,13 @@ pub fn spawn(
         let mut starving = false;
         let mut failing_logged = false;
         let step = STEP.min(limits.feed_every / 2).max(Duration::from_millis(10));
+        let mut wait = step;
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(step);
+            // Unparked by the guard when the daemon stops.
+            std::thread::park_timeout(wait);
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             let now = Instant::now();
             let (engine_age, acquisition_age) = beats.ages(now);
             let since_feed = last_feed.map_or(Duration::MAX, |t| now.duration_since(t));
@@ -51,6 +58,15 @@ pub fn spawn(
             if stopping.load(Ordering::Relaxed) {
                 d.fail_safe = false;
             }
+            // Decided before the feed is known to happen: a feed withheld
+            // below keeps `since_feed` due, which means every step.
+            wait = sleep_for(
+                engine_age,
+                if d.feed { Duration::ZERO } else { since_feed },
+                d.fail_safe,
+                &limits,
+                step,
+            );
             // A poisoned lock still guards a usable panel: take it.
             let mut p = panel.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if d.fail_safe {
@@ -79,6 +95,7 @@ pub fn spawn(
                     tracing::error!(outputs = ?failing, "outputs not in the state they were told: watchdog no longer fed");
                     failing_logged = true;
                 }
+                wait = wait.min(step);
                 continue;
             }
             if failing_logged {
