@@ -56,6 +56,7 @@ mod tests {
             "humantime-serde",
             "csv",
             "toml",
+            "toml_parser",
             "proptest",
         ];
         for n in &names {

@@ -200,7 +200,7 @@ impl Verifier {
                             return;
                         };
                         let ok = verify(&password, &hash);
-                        release_memory();
+                        crate::lifecycle::release_memory();
                         let _ = reply.send(ok);
                     }
                 });
@@ -218,20 +218,6 @@ impl Verifier {
             return false;
         }
         answer.await.unwrap_or(false)
-    }
-}
-
-/// Gives the memory freed by a password check back to the system (glibc
-/// keeps freed memory in its arenas otherwise).
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: malloc_trim only returns free memory of the allocator's
-        // arenas to the system; it touches no live allocation.
-        #[expect(unsafe_code, reason = "glibc's malloc_trim has no safe wrapper")]
-        unsafe {
-            libc::malloc_trim(0);
-        }
     }
 }
 
