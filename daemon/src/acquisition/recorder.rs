@@ -59,6 +59,16 @@ impl Aggregate {
         }
     }
 
+    /// Adds another count of the same channel-minute.
+    fn merge(&mut self, o: &Aggregate) {
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sum += o.sum;
+        self.count += o.count;
+        self.faults += o.faults;
+        self.calibrating += o.calibrating;
+    }
+
     /// Readings counted, of any state.
     fn readings(&self) -> u64 {
         u64::from(self.count) + u64::from(self.faults) + u64::from(self.calibrating)
@@ -113,17 +123,55 @@ fn minute_of(ms: i64) -> i64 {
 
 /// Per-minute accumulation. The minute the newest readings belong to is a
 /// flat table, one slot per channel, so a reading costs an index, not a
-/// search; minutes before it (finished, or readings of a late request, or a
-/// clock stepped back) are kept by (minute start ms, channel index) until
-/// taken.
+/// search; when a reading of a later minute comes, the table is set aside
+/// whole (a swap, not a copy: the bus task that does it has just woken the
+/// alarm task, which waits for it). Readings of an earlier minute (a late
+/// request, a clock stepped back) are kept by (minute start ms, channel
+/// index). Taking what is finished is a swap too; the rows are made after,
+/// by [`Finished::rows`], outside any lock.
 #[derive(Debug, Default)]
 pub struct Minutes {
     /// The minute `current` holds (its start, Unix ms).
     minute: Option<i64>,
     /// One slot per channel for `minute`; untouched slots are empty.
     current: Vec<Aggregate>,
-    /// Other minutes, by (minute start ms, channel index).
+    /// Flat tables set aside, oldest first.
+    closed: Vec<(i64, Vec<Aggregate>)>,
+    /// Readings of minutes before the flat table's.
     other: BTreeMap<(i64, usize), Aggregate>,
+}
+
+/// Finished minutes taken from a [`Minutes`], not yet made into rows.
+#[derive(Debug, Default)]
+pub struct Finished {
+    closed: Vec<(i64, Vec<Aggregate>)>,
+    other: BTreeMap<(i64, usize), Aggregate>,
+}
+
+impl Finished {
+    /// The channel-minutes with readings, by minute then channel; a
+    /// channel-minute counted in two places is one row.
+    pub fn rows(self) -> Vec<((i64, usize), Aggregate)> {
+        let mut rows: Vec<((i64, usize), Aggregate)> = self.other.into_iter().collect();
+        for (minute, table) in self.closed {
+            rows.extend(
+                table
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.readings() > 0)
+                    .map(|(ci, a)| ((minute, ci), a)),
+            );
+        }
+        rows.sort_by_key(|(k, _)| *k);
+        let mut out: Vec<((i64, usize), Aggregate)> = Vec::with_capacity(rows.len());
+        for (k, a) in rows {
+            match out.last_mut() {
+                Some((last, b)) if *last == k => b.merge(&a),
+                _ => out.push((k, a)),
+            }
+        }
+        out
+    }
 }
 
 impl Minutes {
@@ -157,45 +205,55 @@ impl Minutes {
         &mut self.current[ci]
     }
 
-    /// Moves the flat minute's touched slots to the other minutes and
-    /// empties it.
+    /// Sets the flat table aside with its minute and starts an empty one.
     fn close_current(&mut self) {
         let Some(m) = self.minute.take() else {
             return;
         };
-        for (ci, a) in self.current.iter_mut().enumerate() {
-            if a.readings() > 0 {
-                self.other
-                    .insert((m, ci), std::mem::replace(a, Aggregate::empty()));
-            }
-        }
+        let fresh = vec![Aggregate::empty(); self.current.len()];
+        self.closed
+            .push((m, std::mem::replace(&mut self.current, fresh)));
     }
 
     /// Removes and returns the minutes that ended before `now` (all of them
-    /// with `all`), by minute then channel.
-    pub fn take_finished(&mut self, now: SystemTime, all: bool) -> Vec<((i64, usize), Aggregate)> {
+    /// with `all`).
+    pub fn take_finished(&mut self, now: SystemTime, all: bool) -> Finished {
         let current = minute_of(unix_ms(now));
         if all || self.minute.is_some_and(|m| m < current) {
             self.close_current();
         }
-        let keep = if all {
-            BTreeMap::new()
-        } else {
-            self.other.split_off(&(current, 0))
-        };
-        std::mem::replace(&mut self.other, keep)
+        let (closed, keep) = std::mem::take(&mut self.closed)
             .into_iter()
-            .collect()
+            .partition(|(m, _)| all || *m < current);
+        self.closed = keep;
+        let other = if all {
+            std::mem::take(&mut self.other)
+        } else {
+            let keep = self.other.split_off(&(current, 0));
+            std::mem::replace(&mut self.other, keep)
+        };
+        Finished { closed, other }
     }
 
     /// Drops the oldest minutes not yet taken beyond `max` channel-minutes
     /// (a recorder stalled by its disk); returns the readings they counted.
     fn shed(&mut self, max: usize) -> u64 {
+        let held =
+            |m: &Minutes| m.closed.iter().map(|(_, t)| t.len()).sum::<usize>() + m.other.len();
         let mut dropped = 0;
-        while self.other.len() > max {
-            match self.other.pop_first() {
-                Some((_, a)) => dropped += a.readings(),
-                None => break,
+        while held(self) > max {
+            let oldest_closed = self.closed.first().map(|(m, _)| *m);
+            let oldest_other = self.other.first_key_value().map(|((m, _), _)| *m);
+            let closed_first = match (oldest_closed, oldest_other) {
+                (None, None) => break,
+                (Some(c), Some(o)) => c <= o,
+                (c, _) => c.is_some(),
+            };
+            if closed_first {
+                let (_, table) = self.closed.remove(0);
+                dropped += table.iter().map(Aggregate::readings).sum::<u64>();
+            } else if let Some((_, a)) = self.other.pop_first() {
+                dropped += a.readings();
             }
         }
         dropped
@@ -246,9 +304,11 @@ impl MinuteBook {
         m.shed(self.max_held)
     }
 
-    /// See [`Minutes::take_finished`].
+    /// See [`Minutes::take_finished`]: under the lock only the swap, the
+    /// rows made after it.
     pub fn take_finished(&self, now: SystemTime, all: bool) -> Vec<((i64, usize), Aggregate)> {
-        self.lock().take_finished(now, all)
+        let finished = self.lock().take_finished(now, all);
+        finished.rows()
     }
 }
 
@@ -434,7 +494,7 @@ mod tests {
             &vec![(1, Reading::ok(2.0, at, t0 + Duration::from_secs(20)))],
             &cal,
         );
-        let done = m.take_finished(t0 + Duration::from_secs(70), false);
+        let done = m.take_finished(t0 + Duration::from_secs(70), false).rows();
         assert_eq!(done.len(), 2);
         let ((minute, ch), a) = done[0];
         assert_eq!((minute, ch), (1_800_000_000_000, 0));
@@ -444,7 +504,12 @@ mod tests {
         );
         let ((_, ch), b) = done[1];
         assert_eq!((ch, b.count, b.calibrating, b.sum), (1, 1, 1, 5.0));
-        assert_eq!(m.take_finished(t0 + Duration::from_secs(70), true).len(), 1);
+        assert_eq!(
+            m.take_finished(t0 + Duration::from_secs(70), true)
+                .rows()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -483,30 +548,28 @@ mod tests {
         let at = Instant::now();
         let cal = crate::acquisition::calibration::Calibrations::new(1);
         let mut m = Minutes::default();
-        m.add(
-            &vec![(0, Reading::ok(5.0, at, t0 + Duration::from_secs(61)))],
-            &cal,
-        );
-        // A request that started before the minute turned answers after.
-        m.add(
-            &vec![(0, Reading::ok(1.0, at, t0 + Duration::from_secs(59)))],
-            &cal,
-        );
-        m.add(
-            &vec![(0, Reading::ok(7.0, at, t0 + Duration::from_secs(62)))],
-            &cal,
-        );
-        let done = m.take_finished(t0 + Duration::from_secs(125), false);
+        let ok = |v, s| vec![(0, Reading::ok(v, at, t0 + Duration::from_secs(s)))];
+        m.add(&ok(3.0, 30), &cal);
+        m.add(&ok(5.0, 61), &cal);
+        // A request that started before the minute turned answers after:
+        // counted with its minute, one row with the reading before.
+        m.add(&ok(1.0, 59), &cal);
+        m.add(&ok(7.0, 62), &cal);
+        let done = m.take_finished(t0 + Duration::from_secs(125), false).rows();
         let got: Vec<_> = done
             .iter()
-            .map(|((t, _), a)| (*t, a.count, a.max))
+            .map(|((t, _), a)| (*t, a.count, a.min, a.max))
             .collect();
         assert_eq!(
             got,
-            [(1_800_000_000_000, 1, 1.0), (1_800_000_060_000, 2, 7.0)]
+            [
+                (1_800_000_000_000, 2, 1.0, 3.0),
+                (1_800_000_060_000, 2, 5.0, 7.0)
+            ]
         );
         assert!(
             m.take_finished(t0 + Duration::from_secs(125), true)
+                .rows()
                 .is_empty()
         );
     }
