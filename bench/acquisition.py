@@ -5,6 +5,12 @@ first poll.
 
 Usage: bench/acquisition.py [--seconds 60] [--channels 200,1000,5000]
        [--station 200,1000,5000,10000] [--drift-shares 0,0.5,1.0] [--bin PATH]
+       [--threads] [--compare OLD_BIN [--rounds 2]]
+
+--compare runs only the station case at the --station counts, the old
+binary and --bin alternately --rounds times each, and prints new/old CPU
+(medians) with each thread's CPU and wake-ups per second: the old/new
+ratio of one run, on a machine whose figures drift from run to run.
 
 The station case (issue 20) looks like a station: CH4 channels with the
 coal-face preset's levels, values near 0.9 % of which a share (--drift-share
@@ -109,14 +115,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def thread_ns(pid):
-    """CPU time of each live thread in nanoseconds (schedstat), by tid."""
+def thread_stats(pid):
+    """Per live thread, by tid: (CPU ns, times it was switched in, name),
+    from schedstat and comm."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                out[tid] = int(f.read().split()[0])
-        except OSError:
+                ns, _wait, slices = (int(x) for x in f.read().split()[:3])
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            out[tid] = (ns, slices, name)
+        except (OSError, ValueError):
             pass
     return out
 
@@ -126,7 +136,7 @@ def watch_threads(pid, seconds, every=0.25):
     (nanoseconds) sampled every `every` s: a thread that starts in the
     window counts from zero, one that ends loses only its time after its
     last sample (tokio's blocking threads come and go)."""
-    first = thread_ns(pid)
+    first = thread_stats(pid)
     last = dict(first)
     end = time.monotonic() + seconds
     while True:
@@ -134,10 +144,15 @@ def watch_threads(pid, seconds, every=0.25):
         if left <= 0:
             break
         time.sleep(min(every, left))
-        for tid, ns in thread_ns(pid).items():
-            first.setdefault(tid, 0)
-            last[tid] = ns
-    return sum(last[t] - first[t] for t in last) / 1e9
+        for tid, st in thread_stats(pid).items():
+            first.setdefault(tid, (0, 0, st[2]))
+            last[tid] = st
+    # By thread name (tokio's workers share one): CPU s and switches-in.
+    by_name = {}
+    for t, (ns, slices, name) in last.items():
+        cpu, sw = by_name.get(name, (0.0, 0))
+        by_name[name] = (cpu + (ns - first[t][0]) / 1e9, sw + slices - first[t][1])
+    return sum(last[t][0] - first[t][0] for t in last) / 1e9, by_name
 
 
 def peak_rss_mib(pid):
@@ -227,10 +242,10 @@ def run_case(binary, n, seconds, coalesce, station=False, drift=0.2):
                     # A profile of the measured window (bench/README: a
                     # binary with symbols; perf from linux-perf).
                     perf = subprocess.Popen(
-                        ["perf", "record", "-F", "499", "-g", "-p", str(daemon.pid), "-o",
+                        ["perf", "record", "-F", os.environ.get("PITHEAD_BENCH_PERF_HZ", "499"), "-g", "-p", str(daemon.pid), "-o",
                          f"{os.environ['PITHEAD_BENCH_PERF']}-{n}.data", "--", "sleep", str(seconds)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                precise = watch_threads(daemon.pid, seconds)
+                precise, by_thread = watch_threads(daemon.pid, seconds)
                 if perf:
                     perf.wait(timeout=60)
                 c1, w1 = cpu_seconds(daemon.pid), time.monotonic()
@@ -264,6 +279,7 @@ def run_case(binary, n, seconds, coalesce, station=False, drift=0.2):
                     "published_per_s": (pub1 - pub0) / (w1 - w0),
                     "raw_rows_per_s": raw_rows / max(w1 - w0 - 10, 1),
                     "alarm_p99_ms": lat_p99, "alarm_samples": lat_n,
+                    "threads": {k: (c / (w1 - w0) * 100, sw / (w1 - w0)) for k, (c, sw) in by_thread.items()},
                 }
             finally:
                 daemon.terminate()
@@ -329,7 +345,15 @@ def main():
     ap.add_argument("--drift-shares", default="0,0.5,1.0",
                     help="extra drift shares of the station case at 1000 channels (0.2 is always run)")
     ap.add_argument("--station-seconds", type=float, default=None)
+    ap.add_argument("--threads", action="store_true",
+                    help="print each thread's CPU and wake-ups per second in the station cases")
+    ap.add_argument("--compare", metavar="OLD_BIN",
+                    help="old binary: run the station cases alternately with it and print new/old")
+    ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
+    if a.compare:
+        compare(a)
+        return
     station_rows = []
     ss = a.station_seconds or a.seconds
     for n in [int(x) for x in a.station.split(",") if x]:
@@ -347,6 +371,11 @@ def main():
                   f"{r['alarm_p99_ms']:.1f} ({r['alarm_samples']}) |")
         for r in station_rows:
             record_station(r)
+        if a.threads:
+            for r in station_rows:
+                print(f"\nthreads at {r['channels']} channels, drift {r['drift']:.0%}: name, % of one core, wake-ups/s")
+                for name, (pct, sw) in sorted(r["threads"].items(), key=lambda x: -x[1][1]):
+                    print(f"  {name:<20} {pct:7.3f} {sw:8.1f}")
     cases = [(int(n), True) for n in a.channels.split(",") if n]
     if not cases:
         return
@@ -370,6 +399,36 @@ def main():
         print(f"\nnaive/coalesced CPU ratio at {naive} channels: {ratio:.2f}")
         record("acquisition", f"naive / coalesced CPU, {naive} channels", ratio, "×",
                note="one request per channel / coalesced reads, same run")
+
+
+def compare(a):
+    """Old and new binaries alternately, the station case; medians."""
+    import statistics
+    ss = a.station_seconds or a.seconds
+    print(f"old {a.compare}, new {a.bin}; station case, {ss:.0f} s per run, {a.rounds} rounds")
+    print("| channels | binary | runs: % of one core | median | peak RSS MiB | wake-ups/s (tokio, supervisor, store writer) |")
+    print("|---:|---|---|---:|---:|---|")
+    for n in [int(x) for x in a.station.split(",") if x]:
+        runs = {"old": [], "new": []}
+        for _ in range(a.rounds):
+            for label, b in (("old", a.compare), ("new", a.bin)):
+                runs[label].append(run_case(b, n, ss, True, station=True, drift=0.2))
+        med = {}
+        for label, rs in runs.items():
+            med[label] = statistics.median(r["core_pct"] for r in rs)
+            wake = [statistics.median(r["threads"].get(t, (0, 0))[1] for r in rs)
+                    for t in ("pithead", "supervisor", "store-writer")]
+            for r in rs:
+                busy = ", ".join(f"{t} {c:.3f} %" for t, (c, _) in sorted(r["threads"].items(), key=lambda x: -x[1][0])
+                                 if c >= 0.001)
+                print(f"|   | {label} run | {r['core_pct']:.3f}: {busy} | | | |")
+            cpus = ", ".join(f"{r['core_pct']:.3f}" for r in rs)
+            wakes = ", ".join(f"{w:.0f}" for w in wake)
+            print(f"| {n} | {label} | {cpus} | {med[label]:.3f} | {max(r['rss_mib'] for r in rs):.1f} | {wakes} |")
+        ratio = med["new"] / med["old"] if med["old"] else float("nan")
+        print(f"| {n} | **new/old** | | **{ratio:.2f}** | | |")
+        record("acquisition (station)", f"new/old CPU, {n} channels", ratio, "×",
+               note=f"medians of {a.rounds} alternating runs: old {med['old']:.3f} %, new {med['new']:.3f} %")
 
 
 if __name__ == "__main__":
