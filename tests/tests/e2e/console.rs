@@ -296,7 +296,9 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
         b.find_all("#hazard-list img").is_empty(),
         "no element was made from the description"
     );
-    let step = |status: &str, extra: &str| {
+    // Each step waits for its own answer ("TICKET → 已销号"): the one of the
+    // step before stays on the page until then.
+    let step = |status: &str, label: &str, extra: &str| {
         b.click_live(
             &format!("{card} select[name=status] option[value='{status}']"),
             wait,
@@ -313,10 +315,10 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
             ));
         }
         b.wait_text("#hazard-result", wait, status, |t| {
-            t.contains(&ticket) && t.contains('→')
+            t.contains(&ticket) && t.contains('→') && t.contains(label)
         });
     };
-    step("acknowledged", "");
+    step("acknowledged", "已受理", "");
     b.wait_text(&card, wait, "acknowledged", |t| {
         t.contains("已受理") || t.contains("acknowledged")
     });
@@ -326,11 +328,11 @@ fn a_supervisor_acknowledges_an_alarm_and_closes_a_hazard() {
          if (f.elements.funds) {{ f.elements.funds.value = '3 万元'; f.elements.plan.value = '冒顶撤人预案'; }} \
          if (f.elements.major_category) f.elements.major_category.value = 'other';"
     );
-    step("assigned", &fill);
+    step("assigned", "整改中", &fill);
     b.wait_text(&card, wait, "assigned", |t| t.contains("整改中"));
-    step("rectified", "");
+    step("rectified", "已整改", "");
     b.wait_text(&card, wait, "rectified", |t| t.contains("已整改"));
-    step("closed", "");
+    step("closed", "已销号", "");
     b.wait_text(&card, wait, "closed", |t| t.contains("已销号"));
     b.screenshot(
         &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
