@@ -68,7 +68,18 @@ impl Browser {
             session: String::new(),
             _profile: profile,
         };
-        let v = b.call("POST", "/session", &caps);
+        // A browser slow to start under a full suite's load can outlast one
+        // request's read timeout: ask again (the driver is this browser's
+        // own, and goes with it).
+        let mut tries = 0;
+        let v = loop {
+            tries += 1;
+            match b.try_call("POST", "/session", &caps) {
+                Ok(v) => break v,
+                Err(e) if tries < 3 => eprintln!("webdriver session, try {tries}: {e}"),
+                Err(e) => panic!("{e}"),
+            }
+        };
         b.session = v["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no session: {v}"))
@@ -211,6 +222,19 @@ impl Browser {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+    }
+
+    /// An attribute of the first element matching `css`, read in the page
+    /// in one step once one matches: a page that re-renders the element
+    /// between a find and a read cannot leave a stale reference.
+    pub fn attribute_of(&self, css: &str, name: &str, wait: Duration) -> Option<String> {
+        self.find(css, wait);
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.getAttribute({}) : null;",
+            serde_json::to_string(css).unwrap_or_default(),
+            serde_json::to_string(name).unwrap_or_default()
+        );
+        self.execute(&script).as_str().map(str::to_owned)
     }
 
     /// An element's attribute.

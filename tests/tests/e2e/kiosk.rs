@@ -451,7 +451,7 @@ fn on_the_pi_screens_a_miner_sees_air_alarm_and_check_in_at_once_and_cannot_miss
             );
         }
         assert_eq!(
-            b.attribute(&b.find("#alert-icon svg", wait), "data-icon")
+            b.attribute_of("#alert-icon svg", "data-icon", wait)
                 .as_deref(),
             Some("power_cut"),
             "{name}: the banner's shape says the level too"
