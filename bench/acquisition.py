@@ -205,15 +205,7 @@ def run_case(binary, n, seconds, coalesce, station=False, drift=0.2):
          "--bulk-units", str(units), "--bulk-registers", "100", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
     )
-    broker = None
-    broker_dir = tempfile.TemporaryDirectory()
-    if station:
-        conf = os.path.join(broker_dir.name, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {mqtt} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
-        broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(mqtt)
+    broker, broker_dir = start_broker(mqtt) if station else (None, None)
     try:
         wait_port(modbus)
         wait_port(ctl)
@@ -287,9 +279,27 @@ def run_case(binary, n, seconds, coalesce, station=False, drift=0.2):
     finally:
         sim.terminate()
         sim.wait(timeout=30)
-        if broker:
-            broker.terminate()
-            broker.wait(timeout=30)
+        stop_broker(broker, broker_dir)
+
+
+def start_broker(port):
+    """A private Mosquitto on `port` (anonymous, unlimited queue): the
+    process and its directory."""
+    broker_dir = tempfile.TemporaryDirectory()
+    conf = os.path.join(broker_dir.name, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
+    broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return broker, broker_dir
+
+
+def stop_broker(broker, broker_dir):
+    if broker:
+        broker.terminate()
+        broker.wait(timeout=30)
+    if broker_dir:
         broker_dir.cleanup()
 
 

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -43,7 +42,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from acquisition import control, free_port, wait_port  # noqa: E402
+from acquisition import control, free_port, start_broker, stop_broker, wait_port  # noqa: E402
 from results import record  # noqa: E402
 
 
@@ -143,15 +142,7 @@ def run(binary, poll_ms, trials, slow=False, station=0):
              "--drift-share", "0.2"] if station else [])
     sim = subprocess.Popen([binary, "simulate", "--listen", f"127.0.0.1:{modbus}", "--control", f"127.0.0.1:{ctl}",
                             *bulk], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    broker = broker_dir = None
-    if station:
-        broker_dir = tempfile.TemporaryDirectory()
-        conf = os.path.join(broker_dir.name, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {mqtt} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
-        broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(mqtt)
+    broker, broker_dir = start_broker(mqtt) if station else (None, None)
     try:
         wait_port(modbus)
         wait_port(ctl)
@@ -194,10 +185,7 @@ def run(binary, poll_ms, trials, slow=False, station=0):
     finally:
         sim.terminate()
         sim.wait(timeout=30)
-        if broker:
-            broker.terminate()
-            broker.wait(timeout=30)
-            broker_dir.cleanup()
+        stop_broker(broker, broker_dir)
 
 
 def main():

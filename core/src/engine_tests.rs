@@ -767,6 +767,60 @@ impl Engine {
     }
 }
 
+/// What an engine answered an acknowledgement: event kinds, ids, channels.
+type AckAnswer = Result<Vec<(EventKind, u64, String)>, String>;
+
+/// The `i`-th active alarm of `every` acknowledged in both engines: what
+/// each answered, equal when none is active.
+fn ack_nth_in_both(
+    fast: &mut Engine,
+    every: &mut Engine,
+    i: usize,
+    wall: SystemTime,
+) -> (AckAnswer, AckAnswer) {
+    let kinds = |v: Vec<AlarmEvent>| {
+        v.into_iter()
+            .map(|e| (e.kind, e.alarm_id, e.channel))
+            .collect::<Vec<_>>()
+    };
+    let Some(id) = every.active().map(|a| a.id).nth(i) else {
+        return (Ok(Vec::new()), Ok(Vec::new()));
+    };
+    let a = fast
+        .ack(id, "p", wall)
+        .map(kinds)
+        .map_err(|e| e.to_string());
+    let b = every
+        .ack(id, "p", wall)
+        .map(kinds)
+        .map_err(|e| e.to_string());
+    (a, b)
+}
+
+/// Channel `c`'s alarm of before a restart restored in both engines.
+fn restore_in_both(
+    fast: &mut Engine,
+    every: &mut Engine,
+    c: usize,
+    acked: bool,
+    now: Instant,
+    wall: SystemTime,
+) {
+    let r = Restored {
+        id: 900 + c as u64,
+        channel: ["ch4", "co"][c].into(),
+        kind: AlarmKind::Level(LevelName::Alarm),
+        value: Some(1.0),
+        raised_wall: wall,
+        acked: acked.then(|| Ack {
+            by: "p".into(),
+            at: wall,
+        }),
+    };
+    fast.restore(std::slice::from_ref(&r), now);
+    every.restore(std::slice::from_ref(&r), now);
+}
+
 #[derive(Debug, Clone)]
 enum Step2 {
     Value(usize, f64),
@@ -810,25 +864,10 @@ proptest! {
                     prop_assert_eq!(kinds(fast.update(c, &r, now, wall)), kinds(every.update(c, &r, now, wall)));
                 }
                 Step2::AckOne(i) => {
-                    let id = every.active().map(|a| a.id).nth(i);
-                    if let Some(id) = id {
-                        let a = fast.ack(id, "p", wall).map(kinds).map_err(|e| e.to_string());
-                        let b = every.ack(id, "p", wall).map(kinds).map_err(|e| e.to_string());
-                        prop_assert_eq!(a, b);
-                    }
+                    let (a, b) = ack_nth_in_both(&mut fast, &mut every, i, wall);
+                    prop_assert_eq!(a, b);
                 }
-                Step2::Restore(c, acked) => {
-                    let r = Restored {
-                        id: 900 + c as u64,
-                        channel: ["ch4", "co"][c].into(),
-                        kind: AlarmKind::Level(LevelName::Alarm),
-                        value: Some(1.0),
-                        raised_wall: wall,
-                        acked: acked.then(|| Ack { by: "p".into(), at: wall }),
-                    };
-                    fast.restore(std::slice::from_ref(&r), now);
-                    every.restore(std::slice::from_ref(&r), now);
-                }
+                Step2::Restore(c, acked) => restore_in_both(&mut fast, &mut every, c, acked, now, wall),
                 Step2::Wait(ms) => {
                     // The reference ticks every 10 ms; the engine under
                     // test only when its next deadline says so.
@@ -900,25 +939,10 @@ proptest! {
                     prop_assert_eq!(kinds(fast.update(c, &r, now, wall)), kinds(every.update_always(c, &r, now, wall)));
                 }
                 Step3::AckOne(i) => {
-                    let id = every.active().map(|a| a.id).nth(i);
-                    if let Some(id) = id {
-                        let a = fast.ack(id, "p", wall).map(kinds).map_err(|e| e.to_string());
-                        let b = every.ack(id, "p", wall).map(kinds).map_err(|e| e.to_string());
-                        prop_assert_eq!(a, b);
-                    }
+                    let (a, b) = ack_nth_in_both(&mut fast, &mut every, i, wall);
+                    prop_assert_eq!(a, b);
                 }
-                Step3::Restore(c, acked) => {
-                    let r = Restored {
-                        id: 900 + c as u64,
-                        channel: ["ch4", "co"][c].into(),
-                        kind: AlarmKind::Level(LevelName::Alarm),
-                        value: Some(1.0),
-                        raised_wall: wall,
-                        acked: acked.then(|| Ack { by: "p".into(), at: wall }),
-                    };
-                    fast.restore(std::slice::from_ref(&r), now);
-                    every.restore(std::slice::from_ref(&r), now);
-                }
+                Step3::Restore(c, acked) => restore_in_both(&mut fast, &mut every, c, acked, now, wall),
                 Step3::Wait(ms, tick) => {
                     t += Duration::from_millis(ms);
                     if tick {
